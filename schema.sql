@@ -1,0 +1,129 @@
+-- pipestat's schema, version 1.
+--
+-- Every time is INTEGER milliseconds since the Unix epoch, UTC. Every status is one of the fixed
+-- words of the product contract (§3.1), checked here so that no other word can ever be stored.
+-- Rows refer to each other by INTEGER rowids; the ids that clients send are kept as `ext_id`.
+-- The tables are STRICT: a value of the wrong type is an error, never silently coerced.
+
+-- A repository, known by its canonical slug.
+CREATE TABLE projects (
+    id             INTEGER PRIMARY KEY,         -- rowid
+    slug           TEXT NOT NULL UNIQUE,        -- canonical "vcs/org/repo", vcs one of gh, bb, gl, circleci
+    key            TEXT NOT NULL,               -- short name for the Zadig surface (default: the slug's last segment)
+    default_branch TEXT NOT NULL DEFAULT 'main' -- the branch CircleCI-style routes use by default; latest given wins
+) STRICT;
+CREATE INDEX projects_by_key ON projects (key);
+
+-- A workflow (pipeline) of a project: runs of it share a name and a build-number sequence.
+CREATE TABLE workflows (
+    id          INTEGER PRIMARY KEY,                     -- rowid
+    project_id  INTEGER NOT NULL REFERENCES projects(id), -- owning project
+    name        TEXT NOT NULL,                           -- workflow name as reported (may be empty)
+    pipeline_id TEXT NOT NULL UNIQUE,                    -- id for the CodeArts surface (default: 32 hex chars of SHA-256)
+    max_number  INTEGER NOT NULL DEFAULT 0,              -- highest build number stored, so the next default is max_number + 1
+    UNIQUE (project_id, name)
+) STRICT;
+
+-- One execution of a workflow.
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY,                      -- rowid
+    project_id   INTEGER NOT NULL REFERENCES projects(id), -- owning project
+    workflow_id  INTEGER NOT NULL REFERENCES workflows(id),-- the workflow this run executes
+    ext_id       TEXT NOT NULL,                            -- the client's run id, unique within the project
+    number       INTEGER NOT NULL,                         -- build number within the workflow
+    branch       TEXT,                                     -- branch built, if known
+    commit_sha   TEXT,                                     -- commit built, if known
+    actor        TEXT,                                     -- who or what started the run
+    trigger      TEXT,                                     -- why it started (push, schedule, ...)
+    committed_at INTEGER,                                  -- commit time, for lead time for changes
+    status       TEXT NOT NULL CHECK (status IN ('queued','running','waiting','success','failed','error','canceled','timeout','skipped')), -- run status
+    created_at   INTEGER NOT NULL,                         -- when the run was created (queued)
+    started_at   INTEGER,                                  -- when it began executing
+    stopped_at   INTEGER,                                  -- when it reached its final status
+    credits_used INTEGER NOT NULL DEFAULT 0 CHECK (credits_used >= 0), -- cost units reported by the CI system
+    detail_url   TEXT,                                     -- link to the run in the CI system
+    parameters   TEXT,                                     -- JSON array of {"name","value"} as given, or NULL
+    UNIQUE (project_id, ext_id)
+) STRICT;
+-- Statistics read runs of one project (and workflow, and branch) inside a created_at window.
+CREATE INDEX runs_by_workflow ON runs (project_id, workflow_id, branch, created_at);
+CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
+-- The native list pages all projects newest first.
+CREATE INDEX runs_by_time ON runs (created_at);
+
+-- One job (step, task) of a run.
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY,                      -- rowid
+    run_id       INTEGER NOT NULL REFERENCES runs(id),     -- the run it belongs to
+    project_id   INTEGER NOT NULL REFERENCES projects(id), -- the run's project, repeated for one-project indexes
+    ext_id       TEXT NOT NULL,                            -- the client's job id (default "<run id>/<index>")
+    position     INTEGER NOT NULL,                         -- order of the job within its run
+    name         TEXT NOT NULL,                            -- job name
+    stage        TEXT,                                     -- stage the job belongs to (CodeArts groups by it)
+    kind         TEXT NOT NULL CHECK (kind IN ('build','deploy','test','approval','other')), -- what the job does
+    status       TEXT NOT NULL CHECK (status IN ('queued','running','waiting','success','failed','error','canceled','timeout','skipped')), -- job status
+    created_at   INTEGER NOT NULL,                         -- when the job was created
+    started_at   INTEGER,                                  -- when it began executing
+    stopped_at   INTEGER,                                  -- when it reached its final status
+    credits_used INTEGER NOT NULL DEFAULT 0 CHECK (credits_used >= 0), -- cost units
+    detail_url   TEXT,                                     -- link to the job in the CI system
+    error_code   TEXT,                                     -- machine-readable failure reason
+    error_msg    TEXT,                                     -- human-readable failure reason
+    env          TEXT,                                     -- deploy target environment
+    cluster      TEXT,                                     -- deploy target cluster
+    service      TEXT,                                     -- service deployed
+    service_type TEXT,                                     -- kind of service deployed
+    production   INTEGER NOT NULL DEFAULT 0 CHECK (production IN (0, 1)), -- 1 for a production deploy (a release)
+    artifacts    TEXT,                                     -- JSON array of images or files built or deployed, or NULL
+    day_at       INTEGER GENERATED ALWAYS AS (coalesce(started_at, created_at)) VIRTUAL, -- the time that places the job on a day
+    UNIQUE (run_id, ext_id)
+) STRICT;
+-- Daily job statistics, for one project or for all.
+CREATE INDEX jobs_by_project_kind_day ON jobs (project_id, kind, day_at);
+CREATE INDEX jobs_by_kind_day ON jobs (kind, day_at);
+
+-- One test case result, reported inline with a job or uploaded as a JUnit report.
+CREATE TABLE test_results (
+    id         INTEGER PRIMARY KEY,                      -- rowid
+    job_id     INTEGER NOT NULL REFERENCES jobs(id),     -- the job that ran the test
+    run_id     INTEGER NOT NULL REFERENCES runs(id),     -- the job's run, repeated for per-run reads
+    project_id INTEGER NOT NULL REFERENCES projects(id), -- the run's project, repeated for one-project indexes
+    suite      TEXT,                                     -- test suite name
+    classname  TEXT,                                     -- class or module of the test
+    name       TEXT NOT NULL,                            -- test case name
+    file       TEXT,                                     -- source file, when reported
+    result     TEXT NOT NULL CHECK (result IN ('success','failure','error','skipped')), -- outcome
+    duration   REAL CHECK (duration IS NULL OR duration >= 0), -- seconds
+    message    TEXT                                      -- failure or error message, when reported
+) STRICT;
+-- Flaky tests: the same test's results across commits of one project.
+CREATE INDEX tests_by_project_test ON test_results (project_id, classname, name);
+CREATE INDEX tests_by_job ON test_results (job_id);
+
+-- Zadig-shaped rollback records.
+CREATE TABLE rollbacks (
+    id             INTEGER PRIMARY KEY,                      -- rowid
+    ext_id         TEXT UNIQUE,                              -- the client's id, when given (redelivery replaces)
+    project_id     INTEGER NOT NULL REFERENCES projects(id), -- project rolled back
+    env            TEXT,                                     -- environment name
+    env_type       TEXT,                                     -- environment type as Zadig names it
+    production     INTEGER NOT NULL DEFAULT 0 CHECK (production IN (0, 1)), -- 1 for a production environment
+    operation_type TEXT,                                     -- what was rolled back (Zadig's word)
+    service        TEXT,                                     -- service name
+    service_type   TEXT,                                     -- service type
+    origin_service TEXT,                                     -- JSON object, kept verbatim
+    update_service TEXT,                                     -- JSON object, kept verbatim
+    create_by      TEXT,                                     -- JSON object, kept verbatim
+    created_at     INTEGER NOT NULL                          -- when the rollback happened
+) STRICT;
+CREATE INDEX rollbacks_by_time ON rollbacks (created_at);
+CREATE INDEX rollbacks_by_project_time ON rollbacks (project_id, created_at);
+
+-- API tokens. Only a SHA-256 of the secret is stored; the secret is shown once at creation.
+CREATE TABLE tokens (
+    id         INTEGER PRIMARY KEY,    -- rowid
+    name       TEXT NOT NULL UNIQUE,   -- operator-chosen name, used to revoke
+    hash       TEXT NOT NULL UNIQUE,   -- lowercase hex SHA-256 of the secret
+    scopes     TEXT NOT NULL,          -- comma list of read, ingest, admin
+    created_at INTEGER NOT NULL        -- when the token was created
+) STRICT;

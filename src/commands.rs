@@ -1,0 +1,253 @@
+//! The command-line operations besides `serve`: tokens, import, demo data, backup and check.
+
+use std::io::{BufRead, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Error, Result};
+use crate::model::Run;
+use crate::store::{self, Counts, Ids, Upsert};
+use crate::{auth, db, demo, ingest, times};
+
+/// Runs per transaction for bulk loads.
+const BULK_BATCH: usize = 5_000;
+
+pub fn token_create(db_path: &Path, name: &str, scopes: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 256 {
+        return Err(Error::Usage("--name: expected 1..256 characters".into()));
+    }
+    let scopes = auth::parse_scopes(scopes).map_err(|e| Error::Usage(format!("--scope: {e}")))?;
+    let conn = db::open(db_path)?;
+    let secret = auth::new_secret()?;
+    db::immediate(&conn, |tx| {
+        store::create_token(
+            tx,
+            name,
+            &auth::hash_secret(&secret),
+            &scopes,
+            times::now_ms(),
+        )
+    })?;
+    println!("created token {name:?} with scopes {scopes}; the secret is shown only once:");
+    println!("{secret}");
+    Ok(())
+}
+
+pub fn token_list(db_path: &Path) -> Result<()> {
+    let conn = db::open(db_path)?;
+    let tokens = store::list_tokens(&conn)?;
+    if tokens.is_empty() {
+        println!("no tokens: the daemon is in open mode (loopback only)");
+    }
+    for t in tokens {
+        println!(
+            "{}\t{}\t{}",
+            t.name,
+            t.scopes,
+            times::format_rfc3339(t.created_at)
+        );
+    }
+    Ok(())
+}
+
+pub fn token_revoke(db_path: &Path, name: &str) -> Result<()> {
+    let conn = db::open(db_path)?;
+    if !db::immediate(&conn, |tx| store::revoke_token(tx, name))? {
+        return Err(Error::NotFound(format!("no token named {name:?}")));
+    }
+    println!("revoked token {name:?}");
+    Ok(())
+}
+
+/// Writes one batch of runs in one IMMEDIATE transaction. If the batch fails as a whole, it is
+/// written again run by run, each in a savepoint, and the runs that fail are returned with
+/// their error; the rest land.
+pub fn write_batch(conn: &mut Connection, runs: &[Run]) -> Result<(Counts, Vec<(usize, Error)>)> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut ids = Ids::default();
+    if let Ok(counts) = store::write_runs(&tx, &mut ids, runs) {
+        tx.commit()?;
+        return Ok((counts, Vec::new()));
+    }
+    drop(tx);
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut ids = Ids::default();
+    let mut total = Counts::default();
+    let mut failures = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let sp = tx.savepoint()?;
+        match store::write_run(&sp, &mut ids, run)
+            .and_then(|u| store::flush_numbers(&sp, &mut ids).map(|()| u))
+        {
+            Ok(u) => {
+                sp.commit()?;
+                total.created += u64::from(u == Upsert::Created);
+                total.updated += u64::from(u == Upsert::Updated);
+            }
+            Err(e) => {
+                drop(sp);
+                ids.clear();
+                failures.push((i, e));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok((total, failures))
+}
+
+/// `pipestat import FILE`: NDJSON runs, in large transactions; bad lines are reported and skipped.
+pub fn import(db_path: &Path, file: &str) -> Result<()> {
+    let mut conn = db::open(db_path)?;
+    let input: Box<dyn BufRead> = if file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file)
+            .map_err(|e| Error::Internal(format!("cannot open {file}: {e}")))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+    };
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut totals = Counts::default();
+    let (mut bad, mut read) = (0u64, 0u64);
+    let mut batch: Vec<Run> = Vec::with_capacity(BULK_BATCH);
+    let mut lines: Vec<usize> = Vec::with_capacity(BULK_BATCH);
+    let mut flush = |batch: &mut Vec<Run>, lines: &mut Vec<usize>, bad: &mut u64| -> Result<()> {
+        let (c, failures) = write_batch(&mut conn, batch)?;
+        totals.created += c.created;
+        totals.updated += c.updated;
+        for (i, e) in failures {
+            eprintln!("line {}: {e}", lines[i]);
+            *bad += 1;
+        }
+        batch.clear();
+        lines.clear();
+        Ok(())
+    };
+    for (n, line) in input.split(b'\n').enumerate() {
+        let line = line?;
+        let line_no = n + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        read += 1;
+        match ingest::parse_json(&line).and_then(|v| ingest::run_from_json(&v)) {
+            Ok(run) => {
+                batch.push(run);
+                lines.push(line_no);
+            }
+            Err(m) => {
+                eprintln!("line {line_no}: {m}");
+                bad += 1;
+            }
+        }
+        if batch.len() >= BULK_BATCH {
+            flush(&mut batch, &mut lines, &mut bad)?;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            eprint!("\rimport: {read} lines read, {bad} bad");
+            let _ = std::io::stderr().flush();
+            last_progress = Instant::now();
+        }
+    }
+    if !batch.is_empty() {
+        flush(&mut batch, &mut lines, &mut bad)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "\rimport: {read} lines read, {} runs created, {} updated, {bad} bad lines skipped, in {secs:.1} s",
+        totals.created, totals.updated
+    );
+    Ok(())
+}
+
+/// Fills the database with generated demo data (`pipestat demo`, `serve --demo`).
+pub fn fill_demo(
+    db_path: &Path,
+    runs: Option<u64>,
+    days: u32,
+    seed: u64,
+    now_ms: i64,
+) -> Result<()> {
+    let mut conn = db::open(db_path)?;
+    let spec = demo::Spec {
+        runs,
+        days,
+        seed,
+        now_ms,
+    };
+    let started = Instant::now();
+    let mut written = 0u64;
+    let rollbacks = demo::generate(&spec, BULK_BATCH, |batch| -> Result<()> {
+        let (_, failures) = write_batch(&mut conn, &batch)?;
+        if let Some((i, e)) = failures.into_iter().next() {
+            return Err(Error::Internal(format!(
+                "demo run {:?} was refused: {e}",
+                batch[i].id
+            )));
+        }
+        written += batch.len() as u64;
+        if written % 100_000 < BULK_BATCH as u64 {
+            eprint!("\rdemo: {written} runs");
+        }
+        Ok(())
+    })?;
+    db::immediate(&conn, |tx| {
+        store::write_rollbacks(tx, &mut Ids::default(), &rollbacks)
+    })?;
+    eprintln!(
+        "\rdemo: {written} runs and {} rollbacks over {days} days in {:.1} s",
+        rollbacks.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `pipestat backup DEST`: a consistent copy through SQLite's online backup API.
+pub fn backup(db_path: &Path, dest: &Path) -> Result<()> {
+    if !db_path.exists() {
+        return Err(Error::Internal(format!(
+            "no database at {}",
+            db_path.display()
+        )));
+    }
+    let conn = db::open_existing(db_path)?;
+    let mut target = Connection::open(dest)
+        .map_err(|e| Error::Internal(format!("cannot open {}: {e}", dest.display())))?;
+    let backup = rusqlite::backup::Backup::new(&conn, &mut target)?;
+    backup.run_to_completion(1024, Duration::from_millis(5), None)?;
+    println!("backed up {} to {}", db_path.display(), dest.display());
+    Ok(())
+}
+
+/// `pipestat check`: SQLite's integrity and foreign-key checks; an error when either finds a fault.
+pub fn check(db_path: &Path) -> Result<()> {
+    if !db_path.exists() {
+        return Err(Error::Internal(format!(
+            "no database at {}",
+            db_path.display()
+        )));
+    }
+    let conn = db::open_existing(db_path)?;
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let foreign: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })?;
+    if problems != ["ok"] || foreign > 0 {
+        for p in &problems {
+            eprintln!("integrity: {p}");
+        }
+        return Err(Error::Internal(format!(
+            "{} is damaged ({foreign} dangling references)",
+            db_path.display()
+        )));
+    }
+    let runs: i64 = conn.query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?;
+    println!("ok: {} is sound ({runs} runs)", db_path.display());
+    Ok(())
+}

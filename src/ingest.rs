@@ -1,0 +1,507 @@
+//! Payload → domain: validates native JSON bodies (contract §3.1) into `model` values.
+//!
+//! No SQL and no HTTP here. Every rejection names the item and the field, e.g.
+//! `item 2: field "jobs[0].status": unknown value "done"; expected one of queued, running, …`.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
+use crate::times;
+
+/// Longest accepted id (run, job, rollback).
+const MAX_ID: usize = 256;
+/// Longest accepted name-like string (project, workflow, branch, job name, …).
+const MAX_NAME: usize = 1024;
+/// Longest accepted URL.
+const MAX_URL: usize = 8192;
+/// Longest accepted free text (error messages, test messages).
+const MAX_TEXT: usize = 65_536;
+/// Most jobs in one run and test cases in one job.
+const MAX_JOBS: usize = 10_000;
+const MAX_TESTS: usize = 1_000_000;
+
+/// Parses a `POST /api/v1/runs` body: one run object, a JSON array of them, or NDJSON.
+pub fn parse_runs(body: &[u8], ndjson: bool) -> Result<Vec<Run>> {
+    if ndjson {
+        let mut runs = Vec::new();
+        for (index, line) in ndjson_lines(body) {
+            let value = parse_json(line).map_err(|m| Error::bad(format!("item {index}: {m}")))?;
+            runs.push(run_from_json(&value).map_err(|m| Error::bad(format!("item {index}: {m}")))?);
+        }
+        if runs.is_empty() {
+            return Err(Error::bad("body holds no run"));
+        }
+        return Ok(runs);
+    }
+    match parse_json(body).map_err(Error::bad)? {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| run_from_json(v).map_err(|m| Error::bad(format!("item {i}: {m}"))))
+            .collect(),
+        v @ Value::Object(_) => Ok(vec![
+            run_from_json(&v).map_err(|m| Error::bad(format!("item 0: {m}")))?
+        ]),
+        _ => Err(Error::bad(
+            "body must be a run object, an array of runs, or NDJSON",
+        )),
+    }
+}
+
+/// The non-blank lines of an NDJSON body with their 0-based item index.
+pub fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    body.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .enumerate()
+}
+
+/// Parses JSON text, describing a syntax error by line and column.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))
+}
+
+/// Parses a `POST /api/v1/rollbacks` body: one rollback object or an array of them.
+pub fn parse_rollbacks(body: &[u8]) -> Result<Vec<Rollback>> {
+    match parse_json(body).map_err(Error::bad)? {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| rollback_from_json(v).map_err(|m| Error::bad(format!("item {i}: {m}"))))
+            .collect(),
+        v @ Value::Object(_) => Ok(vec![
+            rollback_from_json(&v).map_err(|m| Error::bad(format!("item 0: {m}")))?
+        ]),
+        _ => Err(Error::bad(
+            "body must be a rollback object or an array of them",
+        )),
+    }
+}
+
+/// Canonicalizes a project slug: `vcs/org/repo` with vcs aliases, or `org/repo` meaning GitHub.
+/// GitLab slugs may have nested groups (`gl/group/subgroup/repo`).
+pub fn canonical_slug(slug: &str) -> Result<String, String> {
+    let parts: Vec<&str> = slug.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(format!(
+            "invalid project slug {slug:?}: expected \"vcs/org/repo\""
+        ));
+    }
+    let vcs = match parts[0] {
+        "gh" | "github" => "gh",
+        "bb" | "bitbucket" => "bb",
+        "gl" | "gitlab" => "gl",
+        "circleci" => "circleci",
+        _ if parts.len() == 2 => return Ok(format!("gh/{slug}")),
+        other => {
+            return Err(format!(
+                "invalid project slug {slug:?}: unknown vcs {other:?} (expected gh, github, bb, bitbucket, gl, gitlab or circleci)"
+            ))
+        }
+    };
+    let ok = if vcs == "gl" {
+        parts.len() >= 3
+    } else {
+        parts.len() == 3
+    };
+    if !ok || slug.len() > MAX_NAME {
+        return Err(format!(
+            "invalid project slug {slug:?}: expected \"vcs/org/repo\""
+        ));
+    }
+    Ok(format!("{vcs}/{}", parts[1..].join("/")))
+}
+
+/// Validates one run object.
+pub fn run_from_json(v: &Value) -> Result<Run, String> {
+    let o = Obj::new(v, "")?;
+    let id = o.req_str("id", MAX_ID)?;
+    let project =
+        canonical_slug(&o.req_str("project", MAX_NAME)?).map_err(|m| o.err("project", &m))?;
+    let created_at = o.req_time("created_at")?;
+    let started_at = o.opt_time("started_at")?;
+    let stopped_at = o.opt_time("stopped_at")?;
+    check_order(&o, started_at, stopped_at)?;
+    let pipeline_id = o.opt_str("pipeline_id", MAX_ID)?;
+    let jobs = match o.get("jobs") {
+        None => Vec::new(),
+        Some(v) => {
+            let items = o.array("jobs", v, MAX_JOBS)?;
+            let mut jobs = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                jobs.push(job_from_json(
+                    item,
+                    &format!("jobs[{i}]."),
+                    &id,
+                    i,
+                    created_at,
+                )?);
+            }
+            jobs
+        }
+    };
+    let parameters = match o.get("parameters") {
+        None => None,
+        Some(v) => {
+            let items = o.array("parameters", v, MAX_JOBS)?;
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("parameters[{i}].");
+                Obj::new(item, &path)?.req_str("name", MAX_NAME)?;
+            }
+            Some(v.to_string())
+        }
+    };
+    Ok(Run {
+        project_key: o.opt_str("project_key", MAX_NAME)?,
+        default_branch: o.opt_str("default_branch", MAX_NAME)?,
+        workflow: o.req_str_allow_empty("workflow", MAX_NAME)?,
+        pipeline_id,
+        number: o.opt_int("number", 0)?,
+        branch: o.opt_str("branch", MAX_NAME)?,
+        commit: o.opt_str("commit", MAX_NAME)?,
+        actor: o.opt_str("actor", MAX_NAME)?,
+        trigger: o.opt_str("trigger", MAX_NAME)?,
+        committed_at: o.opt_time("committed_at")?,
+        status: o.req_enum("status", Status::parse, &Status::ALL.map(Status::as_str))?,
+        created_at,
+        started_at,
+        stopped_at,
+        credits_used: o.opt_int("credits_used", 0)?.unwrap_or(0),
+        detail_url: o.opt_str("detail_url", MAX_URL)?,
+        parameters,
+        jobs,
+        id,
+        project,
+    })
+}
+
+fn job_from_json(
+    v: &Value,
+    path: &str,
+    run_id: &str,
+    index: usize,
+    run_created: i64,
+) -> Result<Job, String> {
+    let o = Obj::new(v, path)?;
+    let started_at = o.opt_time("started_at")?;
+    let stopped_at = o.opt_time("stopped_at")?;
+    check_order(&o, started_at, stopped_at)?;
+    let tests = match o.get("tests") {
+        None => None,
+        Some(v) => {
+            let items = o.array("tests", v, MAX_TESTS)?;
+            let mut tests = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                tests.push(test_from_json(item, &format!("{path}tests[{i}]."))?);
+            }
+            Some(tests)
+        }
+    };
+    let artifacts = match o.get("artifacts") {
+        None => None,
+        Some(v) => {
+            let items = o.array("artifacts", v, MAX_JOBS)?;
+            let mut names = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(s) if !s.is_empty() && s.len() <= MAX_URL => names.push(s.to_owned()),
+                    _ => {
+                        return Err(o.err(&format!("artifacts[{i}]"), "expected a non-empty string"))
+                    }
+                }
+            }
+            Some(names)
+        }
+    };
+    Ok(Job {
+        id: o
+            .opt_str("id", MAX_ID)?
+            .unwrap_or_else(|| format!("{run_id}/{index}")),
+        name: o.req_str("name", MAX_NAME)?,
+        stage: o.opt_str("stage", MAX_NAME)?,
+        kind: o
+            .opt_enum("kind", Kind::parse, &Kind::ALL.map(Kind::as_str))?
+            .unwrap_or(Kind::Other),
+        status: o.req_enum("status", Status::parse, &Status::ALL.map(Status::as_str))?,
+        created_at: o.opt_time("created_at")?.unwrap_or(run_created),
+        started_at,
+        stopped_at,
+        credits_used: o.opt_int("credits_used", 0)?.unwrap_or(0),
+        detail_url: o.opt_str("detail_url", MAX_URL)?,
+        error_code: o.opt_str("error_code", MAX_NAME)?,
+        error_msg: o.opt_str("error_msg", MAX_TEXT)?,
+        env: o.opt_str("env", MAX_NAME)?,
+        cluster: o.opt_str("cluster", MAX_NAME)?,
+        service: o.opt_str("service", MAX_NAME)?,
+        service_type: o.opt_str("service_type", MAX_NAME)?,
+        production: o.opt_bool("production")?.unwrap_or(false),
+        artifacts,
+        tests,
+    })
+}
+
+fn test_from_json(v: &Value, path: &str) -> Result<TestCase, String> {
+    let o = Obj::new(v, path)?;
+    let duration = match o.get("duration") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(d) if d >= 0.0 && d.is_finite() => Some(d),
+            _ => return Err(o.err("duration", "expected seconds >= 0")),
+        },
+        Some(_) => return Err(o.err("duration", "expected a number of seconds")),
+    };
+    Ok(TestCase {
+        name: o.req_str("name", MAX_NAME)?,
+        classname: o.opt_str("classname", MAX_NAME)?,
+        file: o.opt_str("file", MAX_NAME)?,
+        suite: o.opt_str("suite", MAX_NAME)?,
+        result: o.req_enum(
+            "result",
+            TestOutcome::parse,
+            &TestOutcome::ALL.map(TestOutcome::as_str),
+        )?,
+        duration,
+        message: o.opt_str("message", MAX_TEXT)?,
+    })
+}
+
+fn rollback_from_json(v: &Value) -> Result<Rollback, String> {
+    let o = Obj::new(v, "")?;
+    let project = o.req_str("project", MAX_NAME)?;
+    // A slug is canonicalized; anything without a slash is a project key.
+    let project = if project.contains('/') {
+        canonical_slug(&project).map_err(|m| o.err("project", &m))?
+    } else {
+        project
+    };
+    Ok(Rollback {
+        id: o.opt_str("id", MAX_ID)?,
+        project,
+        env: o.opt_str("env", MAX_NAME)?,
+        env_type: o.opt_str("env_type", MAX_NAME)?,
+        production: o.opt_bool("production")?.unwrap_or(false),
+        operation_type: o.opt_str("operation_type", MAX_NAME)?,
+        service: o.opt_str("service", MAX_NAME)?,
+        service_type: o.opt_str("service_type", MAX_NAME)?,
+        origin_service: o.opt_object("origin_service")?,
+        update_service: o.opt_object("update_service")?,
+        create_by: o.opt_object("create_by")?,
+        created_at: o.req_time("created_at")?,
+    })
+}
+
+fn check_order(o: &Obj, started: Option<i64>, stopped: Option<i64>) -> Result<(), String> {
+    match (started, stopped) {
+        (Some(a), Some(b)) if b < a => Err(o.err("stopped_at", "is before started_at")),
+        _ => Ok(()),
+    }
+}
+
+/// A JSON object being validated, with the path prefix used in messages.
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    path: &'a str,
+}
+
+impl<'a> Obj<'a> {
+    fn new(v: &'a Value, path: &'a str) -> Result<Obj<'a>, String> {
+        match v {
+            Value::Object(map) => Ok(Obj { map, path }),
+            _ if path.is_empty() => Err("expected a JSON object".to_owned()),
+            _ => Err(format!(
+                "field \"{}\": expected an object",
+                path.trim_end_matches('.')
+            )),
+        }
+    }
+
+    fn err(&self, key: &str, msg: &str) -> String {
+        format!("field \"{}{key}\": {msg}", self.path)
+    }
+
+    /// The value of `key`, treating an explicit `null` as absent.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn array(&self, key: &str, v: &'a Value, max: usize) -> Result<&'a Vec<Value>, String> {
+        match v {
+            Value::Array(items) if items.len() <= max => Ok(items),
+            Value::Array(_) => Err(self.err(key, &format!("more than {max} items"))),
+            _ => Err(self.err(key, "expected an array")),
+        }
+    }
+
+    fn opt_str(&self, key: &str, max: usize) -> Result<Option<String>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.len() > max => {
+                Err(self.err(key, &format!("longer than {max} bytes")))
+            }
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.err(key, "expected a string")),
+        }
+    }
+
+    fn req_str_allow_empty(&self, key: &str, max: usize) -> Result<String, String> {
+        self.opt_str(key, max)?
+            .ok_or_else(|| self.err(key, "is required"))
+    }
+
+    fn req_str(&self, key: &str, max: usize) -> Result<String, String> {
+        let s = self.req_str_allow_empty(key, max)?;
+        if s.is_empty() {
+            return Err(self.err(key, "must not be empty"));
+        }
+        Ok(s)
+    }
+
+    fn opt_int(&self, key: &str, min: i64) -> Result<Option<i64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) if i >= min => Ok(Some(i)),
+                _ => Err(self.err(key, &format!("expected an integer >= {min}"))),
+            },
+            Some(_) => Err(self.err(key, "expected an integer")),
+        }
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.err(key, "expected true or false")),
+        }
+    }
+
+    fn opt_object(&self, key: &str) -> Result<Option<String>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
+            Some(_) => Err(self.err(key, "expected an object")),
+        }
+    }
+
+    fn opt_time(&self, key: &str) -> Result<Option<i64>, String> {
+        let parsed = match self.get(key) {
+            None => return Ok(None),
+            Some(Value::String(s)) => times::parse_rfc3339(s),
+            Some(Value::Number(n)) => n.as_i64().and_then(times::from_unix_seconds),
+            Some(_) => None,
+        };
+        parsed.map(Some).ok_or_else(|| {
+            self.err(key, "expected an RFC 3339 time (e.g. \"2026-01-31T12:00:00Z\") or integer Unix seconds, 1970..9999")
+        })
+    }
+
+    fn req_time(&self, key: &str) -> Result<i64, String> {
+        self.opt_time(key)?
+            .ok_or_else(|| self.err(key, "is required"))
+    }
+
+    fn opt_enum<T>(
+        &self,
+        key: &str,
+        parse: fn(&str) -> Option<T>,
+        names: &[&str],
+    ) -> Result<Option<T>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse(s).map(Some).ok_or_else(|| {
+                let shown: String = s.chars().take(64).collect();
+                self.err(
+                    key,
+                    &format!(
+                        "unknown value {shown:?}; expected one of {}",
+                        names.join(", ")
+                    ),
+                )
+            }),
+            Some(_) => Err(self.err(
+                key,
+                &format!("expected a string, one of {}", names.join(", ")),
+            )),
+        }
+    }
+
+    fn req_enum<T>(
+        &self,
+        key: &str,
+        parse: fn(&str) -> Option<T>,
+        names: &[&str],
+    ) -> Result<T, String> {
+        self.opt_enum(key, parse, names)?
+            .ok_or_else(|| self.err(key, "is required"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(body: &str) -> String {
+        parse_runs(body.as_bytes(), false).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = r#"{"id":"1","project":"acme/api","workflow":"ci","status":"success","created_at":"2026-01-01T00:00:00Z"}"#;
+
+    #[test]
+    fn minimal_run_defaults() {
+        let runs = parse_runs(MINIMAL.as_bytes(), false).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].project, "gh/acme/api");
+        assert_eq!(runs[0].created_at, 1_767_225_600_000);
+        assert_eq!(runs[0].credits_used, 0);
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(canonical_slug("github/a/b").unwrap(), "gh/a/b");
+        assert_eq!(canonical_slug("bitbucket/a/b").unwrap(), "bb/a/b");
+        assert_eq!(canonical_slug("gitlab/g/sub/r").unwrap(), "gl/g/sub/r");
+        assert_eq!(canonical_slug("a/b").unwrap(), "gh/a/b");
+        assert!(canonical_slug("gh/a/b/c").is_err());
+        assert!(canonical_slug("svn/a/b").is_err());
+        assert!(canonical_slug("gh//b").is_err());
+        assert!(canonical_slug("b").is_err());
+    }
+
+    #[test]
+    fn errors_name_item_and_field() {
+        let body = format!(
+            "[{MINIMAL}, {}]",
+            MINIMAL.replace(
+                r#""status":"success""#,
+                r#""status":"success","jobs":[{"name":"b","status":"done"}]"#
+            )
+        );
+        let e = err_of(&body);
+        assert!(
+            e.starts_with("item 1: field \"jobs[0].status\": unknown value \"done\""),
+            "{e}"
+        );
+        assert!(err_of(&MINIMAL.replace("\"id\":\"1\",", "")).contains("field \"id\": is required"));
+        assert!(
+            err_of(&MINIMAL.replace("\"2026-01-01T00:00:00Z\"", "\"tomorrow\""))
+                .contains("field \"created_at\"")
+        );
+        assert!(err_of(&MINIMAL.replace("\"1\"", "1")).contains("field \"id\": expected a string"));
+        let order = MINIMAL.replace(
+            r#""created_at""#,
+            r#""started_at":100,"stopped_at":99,"created_at""#,
+        );
+        assert!(err_of(&order).contains("field \"stopped_at\": is before started_at"));
+    }
+
+    #[test]
+    fn ndjson_items_are_numbered() {
+        let body = format!("{MINIMAL}\n\n{}\n", MINIMAL.replace("success", "bogus"));
+        let e = parse_runs(body.as_bytes(), true).unwrap_err().to_string();
+        assert!(e.starts_with("item 1: field \"status\""), "{e}");
+    }
+}

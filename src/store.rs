@@ -1,0 +1,985 @@
+//! All of pipestat's SQL for ingestion, reading back, rollbacks and tokens.
+//!
+//! Statement text never changes per request: optional filters are written `(?1 IS NULL OR …)`
+//! and every value is a bound parameter, so `prepare_cached` always hits and nothing a client
+//! sends is ever pasted into SQL. Writers are called inside a transaction their caller opened
+//! IMMEDIATE; they take `&Connection` because a `Transaction` derefs to one.
+
+use std::collections::HashMap;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
+
+macro_rules! sql_enum {
+    ($t:ty) => {
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t>::parse(s)
+                    .ok_or_else(|| FromSqlError::Other(format!("unknown value {s:?}").into()))
+            }
+        }
+    };
+}
+sql_enum!(Status);
+sql_enum!(Kind);
+sql_enum!(TestOutcome);
+
+/// What a batch of runs did to the store.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// Project and workflow rows looked up during one transaction, so a batch of runs does not
+/// query them once per run. Forget it (`clear`) whenever a savepoint rolls back.
+#[derive(Default)]
+pub struct Ids {
+    projects: HashMap<String, ProjectRow>,
+    workflows: HashMap<(i64, String), WorkflowRow>,
+}
+
+struct ProjectRow {
+    id: i64,
+    key: String,
+    default_branch: String,
+}
+
+struct WorkflowRow {
+    id: i64,
+    pipeline_id: String,
+    max_number: i64,
+    dirty: bool,
+}
+
+impl Ids {
+    pub fn clear(&mut self) {
+        self.projects.clear();
+        self.workflows.clear();
+    }
+}
+
+/// The default CodeArts pipeline id: the first 128 bits of SHA-256 of "<slug>/<workflow>", in hex.
+pub fn default_pipeline_id(slug: &str, workflow: &str) -> String {
+    let digest = Sha256::digest(format!("{slug}/{workflow}").as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The project's short key when none is given: the slug's last segment.
+fn default_key(slug: &str) -> &str {
+    slug.rsplit('/').next().unwrap_or(slug)
+}
+
+const SELECT_PROJECT: &str = "SELECT id, key, default_branch FROM projects WHERE slug = ?1";
+const INSERT_PROJECT: &str =
+    "INSERT INTO projects (slug, key, default_branch) VALUES (?1, ?2, ?3) RETURNING id";
+const UPDATE_PROJECT: &str = "UPDATE projects SET key = ?2, default_branch = ?3 WHERE id = ?1";
+
+/// Finds or creates the project, applying a newly given key or default branch.
+fn project_id(
+    conn: &Connection,
+    ids: &mut Ids,
+    slug: &str,
+    key: Option<&str>,
+    default_branch: Option<&str>,
+) -> Result<i64> {
+    if !ids.projects.contains_key(slug) {
+        let found = conn
+            .prepare_cached(SELECT_PROJECT)?
+            .query_row([slug], |r| {
+                Ok(ProjectRow {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    default_branch: r.get(2)?,
+                })
+            })
+            .optional()?;
+        let row = match found {
+            Some(row) => row,
+            None => {
+                let key = key.unwrap_or(default_key(slug)).to_owned();
+                let default_branch = default_branch.unwrap_or("main").to_owned();
+                let id = conn
+                    .prepare_cached(INSERT_PROJECT)?
+                    .query_row(params![slug, key, default_branch], |r| r.get(0))?;
+                ProjectRow {
+                    id,
+                    key,
+                    default_branch,
+                }
+            }
+        };
+        ids.projects.insert(slug.to_owned(), row);
+    }
+    let row = ids.projects.get_mut(slug).expect("inserted above");
+    let key_changed = key.is_some_and(|k| k != row.key);
+    let branch_changed = default_branch.is_some_and(|b| b != row.default_branch);
+    if key_changed || branch_changed {
+        if let Some(k) = key {
+            row.key = k.to_owned();
+        }
+        if let Some(b) = default_branch {
+            row.default_branch = b.to_owned();
+        }
+        conn.prepare_cached(UPDATE_PROJECT)?.execute(params![
+            row.id,
+            row.key,
+            row.default_branch
+        ])?;
+    }
+    Ok(row.id)
+}
+
+const SELECT_WORKFLOW: &str =
+    "SELECT id, pipeline_id, max_number FROM workflows WHERE project_id = ?1 AND name = ?2";
+const INSERT_WORKFLOW: &str =
+    "INSERT INTO workflows (project_id, name, pipeline_id) VALUES (?1, ?2, ?3) RETURNING id";
+const UPDATE_PIPELINE_ID: &str = "UPDATE workflows SET pipeline_id = ?2 WHERE id = ?1";
+const SELECT_PIPELINE_OWNER: &str = "SELECT 1 FROM workflows WHERE pipeline_id = ?1";
+const UPDATE_MAX_NUMBER: &str = "UPDATE workflows SET max_number = ?2 WHERE id = ?1";
+
+/// Finds or creates the workflow and returns its cache key.
+fn workflow<'a>(
+    conn: &Connection,
+    ids: &'a mut Ids,
+    project_id: i64,
+    slug: &str,
+    name: &str,
+    pipeline_id: Option<&str>,
+) -> Result<&'a mut WorkflowRow> {
+    let cache_key = (project_id, name.to_owned());
+    if !ids.workflows.contains_key(&cache_key) {
+        let found = conn
+            .prepare_cached(SELECT_WORKFLOW)?
+            .query_row(params![project_id, name], |r| {
+                Ok(WorkflowRow {
+                    id: r.get(0)?,
+                    pipeline_id: r.get(1)?,
+                    max_number: r.get(2)?,
+                    dirty: false,
+                })
+            })
+            .optional()?;
+        let row = match found {
+            Some(row) => row,
+            None => {
+                let pid = match pipeline_id {
+                    Some(p) => p.to_owned(),
+                    None => default_pipeline_id(slug, name),
+                };
+                ensure_pipeline_id_free(conn, &pid)?;
+                let id = conn
+                    .prepare_cached(INSERT_WORKFLOW)?
+                    .query_row(params![project_id, name, pid], |r| r.get(0))?;
+                WorkflowRow {
+                    id,
+                    pipeline_id: pid,
+                    max_number: 0,
+                    dirty: false,
+                }
+            }
+        };
+        ids.workflows.insert(cache_key.clone(), row);
+    }
+    let row = ids.workflows.get_mut(&cache_key).expect("inserted above");
+    if let Some(p) = pipeline_id.filter(|p| *p != row.pipeline_id) {
+        ensure_pipeline_id_free(conn, p)?;
+        conn.prepare_cached(UPDATE_PIPELINE_ID)?
+            .execute(params![row.id, p])?;
+        row.pipeline_id = p.to_owned();
+    }
+    Ok(row)
+}
+
+fn ensure_pipeline_id_free(conn: &Connection, pipeline_id: &str) -> Result<()> {
+    let taken = conn
+        .prepare_cached(SELECT_PIPELINE_OWNER)?
+        .exists([pipeline_id])?;
+    if taken {
+        return Err(Error::bad(format!(
+            "field \"pipeline_id\": {pipeline_id:?} already names another workflow"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the remembered highest build numbers back to their workflows.
+pub fn flush_numbers(conn: &Connection, ids: &mut Ids) -> Result<()> {
+    for row in ids.workflows.values_mut().filter(|w| w.dirty) {
+        conn.prepare_cached(UPDATE_MAX_NUMBER)?
+            .execute(params![row.id, row.max_number])?;
+        row.dirty = false;
+    }
+    Ok(())
+}
+
+/// Whether a delivery with `new` status and stop time replaces the stored one (contract §3):
+/// queued and waiting < running < terminal; between terminal states the later `stopped_at`
+/// wins, and on a tie the later delivery (this one).
+fn is_fresher(new: Status, new_stop: Option<i64>, old: Status, old_stop: Option<i64>) -> bool {
+    match new.rank().cmp(&old.rank()) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => {
+            !new.is_terminal() || new_stop.unwrap_or(i64::MIN) >= old_stop.unwrap_or(i64::MIN)
+        }
+    }
+}
+
+const SELECT_RUN_STATE: &str =
+    "SELECT id, status, stopped_at FROM runs WHERE project_id = ?1 AND ext_id = ?2";
+const INSERT_RUN: &str = "INSERT INTO runs (project_id, workflow_id, ext_id, number, branch,
+    commit_sha, actor, trigger, committed_at, status, created_at, started_at, stopped_at,
+    credits_used, detail_url, parameters)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) RETURNING id";
+const UPDATE_RUN: &str = "UPDATE runs SET workflow_id = ?2, number = coalesce(?3, number),
+    branch = ?4, commit_sha = ?5, actor = ?6, trigger = ?7, committed_at = ?8, status = ?9,
+    created_at = ?10, started_at = ?11, stopped_at = ?12, credits_used = ?13, detail_url = ?14,
+    parameters = ?15
+    WHERE id = ?1";
+
+/// What one upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    Updated,
+    /// The stored run was fresher; only the delivery's jobs were merged.
+    Stale,
+}
+
+/// Upserts runs by (project, id), with their jobs and tests (see `write_run`). An error names
+/// the index of the run that caused it.
+pub fn write_runs(conn: &Connection, ids: &mut Ids, runs: &[Run]) -> Result<Counts> {
+    let mut counts = Counts::default();
+    for (i, run) in runs.iter().enumerate() {
+        match write_run(conn, ids, run) {
+            Ok(Upsert::Created) => counts.created += 1,
+            Ok(Upsert::Updated) => counts.updated += 1,
+            Ok(Upsert::Stale) => {}
+            Err(Error::BadRequest(m)) => return Err(Error::BadRequest(format!("item {i}: {m}"))),
+            Err(e) => return Err(e),
+        }
+    }
+    flush_numbers(conn, ids)?;
+    Ok(counts)
+}
+
+/// Upserts one run by (project, id). A stale delivery leaves the stored run as it is; its
+/// jobs are merged one by one under the same rule. Call `flush_numbers` before committing.
+pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
+    let project_id = project_id(
+        conn,
+        ids,
+        &run.project,
+        run.project_key.as_deref(),
+        run.default_branch.as_deref(),
+    )?;
+    let wf = workflow(
+        conn,
+        ids,
+        project_id,
+        &run.project,
+        &run.workflow,
+        run.pipeline_id.as_deref(),
+    )?;
+    let workflow_id = wf.id;
+    let existing = conn
+        .prepare_cached(SELECT_RUN_STATE)?
+        .query_row(params![project_id, run.id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Status>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .optional()?;
+    match existing {
+        None => {
+            let number = run.number.unwrap_or(wf.max_number + 1);
+            if number > wf.max_number {
+                wf.max_number = number;
+                wf.dirty = true;
+            }
+            let run_id: i64 = conn.prepare_cached(INSERT_RUN)?.query_row(
+                params![
+                    project_id,
+                    workflow_id,
+                    run.id,
+                    number,
+                    run.branch,
+                    run.commit,
+                    run.actor,
+                    run.trigger,
+                    run.committed_at,
+                    run.status,
+                    run.created_at,
+                    run.started_at,
+                    run.stopped_at,
+                    run.credits_used,
+                    run.detail_url,
+                    run.parameters
+                ],
+                |r| r.get(0),
+            )?;
+            for (position, job) in run.jobs.iter().enumerate() {
+                let job_id = insert_job(conn, run_id, project_id, position as i64, job)?;
+                if let Some(tests) = &job.tests {
+                    insert_tests(conn, job_id, run_id, project_id, tests)?;
+                }
+            }
+            return Ok(Upsert::Created);
+        }
+        Some((run_id, old_status, old_stop)) => {
+            let mut updated = false;
+            if is_fresher(run.status, run.stopped_at, old_status, old_stop) {
+                if let Some(n) = run.number.filter(|n| *n > wf.max_number) {
+                    wf.max_number = n;
+                    wf.dirty = true;
+                }
+                conn.prepare_cached(UPDATE_RUN)?.execute(params![
+                    run_id,
+                    workflow_id,
+                    run.number,
+                    run.branch,
+                    run.commit,
+                    run.actor,
+                    run.trigger,
+                    run.committed_at,
+                    run.status,
+                    run.created_at,
+                    run.started_at,
+                    run.stopped_at,
+                    run.credits_used,
+                    run.detail_url,
+                    run.parameters
+                ])?;
+                updated = true;
+            }
+            for job in &run.jobs {
+                merge_job(conn, run_id, project_id, job)?;
+            }
+            Ok(if updated {
+                Upsert::Updated
+            } else {
+                Upsert::Stale
+            })
+        }
+    }
+}
+
+const INSERT_JOB: &str = "INSERT INTO jobs (run_id, project_id, ext_id, position, name, stage,
+    kind, status, created_at, started_at, stopped_at, credits_used, detail_url, error_code,
+    error_msg, env, cluster, service, service_type, production, artifacts)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+    ?20, ?21) RETURNING id";
+const SELECT_JOB_STATE: &str =
+    "SELECT id, status, stopped_at FROM jobs WHERE run_id = ?1 AND ext_id = ?2";
+const NEXT_JOB_POSITION: &str =
+    "SELECT coalesce(max(position), -1) + 1 FROM jobs WHERE run_id = ?1";
+const UPDATE_JOB: &str = "UPDATE jobs SET name = ?2, stage = ?3, kind = ?4, status = ?5,
+    created_at = ?6, started_at = ?7, stopped_at = ?8, credits_used = ?9, detail_url = ?10,
+    error_code = ?11, error_msg = ?12, env = ?13, cluster = ?14, service = ?15,
+    service_type = ?16, production = ?17, artifacts = ?18
+    WHERE id = ?1";
+const DELETE_JOB_TESTS: &str = "DELETE FROM test_results WHERE job_id = ?1";
+const INSERT_TEST: &str = "INSERT INTO test_results (job_id, run_id, project_id, suite,
+    classname, name, file, result, duration, message)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+fn artifacts_json(job: &Job) -> Option<String> {
+    job.artifacts
+        .as_ref()
+        .map(|a| serde_json::to_string(a).expect("strings serialize"))
+}
+
+fn insert_job(
+    conn: &Connection,
+    run_id: i64,
+    project_id: i64,
+    position: i64,
+    job: &Job,
+) -> Result<i64> {
+    let id = conn.prepare_cached(INSERT_JOB)?.query_row(
+        params![
+            run_id,
+            project_id,
+            job.id,
+            position,
+            job.name,
+            job.stage,
+            job.kind,
+            job.status,
+            job.created_at,
+            job.started_at,
+            job.stopped_at,
+            job.credits_used,
+            job.detail_url,
+            job.error_code,
+            job.error_msg,
+            job.env,
+            job.cluster,
+            job.service,
+            job.service_type,
+            job.production,
+            artifacts_json(job)
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(id)
+}
+
+/// Adds or (when fresher) updates one job of a stored run; its tests, when given, replace
+/// the job's stored tests.
+fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Result<()> {
+    let existing = conn
+        .prepare_cached(SELECT_JOB_STATE)?
+        .query_row(params![run_id, job.id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Status>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })
+        .optional()?;
+    let job_id = match existing {
+        None => {
+            let position: i64 = conn
+                .prepare_cached(NEXT_JOB_POSITION)?
+                .query_row([run_id], |r| r.get(0))?;
+            insert_job(conn, run_id, project_id, position, job)?
+        }
+        Some((job_id, old_status, old_stop)) => {
+            if !is_fresher(job.status, job.stopped_at, old_status, old_stop) {
+                return Ok(());
+            }
+            conn.prepare_cached(UPDATE_JOB)?.execute(params![
+                job_id,
+                job.name,
+                job.stage,
+                job.kind,
+                job.status,
+                job.created_at,
+                job.started_at,
+                job.stopped_at,
+                job.credits_used,
+                job.detail_url,
+                job.error_code,
+                job.error_msg,
+                job.env,
+                job.cluster,
+                job.service,
+                job.service_type,
+                job.production,
+                artifacts_json(job)
+            ])?;
+            conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
+            job_id
+        }
+    };
+    if let Some(tests) = &job.tests {
+        conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
+        insert_tests(conn, job_id, run_id, project_id, tests)?;
+    }
+    Ok(())
+}
+
+fn insert_tests(
+    conn: &Connection,
+    job_id: i64,
+    run_id: i64,
+    project_id: i64,
+    tests: &[TestCase],
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(INSERT_TEST)?;
+    for t in tests {
+        stmt.execute(params![
+            job_id,
+            run_id,
+            project_id,
+            t.suite,
+            t.classname,
+            t.name,
+            t.file,
+            t.result,
+            t.duration,
+            t.message
+        ])?;
+    }
+    Ok(())
+}
+
+const SELECT_RUN_FOR_TESTS: &str = "SELECT r.id, r.project_id, r.ext_id, r.created_at,
+    r.started_at, r.stopped_at
+    FROM runs r JOIN projects p ON p.id = r.project_id WHERE p.slug = ?1 AND r.ext_id = ?2";
+const SELECT_JOB_BY_NAME: &str =
+    "SELECT id, ext_id FROM jobs WHERE run_id = ?1 AND name = ?2 ORDER BY position LIMIT 1";
+const SELECT_ONLY_TEST_JOB: &str = "SELECT id, ext_id FROM jobs WHERE run_id = ?1 AND kind = 'test'
+    AND (SELECT count(*) FROM jobs WHERE run_id = ?1 AND kind = 'test') = 1";
+
+/// Where a JUnit report's cases went.
+#[derive(Debug)]
+pub struct Attached {
+    pub job_id: String,
+    pub job_name: String,
+    pub created_job: bool,
+}
+
+/// Attaches a report's test cases to a job of a stored run, replacing that job's earlier
+/// cases (so a re-uploaded report never doubles). The job is the one named `job`; without a
+/// name, the run's only test job, or else a job named "tests". A missing job is created as a
+/// test job spanning the run, failed when any case failed or errored.
+pub fn attach_tests(
+    conn: &Connection,
+    slug: &str,
+    run_ext_id: &str,
+    job: Option<&str>,
+    tests: &[TestCase],
+) -> Result<Attached> {
+    let run = conn
+        .prepare_cached(SELECT_RUN_FOR_TESTS)?
+        .query_row(params![slug, run_ext_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("no run {run_ext_id:?} in project {slug:?}")))?;
+    let (run_id, project_id, run_ext, created_at, started_at, stopped_at) = run;
+    let name = job.unwrap_or("tests");
+    let found = match job {
+        Some(n) => conn
+            .prepare_cached(SELECT_JOB_BY_NAME)?
+            .query_row(params![run_id, n], two)
+            .optional()?,
+        None => match conn
+            .prepare_cached(SELECT_ONLY_TEST_JOB)?
+            .query_row([run_id], two)
+            .optional()?
+        {
+            Some(j) => Some(j),
+            None => conn
+                .prepare_cached(SELECT_JOB_BY_NAME)?
+                .query_row(params![run_id, name], two)
+                .optional()?,
+        },
+    };
+    let (job_id, ext_id, created_job) = match found {
+        Some((id, ext)) => (id, ext, false),
+        None => {
+            let failed = tests
+                .iter()
+                .any(|t| matches!(t.result, TestOutcome::Failure | TestOutcome::Error));
+            let new = Job {
+                id: format!("{run_ext}/tests/{name}"),
+                name: name.to_owned(),
+                stage: Some("test".to_owned()),
+                kind: Kind::Test,
+                status: if failed {
+                    Status::Failed
+                } else {
+                    Status::Success
+                },
+                created_at,
+                started_at,
+                stopped_at: stopped_at.or(started_at).or(Some(created_at)),
+                credits_used: 0,
+                detail_url: None,
+                error_code: None,
+                error_msg: None,
+                env: None,
+                cluster: None,
+                service: None,
+                service_type: None,
+                production: false,
+                artifacts: None,
+                tests: None,
+            };
+            let position: i64 = conn
+                .prepare_cached(NEXT_JOB_POSITION)?
+                .query_row([run_id], |r| r.get(0))?;
+            (
+                insert_job(conn, run_id, project_id, position, &new)?,
+                new.id,
+                true,
+            )
+        }
+    };
+    conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
+    insert_tests(conn, job_id, run_id, project_id, tests)?;
+    let job_name: String =
+        conn.query_row("SELECT name FROM jobs WHERE id = ?1", [job_id], |r| {
+            r.get(0)
+        })?;
+    Ok(Attached {
+        job_id: ext_id,
+        job_name,
+        created_job,
+    })
+}
+
+fn two(r: &Row) -> rusqlite::Result<(i64, String)> {
+    Ok((r.get(0)?, r.get(1)?))
+}
+
+const SELECT_PROJECT_BY_KEY: &str = "SELECT id FROM projects WHERE key = ?1 ORDER BY id LIMIT 1";
+const UPSERT_ROLLBACK: &str =
+    "INSERT INTO rollbacks (ext_id, project_id, env, env_type, production,
+    operation_type, service, service_type, origin_service, update_service, create_by, created_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+    ON CONFLICT (ext_id) DO UPDATE SET project_id = excluded.project_id, env = excluded.env,
+    env_type = excluded.env_type, production = excluded.production,
+    operation_type = excluded.operation_type, service = excluded.service,
+    service_type = excluded.service_type, origin_service = excluded.origin_service,
+    update_service = excluded.update_service, create_by = excluded.create_by,
+    created_at = excluded.created_at";
+
+/// Stores rollback records; one with a known `id` replaces the earlier record.
+/// `project` is a canonical slug (created when new) or the key of a known project.
+pub fn write_rollbacks(conn: &Connection, ids: &mut Ids, rollbacks: &[Rollback]) -> Result<usize> {
+    for (i, rb) in rollbacks.iter().enumerate() {
+        let project_id = if rb.project.contains('/') {
+            project_id(conn, ids, &rb.project, None, None)?
+        } else {
+            conn.prepare_cached(SELECT_PROJECT_BY_KEY)?
+                .query_row([&rb.project], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| {
+                    Error::bad(format!(
+                        "item {i}: field \"project\": no project has the key {:?}",
+                        rb.project
+                    ))
+                })?
+        };
+        conn.prepare_cached(UPSERT_ROLLBACK)?.execute(params![
+            rb.id,
+            project_id,
+            rb.env,
+            rb.env_type,
+            rb.production,
+            rb.operation_type,
+            rb.service,
+            rb.service_type,
+            rb.origin_service,
+            rb.update_service,
+            rb.create_by,
+            rb.created_at
+        ])?;
+    }
+    Ok(rollbacks.len())
+}
+
+const RUN_COLUMNS: &str = "r.id, p.slug, p.key, p.default_branch, w.name, w.pipeline_id, r.ext_id,
+    r.number, r.branch, r.commit_sha, r.actor, r.trigger, r.committed_at, r.status, r.created_at,
+    r.started_at, r.stopped_at, r.credits_used, r.detail_url, r.parameters";
+
+fn run_from_row(r: &Row) -> rusqlite::Result<(i64, Run)> {
+    Ok((
+        r.get(0)?,
+        Run {
+            project: r.get(1)?,
+            project_key: r.get(2)?,
+            default_branch: r.get(3)?,
+            workflow: r.get(4)?,
+            pipeline_id: r.get(5)?,
+            id: r.get(6)?,
+            number: r.get(7)?,
+            branch: r.get(8)?,
+            commit: r.get(9)?,
+            actor: r.get(10)?,
+            trigger: r.get(11)?,
+            committed_at: r.get(12)?,
+            status: r.get(13)?,
+            created_at: r.get(14)?,
+            started_at: r.get(15)?,
+            stopped_at: r.get(16)?,
+            credits_used: r.get(17)?,
+            detail_url: r.get(18)?,
+            parameters: r.get(19)?,
+            jobs: Vec::new(),
+        },
+    ))
+}
+
+const SELECT_JOBS_OF_RUN: &str = "SELECT id, ext_id, name, stage, kind, status, created_at,
+    started_at, stopped_at, credits_used, detail_url, error_code, error_msg, env, cluster,
+    service, service_type, production, artifacts
+    FROM jobs WHERE run_id = ?1 ORDER BY position";
+const SELECT_TESTS_OF_RUN: &str = "SELECT t.job_id, t.name, t.classname, t.file, t.suite,
+    t.result, t.duration, t.message
+    FROM jobs j JOIN test_results t ON t.job_id = j.id WHERE j.run_id = ?1 ORDER BY t.id";
+
+/// One stored run with its jobs and their tests (three queries, whatever the size).
+pub fn get_run(conn: &Connection, slug: &str, ext_id: &str) -> Result<Option<Run>> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id
+         JOIN workflows w ON w.id = r.workflow_id WHERE p.slug = ?1 AND r.ext_id = ?2"
+    );
+    let Some((run_id, mut run)) = conn
+        .prepare_cached(&sql)?
+        .query_row(params![slug, ext_id], run_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let mut jobs: Vec<(i64, Job)> = conn
+        .prepare_cached(SELECT_JOBS_OF_RUN)?
+        .query_map([run_id], |r| {
+            let artifacts: Option<String> = r.get(18)?;
+            Ok((
+                r.get(0)?,
+                Job {
+                    id: r.get(1)?,
+                    name: r.get(2)?,
+                    stage: r.get(3)?,
+                    kind: r.get(4)?,
+                    status: r.get(5)?,
+                    created_at: r.get(6)?,
+                    started_at: r.get(7)?,
+                    stopped_at: r.get(8)?,
+                    credits_used: r.get(9)?,
+                    detail_url: r.get(10)?,
+                    error_code: r.get(11)?,
+                    error_msg: r.get(12)?,
+                    env: r.get(13)?,
+                    cluster: r.get(14)?,
+                    service: r.get(15)?,
+                    service_type: r.get(16)?,
+                    production: r.get(17)?,
+                    artifacts: artifacts.and_then(|a| serde_json::from_str(&a).ok()),
+                    tests: Some(Vec::new()),
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let index: HashMap<i64, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let mut stmt = conn.prepare_cached(SELECT_TESTS_OF_RUN)?;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(r) = rows.next()? {
+        let job_id: i64 = r.get(0)?;
+        let test = TestCase {
+            name: r.get(1)?,
+            classname: r.get(2)?,
+            file: r.get(3)?,
+            suite: r.get(4)?,
+            result: r.get(5)?,
+            duration: r.get(6)?,
+            message: r.get(7)?,
+        };
+        if let Some(tests) = index.get(&job_id).and_then(|i| jobs[*i].1.tests.as_mut()) {
+            tests.push(test);
+        }
+    }
+    run.jobs = jobs.into_iter().map(|(_, j)| j).collect();
+    Ok(Some(run))
+}
+
+/// Filters of the native run list; `None` means any.
+#[derive(Debug, Default)]
+pub struct RunFilter<'a> {
+    pub project: Option<&'a str>,
+    pub workflow: Option<&'a str>,
+    pub branch: Option<&'a str>,
+    pub status: Option<Status>,
+    /// Continue after this (created_at, rowid), exclusive.
+    pub after: Option<(i64, i64)>,
+    pub limit: u32,
+}
+
+/// Runs newest first, without their jobs, and the position to continue from when more remain.
+pub fn list_runs(conn: &Connection, f: &RunFilter) -> Result<(Vec<Run>, Option<(i64, i64)>)> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id
+         JOIN workflows w ON w.id = r.workflow_id
+         WHERE (?1 IS NULL OR p.slug = ?1) AND (?2 IS NULL OR w.name = ?2)
+           AND (?3 IS NULL OR r.branch = ?3) AND (?4 IS NULL OR r.status = ?4)
+           AND (?5 IS NULL OR (r.created_at, r.id) < (?5, ?6))
+         ORDER BY r.created_at DESC, r.id DESC LIMIT ?7"
+    );
+    let (after_at, after_id) = f.after.unzip();
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows: Vec<(i64, Run)> = stmt
+        .query_map(
+            params![
+                f.project,
+                f.workflow,
+                f.branch,
+                f.status,
+                after_at,
+                after_id,
+                f.limit + 1
+            ],
+            run_from_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = rows.len() > f.limit as usize;
+    let page: Vec<(i64, Run)> = rows.into_iter().take(f.limit as usize).collect();
+    let next = if more {
+        page.last().map(|(id, r)| (r.created_at, *id))
+    } else {
+        None
+    };
+    Ok((page.into_iter().map(|(_, r)| r).collect(), next))
+}
+
+/// A workflow as the CodeArts surface knows it.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub pipeline_id: String,
+    pub project: String,
+    pub project_key: String,
+    pub workflow: String,
+    pub run_count: i64,
+    pub last_run_at: Option<i64>,
+}
+
+const SELECT_PIPELINES: &str = "SELECT w.pipeline_id, p.slug, p.key, w.name,
+    (SELECT count(*) FROM runs r WHERE r.project_id = w.project_id AND r.workflow_id = w.id),
+    (SELECT max(r.created_at) FROM runs r WHERE r.project_id = w.project_id AND r.workflow_id = w.id)
+    FROM workflows w JOIN projects p ON p.id = w.project_id
+    WHERE (?1 IS NULL OR p.slug = ?1)
+    ORDER BY p.slug, w.name";
+
+pub fn list_pipelines(conn: &Connection, project: Option<&str>) -> Result<Vec<Pipeline>> {
+    let mut stmt = conn.prepare_cached(SELECT_PIPELINES)?;
+    let rows = stmt
+        .query_map([project], |r| {
+            Ok(Pipeline {
+                pipeline_id: r.get(0)?,
+                project: r.get(1)?,
+                project_key: r.get(2)?,
+                workflow: r.get(3)?,
+                run_count: r.get(4)?,
+                last_run_at: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// A stored token, without its secret.
+#[derive(Debug)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub scopes: String,
+    pub created_at: i64,
+}
+
+const INSERT_TOKEN: &str =
+    "INSERT INTO tokens (name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (name) DO NOTHING";
+const SELECT_TOKENS: &str = "SELECT id, name, scopes, created_at FROM tokens ORDER BY name";
+const SELECT_TOKEN_BY_HASH: &str =
+    "SELECT id, name, scopes, created_at FROM tokens WHERE hash = ?1";
+const DELETE_TOKEN: &str = "DELETE FROM tokens WHERE name = ?1";
+const ANY_TOKEN: &str = "SELECT EXISTS (SELECT 1 FROM tokens)";
+
+fn token_from_row(r: &Row) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        scopes: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+/// Stores a token's hash; a name already in use is refused.
+pub fn create_token(
+    conn: &Connection,
+    name: &str,
+    hash: &str,
+    scopes: &str,
+    now: i64,
+) -> Result<()> {
+    let inserted = conn
+        .prepare_cached(INSERT_TOKEN)?
+        .execute(params![name, hash, scopes, now])?;
+    if inserted == 0 {
+        return Err(Error::bad(format!("a token named {name:?} already exists")));
+    }
+    Ok(())
+}
+
+pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>> {
+    let mut stmt = conn.prepare_cached(SELECT_TOKENS)?;
+    let rows = stmt
+        .query_map([], token_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+pub fn find_token(conn: &Connection, hash: &str) -> Result<Option<TokenInfo>> {
+    Ok(conn
+        .prepare_cached(SELECT_TOKEN_BY_HASH)?
+        .query_row([hash], token_from_row)
+        .optional()?)
+}
+
+/// Deletes the named token; false when there was none.
+pub fn revoke_token(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn.prepare_cached(DELETE_TOKEN)?.execute([name])? > 0)
+}
+
+pub fn any_token(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(ANY_TOKEN)?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Whether the database holds no run yet (for `--demo`, which fills only an empty database).
+pub fn is_empty(conn: &Connection) -> Result<bool> {
+    Ok(
+        !conn.query_row("SELECT EXISTS (SELECT 1 FROM runs)", [], |r| {
+            r.get::<_, bool>(0)
+        })?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_rule() {
+        use Status::*;
+        // Progress order wins regardless of stop times.
+        assert!(is_fresher(Running, None, Queued, None));
+        assert!(!is_fresher(Queued, None, Running, None));
+        assert!(is_fresher(Success, Some(1), Running, None));
+        assert!(!is_fresher(Running, None, Failed, Some(5)));
+        // Between terminal states the later stop wins; a tie goes to the later delivery.
+        assert!(is_fresher(Success, Some(10), Failed, Some(5)));
+        assert!(!is_fresher(Failed, Some(4), Success, Some(5)));
+        assert!(is_fresher(Failed, Some(5), Success, Some(5)));
+        // Same non-terminal rank: the later delivery.
+        assert!(is_fresher(Waiting, None, Queued, None));
+    }
+
+    #[test]
+    fn pipeline_id_is_sha256_prefix() {
+        // Independent value: printf 'gh/acme/api/ci' | sha256sum | cut -c1-32
+        assert_eq!(
+            default_pipeline_id("gh/acme/api", "ci"),
+            "b6eafda767102ba31b45ce92493fe1c6"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! Times at the edges: parsing what clients send and formatting what pipestat answers.
+//! Inside, every time is `i64` UTC milliseconds since the Unix epoch.
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Earliest and latest accepted instants: years 1970 through 9999.
+const MIN_MS: i64 = 0;
+const MAX_MS: i64 = 253_402_300_799_999;
+
+/// Parses an RFC 3339 timestamp with any offset into UTC milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()?;
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(ms)
+}
+
+/// Converts integer Unix seconds into milliseconds, within the accepted range.
+pub fn from_unix_seconds(secs: i64) -> Option<i64> {
+    let ms = secs.checked_mul(1000)?;
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(ms)
+}
+
+/// Formats UTC milliseconds as RFC 3339 with milliseconds and a `Z`, e.g. `2026-01-02T03:04:05.678Z`.
+pub fn format_rfc3339(ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// The current time in UTC milliseconds.
+pub fn now_ms() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// Parses a `+HH:MM` / `-HH:MM` UTC offset into minutes east of UTC.
+pub fn parse_utc_offset(s: &str) -> Option<i32> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_any_offset_to_utc_ms() {
+        // 2024-03-01T12:00:00+02:00 is 10:00 UTC; 1709287200 is 2024-03-01T10:00:00Z.
+        assert_eq!(
+            parse_rfc3339("2024-03-01T12:00:00+02:00"),
+            Some(1_709_287_200_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-03-01T10:00:00.250Z"),
+            Some(1_709_287_200_250)
+        );
+        assert_eq!(parse_rfc3339("2024-03-01 10:00:00"), None);
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn formats_with_milliseconds() {
+        assert_eq!(
+            format_rfc3339(1_709_287_200_250),
+            "2024-03-01T10:00:00.250Z"
+        );
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn unix_seconds_range() {
+        assert_eq!(from_unix_seconds(1), Some(1000));
+        assert_eq!(from_unix_seconds(-1), None);
+        assert_eq!(from_unix_seconds(i64::MAX), None);
+    }
+
+    #[test]
+    fn utc_offsets() {
+        assert_eq!(parse_utc_offset("+08:00"), Some(480));
+        assert_eq!(parse_utc_offset("-05:30"), Some(-330));
+        assert_eq!(parse_utc_offset("+00:00"), Some(0));
+        assert_eq!(parse_utc_offset("08:00"), None);
+        assert_eq!(parse_utc_offset("+8:00"), None);
+        assert_eq!(parse_utc_offset("+15:00"), None);
+    }
+}
