@@ -1,1 +1,785 @@
-fn main() {}
+//! The ingest benchmark: how fast runs get into the store, and how close that is to SQLite's
+//! own limit on this machine.
+//!
+//! Run it with `cargo bench --bench ingest`. It prints figures and asserts nothing about speed;
+//! it only panics when the daemon refuses or loses a run. `PIPESTAT_BENCH_SCALE` (a positive
+//! number, default 1) multiplies every count; `PIPESTAT_BENCH_THREADS` passes `--threads N` to
+//! the daemon (by default the daemon picks its own number of workers).
+//!
+//! Phases:
+//! 1. single-run POSTs to a running `pipestat serve`, from 8 keep-alive client threads;
+//! 2. 1,000-run JSON array POSTs to the same daemon, from 2 client threads;
+//! 3. the daemon's memory (VmHWM and VmRSS) after those phases;
+//! 4. `pipestat import FILE` of an NDJSON file into a fresh database, timed as a process;
+//! 5. the same runs parsed in-process (JSON to model only), and written in-process through
+//!    `commands::write_batch` (the store path of `import`, without reading and parsing);
+//! 6. a bare rusqlite loop inserting the same rows into the same schema in one transaction.
+//!
+//! Every run has 5 jobs; all 20 of its test cases belong to its one test job.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+use pipestat::model::Run;
+
+/// The schema the daemon creates, applied as is to the bare loop's database.
+const SCHEMA: &str = include_str!("../schema.sql");
+
+/// Base counts at scale 1 (chosen so that the whole bench takes well under two minutes on a
+/// 2-core machine).
+const SINGLE_RUNS: f64 = 20_000.0;
+const ARRAY_POSTS: f64 = 100.0;
+const ARRAY_SIZE: usize = 1_000;
+const IMPORT_RUNS: f64 = 100_000.0;
+
+/// Client threads of each HTTP phase.
+const SINGLE_CLIENTS: usize = 8;
+const ARRAY_CLIENTS: usize = 2;
+
+/// Runs per transaction in the in-process store path, as `import` uses.
+const BULK_BATCH: usize = 5_000;
+
+/// Where the generated runs start: 2026-01-01T00:00:00Z in milliseconds.
+const EPOCH_MS: i64 = 1_767_225_600_000;
+
+fn main() {
+    let scale = env_scale();
+    let single_runs = scaled(SINGLE_RUNS, scale).max(SINGLE_CLIENTS);
+    let array_posts = scaled(ARRAY_POSTS, scale).max(ARRAY_CLIENTS);
+    let import_runs = scaled(IMPORT_RUNS, scale).max(1);
+    let daemon_threads = std::env::var("PIPESTAT_BENCH_THREADS").ok();
+    let bin = env!("CARGO_BIN_EXE_pipestat");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    println!("pipestat ingest benchmark");
+    println!("  machine: {}", machine());
+    println!("  SQLite {}", rusqlite::version());
+    println!(
+        "  fsync of a 4 KiB write in the temporary directory: {:.3} ms (median of 200)",
+        fsync_ms(dir.path())
+    );
+    println!(
+        "  workload: runs of 5 jobs (build, lint, test, 2 deploys), all 20 test cases on the test job,"
+    );
+    println!("            over 4 projects x 3 workflows x 26 branches; scale {scale}");
+    println!();
+
+    let mut table = Table::default();
+
+    // The daemon, on a fresh database, in open mode on loopback.
+    let served_db = dir.path().join("served.db");
+    let log_path = dir.path().join("serve.log");
+    let server = Server::start(bin, &served_db, &log_path, daemon_threads.as_deref());
+    println!(
+        "  daemon pid {} at {} ({} workers)",
+        server.child.id(),
+        server.base,
+        daemon_threads.as_deref().unwrap_or("default")
+    );
+
+    // Phase 1: single-run POSTs.
+    let bodies: Vec<String> = (0..single_runs).map(|i| run_json(i).to_string()).collect();
+    let avg_body = bodies.iter().map(String::len).sum::<usize>() / bodies.len();
+    println!("  one run is {avg_body} bytes of JSON on average");
+    let (secs, mut latencies) = post_all(&server.base, bodies, SINGLE_CLIENTS);
+    latencies.sort_unstable();
+    table.row(
+        &format!("single-run POSTs ({SINGLE_CLIENTS} keep-alive clients)"),
+        single_runs,
+        secs,
+        format!(
+            "latency p50 {:.2} ms, p99 {:.2} ms",
+            percentile_ms(&latencies, 0.50),
+            percentile_ms(&latencies, 0.99)
+        ),
+    );
+
+    // Phase 2: 1,000-run array POSTs, with ids after the single POSTs' ones.
+    let bodies: Vec<String> = (0..array_posts)
+        .map(|p| {
+            let first = single_runs + p * ARRAY_SIZE;
+            let items: Vec<Value> = (first..first + ARRAY_SIZE).map(run_json).collect();
+            Value::Array(items).to_string()
+        })
+        .collect();
+    let array_runs = array_posts * ARRAY_SIZE;
+    let (secs, mut latencies) = post_all(&server.base, bodies, ARRAY_CLIENTS);
+    latencies.sort_unstable();
+    let array_rate = array_runs as f64 / secs;
+    table.row(
+        &format!("{ARRAY_SIZE}-run array POSTs ({ARRAY_CLIENTS} clients)"),
+        array_runs,
+        secs,
+        format!(
+            "latency p50 {:.0} ms, p99 {:.0} ms",
+            percentile_ms(&latencies, 0.50),
+            percentile_ms(&latencies, 0.99)
+        ),
+    );
+
+    // Phase 3: the daemon's memory, then a clean stop.
+    let (hwm, rss) = server.memory_kb();
+    let log_lines = server.stop();
+    let stored = count_rows(&served_db);
+    assert_eq!(
+        stored.0,
+        (single_runs + array_runs) as i64,
+        "the daemon lost runs"
+    );
+
+    // Phase 4: `pipestat import` of an NDJSON file into a fresh database.
+    let ndjson = dir.path().join("runs.ndjson");
+    {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&ndjson).expect("create"));
+        for i in 0..import_runs {
+            serde_json::to_writer(&mut out, &run_json(i)).expect("write NDJSON");
+            out.write_all(b"\n").expect("write NDJSON");
+        }
+        out.flush().expect("write NDJSON");
+    }
+    let file_mb = std::fs::metadata(&ndjson).expect("stat").len() as f64 / 1e6;
+    let imported_db = dir.path().join("imported.db");
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .args(["import", "--db"])
+        .arg(&imported_db)
+        .arg(&ndjson)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pipestat import");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "pipestat import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count_rows(&imported_db).0, import_runs as i64, "import lost runs");
+    let import_rate = import_runs as f64 / secs;
+    table.row(
+        "pipestat import FILE (whole process)",
+        import_runs,
+        secs,
+        format!("{file_mb:.0} MB of NDJSON, 5,000-run transactions"),
+    );
+
+    // Phase 5: where import's time goes, in-process.
+    let (parse_secs, runs) = parse_file(&ndjson);
+    table.row(
+        "  of which: JSON to model only (1 thread)",
+        import_runs,
+        parse_secs,
+        "parse_json + run_from_json".to_owned(),
+    );
+    let store_db = dir.path().join("store.db");
+    let secs = store_path(&store_db, &runs);
+    table.row(
+        "  of which: store path only (pre-parsed)",
+        import_runs,
+        secs,
+        "commands::write_batch, 5,000-run transactions".to_owned(),
+    );
+
+    // Phase 6: the physical limit, SQLite alone.
+    let bare_db = dir.path().join("bare.db");
+    let secs = bare_loop(&bare_db, &runs);
+    drop(runs);
+    let bare_rate = import_runs as f64 / secs;
+    table.row(
+        "bare rusqlite loop (one transaction)",
+        import_runs,
+        secs,
+        "prepared cached INSERTs, same schema and pragmas".to_owned(),
+    );
+
+    table.print();
+    println!();
+    println!(
+        "  bare loop / import:       {:.2}x   (goal: import within 1.5x)",
+        bare_rate / import_rate
+    );
+    println!(
+        "  bare loop / array POSTs:  {:.2}x   (goal: array POSTs within 1.5x)",
+        bare_rate / array_rate
+    );
+    println!(
+        "  daemon memory after the POST phases: VmHWM {:.1} MB, VmRSS {:.1} MB   (goal: under 60 MB)",
+        hwm as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!(
+        "  served database: {} runs, {} jobs, {} test results; {log_lines} log lines",
+        stored.0, stored.1, stored.2
+    );
+    println!("  goals: import and array POSTs >= 20,000 runs/s; single POSTs >= 3,000 runs/s");
+}
+
+/// The `PIPESTAT_BENCH_SCALE` multiplier, 1 when unset.
+fn env_scale() -> f64 {
+    match std::env::var("PIPESTAT_BENCH_SCALE") {
+        Err(_) => 1.0,
+        Ok(s) => match s.parse::<f64>() {
+            Ok(v) if v > 0.0 && v.is_finite() => v,
+            _ => panic!("PIPESTAT_BENCH_SCALE: expected a positive number, got {s:?}"),
+        },
+    }
+}
+
+fn scaled(base: f64, scale: f64) -> usize {
+    (base * scale).round() as usize
+}
+
+/// The number of cores and the CPU model, as the kernel reports them.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cores} cores ({model})")
+}
+
+/// The median time of a 4 KiB write followed by fdatasync, in milliseconds.
+fn fsync_ms(dir: &Path) -> f64 {
+    let path = dir.join("fsync.probe");
+    let mut f = File::create(&path).expect("create the fsync probe");
+    let block = [0u8; 4096];
+    let mut times: Vec<Duration> = (0..200)
+        .map(|_| {
+            let started = Instant::now();
+            f.write_all(&block).expect("write the fsync probe");
+            f.sync_data().expect("fsync the probe");
+            started.elapsed()
+        })
+        .collect();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    times.sort_unstable();
+    percentile_ms(&times, 0.5)
+}
+
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// A small deterministic generator (SplitMix64), so every run is a function of its index.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5eed_cafe_f00d_d00d)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Whether an event of probability `percent` / 100 happens.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const PROJECTS: [&str; 4] = [
+    "gh/acme/api",
+    "gh/acme/web",
+    "gl/platform/infra/deployer",
+    "bb/mobile/app",
+];
+const WORKFLOWS: [&str; 3] = ["ci", "nightly", "release"];
+const ACTORS: [&str; 8] = [
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "renovate[bot]",
+];
+const TRIGGERS: [&str; 4] = ["push", "pull_request", "schedule", "manual"];
+const MODULES: [&str; 5] = ["handlers", "store", "auth", "billing", "search"];
+const VERBS: [&str; 4] = ["accepts", "rejects", "parses", "renders"];
+
+/// One run in pipestat's native JSON shape (contract §3.1), determined by its index.
+fn run_json(i: usize) -> Value {
+    let mut rng = Rng::new(i as u64);
+    let project = PROJECTS[i % PROJECTS.len()];
+    let repo = project.rsplit('/').next().unwrap_or(project);
+    // Most runs come from CI on pushes; nightly and release runs are rarer.
+    let workflow = match rng.below(10) {
+        0 => WORKFLOWS[1],
+        1 => WORKFLOWS[2],
+        _ => WORKFLOWS[0],
+    };
+    let branch = match rng.below(10) {
+        0..=3 => "main".to_owned(),
+        4 => "develop".to_owned(),
+        _ => format!("feature/change-{}", rng.below(24)),
+    };
+    let status = match rng.below(100) {
+        0..=84 => "success",
+        85..=94 => "failed",
+        95..=97 => "canceled",
+        _ => "error",
+    };
+    let sha: String = (0..5).map(|_| format!("{:08x}", rng.next() as u32)).collect();
+    // One run every 30 s across the workload, with some jitter.
+    let created = EPOCH_MS + i as i64 * 30_000 + rng.below(20_000) as i64;
+    let started = created + 2_000 + rng.below(60_000) as i64;
+    let mut t = started;
+    let mut next_job = |rng: &mut Rng, max_secs: u64| {
+        let start = t + rng.below(3_000) as i64;
+        let stop = start + 1_000 + rng.below(max_secs * 1_000) as i64;
+        t = stop;
+        (start, stop)
+    };
+    let failed = status != "success";
+    let deploys = branch == "main" && !failed;
+    let job_status = |ok: bool| if ok { "success" } else { "skipped" };
+    let fmt = pipestat::times::format_rfc3339;
+
+    let (b0, b1) = next_job(&mut rng, 240);
+    let build = json!({
+        "id": format!("{i}-build"), "name": "build", "stage": "build", "kind": "build",
+        "status": "success", "started_at": fmt(b0), "stopped_at": fmt(b1),
+        "credits_used": rng.below(50), "artifacts": [format!("registry.example.com/{repo}:{}", &sha[..12])],
+        "detail_url": format!("https://ci.example.com/{project}/jobs/{i}-build"),
+    });
+    let (l0, l1) = next_job(&mut rng, 60);
+    let lint = json!({
+        "id": format!("{i}-lint"), "name": "lint", "stage": "build", "kind": "other",
+        "status": "success", "started_at": fmt(l0), "stopped_at": fmt(l1),
+        "credits_used": rng.below(10),
+    });
+    let failures = if status == "failed" {
+        1 + rng.below(2)
+    } else {
+        0
+    };
+    let tests: Vec<Value> = (0..20u64)
+        .map(|k| {
+            let module = MODULES[k as usize % MODULES.len()];
+            let mut case = json!({
+                "name": format!("test_{}_{}_case_{k:02}", VERBS[k as usize % VERBS.len()], module),
+                "classname": format!("{repo}.{module}.{}Test", module.to_uppercase()),
+                "file": format!("tests/{module}/test_{module}.py"),
+                "suite": "unit",
+                "result": "success",
+                "duration": rng.below(2_500) as f64 / 1000.0,
+            });
+            if k < failures {
+                case["result"] = json!("failure");
+                case["message"] = json!(format!(
+                    "AssertionError: expected status 200, got {} at tests/{module}/test_{module}.py:{}",
+                    500 + rng.below(4),
+                    10 + rng.below(400)
+                ));
+            } else if rng.chance(2) {
+                case["result"] = json!("skipped");
+            }
+            case
+        })
+        .collect();
+    let (u0, u1) = next_job(&mut rng, 600);
+    let unit = json!({
+        "id": format!("{i}-test"), "name": "unit-tests", "stage": "test", "kind": "test",
+        "status": if status == "success" { "success" } else { status },
+        "started_at": fmt(u0), "stopped_at": fmt(u1), "credits_used": rng.below(100),
+        "error_code": if failed { Value::from("tests_failed") } else { Value::Null },
+        "tests": tests,
+    });
+    let deploy = |rng: &mut Rng, t: (i64, i64), env: &str, production: bool| {
+        json!({
+            "id": format!("{i}-deploy-{env}"), "name": format!("deploy-{env}"), "stage": "deploy",
+            "kind": "deploy", "status": job_status(deploys), "started_at": fmt(t.0),
+            "stopped_at": fmt(t.1), "credits_used": rng.below(20), "env": env,
+            "cluster": "k8s-eu-1", "service": repo, "service_type": "k8s",
+            "production": production,
+        })
+    };
+    let staging = next_job(&mut rng, 120);
+    let staging = deploy(&mut rng, staging, "staging", false);
+    let prod = next_job(&mut rng, 120);
+    let prod = deploy(&mut rng, prod, "production", true);
+    let stopped = t + rng.below(2_000) as i64;
+
+    let mut run = json!({
+        "id": format!("run-{i:08}"),
+        "project": project,
+        "default_branch": "main",
+        "workflow": workflow,
+        "number": i + 1,
+        "branch": branch,
+        "commit": sha,
+        "actor": rng.pick(&ACTORS),
+        "trigger": rng.pick(&TRIGGERS),
+        "committed_at": fmt(created - 1_000 - rng.below(3_600_000) as i64),
+        "status": status,
+        "created_at": fmt(created),
+        "started_at": fmt(started),
+        "stopped_at": fmt(stopped),
+        "credits_used": rng.below(400),
+        "detail_url": format!("https://ci.example.com/{project}/runs/{i}"),
+        "jobs": [build, lint, unit, staging, prod],
+    });
+    if rng.chance(20) {
+        run["parameters"] = json!([{"name": "target", "value": "staging"}]);
+    }
+    run
+}
+
+/// The daemon under test.
+struct Server {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    /// Starts `pipestat serve` and waits for its "listening on" line.
+    fn start(bin: &str, db: &Path, log: &Path, threads: Option<&str>) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", "127.0.0.1:0", "--quota-per-minute", "0"]);
+        if let Some(n) = threads {
+            cmd.args(["--threads", n]);
+        }
+        // The daemon logs one line per request; a file stands in for the journal.
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(log).expect("create the log file"))
+            .spawn()
+            .expect("start pipestat serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("read the daemon's first line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the daemon: {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            base,
+            log: log.to_owned(),
+        }
+    }
+
+    /// VmHWM and VmRSS of the daemon, in KiB.
+    fn memory_kb(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the daemon's /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    /// Sends SIGTERM, waits for a clean exit, and returns how many lines the daemon logged.
+    fn stop(mut self) -> usize {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success(), "kill -TERM failed");
+        let status = self.child.wait().expect("wait for the daemon");
+        assert!(status.success(), "the daemon exited with {status}");
+        std::fs::read_to_string(&self.log).map_or(0, |s| s.lines().count())
+    }
+}
+
+/// POSTs every body to `/api/v1/runs` from `clients` threads, each with its own keep-alive
+/// agent, and returns the wall time in seconds and every request's latency.
+fn post_all(base: &str, bodies: Vec<String>, clients: usize) -> (f64, Vec<Duration>) {
+    let url = format!("{base}/api/v1/runs");
+    let mut shares: Vec<Vec<String>> = (0..clients).map(|_| Vec::new()).collect();
+    for (i, body) in bodies.into_iter().enumerate() {
+        shares[i % clients].push(body);
+    }
+    let barrier = Arc::new(std::sync::Barrier::new(clients + 1));
+    let threads: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(300))
+                    .max_idle_connections_per_host(1)
+                    .build();
+                let mut latencies = Vec::with_capacity(share.len());
+                barrier.wait();
+                for body in &share {
+                    let started = Instant::now();
+                    let answer: Value = agent
+                        .post(&url)
+                        .set("Content-Type", "application/json")
+                        .send_string(body)
+                        .unwrap_or_else(|e| panic!("POST failed: {e}"))
+                        .into_json()
+                        .expect("a JSON answer");
+                    latencies.push(started.elapsed());
+                    assert_eq!(
+                        answer["created"], answer["accepted"],
+                        "not every run was created: {answer}"
+                    );
+                }
+                latencies
+            })
+        })
+        .collect();
+    barrier.wait();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for t in threads {
+        latencies.extend(t.join().expect("a client thread panicked"));
+    }
+    (started.elapsed().as_secs_f64(), latencies)
+}
+
+/// Counts runs, jobs and test results in a database the daemon or import wrote.
+fn count_rows(db: &Path) -> (i64, i64, i64) {
+    let conn = Connection::open(db).expect("open the database");
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count rows")
+    };
+    (count("runs"), count("jobs"), count("test_results"))
+}
+
+/// Parses every line of the NDJSON file into runs, timing only the parsing.
+fn parse_file(path: &Path) -> (f64, Vec<Run>) {
+    let bytes = std::fs::read(path).expect("read the NDJSON file");
+    let started = Instant::now();
+    let runs: Vec<Run> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            pipestat::ingest::parse_json(line)
+                .and_then(|v| pipestat::ingest::run_from_json(&v))
+                .expect("a valid run")
+        })
+        .collect();
+    (started.elapsed().as_secs_f64(), runs)
+}
+
+/// Writes pre-parsed runs through pipestat's own store path, as `import` does.
+fn store_path(db: &Path, runs: &[Run]) -> f64 {
+    let mut conn = pipestat::db::open(db).expect("open the database");
+    let started = Instant::now();
+    for batch in runs.chunks(BULK_BATCH) {
+        let (counts, failures) =
+            pipestat::commands::write_batch(&mut conn, batch).expect("write a batch");
+        assert!(failures.is_empty(), "runs were refused");
+        assert_eq!(counts.created, batch.len() as u64);
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// SQLite alone: the same rows inserted with prepared cached statements in one transaction,
+/// on the same schema and pragmas as the daemon's. Projects and workflows exist beforehand.
+fn bare_loop(db: &Path, runs: &[Run]) -> f64 {
+    let mut conn = Connection::open(db).expect("open the database");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .expect("WAL");
+    assert_eq!(mode, "wal");
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -8000;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .expect("pragmas");
+    conn.execute_batch(SCHEMA).expect("the schema");
+
+    let mut ids: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+    for run in runs {
+        let next = ids.len();
+        ids.entry((&run.project, &run.workflow)).or_insert_with(|| {
+            conn.execute(
+                "INSERT INTO projects (slug, key) VALUES (?1, ?1) ON CONFLICT DO NOTHING",
+                [&run.project],
+            )
+            .expect("insert a project");
+            let project: i64 = conn
+                .query_row(
+                    "SELECT id FROM projects WHERE slug = ?1",
+                    [&run.project],
+                    |r| r.get(0),
+                )
+                .expect("a project");
+            conn.execute(
+                "INSERT INTO workflows (project_id, name, pipeline_id) VALUES (?1, ?2, ?3)",
+                params![project, run.workflow, format!("pipeline-{next}")],
+            )
+            .expect("insert a workflow");
+            (project, conn.last_insert_rowid())
+        });
+    }
+
+    let started = Instant::now();
+    let tx = conn.transaction().expect("begin");
+    {
+        let mut insert_run = tx
+            .prepare_cached(
+                "INSERT INTO runs (project_id, workflow_id, ext_id, number, branch, commit_sha,
+                 actor, trigger, committed_at, status, created_at, started_at, stopped_at,
+                 credits_used, detail_url, parameters)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )
+            .expect("prepare");
+        let mut insert_job = tx
+            .prepare_cached(
+                "INSERT INTO jobs (run_id, project_id, ext_id, position, name, stage, kind,
+                 status, created_at, started_at, stopped_at, credits_used, detail_url,
+                 error_code, error_msg, env, cluster, service, service_type, production,
+                 artifacts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                 ?16, ?17, ?18, ?19, ?20, ?21)",
+            )
+            .expect("prepare");
+        let mut insert_test = tx
+            .prepare_cached(
+                "INSERT INTO test_results (job_id, run_id, project_id, suite, classname, name,
+                 file, result, duration, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .expect("prepare");
+        for run in runs {
+            let (project, workflow) = ids[&(run.project.as_str(), run.workflow.as_str())];
+            insert_run
+                .execute(params![
+                    project,
+                    workflow,
+                    run.id,
+                    run.number,
+                    run.branch,
+                    run.commit,
+                    run.actor,
+                    run.trigger,
+                    run.committed_at,
+                    run.status.as_str(),
+                    run.created_at,
+                    run.started_at,
+                    run.stopped_at,
+                    run.credits_used,
+                    run.detail_url,
+                    run.parameters
+                ])
+                .expect("insert a run");
+            let run_id = tx.last_insert_rowid();
+            for (position, job) in run.jobs.iter().enumerate() {
+                let artifacts = job
+                    .artifacts
+                    .as_ref()
+                    .map(|a| serde_json::to_string(a).expect("strings serialize"));
+                insert_job
+                    .execute(params![
+                        run_id,
+                        project,
+                        job.id,
+                        position as i64,
+                        job.name,
+                        job.stage,
+                        job.kind.as_str(),
+                        job.status.as_str(),
+                        job.created_at,
+                        job.started_at,
+                        job.stopped_at,
+                        job.credits_used,
+                        job.detail_url,
+                        job.error_code,
+                        job.error_msg,
+                        job.env,
+                        job.cluster,
+                        job.service,
+                        job.service_type,
+                        job.production,
+                        artifacts
+                    ])
+                    .expect("insert a job");
+                let job_id = tx.last_insert_rowid();
+                for t in job.tests.iter().flatten() {
+                    insert_test
+                        .execute(params![
+                            job_id,
+                            run_id,
+                            project,
+                            t.suite,
+                            t.classname,
+                            t.name,
+                            t.file,
+                            t.result.as_str(),
+                            t.duration,
+                            t.message
+                        ])
+                        .expect("insert a test result");
+                }
+            }
+        }
+    }
+    tx.commit().expect("commit");
+    started.elapsed().as_secs_f64()
+}
+
+/// The printed figures.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, usize, f64, String)>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, runs: usize, secs: f64, note: String) {
+        println!(
+            "  done: {what}: {runs} runs in {secs:.2} s ({:.0} runs/s)",
+            runs as f64 / secs
+        );
+        self.rows.push((what.to_owned(), runs, secs, note));
+    }
+
+    fn print(&self) {
+        println!();
+        println!(
+            "{:<46} {:>8} {:>8} {:>10}  notes",
+            "phase", "runs", "seconds", "runs/s"
+        );
+        println!("{}", "-".repeat(110));
+        for (what, runs, secs, note) in &self.rows {
+            println!(
+                "{what:<46} {runs:>8} {secs:>8.2} {:>10.0}  {note}",
+                *runs as f64 / secs
+            );
+        }
+    }
+}
