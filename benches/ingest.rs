@@ -161,7 +161,11 @@ fn main() {
         "pipestat import failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(count_rows(&imported_db).0, import_runs as i64, "import lost runs");
+    assert_eq!(
+        count_rows(&imported_db).0,
+        import_runs as i64,
+        "import lost runs"
+    );
     let import_rate = import_runs as f64 / secs;
     table.row(
         "pipestat import FILE (whole process)",
@@ -317,7 +321,14 @@ const PROJECTS: [&str; 4] = [
 ];
 const WORKFLOWS: [&str; 3] = ["ci", "nightly", "release"];
 const ACTORS: [&str; 8] = [
-    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "renovate[bot]",
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "renovate[bot]",
 ];
 const TRIGGERS: [&str; 4] = ["push", "pull_request", "schedule", "manual"];
 const MODULES: [&str; 5] = ["handlers", "store", "auth", "billing", "search"];
@@ -345,7 +356,9 @@ fn run_json(i: usize) -> Value {
         95..=97 => "canceled",
         _ => "error",
     };
-    let sha: String = (0..5).map(|_| format!("{:08x}", rng.next() as u32)).collect();
+    let sha: String = (0..5)
+        .map(|_| format!("{:08x}", rng.next() as u32))
+        .collect();
     // One run every 30 s across the workload, with some jitter.
     let created = EPOCH_MS + i as i64 * 30_000 + rng.below(20_000) as i64;
     let started = created + 2_000 + rng.below(60_000) as i64;
@@ -462,10 +475,12 @@ impl Server {
     /// Starts `pipestat serve` and waits for its "listening on" line.
     fn start(bin: &str, db: &Path, log: &Path, threads: Option<&str>) -> Server {
         let mut cmd = Command::new(bin);
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .args(["--listen", "127.0.0.1:0", "--quota-per-minute", "0"]);
+        cmd.arg("serve").arg("--db").arg(db).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--quota-per-minute",
+            "0",
+        ]);
         if let Some(n) = threads {
             cmd.args(["--threads", n]);
         }

@@ -337,7 +337,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     insert_tests(conn, job_id, run_id, project_id, tests)?;
                 }
             }
-            return Ok(Upsert::Created);
+            Ok(Upsert::Created)
         }
         Some((run_id, old_status, old_stop)) => {
             let mut updated = false;
@@ -800,12 +800,15 @@ pub struct RunFilter<'a> {
     pub branch: Option<&'a str>,
     pub status: Option<Status>,
     /// Continue after this (created_at, rowid), exclusive.
-    pub after: Option<(i64, i64)>,
+    pub after: Option<RunCursor>,
     pub limit: u32,
 }
 
+/// A position in the newest-first run order: (created_at, rowid).
+pub type RunCursor = (i64, i64);
+
 /// Runs newest first, without their jobs, and the position to continue from when more remain.
-pub fn list_runs(conn: &Connection, f: &RunFilter) -> Result<(Vec<Run>, Option<(i64, i64)>)> {
+pub fn list_runs(conn: &Connection, f: &RunFilter) -> Result<(Vec<Run>, Option<RunCursor>)> {
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM runs r JOIN projects p ON p.id = r.project_id
          JOIN workflows w ON w.id = r.workflow_id

@@ -151,9 +151,7 @@ fn tokens_scopes_and_the_four_ways_to_present_them() {
 fn open_mode_is_loopback_only() {
     // Without tokens, a non-loopback address is refused with a reason.
     let dir = tempfile::tempdir().unwrap();
-    let err = spawn_serve(dir.path(), &["--listen", "0.0.0.0:0"])
-        .err()
-        .expect("refused");
+    let err = spawn_serve(dir.path(), &["--listen", "0.0.0.0:0"]).expect_err("refused");
     assert!(
         err.contains("without tokens") && err.contains("--insecure-open"),
         "{err}"

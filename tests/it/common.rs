@@ -70,10 +70,6 @@ impl Daemon {
         }
     }
 
-    pub fn db(&self) -> PathBuf {
-        self.dir.path().join("pipestat.db")
-    }
-
     pub fn get(&self, path: &str) -> Answer {
         self.call("GET", path, &[], None)
     }
@@ -145,7 +141,7 @@ impl Drop for Daemon {
 pub fn spawn_serve(dir: &Path, extra: &[&str]) -> Result<(Child, String), String> {
     let db = dir.join("pipestat.db");
     let mut args = vec!["serve", "--db", db.to_str().expect("utf-8 path")];
-    if !extra.iter().any(|a| *a == "--listen") {
+    if !extra.contains(&"--listen") {
         args.extend(["--listen", "127.0.0.1:0"]);
     }
     args.extend(extra);

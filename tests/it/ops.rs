@@ -210,9 +210,7 @@ fn a_newer_database_is_refused() {
     let out = pipestat(dir.path(), &["token", "list", "--db", "pipestat.db"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("newer"));
-    let err = spawn_serve(dir.path(), &[])
-        .err()
-        .expect("serve refuses too");
+    let err = spawn_serve(dir.path(), &[]).expect_err("serve refuses too");
     assert!(err.contains("newer"), "{err}");
 }
 
