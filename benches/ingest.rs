@@ -7,13 +7,13 @@
 //! the daemon (by default the daemon picks its own number of workers).
 //!
 //! Phases:
-//! 1. single-run POSTs to a running `pipestat serve`, from 8 keep-alive client threads;
-//! 2. 1,000-run JSON array POSTs to the same daemon, from 2 client threads;
-//! 3. the daemon's memory (VmHWM and VmRSS) after those phases;
-//! 4. `pipestat import FILE` of an NDJSON file into a fresh database, timed as a process;
-//! 5. the same runs parsed in-process (JSON to model only), and written in-process through
-//!    `commands::write_batch` (the store path of `import`, without reading and parsing);
-//! 6. a bare rusqlite loop inserting the same rows into the same schema in one transaction.
+//! 1. Single-run POSTs to a running `pipestat serve`, from 8 keep-alive client threads.
+//! 2. 1,000-run JSON array POSTs to the same daemon, from 2 client threads.
+//! 3. The daemon's memory (VmHWM and VmRSS) after each of those phases.
+//! 4. `pipestat import FILE` of an NDJSON file into a fresh database, timed as a process.
+//! 5. The same runs parsed in-process (JSON to model only), and written in-process through
+//!    `commands::write_batch` (the store path of `import`, without reading and parsing).
+//! 6. A bare rusqlite loop inserting the same rows into the same schema in one transaction.
 //!
 //! Every run has 5 jobs; all 20 of its test cases belong to its one test job.
 
@@ -33,21 +33,22 @@ use pipestat::model::Run;
 /// The schema the daemon creates, applied as is to the bare loop's database.
 const SCHEMA: &str = include_str!("../schema.sql");
 
-/// Base counts at scale 1 (chosen so that the whole bench takes well under two minutes on a
-/// 2-core machine).
-const SINGLE_RUNS: f64 = 20_000.0;
-const ARRAY_POSTS: f64 = 100.0;
+/// Base counts at scale 1, chosen so that the whole bench takes under two minutes on a 2-core
+/// machine at the speeds first measured (about 750 runs/s for single POSTs and 1,500 to 4,000
+/// runs/s for the bulk paths). Raise `PIPESTAT_BENCH_SCALE` once those speeds improve.
+const SINGLE_RUNS: f64 = 10_000.0;
+const ARRAY_POSTS: f64 = 40.0;
 const ARRAY_SIZE: usize = 1_000;
-const IMPORT_RUNS: f64 = 100_000.0;
+const IMPORT_RUNS: f64 = 40_000.0;
 
-/// Client threads of each HTTP phase.
+/// How many client threads each HTTP phase uses.
 const SINGLE_CLIENTS: usize = 8;
 const ARRAY_CLIENTS: usize = 2;
 
-/// Runs per transaction in the in-process store path, as `import` uses.
+/// How many runs the in-process store path writes per transaction, as `import` does.
 const BULK_BATCH: usize = 5_000;
 
-/// Where the generated runs start: 2026-01-01T00:00:00Z in milliseconds.
+/// The generated runs start at 2026-01-01T00:00:00Z (in milliseconds).
 const EPOCH_MS: i64 = 1_767_225_600_000;
 
 fn main() {
@@ -61,6 +62,7 @@ fn main() {
 
     println!("pipestat ingest benchmark");
     println!("  machine: {}", machine());
+    println!("  load average before the bench: {}", load_average());
     println!("  SQLite {}", rusqlite::version());
     println!(
         "  fsync of a 4 KiB write in the temporary directory: {:.3} ms (median of 200)",
@@ -74,7 +76,7 @@ fn main() {
 
     let mut table = Table::default();
 
-    // The daemon, on a fresh database, in open mode on loopback.
+    // The daemon runs on a fresh database, in open mode on loopback.
     let served_db = dir.path().join("served.db");
     let log_path = dir.path().join("serve.log");
     let server = Server::start(bin, &served_db, &log_path, daemon_threads.as_deref());
@@ -85,7 +87,7 @@ fn main() {
         daemon_threads.as_deref().unwrap_or("default")
     );
 
-    // Phase 1: single-run POSTs.
+    // Phase 1 posts one run per request.
     let bodies: Vec<String> = (0..single_runs).map(|i| run_json(i).to_string()).collect();
     let avg_body = bodies.iter().map(String::len).sum::<usize>() / bodies.len();
     println!("  one run is {avg_body} bytes of JSON on average");
@@ -102,7 +104,9 @@ fn main() {
         ),
     );
 
-    // Phase 2: 1,000-run array POSTs, with ids after the single POSTs' ones.
+    let after_single = server.memory_kb();
+
+    // Phase 2 posts 1,000-run arrays, with ids after those of phase 1.
     let bodies: Vec<String> = (0..array_posts)
         .map(|p| {
             let first = single_runs + p * ARRAY_SIZE;
@@ -125,8 +129,8 @@ fn main() {
         ),
     );
 
-    // Phase 3: the daemon's memory, then a clean stop.
-    let (hwm, rss) = server.memory_kb();
+    // Phase 3 reads the daemon's memory, then stops it cleanly.
+    let after_array = server.memory_kb();
     let log_lines = server.stop();
     let stored = count_rows(&served_db);
     assert_eq!(
@@ -135,7 +139,7 @@ fn main() {
         "the daemon lost runs"
     );
 
-    // Phase 4: `pipestat import` of an NDJSON file into a fresh database.
+    // Phase 4 runs `pipestat import` of an NDJSON file into a fresh database.
     let ndjson = dir.path().join("runs.ndjson");
     {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&ndjson).expect("create"));
@@ -174,7 +178,7 @@ fn main() {
         format!("{file_mb:.0} MB of NDJSON, 5,000-run transactions"),
     );
 
-    // Phase 5: where import's time goes, in-process.
+    // Phase 5 shows where import's time goes, in-process.
     let (parse_secs, runs) = parse_file(&ndjson);
     table.row(
         "  of which: JSON to model only (1 thread)",
@@ -191,7 +195,7 @@ fn main() {
         "commands::write_batch, 5,000-run transactions".to_owned(),
     );
 
-    // Phase 6: the physical limit, SQLite alone.
+    // Phase 6 measures the physical limit: SQLite alone.
     let bare_db = dir.path().join("bare.db");
     let secs = bare_loop(&bare_db, &runs);
     drop(runs);
@@ -213,19 +217,22 @@ fn main() {
         "  bare loop / array POSTs:  {:.2}x   (goal: array POSTs within 1.5x)",
         bare_rate / array_rate
     );
-    println!(
-        "  daemon memory after the POST phases: VmHWM {:.1} MB, VmRSS {:.1} MB   (goal: under 60 MB)",
-        hwm as f64 / 1024.0,
-        rss as f64 / 1024.0
-    );
+    for (when, (hwm, rss)) in [("single", after_single), ("array", after_array)] {
+        println!(
+            "  daemon memory after the {when} POSTs: VmHWM {:.1} MB, VmRSS {:.1} MB   (goal: under 60 MB)",
+            hwm as f64 / 1024.0,
+            rss as f64 / 1024.0
+        );
+    }
     println!(
         "  served database: {} runs, {} jobs, {} test results; {log_lines} log lines",
         stored.0, stored.1, stored.2
     );
+    println!("  load average after the bench: {}", load_average());
     println!("  goals: import and array POSTs >= 20,000 runs/s; single POSTs >= 3,000 runs/s");
 }
 
-/// The `PIPESTAT_BENCH_SCALE` multiplier, 1 when unset.
+/// Returns the `PIPESTAT_BENCH_SCALE` multiplier, 1 when unset.
 fn env_scale() -> f64 {
     match std::env::var("PIPESTAT_BENCH_SCALE") {
         Err(_) => 1.0,
@@ -240,7 +247,7 @@ fn scaled(base: f64, scale: f64) -> usize {
     (base * scale).round() as usize
 }
 
-/// The number of cores and the CPU model, as the kernel reports them.
+/// Returns the number of cores and the CPU model, as the kernel reports them.
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -255,7 +262,15 @@ fn machine() -> String {
     format!("{cores} cores ({model})")
 }
 
-/// The median time of a 4 KiB write followed by fdatasync, in milliseconds.
+/// Returns the 1, 5 and 15 minute load averages, since other work on the machine skews every
+/// figure.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Returns the median time of a 4 KiB write followed by fdatasync, in milliseconds.
 fn fsync_ms(dir: &Path) -> f64 {
     let path = dir.join("fsync.probe");
     let mut f = File::create(&path).expect("create the fsync probe");
@@ -298,7 +313,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// A number in `0..n`.
+    /// Returns a number in `0..n`.
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
@@ -464,11 +479,12 @@ fn run_json(i: usize) -> Value {
     run
 }
 
-/// The daemon under test.
+/// The daemon under test. Dropping it without `stop` (when a phase panics) kills it.
 struct Server {
     child: Child,
     base: String,
     log: std::path::PathBuf,
+    stopped: bool,
 }
 
 impl Server {
@@ -504,10 +520,11 @@ impl Server {
             child,
             base,
             log: log.to_owned(),
+            stopped: false,
         }
     }
 
-    /// VmHWM and VmRSS of the daemon, in KiB.
+    /// Returns VmHWM and VmRSS of the daemon, in KiB.
     fn memory_kb(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("read the daemon's /proc status");
@@ -529,8 +546,18 @@ impl Server {
             .expect("run kill");
         assert!(killed.success(), "kill -TERM failed");
         let status = self.child.wait().expect("wait for the daemon");
+        self.stopped = true;
         assert!(status.success(), "the daemon exited with {status}");
         std::fs::read_to_string(&self.log).map_or(0, |s| s.lines().count())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -768,7 +795,7 @@ fn bare_loop(db: &Path, runs: &[Run]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// The printed figures.
+/// The figures to print, one row per phase.
 #[derive(Default)]
 struct Table {
     rows: Vec<(String, usize, f64, String)>,
