@@ -17,7 +17,7 @@ use crate::config::Serve;
 use crate::error::{Error, Result};
 use crate::store::{self, TokenInfo};
 use crate::writer::Writer;
-use crate::{commands, db, native, times};
+use crate::{apigee, circleci, codearts, commands, db, native, times, webhooks, zadig};
 
 /// State shared by every worker.
 pub struct App {
@@ -51,6 +51,8 @@ pub struct Req {
     pub query: Vec<(String, String)>,
     pub content_type: Option<String>,
     pub body: Vec<u8>,
+    /// Request headers as sent (names in their original case; compare them ignoring case).
+    pub headers: Vec<(String, String)>,
     /// The token presented, or None in open mode.
     pub token: Option<TokenInfo>,
 }
@@ -61,6 +63,14 @@ impl Req {
         self.query
             .iter()
             .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a header, its name compared ignoring ASCII case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -410,12 +420,23 @@ fn prepare(app: &App, conn: &Connection, rq: &mut tiny_http::Request, url: &str)
             return Err(Error::PayloadTooLarge(max));
         }
     }
+    let headers = rq
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_owned(),
+                h.value.as_str().to_owned(),
+            )
+        })
+        .collect();
     Ok(Req {
         method,
         segments,
         query,
         content_type,
         body,
+        headers,
         token,
     })
 }
@@ -449,7 +470,13 @@ fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
             Ok(Resp::json(200, &json!({"status": "ready"})))
         }
         (_, ["healthz"] | ["readyz"]) => Err(Error::MethodNotAllowed("GET")),
+        (_, ["api", "v1", "stats", rest @ ..]) => apigee::route_native(app, conn, req, rest),
         (_, ["api", "v1", rest @ ..]) => native::route(app, conn, req, rest),
+        (_, ["api", "v2", "insights", rest @ ..]) => circleci::route(app, conn, req, rest),
+        (_, ["openapi", "statistics", rest @ ..]) => zadig::route(app, conn, req, rest),
+        (_, ["v3", "pipelines", rest @ ..]) => codearts::route(app, conn, req, rest),
+        (_, ["v1", "organizations" | "o", rest @ ..]) => apigee::route(app, conn, req, rest),
+        (_, ["webhooks", rest @ ..]) => webhooks::route(app, conn, req, rest),
         _ => Err(Error::NotFound(format!("no route for /{}", segs.join("/")))),
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! See ARCHITECTURE.md for the map of these modules.
 
+pub mod apigee;
 pub mod auth;
+pub mod circleci;
+pub mod codearts;
 pub mod commands;
 pub mod config;
 pub mod db;
@@ -15,7 +18,9 @@ pub mod model;
 pub mod native;
 pub mod store;
 pub mod times;
+pub mod webhooks;
 pub mod writer;
+pub mod zadig;
 
 use config::Command;
 use error::{Error, Result};

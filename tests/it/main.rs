@@ -1,6 +1,11 @@
 //! Integration tests: the real `pipestat` binary, a real SQLite file in a temp dir, real HTTP.
 
+mod apigee;
 mod auth;
+mod circleci;
+mod codearts;
 mod common;
 mod ingest;
 mod ops;
+mod webhooks;
+mod zadig;

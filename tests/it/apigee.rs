@@ -1,0 +1,1 @@
+//! The apigee surface through the real binary.

@@ -1,0 +1,1 @@
+//! The circleci surface through the real binary.

@@ -1,0 +1,1 @@
+//! The codearts surface through the real binary.

@@ -1,0 +1,1 @@
+//! The webhooks surface through the real binary.

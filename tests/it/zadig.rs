@@ -1,0 +1,1 @@
+//! The zadig surface through the real binary.
