@@ -1,0 +1,3 @@
+//! The Apigee statistics benchmark (written in the next commit).
+
+fn main() {}
