@@ -55,7 +55,10 @@ const PROJECT_EXISTS: &str = "SELECT count(*) FROM projects WHERE key = ?1 OR sl
 /// What the statistics are over: the FROM clause, the time column and the fields.
 struct Facts {
     name: &'static str,
-    from: &'static str,
+    /// The table of the facts and its alias.
+    base: &'static str,
+    /// Joins by alias, in order; a query takes only those its fields (and their joins) name.
+    joins: &'static [(char, &'static str)],
     /// The time a row is placed in the range and in a bucket.
     time: &'static str,
     /// Dimensions (text) and metrics (numbers) by name; a filter may name any of them.
@@ -80,7 +83,11 @@ const fn metric(name: &'static str, sql: &'static str) -> Column {
 
 static RUNS: Facts = Facts {
     name: "runs",
-    from: "runs r JOIN projects p ON p.id = r.project_id JOIN workflows w ON w.id = r.workflow_id",
+    base: "runs r",
+    joins: &[
+        ('p', "JOIN projects p ON p.id = r.project_id"),
+        ('w', "JOIN workflows w ON w.id = r.workflow_id"),
+    ],
     time: "r.created_at",
     columns: &[
         &dim("project", "p.slug"),
@@ -107,8 +114,12 @@ static RUNS: Facts = Facts {
 
 static JOBS: Facts = Facts {
     name: "jobs",
-    from: "jobs j JOIN runs r ON r.id = j.run_id JOIN projects p ON p.id = j.project_id \
-           JOIN workflows w ON w.id = r.workflow_id",
+    base: "jobs j",
+    joins: &[
+        ('r', "JOIN runs r ON r.id = j.run_id"),
+        ('p', "JOIN projects p ON p.id = j.project_id"),
+        ('w', "JOIN workflows w ON w.id = r.workflow_id"),
+    ],
     time: "j.day_at",
     columns: &[
         &dim("project", "p.slug"),
@@ -145,8 +156,13 @@ static JOBS: Facts = Facts {
 
 static TESTS: Facts = Facts {
     name: "tests",
-    from: "test_results t JOIN jobs j ON j.id = t.job_id JOIN runs r ON r.id = t.run_id \
-           JOIN projects p ON p.id = t.project_id JOIN workflows w ON w.id = r.workflow_id",
+    base: "test_results t",
+    joins: &[
+        ('j', "JOIN jobs j ON j.id = t.job_id"),
+        ('r', "JOIN runs r ON r.id = t.run_id"),
+        ('p', "JOIN projects p ON p.id = t.project_id"),
+        ('w', "JOIN workflows w ON w.id = r.workflow_id"),
+    ],
     time: "j.day_at",
     columns: &[
         &dim("project", "p.slug"),
@@ -176,6 +192,24 @@ impl Facts {
             .find(|c| c.name == name && c.kind == kind)
     }
 
+    /// The FROM clause with the joins that `sql` fragments (and those joins) need.
+    fn from(&self, sql: &[&str]) -> String {
+        let mut need: Vec<char> = sql.iter().flat_map(|s| aliases(s)).collect();
+        for (alias, join) in self.joins.iter().rev() {
+            if need.contains(alias) {
+                need.extend(aliases(join));
+            }
+        }
+        let mut out = self.base.to_owned();
+        for (alias, join) in self.joins {
+            if need.contains(alias) {
+                out.push(' ');
+                out.push_str(join);
+            }
+        }
+        out
+    }
+
     fn names(&self, kind: Kind) -> String {
         self.columns
             .iter()
@@ -184,6 +218,19 @@ impl Facts {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The table aliases a fixed SQL fragment uses: a letter followed by a dot, not inside a word.
+fn aliases(sql: &str) -> Vec<char> {
+    let b = sql.as_bytes();
+    (1..b.len())
+        .filter(|&i| {
+            b[i] == b'.'
+                && b[i - 1].is_ascii_lowercase()
+                && (i < 2 || !(b[i - 2].is_ascii_alphanumeric() || b[i - 2] == b'_'))
+        })
+        .map(|i| char::from(b[i - 1]))
+        .collect()
 }
 
 /// Answers `/v1/organizations/*` and `/v1/o/*`; `rest` is the path after that prefix.
@@ -692,20 +739,18 @@ fn buckets(q: &Query, unit: Unit) -> Result<Vec<i64>> {
     Ok(out)
 }
 
-/// Fixed fragments of the statistics query.
-const WHERE_RANGE: &str = " >= ?1 AND ";
-const WHERE_PROJECT: &str = " < ?2 AND (?3 IS NULL OR p.key = ?3 OR p.slug = ?3)";
-
 /// The statistics query for `sels` and its parameters. Result columns: one per dimension, the
 /// bucket (with `unit`), then one per sum/avg/min/max selection and three per percentile
 /// (the value at the lower rank, at the next rank, and the count of values).
 fn build_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>) {
-    let mut params = vec![
-        Value::Integer(q.start),
-        Value::Integer(q.end),
-        q.project.clone().map_or(Value::Null, Value::Text),
-    ];
     let time = q.facts.time;
+    let mut params = vec![Value::Integer(q.start), Value::Integer(q.end)];
+    let mut conds = vec![format!("{time} >= ?1 AND {time} < ?2")];
+    if let Some(p) = &q.project {
+        params.push(Value::Text(p.clone()));
+        let n = params.len();
+        conds.push(format!("(p.key = ?{n} OR p.slug = ?{n})"));
+    }
     let mut cols: Vec<String> = q
         .dims
         .iter()
@@ -718,12 +763,14 @@ fn build_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>
             Some((width, shift)) => {
                 params.push(Value::Integer(i64::from(q.tzo) * MINUTE + shift));
                 params.push(Value::Integer(width));
-                format!("(({time} + ?4) / ?5) * ?5 - ?4")
+                let (s, w) = (params.len() - 1, params.len());
+                format!("(({time} + ?{s}) / ?{w}) * ?{w} - ?{s}")
             }
             None => {
                 params.push(Value::Integer(i64::from(q.tzo)));
                 params.push(Value::Integer(unit.code()));
-                format!("{BUCKET_FN}({time}, ?5, ?4)")
+                let (t, u) = (params.len() - 1, params.len());
+                format!("{BUCKET_FN}({time}, ?{u}, ?{t})")
             }
         };
         cols.push(format!("{b} AS b"));
@@ -740,16 +787,16 @@ fn build_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>
     for (i, c) in metrics.iter().enumerate() {
         cols.push(format!("{} AS m{i}", c.sql));
     }
-    let mut sql = format!(
-        "WITH f AS (SELECT {} FROM {} WHERE {time}{WHERE_RANGE}{time}{WHERE_PROJECT}",
-        cols.join(", "),
-        q.facts.from
-    );
     if let Some(e) = &q.filter {
-        sql.push_str(" AND ");
-        sql.push_str(&filter::to_sql(e, REGEXP_FN, &mut params));
+        conds.push(filter::to_sql(e, REGEXP_FN, &mut params));
     }
-    sql.push(')');
+    let fragments: Vec<&str> = cols.iter().chain(&conds).map(String::as_str).collect();
+    let mut sql = format!(
+        "WITH f AS (SELECT {} FROM {} WHERE {})",
+        cols.join(", "),
+        q.facts.from(&fragments),
+        conds.join(" AND ")
+    );
     // Percentiles rank each metric's non-null values within each group.
     let mut ranked: Vec<usize> = sels
         .iter()
@@ -784,7 +831,8 @@ fn build_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>
     for s in sels {
         let k = m(s.metric);
         match s.func {
-            Func::Sum => out.push(format!("sum(m{k})")),
+            // total() rather than sum(): it never fails on integer overflow.
+            Func::Sum => out.push(format!("total(m{k})")),
             Func::Avg => out.push(format!("avg(m{k})")),
             Func::Min => out.push(format!("min(m{k})")),
             Func::Max => out.push(format!("max(m{k})")),
@@ -913,6 +961,27 @@ fn ensure_functions(conn: &Connection) -> Result<()> {
         })
     })?;
     Ok(())
+}
+
+/// The query plan SQLite picks for a statistics request (`EXPLAIN QUERY PLAN`, one line per
+/// step, indented by depth), for the benchmark and for diagnosing slow requests. `facts` and
+/// `dims` are as in the path; `req` carries the query parameters.
+pub fn explain(conn: &Connection, facts: &str, dims: &str, req: &Req) -> Result<Vec<String>> {
+    let facts = Facts::named(facts).ok_or_else(|| Error::bad("facts: runs, jobs or tests"))?;
+    let q = parse_query(req, facts, None, dims)?;
+    ensure_functions(conn)?;
+    let (sql, params) = build_sql(&q, &q.sels, q.unit);
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    let mut depth: HashMap<i64, usize> = HashMap::new();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (id, parent, detail): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(3)?);
+        let d = depth.get(&parent).map_or(0, |d| d + 1);
+        depth.insert(id, d);
+        out.push(format!("{}{detail}", "  ".repeat(d)));
+    }
+    Ok(out)
 }
 
 /// One dimension value (or the whole set, without dimensions) and its values.
@@ -1135,6 +1204,25 @@ mod tests {
         assert_eq!(
             bucket_next(ms("2026-12-01T00:00:00Z"), Unit::Month, 0),
             ms("2027-01-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn only_the_joins_needed() {
+        assert_eq!(
+            aliases("(j.stopped_at - r.x) / 1000.0 AND (p.key = ?3)"),
+            ['j', 'r', 'p']
+        );
+        assert_eq!(JOBS.from(&["j.name", "j.day_at >= ?1"]), "jobs j");
+        // The workflow's name needs workflows, which is joined through runs.
+        assert_eq!(
+            JOBS.from(&["w.name"]),
+            "jobs j JOIN runs r ON r.id = j.run_id JOIN workflows w ON w.id = r.workflow_id"
+        );
+        assert_eq!(TESTS.from(&["t.name"]), "test_results t");
+        assert_eq!(
+            RUNS.from(&["(p.key = ?3 OR p.slug = ?3)"]),
+            "runs r JOIN projects p ON p.id = r.project_id"
         );
     }
 

@@ -816,3 +816,24 @@ fn random_filters_never_get_a_5xx() {
         .unwrap();
     assert_eq!(snapshot(&d), before);
 }
+
+/// Regression: SQL's sum() fails on 64-bit overflow; the answer must still be a 200.
+#[test]
+fn sums_beyond_64_bits_are_not_an_error() {
+    let d = Daemon::start(&[]);
+    let two: Vec<Value> = ["x", "y"]
+        .iter()
+        .map(|id| {
+            json!({"id": id, "project": "gh/acme/api", "workflow": "ci", "status": "success",
+                   "created_at": "2026-03-01T10:00:00Z", "credits_used": i64::MAX})
+        })
+        .collect();
+    let a = d.post_json("/api/v1/runs", &Value::Array(two).to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    // 2 * (2^63 - 1) is about 2^64 = 18446744073709551616 (as a double).
+    let body = runs(&d, "", "select=sum(credits)");
+    assert_eq!(
+        totals(&body),
+        pairs(&[("sum(credits)", "18446744073709551616")])
+    );
+}
