@@ -739,6 +739,9 @@ fn buckets(q: &Query, unit: Unit) -> Result<Vec<i64>> {
     Ok(out)
 }
 
+/// A window frame covering every row of the partition.
+const WHOLE_PARTITION: &str = "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING";
+
 /// The statistics query for `sels` and its parameters. Result columns: one per dimension, the
 /// bucket (with `unit`), then one per sum/avg/min/max selection and three per percentile
 /// (the value at the lower rank, at the next rank, and the count of values).
@@ -805,50 +808,79 @@ fn build_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>
         .collect();
     ranked.sort_unstable();
     ranked.dedup();
-    let source = if ranked.is_empty() {
-        "f"
-    } else {
-        let windows: Vec<String> = ranked
-            .iter()
-            .map(|k| {
-                format!(
-                    "ROW_NUMBER() OVER (g ORDER BY m{k} NULLS LAST) AS r{k}, COUNT(m{k}) OVER g AS n{k}"
-                )
-            })
-            .collect();
-        let partition = if group.is_empty() {
-            String::new()
-        } else {
-            format!("PARTITION BY {}", group.join(", "))
-        };
-        sql.push_str(&format!(
-            ", w AS (SELECT f.*, {} FROM f WINDOW g AS ({partition}))",
-            windows.join(", ")
-        ));
-        "w"
+    let agg = |s: &Sel, k: usize| match s.func {
+        // total() rather than sum(): it never fails on integer overflow.
+        Func::Sum => format!("total(m{k})"),
+        Func::Avg => format!("avg(m{k})"),
+        Func::Min => format!("min(m{k})"),
+        _ => format!("max(m{k})"),
     };
     let mut out = group.clone();
-    for s in sels {
+    if ranked.is_empty() {
+        for s in sels {
+            out.push(agg(s, m(s.metric)));
+        }
+        sql.push_str(&format!(" SELECT {} FROM f", out.join(", ")));
+        if !group.is_empty() {
+            sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
+        }
+        return (sql, params);
+    }
+    // With percentiles, every function is a window over the group ordered by the first ranked
+    // metric (one sort serves them all); the count and the other functions span the whole
+    // partition. Only the rows a percentile needs, and each group's first row, go on to the
+    // GROUP BY, which then has a handful of rows per group to read.
+    let partition = if group.is_empty() {
+        String::new()
+    } else {
+        format!("PARTITION BY {}", group.join(", "))
+    };
+    let k0 = ranked[0];
+    let mut windows: Vec<String> = Vec::new();
+    for k in &ranked {
+        windows.push(format!(
+            "ROW_NUMBER() OVER (g ORDER BY m{k} NULLS LAST) AS r{k}, \
+             COUNT(m{k}) OVER (g ORDER BY m{k} NULLS LAST {WHOLE_PARTITION}) AS n{k}"
+        ));
+    }
+    let mut keep = vec![format!("r{k0} = 1")];
+    for (i, s) in sels.iter().enumerate() {
         let k = m(s.metric);
         match s.func {
-            // total() rather than sum(): it never fails on integer overflow.
-            Func::Sum => out.push(format!("total(m{k})")),
-            Func::Avg => out.push(format!("avg(m{k})")),
-            Func::Min => out.push(format!("min(m{k})")),
-            Func::Max => out.push(format!("max(m{k})")),
             Func::Pct(p) => {
                 // Ranks are 1-based: the lower rank is floor((n - 1) * p / 100) + 1.
-                out.push(format!(
-                    "max(CASE WHEN r{k} = (n{k} - 1) * {p} / 100 + 1 THEN m{k} END)"
-                ));
-                out.push(format!(
-                    "max(CASE WHEN r{k} = (n{k} - 1) * {p} / 100 + 2 THEN m{k} END)"
-                ));
+                let lo = format!("(n{k} - 1) * {p} / 100 + 1");
+                let hi = format!("(n{k} - 1) * {p} / 100 + 2");
+                out.push(format!("max(CASE WHEN r{k} = {lo} THEN m{k} END)"));
+                out.push(format!("max(CASE WHEN r{k} = {hi} THEN m{k} END)"));
                 out.push(format!("max(n{k})"));
+                keep.push(format!("r{k} = {lo} OR r{k} = {hi}"));
+            }
+            _ => {
+                windows.push(format!(
+                    "{} OVER (g ORDER BY m{k0} NULLS LAST {WHOLE_PARTITION}) AS a{i}",
+                    agg(s, k)
+                ));
+                out.push(format!("max(a{i})"));
             }
         }
     }
-    sql.push_str(&format!(" SELECT {} FROM {source}", out.join(", ")));
+    sql.push_str(&format!(
+        ", w AS (SELECT {}{}{} FROM f WINDOW g AS ({partition}))",
+        group.join(", "),
+        if group.is_empty() { "" } else { ", " },
+        ranked
+            .iter()
+            .map(|k| format!("m{k}"))
+            .chain(windows)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    sql.push_str(&format!(
+        " SELECT {} FROM w WHERE {}",
+        out.join(", "),
+        keep.join(" OR ")
+    ));
     if !group.is_empty() {
         sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
     }
