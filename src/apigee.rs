@@ -234,7 +234,7 @@ fn aliases(sql: &str) -> Vec<char> {
 }
 
 /// Answers `/v1/organizations/*` and `/v1/o/*`; `rest` is the path after that prefix.
-pub fn route(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<Resp> {
+pub fn route(_app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<Resp> {
     let (org, env, dims) = match rest {
         [org, "environments" | "e", env, "stats"] => (*org, *env, ""),
         [org, "environments" | "e", env, "stats", dims] => (*org, *env, *dims),
@@ -263,11 +263,11 @@ pub fn route(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<R
         }
         Some(org.to_owned())
     };
-    stats(app, conn, req, facts, project, dims)
+    stats(conn, req, facts, project, dims)
 }
 
 /// Answers the native form `/api/v1/stats/{dimensions}`; `rest` is the path after `stats`.
-pub fn route_native(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<Resp> {
+pub fn route_native(_app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<Resp> {
     let dims = match rest {
         [] => "",
         [dims] => *dims,
@@ -304,7 +304,7 @@ pub fn route_native(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> R
             Some(p)
         }
     };
-    stats(app, conn, req, facts, project, dims)
+    stats(conn, req, facts, project, dims)
 }
 
 fn project_exists(conn: &Connection, key_or_slug: &str) -> Result<bool> {
@@ -1027,7 +1027,6 @@ struct Group {
 }
 
 fn stats(
-    _app: &App,
     conn: &Connection,
     req: &Req,
     facts: &'static Facts,
@@ -1068,7 +1067,7 @@ fn stats(
     }
 
     if !q.dims.is_empty() {
-        rank(conn, &q, &mut groups, &mut index)?;
+        rank(conn, &q, &mut groups, &index)?;
         groups.sort_by(|a, b| {
             let by_value = if q.descending {
                 b.rank.total_cmp(&a.rank)
@@ -1152,7 +1151,7 @@ fn rank(
     conn: &Connection,
     q: &Query,
     groups: &mut [Group],
-    index: &mut HashMap<Vec<Option<String>>, usize>,
+    index: &HashMap<Vec<Option<String>>, usize>,
 ) -> Result<()> {
     let s = q.sortby;
     if q.unit.is_none() {

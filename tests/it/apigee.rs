@@ -277,6 +277,11 @@ fn several_dimensions_topk_ties_and_paging() {
     assert_eq!(q("limit=1&offset=1"), pairs(&[("(not set)", "1")]));
     assert_eq!(q("limit=1&offset=2"), pairs(&[("dev", "1")]));
     assert_eq!(q("limit=2&offset=3"), pairs(&[]));
+    // No matching rows: no dimension values at all.
+    assert_eq!(
+        q(&format!("filter={}", enc("branch eq 'gone'"))),
+        pairs(&[])
+    );
     // topk first, then paging within the top k.
     assert_eq!(q("topk=2&offset=1"), pairs(&[("(not set)", "1")]));
     // sortby another selection: sum(duration) main = 10 + 20 + 100 = 130 (d1 has none),
