@@ -415,6 +415,9 @@ fn prepare(app: &App, conn: &Connection, rq: &mut tiny_http::Request, url: &str)
     }
     let mut body = Vec::new();
     if method == Method::Post {
+        // Sized from Content-Length (already checked against the limit), so the buffer is not
+        // doubled while it grows.
+        body.reserve_exact(rq.body_length().unwrap_or(0));
         rq.as_reader().take(max + 1).read_to_end(&mut body)?;
         if body.len() as u64 > max {
             return Err(Error::PayloadTooLarge(max));
