@@ -310,6 +310,13 @@ fn a_job_before_its_run_leaves_one_run_that_the_run_fills_in() {
     assert_eq!(r["workflow"], "CodeQL");
     assert_eq!(r["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(r["jobs"][0]["status"], "failed");
+    // Another job delivery now must not put the placeholder's blanks back over the run.
+    github_fixture(&d, "workflow_job", "queued.payload.json");
+    let r = run(&d, HELLO, "2202229078");
+    assert_eq!(r["actor"], "Codertocat");
+    assert_eq!(r["trigger"], "repository_dispatch");
+    assert_eq!(r["number"], 163);
+    assert_eq!(r["created_at"], "2020-10-05T16:33:24.000Z");
 
     let a = github(
         &d,
