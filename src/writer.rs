@@ -30,6 +30,9 @@ pub enum Write {
         job: Option<String>,
         tests: Vec<TestCase>,
     },
+    /// One run's jobs merged into the stored run, the run created from it when absent
+    /// (`store::merge_jobs_into_run`); answered as `Written::Runs`.
+    JobsIntoRun(Box<Run>),
 }
 
 pub enum Written {
@@ -176,6 +179,13 @@ fn apply(conn: &Connection, ids: &mut Ids, write: &Write) -> Result<Written> {
             job,
             tests,
         } => Written::Tests(store::attach_tests(conn, slug, run, job.as_deref(), tests)?),
+        Write::JobsIntoRun(run) => {
+            let created = store::merge_jobs_into_run(conn, ids, run)? == store::Upsert::Created;
+            Written::Runs(Counts {
+                created: u64::from(created),
+                updated: 0,
+            })
+        }
     })
 }
 
