@@ -197,7 +197,11 @@ pub fn serve(cfg: Serve) -> Result<()> {
     }
     drop(conn);
 
-    let server = tiny_http::Server::http(addr)
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+    // Accepted connections inherit TCP_NODELAY from the listener (see Cargo.toml for why).
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
     let local = server
         .server_addr()
