@@ -913,7 +913,17 @@ struct Row {
 
 fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Result<Vec<Row>> {
     let (sql, params) = build_sql(q, sels, unit);
-    let mut stmt = conn.prepare_cached(&sql)?;
+    // Without a filter the text depends only on the choice of fields, function and unit, so
+    // the statement cache serves it; a filter's shape is the client's to vary, and caching
+    // each would push every other surface's statements out of the cache.
+    let (mut plain, mut cached);
+    let stmt: &mut rusqlite::Statement = if q.filter.is_some() {
+        plain = conn.prepare(&sql)?;
+        &mut plain
+    } else {
+        cached = conn.prepare_cached(&sql)?;
+        &mut cached
+    };
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
