@@ -51,6 +51,11 @@ CREATE INDEX runs_by_workflow ON runs (project_id, workflow_id, branch, created_
 CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
 -- The native list pages all projects newest first.
 CREATE INDEX runs_by_time ON runs (created_at);
+-- CircleCI Insights (src/circleci/sql.rs) reads one branch of a project, per workflow, in a
+-- created_at window: workflow metrics (WORKFLOW_METRICS), MTTR in (created_at, id) order (MTTR),
+-- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone.
+CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
+    started_at, stopped_at, credits_used);
 
 -- One job (step, task) of a run.
 CREATE TABLE jobs (

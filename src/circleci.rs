@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::http::{App, Method, Req, Resp};
 use crate::ingest;
 use crate::times;
-use sql::{Agg, Dur, Project, Scope};
+use sql::{Agg, Branches, Dur, Project, Scope};
 
 const DAY_MS: i64 = 86_400_000;
 /// Items per page of every paged answer.
@@ -206,9 +206,26 @@ fn all_branches(req: &Req) -> Result<bool> {
     }
 }
 
-/// The branches in scope as a JSON array, or None for all branches: `all-branches=true` wins,
-/// then `branches` (when the route takes it), then `branch`, then the project's default branch.
-fn branch_scope(req: &Req, p: &Project, takes_branches: bool) -> Result<Option<String>> {
+/// The branches in scope: `all-branches=true` wins, then `branches` (when the route takes it;
+/// repeated or comma-separated), then `branch`, then the project's default branch.
+enum BranchScope {
+    One(String),
+    /// A JSON array of names.
+    Set(String),
+    All,
+}
+
+impl BranchScope {
+    fn as_branches(&self) -> Branches<'_> {
+        match self {
+            BranchScope::One(b) => Branches::One(b),
+            BranchScope::Set(j) => Branches::Set(j),
+            BranchScope::All => Branches::All,
+        }
+    }
+}
+
+fn branch_scope(req: &Req, p: &Project, takes_branches: bool) -> Result<BranchScope> {
     let all = all_branches(req)?;
     let set = if takes_branches {
         multi(req, "branches")?
@@ -217,16 +234,13 @@ fn branch_scope(req: &Req, p: &Project, takes_branches: bool) -> Result<Option<S
     };
     let branch = one_name(req, "branch")?;
     if all {
-        return Ok(None);
+        return Ok(BranchScope::All);
     }
-    let list = if !set.is_empty() {
-        set
-    } else {
-        vec![branch.unwrap_or(&p.default_branch).to_owned()]
-    };
-    Ok(Some(
-        serde_json::to_string(&list).expect("strings serialize"),
-    ))
+    Ok(match set.len() {
+        0 => BranchScope::One(branch.unwrap_or(&p.default_branch).to_owned()),
+        1 => BranchScope::One(set[0].clone()),
+        _ => BranchScope::Set(serde_json::to_string(&set).expect("strings serialize")),
+    })
 }
 
 /// A time window [start, end) and its length in days.
@@ -449,7 +463,7 @@ fn workflows(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<Valu
         project: p.id,
         start: w.start,
         end: w.end,
-        branches: br.as_deref(),
+        branches: br.as_branches(),
         workflow: None,
     };
     let mut rows = sql::workflow_metrics(conn, &s, after.as_deref(), PAGE + 1)?;
@@ -490,7 +504,7 @@ fn run_metrics(a: &Agg, w: &Window, recoveries: Option<(i64, Option<f64>)>) -> V
     })
 }
 
-fn scope_of<'a>(p: &Project, w: &Window, branches: Option<&'a str>, wf: Option<i64>) -> Scope<'a> {
+fn scope_of<'a>(p: &Project, w: &Window, branches: Branches<'a>, wf: Option<i64>) -> Scope<'a> {
     Scope {
         project: p.id,
         start: w.start,
@@ -506,7 +520,7 @@ fn workflow_runs(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) 
     let br = branch_scope(req, p, false)?;
     let wf = workflow(conn, p, wf)?;
     let after = run_position(req, 'r')?;
-    let s = scope_of(p, &w, br.as_deref(), Some(wf));
+    let s = scope_of(p, &w, br.as_branches(), Some(wf));
     let mut rows = sql::recent_runs(conn, &s, after, PAGE + 1)?;
     let next = page_after_runs(&mut rows, 'r');
     let items = rows
@@ -554,7 +568,7 @@ fn jobs(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> Result
     let wf = workflow(conn, p, wf)?;
     let filter = one_name(req, "job-name")?;
     let after = decode_token(req, 'j')?;
-    let s = scope_of(p, &w, br.as_deref(), Some(wf));
+    let s = scope_of(p, &w, br.as_branches(), Some(wf));
     let mut rows = sql::job_metrics(conn, &s, filter, after.as_deref(), PAGE + 1)?;
     let next = (rows.len() as i64 > PAGE).then(|| {
         rows.truncate(PAGE as usize);
@@ -596,7 +610,7 @@ fn job_runs(
     let br = branch_scope(req, p, false)?;
     let wf = workflow(conn, p, wf)?;
     let after = run_position(req, 'k')?;
-    let s = scope_of(p, &w, br.as_deref(), Some(wf));
+    let s = scope_of(p, &w, br.as_branches(), Some(wf));
     let mut rows = sql::job_runs(conn, &s, job, after, PAGE + 1)?;
     let next = page_after_runs(&mut rows, 'k');
     let items = rows
@@ -639,8 +653,8 @@ fn workflow_summary(
     let br = branch_scope(req, p, true)?;
     let wf = workflow(conn, p, wf)?;
     let prev = w.previous();
-    let (a, rec, mttr) = summary_figures(conn, &scope_of(p, &w, br.as_deref(), Some(wf)))?;
-    let (b, _, pmttr) = summary_figures(conn, &scope_of(p, &prev, br.as_deref(), Some(wf)))?;
+    let (a, rec, mttr) = summary_figures(conn, &scope_of(p, &w, br.as_branches(), Some(wf)))?;
+    let (b, _, pmttr) = summary_figures(conn, &scope_of(p, &prev, br.as_branches(), Some(wf)))?;
     let f = |v: Option<i64>| v.unwrap_or(0) as f64;
     let mut metrics = run_metrics(&a, &w, Some((rec, mttr)));
     metrics["window_start"] = t(a.first_at);
@@ -673,7 +687,7 @@ fn test_metrics(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -
         project: p.id,
         start: 0,
         end: 0,
-        branches: br.as_deref(),
+        branches: br.as_branches(),
         workflow: Some(wf),
     };
     let runs = sql::test_runs(conn, &s)?;
@@ -814,10 +828,11 @@ fn pages_summary(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<
             .unwrap_or_default())
     };
     let (a, b) = (totals(&w)?, totals(&prev)?);
-    let per_wf =
-        |w: &Window| sql::workflow_metrics(conn, &scope_of(p, w, None, None), None, i64::MAX);
+    let per_wf = |w: &Window| {
+        sql::workflow_metrics(conn, &scope_of(p, w, Branches::All, None), None, i64::MAX)
+    };
     let (cur_wf, prev_wf) = (per_wf(&w)?, per_wf(&prev)?);
-    let per_br = |w: &Window| sql::branch_metrics(conn, &scope_of(p, w, None, None));
+    let per_br = |w: &Window| sql::branch_metrics(conn, &scope_of(p, w, Branches::All, None));
     let (cur_br, prev_br) = (per_br(&w)?, per_br(&prev)?);
 
     let workflow_data: Vec<Value> = cur_wf
@@ -970,7 +985,7 @@ fn job_series(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> 
     let br = branch_scope(req, p, false)?;
     let wf = workflow(conn, p, wf)?;
     let after = decode_pair(req, 's')?;
-    let s = scope_of(p, &w, br.as_deref(), Some(wf));
+    let s = scope_of(p, &w, br.as_branches(), Some(wf));
     let mut rows = sql::job_series(
         conn,
         &s,
@@ -983,7 +998,7 @@ fn job_series(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> 
         let last = rows.last().expect("a full page");
         encode_token('s', &format!("{}:{}", last.at, last.name))
     });
-    let days = bucket as f64 / DAY_MS as f64;
+    let per_day = DAY_MS as f64 / bucket as f64;
     let items = rows
         .iter()
         .map(|b| {
@@ -997,7 +1012,7 @@ fn job_series(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> 
                     "total_runs": a.total,
                     "failed_runs": a.failed,
                     "successful_runs": a.successful,
-                    "throughput": a.total as f64 / days,
+                    "throughput": a.total as f64 * per_day,
                     "median_credits_used": b.credits_p50_x100.map_or(0, |v| (v as f64 / 100.0).round() as i64),
                     "total_credits_used": a.credits,
                     "duration_metrics": {

@@ -139,14 +139,40 @@ fn agg_from(r: &Row, at: usize) -> rusqlite::Result<Agg> {
     })
 }
 
+/// Which branches a query reads; each has its own constant statement (an equality lets the
+/// planner seek the covering index; a set is a JSON array read with `json_each`).
+#[derive(Debug, Clone, Copy)]
+pub enum Branches<'a> {
+    One(&'a str),
+    /// A JSON array of branch names.
+    Set(&'a str),
+    All,
+}
+
+impl<'a> Branches<'a> {
+    fn pick(self, variants: &[&'static str; 3]) -> &'static str {
+        match self {
+            Branches::One(_) => variants[0],
+            Branches::Set(_) => variants[1],
+            Branches::All => variants[2],
+        }
+    }
+
+    fn value(self) -> Option<&'a str> {
+        match self {
+            Branches::One(b) | Branches::Set(b) => Some(b),
+            Branches::All => None,
+        }
+    }
+}
+
 /// The filter on the runs of one query: which branches, which workflow.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
     pub project: i64,
     pub start: i64,
     pub end: i64,
-    /// JSON array of branch names; None = all branches.
-    pub branches: Option<&'a str>,
+    pub branches: Branches<'a>,
     pub workflow: Option<i64>,
 }
 
@@ -157,7 +183,7 @@ macro_rules! run_base {
             " r.created_at AS at, ",
             dur!("r"),
             " AS dur FROM runs r",
-            " WHERE r.project_id = ?1 AND r.created_at >= ?2 AND r.created_at < ?3 ",
+            " WHERE r.project_id = ?1 AND ",
             $branch,
             " AND (?5 IS NULL OR r.workflow_id = ?5)"
         )
@@ -181,9 +207,11 @@ macro_rules! workflow_metrics {
 }
 
 /// Per-workflow metrics of the runs in scope, by workflow name, after `?6`, at most `?7`.
-const WORKFLOW_METRICS_BRANCH: &str =
-    workflow_metrics!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const WORKFLOW_METRICS_ALL: &str = workflow_metrics!("AND ?4 IS NULL");
+const WORKFLOW_METRICS: [&str; 3] = [
+    workflow_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    workflow_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    workflow_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 pub fn workflow_metrics(
     conn: &Connection,
@@ -191,15 +219,19 @@ pub fn workflow_metrics(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(i64, String, Agg)>> {
-    let sql = if s.branches.is_some() {
-        WORKFLOW_METRICS_BRANCH
-    } else {
-        WORKFLOW_METRICS_ALL
-    };
+    let sql = s.branches.pick(&WORKFLOW_METRICS);
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, s.start, s.end, s.branches, s.workflow, after, limit],
+            params![
+                s.project,
+                s.start,
+                s.end,
+                s.branches.value(),
+                s.workflow,
+                after,
+                limit
+            ],
             |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -214,9 +246,9 @@ pub fn workflow_metrics(
 macro_rules! mttr {
     ($branch:literal) => {
         concat!(
-            "WITH seq AS (SELECT r.workflow_id AS wf, r.branch AS br, r.created_at AS at, r.id AS id,",
+            "WITH seq AS (SELECT r.workflow_id AS wf, r.branch AS br, r.created_at AS at, r.ext_id AS id,",
             " r.stopped_at AS stop, (r.status <> 'success') AS bad FROM runs r",
-            " WHERE r.project_id = ?1 AND r.created_at >= ?2 AND r.created_at < ?3 ",
+            " WHERE r.project_id = ?1 AND ",
             $branch,
             " AND (?5 IS NULL OR r.workflow_id = ?5)",
             " AND (r.status = 'success' OR r.status = 'failed' OR r.status = 'error' OR r.status = 'timeout')),",
@@ -231,21 +263,20 @@ macro_rules! mttr {
     };
 }
 
-const MTTR_BRANCH: &str = mttr!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const MTTR_ALL: &str = mttr!("AND ?4 IS NULL");
+const MTTR: [&str; 3] = [
+    mttr!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    mttr!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    mttr!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 /// Recoveries per workflow id: (count, mean duration in ms — None when no recovery has both
 /// stop times).
 pub fn mttr(conn: &Connection, s: &Scope) -> Result<Vec<(i64, i64, Option<f64>)>> {
-    let sql = if s.branches.is_some() {
-        MTTR_BRANCH
-    } else {
-        MTTR_ALL
-    };
+    let sql = s.branches.pick(&MTTR);
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, s.start, s.end, s.branches, s.workflow],
+            params![s.project, s.start, s.end, s.branches.value(), s.workflow],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -259,7 +290,7 @@ macro_rules! job_metrics {
             " r.created_at AS at, ",
             dur!("j"),
             " AS dur FROM runs r JOIN jobs j ON j.run_id = r.id",
-            " WHERE r.project_id = ?1 AND r.created_at >= ?2 AND r.created_at < ?3 ",
+            " WHERE r.project_id = ?1 AND ",
             $branch,
             " AND r.workflow_id = ?5 AND (?6 IS NULL OR instr(j.name, ?6) > 0)",
             " AND (?7 IS NULL OR j.name > ?7)),",
@@ -272,8 +303,11 @@ macro_rules! job_metrics {
     };
 }
 
-const JOB_METRICS_BRANCH: &str = job_metrics!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const JOB_METRICS_ALL: &str = job_metrics!("AND ?4 IS NULL");
+const JOB_METRICS: [&str; 3] = [
+    job_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    job_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    job_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 /// Per-job-name metrics of the jobs of the workflow's runs in scope; `filter` is a substring of
 /// the job name; names after `after`, at most `limit`.
@@ -284,15 +318,20 @@ pub fn job_metrics(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
-    let sql = if s.branches.is_some() {
-        JOB_METRICS_BRANCH
-    } else {
-        JOB_METRICS_ALL
-    };
+    let sql = s.branches.pick(&JOB_METRICS);
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, s.start, s.end, s.branches, s.workflow, filter, after, limit],
+            params![
+                s.project,
+                s.start,
+                s.end,
+                s.branches.value(),
+                s.workflow,
+                filter,
+                after,
+                limit
+            ],
             |r| Ok((r.get(0)?, agg_from(r, 1)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -314,21 +353,19 @@ macro_rules! branch_metrics {
     };
 }
 
-const BRANCH_METRICS_BRANCH: &str =
-    branch_metrics!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const BRANCH_METRICS_ALL: &str = branch_metrics!("AND ?4 IS NULL");
+const BRANCH_METRICS: [&str; 3] = [
+    branch_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    branch_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    branch_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 /// Per (workflow, branch) metrics of the runs in scope.
 pub fn branch_metrics(conn: &Connection, s: &Scope) -> Result<Vec<(String, Option<String>, Agg)>> {
-    let sql = if s.branches.is_some() {
-        BRANCH_METRICS_BRANCH
-    } else {
-        BRANCH_METRICS_ALL
-    };
+    let sql = s.branches.pick(&BRANCH_METRICS);
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, s.start, s.end, s.branches, s.workflow],
+            params![s.project, s.start, s.end, s.branches.value(), s.workflow],
             |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -384,7 +421,7 @@ macro_rules! recent_runs {
             "SELECT r.id, r.ext_id, r.branch, r.status, r.created_at, r.started_at, r.stopped_at,",
             " r.credits_used, EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.kind = 'approval'), ",
             dur!("r"),
-            " FROM runs r WHERE r.project_id = ?1 AND r.created_at >= ?2 AND r.created_at < ?3 ",
+            " FROM runs r WHERE r.project_id = ?1 AND ",
             $branch,
             " AND r.workflow_id = ?5 AND (?6 IS NULL OR (r.created_at, r.id) < (?6, ?7))",
             " ORDER BY r.created_at DESC, r.id DESC LIMIT ?8"
@@ -392,8 +429,11 @@ macro_rules! recent_runs {
     };
 }
 
-const RECENT_RUNS_BRANCH: &str = recent_runs!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const RECENT_RUNS_ALL: &str = recent_runs!("AND ?4 IS NULL");
+const RECENT_RUNS: [&str; 3] = [
+    recent_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    recent_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    recent_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -417,16 +457,21 @@ pub fn recent_runs(
     after: Option<(i64, i64)>,
     limit: i64,
 ) -> Result<Vec<RunRow>> {
-    let sql = if s.branches.is_some() {
-        RECENT_RUNS_BRANCH
-    } else {
-        RECENT_RUNS_ALL
-    };
+    let sql = s.branches.pick(&RECENT_RUNS);
     let (a, b) = after.unzip();
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, s.start, s.end, s.branches, s.workflow, a, b, limit],
+            params![
+                s.project,
+                s.start,
+                s.end,
+                s.branches.value(),
+                s.workflow,
+                a,
+                b,
+                limit
+            ],
             run_row,
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -440,7 +485,7 @@ macro_rules! job_runs {
             " j.credits_used, j.kind = 'approval', ",
             dur!("j"),
             " FROM runs r JOIN jobs j ON j.run_id = r.id",
-            " WHERE r.project_id = ?1 AND r.created_at >= ?2 AND r.created_at < ?3 ",
+            " WHERE r.project_id = ?1 AND ",
             $branch,
             " AND r.workflow_id = ?5 AND j.name = ?9",
             " AND (?6 IS NULL OR (r.created_at, j.id) < (?6, ?7))",
@@ -449,8 +494,11 @@ macro_rules! job_runs {
     };
 }
 
-const JOB_RUNS_BRANCH: &str = job_runs!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const JOB_RUNS_ALL: &str = job_runs!("AND ?4 IS NULL");
+const JOB_RUNS: [&str; 3] = [
+    job_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    job_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    job_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 /// Runs of one job of a workflow, newest first (by their workflow run's created_at), after
 /// the (run created_at, job rowid) position `after`. `created_at` of each row is the run's.
@@ -461,16 +509,22 @@ pub fn job_runs(
     after: Option<(i64, i64)>,
     limit: i64,
 ) -> Result<Vec<RunRow>> {
-    let sql = if s.branches.is_some() {
-        JOB_RUNS_BRANCH
-    } else {
-        JOB_RUNS_ALL
-    };
+    let sql = s.branches.pick(&JOB_RUNS);
     let (a, b) = after.unzip();
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, s.start, s.end, s.branches, s.workflow, a, b, limit, job],
+            params![
+                s.project,
+                s.start,
+                s.end,
+                s.branches.value(),
+                s.workflow,
+                a,
+                b,
+                limit,
+                job
+            ],
             run_row,
         )?
         .collect::<rusqlite::Result<_>>()?;
@@ -496,7 +550,7 @@ macro_rules! job_series {
             " j.credits_used AS cr, r.created_at AS at, j.started_at AS started, j.stopped_at AS stopped, ",
             dur!("j"),
             " AS dur FROM runs r JOIN jobs j ON j.run_id = r.id",
-            " WHERE r.project_id = ?1 AND r.created_at >= ?2 AND r.created_at < ?3 ",
+            " WHERE r.project_id = ?1 AND ",
             $branch,
             " AND r.workflow_id = ?5 AND (?7 IS NULL OR (j.name, (r.created_at / ?6) * ?6) > (?7, ?8))),",
             " ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY name, bucket ORDER BY dur NULLS LAST) AS rn,",
@@ -512,8 +566,11 @@ macro_rules! job_series {
     };
 }
 
-const JOB_SERIES_BRANCH: &str = job_series!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const JOB_SERIES_ALL: &str = job_series!("AND ?4 IS NULL");
+const JOB_SERIES: [&str; 3] = [
+    job_series!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    job_series!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    job_series!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 /// Per (job name, bucket of `bucket_ms`) metrics, after the (name, bucket) position `after`.
 pub fn job_series(
@@ -523,16 +580,22 @@ pub fn job_series(
     after: Option<(&str, i64)>,
     limit: i64,
 ) -> Result<Vec<Bucket>> {
-    let sql = if s.branches.is_some() {
-        JOB_SERIES_BRANCH
-    } else {
-        JOB_SERIES_ALL
-    };
+    let sql = s.branches.pick(&JOB_SERIES);
     let (a, b) = after.unzip();
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, s.start, s.end, s.branches, s.workflow, bucket_ms, a, b, limit],
+            params![
+                s.project,
+                s.start,
+                s.end,
+                s.branches.value(),
+                s.workflow,
+                bucket_ms,
+                a,
+                b,
+                limit
+            ],
             |r| {
                 Ok(Bucket {
                     name: r.get(0)?,
@@ -633,7 +696,7 @@ macro_rules! recent_tests {
     ($branch:literal) => {
         concat!(
             "WITH recent AS (SELECT r.id, r.ext_id, r.number, r.created_at FROM runs r",
-            " WHERE r.project_id = ?1 ",
+            " WHERE r.project_id = ?1 AND ",
             $branch,
             " AND r.workflow_id = ?5 ORDER BY r.created_at DESC, r.id DESC LIMIT 10),",
             " res AS (SELECT rc.id AS run, rc.ext_id AS run_ext, rc.number AS number, rc.created_at AS at,",
@@ -655,22 +718,27 @@ macro_rules! test_runs {
     };
 }
 
-const TEST_RUNS_BRANCH: &str = test_runs!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const TEST_RUNS_ALL: &str = test_runs!("AND ?4 IS NULL");
+const TEST_RUNS: [&str; 3] = [
+    test_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    test_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    test_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 /// Test counts per run: (run id, number, success, failure, error, skipped, total).
 pub type TestRun = (String, i64, i64, i64, i64, i64, i64);
 
 pub fn test_runs(conn: &Connection, s: &Scope) -> Result<Vec<TestRun>> {
-    let sql = if s.branches.is_some() {
-        TEST_RUNS_BRANCH
-    } else {
-        TEST_RUNS_ALL
-    };
+    let sql = s.branches.pick(&TEST_RUNS);
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, None::<i64>, None::<i64>, s.branches, s.workflow],
+            params![
+                s.project,
+                i64::MIN,
+                i64::MAX,
+                s.branches.value(),
+                s.workflow
+            ],
             |r| {
                 Ok((
                     r.get(0)?,
@@ -710,8 +778,11 @@ macro_rules! test_stats {
     };
 }
 
-const TEST_STATS_BRANCH: &str = test_stats!("AND r.branch IN (SELECT value FROM json_each(?4))");
-const TEST_STATS_ALL: &str = test_stats!("AND ?4 IS NULL");
+const TEST_STATS: [&str; 3] = [
+    test_stats!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    test_stats!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    test_stats!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
 
 /// One test's figures over the recent runs.
 #[derive(Debug, Clone)]
@@ -732,15 +803,17 @@ pub struct TestStat {
 }
 
 pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
-    let sql = if s.branches.is_some() {
-        TEST_STATS_BRANCH
-    } else {
-        TEST_STATS_ALL
-    };
+    let sql = s.branches.pick(&TEST_STATS);
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
         .query_map(
-            params![s.project, None::<i64>, None::<i64>, s.branches, s.workflow],
+            params![
+                s.project,
+                i64::MIN,
+                i64::MAX,
+                s.branches.value(),
+                s.workflow
+            ],
             |r| {
                 Ok(TestStat {
                     job: r.get(0)?,
