@@ -56,6 +56,8 @@ CREATE INDEX runs_by_time ON runs (created_at);
 -- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone.
 CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
     started_at, stopped_at, credits_used);
+-- CircleCI flaky tests (FLAKY) read the runs of the commits where a test failed.
+CREATE INDEX runs_by_commit ON runs (project_id, commit_sha);
 
 -- One job (step, task) of a run.
 CREATE TABLE jobs (
@@ -87,6 +89,10 @@ CREATE TABLE jobs (
 -- Daily job statistics, for one project or for all.
 CREATE INDEX jobs_by_project_kind_day ON jobs (project_id, kind, day_at);
 CREATE INDEX jobs_by_kind_day ON jobs (kind, day_at);
+-- CircleCI job metrics, job runs and the job time series (JOB_METRICS, JOB_RUNS, JOB_SERIES in
+-- src/circleci/sql.rs) read the jobs of a workflow's runs from this index alone.
+CREATE INDEX jobs_insights ON jobs (run_id, name, status, created_at, started_at, stopped_at,
+    credits_used, kind);
 
 -- One test case result, reported inline with a job or uploaded as a JUnit report.
 CREATE TABLE test_results (
@@ -105,6 +111,10 @@ CREATE TABLE test_results (
 -- Flaky tests: the same test's results across commits of one project.
 CREATE INDEX tests_by_project_test ON test_results (project_id, classname, name);
 CREATE INDEX tests_by_job ON test_results (job_id);
+-- CircleCI flaky tests (FLAKY in src/circleci/sql.rs) start from a project's failing results;
+-- partial, so only failures (a small share of the rows) are indexed.
+CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)
+    WHERE result = 'failure' OR result = 'error';
 
 -- Zadig-shaped rollback records.
 CREATE TABLE rollbacks (

@@ -5,7 +5,8 @@
 //! `sql`, and shapes the answers with CircleCI's field names. Every definition and every choice
 //! the contract leaves open is written down in docs/circleci.md.
 
-mod sql;
+#[doc(hidden)]
+pub mod sql;
 
 use std::collections::HashSet;
 

@@ -208,7 +208,7 @@ macro_rules! workflow_metrics {
 
 /// Per-workflow metrics of the runs in scope, by workflow name, after `?6`, at most `?7`.
 const WORKFLOW_METRICS: [&str; 3] = [
-    workflow_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    workflow_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     workflow_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     workflow_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -239,10 +239,14 @@ pub fn workflow_metrics(
 }
 
 /// MTTR per branch: runs in (created_at, id) order with canceled, skipped and unfinished runs
-/// left out; `bad` marks failed, error and timeout. A streak starts at a failure whose
-/// predecessor is not one (`LAG`), streaks are numbered by a running sum, each streak's first
-/// failure is found with `FIRST_VALUE`, and every success right after a failure is a recovery
-/// lasting from that first failure's stopped_at to its own.
+/// left out; `bad` marks failed, error and timeout. In one window pass (`LAG` and running sums
+/// share one ordering, which the covering index delivers): whether the previous run was bad, and
+/// the number of good runs so far. A streak starts at a bad run after a good one (or first);
+/// every good run right after a bad one is a recovery. A second pass carries the first failure's
+/// stopped_at forward with a running `MAX` of (good runs so far × 2^44 + stopped_at + 1): the
+/// count only grows, so the latest streak start wins, and the low 44 bits give back its
+/// stopped_at (exact for times before the year 2527 and fewer than 2^19 good runs per workflow
+/// and branch in a window). A recovery lasts from that stopped_at to its own.
 macro_rules! mttr {
     ($branch:literal) => {
         concat!(
@@ -252,19 +256,21 @@ macro_rules! mttr {
             $branch,
             " AND (?5 IS NULL OR r.workflow_id = ?5)",
             " AND (r.status = 'success' OR r.status = 'failed' OR r.status = 'error' OR r.status = 'timeout')),",
-            " marked AS (SELECT *, LAG(bad, 1, 0) OVER (PARTITION BY wf, br ORDER BY at, id) AS prev FROM seq),",
-            " streaks AS (SELECT *, SUM(bad AND NOT prev) OVER (PARTITION BY wf, br ORDER BY at, id",
-            " ROWS UNBOUNDED PRECEDING) AS streak FROM marked),",
-            " firsts AS (SELECT *, FIRST_VALUE(stop) OVER (PARTITION BY wf, br, streak ORDER BY at, id)",
-            " AS first_stop FROM streaks)",
-            " SELECT wf, count(*), avg(stop - first_stop) FROM firsts WHERE NOT bad AND prev",
+            " marked AS (SELECT *, LAG(bad, 1, 0) OVER w AS prev,",
+            " SUM(NOT bad) OVER (w ROWS UNBOUNDED PRECEDING) AS good FROM seq",
+            " WINDOW w AS (PARTITION BY wf, br ORDER BY at, id)),",
+            " carried AS (SELECT *, MAX(CASE WHEN bad AND NOT prev THEN good * 17592186044416 + coalesce(stop + 1, 0) END)",
+            " OVER (PARTITION BY wf, br ORDER BY at, id ROWS UNBOUNDED PRECEDING) AS first FROM marked)",
+            " SELECT wf, count(*), avg(CASE WHEN first % 17592186044416 > 0",
+            " THEN stop - (first % 17592186044416 - 1) END)",
+            " FROM carried WHERE NOT bad AND prev",
             " GROUP BY wf"
         )
     };
 }
 
 const MTTR: [&str; 3] = [
-    mttr!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    mttr!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     mttr!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     mttr!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -304,7 +310,7 @@ macro_rules! job_metrics {
 }
 
 const JOB_METRICS: [&str; 3] = [
-    job_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    job_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     job_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     job_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -354,7 +360,7 @@ macro_rules! branch_metrics {
 }
 
 const BRANCH_METRICS: [&str; 3] = [
-    branch_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    branch_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     branch_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     branch_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -430,7 +436,7 @@ macro_rules! recent_runs {
 }
 
 const RECENT_RUNS: [&str; 3] = [
-    recent_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    recent_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     recent_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     recent_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -495,7 +501,7 @@ macro_rules! job_runs {
 }
 
 const JOB_RUNS: [&str; 3] = [
-    job_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    job_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     job_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     job_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -567,7 +573,7 @@ macro_rules! job_series {
 }
 
 const JOB_SERIES: [&str; 3] = [
-    job_series!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    job_series!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     job_series!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     job_series!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -719,7 +725,7 @@ macro_rules! test_runs {
 }
 
 const TEST_RUNS: [&str; 3] = [
-    test_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    test_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     test_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     test_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -779,7 +785,7 @@ macro_rules! test_stats {
 }
 
 const TEST_STATS: [&str; 3] = [
-    test_stats!("r.created_at >= ?2 AND r.created_at < ?3 AND r.branch = ?4"),
+    test_stats!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
     test_stats!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
     test_stats!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
 ];
@@ -841,14 +847,23 @@ pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
 /// of flakes, the time wasted (the durations of the failing jobs on the commits where the test
 /// flaked), and the run of its latest flake. ?1 project, ?2 start, ?3 end.
 const FLAKY: &str = concat!(
-    "WITH res AS (SELECT j.name AS job, t.classname AS cls, t.name AS test, r.commit_sha AS sha,",
+    // Only a (test, commit) with a failure in the window can flake: find those first through the
+    // small partial index of failing results, then read the results of just those tests on just
+    // those commits (runs by commit, their jobs, their tests).
+    "WITH fails AS MATERIALIZED (SELECT DISTINCT j.name AS job, t.classname AS cls, t.name AS test,",
+    " r.commit_sha AS sha FROM test_results t JOIN runs r ON r.id = t.run_id JOIN jobs j ON j.id = t.job_id",
+    " WHERE t.project_id = ?1 AND (t.result = 'failure' OR t.result = 'error')",
+    " AND r.created_at >= ?2 AND r.created_at < ?3 AND r.commit_sha IS NOT NULL),",
+    " res AS (SELECT f.job AS job, f.cls AS cls, f.test AS test, f.sha AS sha,",
     " r.created_at AS at, t.id AS tid, (t.result = 'failure' OR t.result = 'error') AS bad,",
     " t.file AS file, t.suite AS suite, r.ext_id AS run_ext, r.number AS number,",
     " r.workflow_id AS wf, ",
     dur!("j"),
-    " AS jdur FROM runs r JOIN jobs j ON j.run_id = r.id JOIN test_results t ON t.job_id = j.id",
-    " WHERE r.project_id = ?1 AND r.created_at >= ?2 AND r.created_at < ?3",
-    " AND r.commit_sha IS NOT NULL AND t.result <> 'skipped'),",
+    " AS jdur FROM (SELECT DISTINCT sha FROM fails) c",
+    " JOIN runs r ON r.project_id = ?1 AND r.commit_sha = c.sha",
+    " JOIN jobs j ON j.run_id = r.id JOIN test_results t ON t.job_id = j.id",
+    " JOIN fails f ON f.sha = c.sha AND f.job = j.name AND f.test = t.name AND f.cls IS t.classname",
+    " WHERE +r.created_at >= ?2 AND +r.created_at < ?3 AND t.result <> 'skipped'),",
     " flips AS (SELECT *, coalesce(bad <> LAG(bad) OVER (PARTITION BY job, cls, test, sha",
     " ORDER BY at, tid), 0) AS flip FROM res),",
     " commits AS (SELECT *, max(flip) OVER (PARTITION BY job, cls, test, sha) AS flaky_commit FROM flips),",
@@ -900,3 +915,13 @@ pub fn flaky(conn: &Connection, project: i64, start: i64, end: i64) -> Result<Ve
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
+
+/// The statements behind the benchmarked routes (single-branch variants), by name, for
+/// `EXPLAIN QUERY PLAN` in benches/circleci.rs. Their parameters are listed in each query's
+/// comment; the bench binds placeholders of the right types.
+pub const BENCHED: &[(&str, &str)] = &[
+    ("workflows: WORKFLOW_METRICS", WORKFLOW_METRICS[0]),
+    ("workflows, summary: MTTR", MTTR[0]),
+    ("jobs: JOB_METRICS", JOB_METRICS[0]),
+    ("flaky-tests: FLAKY", FLAKY),
+];
