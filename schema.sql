@@ -56,6 +56,12 @@ CREATE INDEX runs_by_time ON runs (created_at);
 -- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone.
 CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
     started_at, stopped_at, credits_used);
+-- CircleCI workflow metrics (WORKFLOW_METRICS) rank durations per workflow: this index delivers
+-- one branch's runs in (workflow, duration) order, so the ranking window needs no sort. The
+-- expression is the query's duration, stopped_at − (started_at or created_at), never negative.
+CREATE INDEX runs_insights_dur ON runs (project_id, branch, workflow_id,
+    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END),
+    created_at, status, credits_used, started_at, stopped_at);
 -- CircleCI flaky tests (FLAKY) read the runs of the commits where a test failed.
 CREATE INDEX runs_by_commit ON runs (project_id, commit_sha);
 

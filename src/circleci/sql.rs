@@ -190,17 +190,37 @@ macro_rules! run_base {
     };
 }
 
+/// Per-workflow metrics in one window pass over the index runs_insights_dur, which delivers a
+/// branch's runs in (workflow, duration) order with NULL durations first, so no sort: the rank
+/// among durations is the row number less the workflow's NULLs, and the additive figures are
+/// whole-partition window aggregates. Only the rows the percentiles need (and each workflow's
+/// first row) reach the final `GROUP BY`, a handful per workflow instead of every run.
 macro_rules! workflow_metrics {
     ($branch:literal) => {
         concat!(
             "WITH base AS (",
             run_base!($branch),
-            "), ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY wf ORDER BY dur NULLS LAST) AS rn,",
-            " COUNT(dur) OVER (PARTITION BY wf) AS n FROM base)",
-            " SELECT ranked.wf, w.name, ",
-            agg_columns!(),
+            "), ranked AS (SELECT wf, dur, ROW_NUMBER() OVER w AS rownum,",
+            " ROW_NUMBER() OVER w - COUNT(*) OVER a + COUNT(dur) OVER a AS rn, COUNT(dur) OVER a AS n,",
+            " COUNT(*) OVER a AS c_total, SUM(st = 'success') OVER a AS c_ok,",
+            " SUM(st = 'failed' OR st = 'error' OR st = 'timeout') OVER a AS c_bad,",
+            " SUM(st = 'canceled') OVER a AS c_canceled,",
+            " SUM(st = 'queued' OR st = 'running' OR st = 'waiting') OVER a AS c_open,",
+            " SUM(cr) OVER a AS c_credits, MIN(dur) OVER a AS d_min, MAX(dur) OVER a AS d_max,",
+            " SUM(dur) OVER a AS d_sum, SUM(CAST(dur AS REAL) * dur) OVER a AS d_sumsq,",
+            " MIN(at) OVER a AS first_at, MAX(at) OVER a AS last_at",
+            " FROM base WINDOW w AS (PARTITION BY wf ORDER BY dur),",
+            " a AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))",
+            " SELECT ranked.wf, w.name, max(c_total), max(c_ok), max(c_bad), max(c_canceled), max(c_open),",
+            " max(c_credits), max(n), max(d_min), max(d_max), max(d_sum), max(d_sumsq), ",
+            pct!("dur", "rn", "n", "50"),
+            ", ",
+            pct!("dur", "rn", "n", "95"),
+            ", max(first_at), max(last_at)",
             " FROM ranked JOIN workflows w ON w.id = ranked.wf",
-            " WHERE (?6 IS NULL OR w.name > ?6)",
+            " WHERE (rownum = 1 OR rn = (n - 1) * 50 / 100 + 1 OR rn = (n - 1) * 50 / 100 + 2",
+            " OR rn = (n - 1) * 95 / 100 + 1 OR rn = (n - 1) * 95 / 100 + 2)",
+            " AND (?6 IS NULL OR w.name > ?6)",
             " GROUP BY ranked.wf ORDER BY w.name LIMIT ?7"
         )
     };
@@ -239,14 +259,13 @@ pub fn workflow_metrics(
 }
 
 /// MTTR per branch: runs in (created_at, id) order with canceled, skipped and unfinished runs
-/// left out; `bad` marks failed, error and timeout. In one window pass (`LAG` and running sums
-/// share one ordering, which the covering index delivers): whether the previous run was bad, and
-/// the number of good runs so far. A streak starts at a bad run after a good one (or first);
-/// every good run right after a bad one is a recovery. A second pass carries the first failure's
-/// stopped_at forward with a running `MAX` of (good runs so far × 2^44 + stopped_at + 1): the
-/// count only grows, so the latest streak start wins, and the low 44 bits give back its
-/// stopped_at (exact for times before the year 2527 and fewer than 2^19 good runs per workflow
-/// and branch in a window). A recovery lasts from that stopped_at to its own.
+/// left out; `bad` marks failed, error and timeout. One window pass, in the order of the covering
+/// index: whether the previous run was bad (`LAG`), the running count of good runs (a running
+/// `SUM`), and the position. The bad runs of one failure streak share that count, and the
+/// success that ends the streak (a recovery: good after bad) has it plus one; so grouping the
+/// bad runs and the recoveries by (count − 1 for a recovery) gives one group per streak. Its
+/// first failure is the one at the lowest position (`min()`, whose bare column `stop` SQLite
+/// takes from that row); the recovery lasts from that failure's stopped_at to its own.
 macro_rules! mttr {
     ($branch:literal) => {
         concat!(
@@ -256,14 +275,13 @@ macro_rules! mttr {
             $branch,
             " AND (?5 IS NULL OR r.workflow_id = ?5)",
             " AND (r.status = 'success' OR r.status = 'failed' OR r.status = 'error' OR r.status = 'timeout')),",
-            " marked AS (SELECT *, LAG(bad, 1, 0) OVER w AS prev,",
-            " SUM(NOT bad) OVER (w ROWS UNBOUNDED PRECEDING) AS good FROM seq",
+            " marked AS (SELECT wf, br, stop, bad, LAG(bad, 1, 0) OVER w AS prev,",
+            " SUM(NOT bad) OVER (w ROWS UNBOUNDED PRECEDING) AS good, ROW_NUMBER() OVER w AS pos FROM seq",
             " WINDOW w AS (PARTITION BY wf, br ORDER BY at, id)),",
-            " carried AS (SELECT *, MAX(CASE WHEN bad AND NOT prev THEN good * 17592186044416 + coalesce(stop + 1, 0) END)",
-            " OVER (PARTITION BY wf, br ORDER BY at, id ROWS UNBOUNDED PRECEDING) AS first FROM marked)",
-            " SELECT wf, count(*), avg(CASE WHEN first % 17592186044416 > 0",
-            " THEN stop - (first % 17592186044416 - 1) END)",
-            " FROM carried WHERE NOT bad AND prev",
+            " streaks AS (SELECT wf, min(CASE WHEN bad THEN pos END) AS first_pos, stop AS first_stop,",
+            " sum(CASE WHEN NOT bad THEN stop END) AS rec_stop, sum(NOT bad) AS recovered",
+            " FROM marked WHERE bad OR prev GROUP BY wf, br, good - (NOT bad))",
+            " SELECT wf, sum(recovered), avg(rec_stop - first_stop) FROM streaks WHERE recovered",
             " GROUP BY wf"
         )
     };
