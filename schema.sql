@@ -51,6 +51,8 @@ CREATE INDEX runs_by_workflow ON runs (project_id, workflow_id, branch, created_
 CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
 -- The native list pages all projects newest first.
 CREATE INDEX runs_by_time ON runs (created_at);
+-- CodeArts finds a pipeline's run by build number, or its latest (codearts.rs: RUN_BY_NUMBER, LATEST_RUN).
+CREATE INDEX runs_by_workflow_number ON runs (workflow_id, number, created_at);
 -- CircleCI Insights (src/circleci/sql.rs) reads one branch of a project, per workflow, in a
 -- created_at window: workflow metrics (WORKFLOW_METRICS), MTTR in (created_at, id) order (MTTR),
 -- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone.
@@ -95,6 +97,12 @@ CREATE TABLE jobs (
 -- Daily job statistics, for one project or for all.
 CREATE INDEX jobs_by_project_kind_day ON jobs (project_id, kind, day_at);
 CREATE INDEX jobs_by_kind_day ON jobs (kind, day_at);
+-- Zadig's build, deploy, test and release series (zadig.rs: JOBS_BY_DAY, TEST_JOBS_BY_WEEK, and the
+-- job side of TEST_CASES and OVERVIEW): covering, so one project's jobs of one kind in a window
+-- of days are counted from the index alone. The day is indexed as the expression behind
+-- day_at, not as day_at: SQLite never covers a virtual column from an index, but it does read
+-- an indexed expression (with the columns it uses) from one.
+CREATE INDEX jobs_by_project_kind_start ON jobs (project_id, kind, coalesce(started_at, created_at), status, production, stopped_at, started_at, created_at);
 -- CircleCI job metrics, job runs and the job time series (JOB_METRICS, JOB_RUNS, JOB_SERIES in
 -- src/circleci/sql.rs) read the jobs of a workflow's runs from this index alone.
 CREATE INDEX jobs_insights ON jobs (run_id, name, status, created_at, started_at, stopped_at,

@@ -97,34 +97,74 @@ pub fn write_batch(conn: &mut Connection, runs: &[Run]) -> Result<(Counts, Vec<(
     Ok((total, failures))
 }
 
-/// `pipestat import FILE`: NDJSON runs, in large transactions; bad lines are reported and skipped.
+/// A batch of parsed lines on its way from the reading thread to the writing one.
+struct Parsed {
+    runs: Vec<Run>,
+    /// The 1-based line number of each run.
+    lines: Vec<usize>,
+    /// Lines read and lines refused so far, for progress.
+    read: u64,
+    bad: u64,
+}
+
+/// `pipestat import FILE`: NDJSON runs, in large transactions; bad lines are reported and
+/// skipped. One thread reads and parses while this one writes.
 pub fn import(db_path: &Path, file: &str) -> Result<()> {
     let mut conn = db::open(db_path)?;
-    let input: Box<dyn BufRead> = if file == "-" {
-        Box::new(std::io::stdin().lock())
+    let input: Box<dyn BufRead + Send> = if file == "-" {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
         let f = std::fs::File::open(file)
             .map_err(|e| Error::Internal(format!("cannot open {file}: {e}")))?;
         Box::new(std::io::BufReader::with_capacity(1 << 20, f))
     };
     let started = Instant::now();
+    let (batches, received) = std::sync::mpsc::sync_channel::<Parsed>(2);
+    let reader = std::thread::Builder::new()
+        .name("import-reader".into())
+        .spawn(move || read_ndjson(input, &batches))?;
+
     let mut last_progress = Instant::now();
     let mut totals = Counts::default();
-    let (mut bad, mut read) = (0u64, 0u64);
-    let mut batch: Vec<Run> = Vec::with_capacity(BULK_BATCH);
-    let mut lines: Vec<usize> = Vec::with_capacity(BULK_BATCH);
-    let mut flush = |batch: &mut Vec<Run>, lines: &mut Vec<usize>, bad: &mut u64| -> Result<()> {
-        let (c, failures) = write_batch(&mut conn, batch)?;
+    let (mut read, mut bad, mut refused) = (0, 0, 0);
+    for batch in received {
+        let (c, failures) = write_batch(&mut conn, &batch.runs)?;
         totals.created += c.created;
         totals.updated += c.updated;
         for (i, e) in failures {
-            eprintln!("line {}: {e}", lines[i]);
-            *bad += 1;
+            eprintln!("line {}: {e}", batch.lines[i]);
+            refused += 1;
         }
-        batch.clear();
-        lines.clear();
-        Ok(())
-    };
+        (read, bad) = (batch.read, batch.bad);
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            eprint!("\rimport: {read} lines read, {} bad", bad + refused);
+            let _ = std::io::stderr().flush();
+            last_progress = Instant::now();
+        }
+    }
+    // The channel closes when the reader is done, or failed.
+    reader
+        .join()
+        .map_err(|_| Error::Internal("the import reader panicked".into()))??;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "\rimport: {read} lines read, {} runs created, {} updated, {} bad lines skipped, in {secs:.1} s",
+        totals.created,
+        totals.updated,
+        bad + refused
+    );
+    Ok(())
+}
+
+/// Reads NDJSON and sends batches of parsed runs; reports bad lines on stderr as it goes.
+/// The last batch carries the final counts, even when it holds no run.
+fn read_ndjson(
+    input: Box<dyn BufRead + Send>,
+    out: &std::sync::mpsc::SyncSender<Parsed>,
+) -> Result<()> {
+    let (mut read, mut bad) = (0u64, 0u64);
+    let mut runs = Vec::with_capacity(BULK_BATCH);
+    let mut lines = Vec::with_capacity(BULK_BATCH);
     for (n, line) in input.split(b'\n').enumerate() {
         let line = line?;
         let line_no = n + 1;
@@ -134,7 +174,7 @@ pub fn import(db_path: &Path, file: &str) -> Result<()> {
         read += 1;
         match ingest::parse_json(&line).and_then(|v| ingest::run_from_json(&v)) {
             Ok(run) => {
-                batch.push(run);
+                runs.push(run);
                 lines.push(line_no);
             }
             Err(m) => {
@@ -142,23 +182,25 @@ pub fn import(db_path: &Path, file: &str) -> Result<()> {
                 bad += 1;
             }
         }
-        if batch.len() >= BULK_BATCH {
-            flush(&mut batch, &mut lines, &mut bad)?;
-        }
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            eprint!("\rimport: {read} lines read, {bad} bad");
-            let _ = std::io::stderr().flush();
-            last_progress = Instant::now();
+        if runs.len() >= BULK_BATCH {
+            let batch = Parsed {
+                runs: std::mem::replace(&mut runs, Vec::with_capacity(BULK_BATCH)),
+                lines: std::mem::replace(&mut lines, Vec::with_capacity(BULK_BATCH)),
+                read,
+                bad,
+            };
+            if out.send(batch).is_err() {
+                // The writer stopped on an error of its own, which it reports.
+                return Ok(());
+            }
         }
     }
-    if !batch.is_empty() {
-        flush(&mut batch, &mut lines, &mut bad)?;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "\rimport: {read} lines read, {} runs created, {} updated, {bad} bad lines skipped, in {secs:.1} s",
-        totals.created, totals.updated
-    );
+    let _ = out.send(Parsed {
+        runs,
+        lines,
+        read,
+        bad,
+    });
     Ok(())
 }
 

@@ -26,7 +26,7 @@ Usage:
   pipestat --help | --version
 
 Every flag can also be set by an environment variable: --max-body is PIPESTAT_MAX_BODY.
-Defaults: --db ./pipestat.db, --listen 127.0.0.1:8080, --threads = CPUs (at least 2),
+Defaults: --db ./pipestat.db, --listen 127.0.0.1:8080, --threads = 4 per CPU (at least 2),
 --utc-offset +00:00, --quota-per-minute 600 (0 = off), --max-body 16777216.
 TIME is RFC 3339 or Unix seconds; --now replaces the clock (for reproducible demos and tests).
 ";
@@ -221,7 +221,7 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             let threads = flags
                 .parse::<usize>("threads", "a number of threads")?
-                .unwrap_or(cpus)
+                .unwrap_or(4 * cpus)
                 .max(2);
             if threads > 256 {
                 return Err(Error::Usage("--threads: at most 256".into()));

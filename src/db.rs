@@ -39,6 +39,8 @@ pub fn immediate<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>)
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(30))?;
     // WAL lets readers run beside the one writer; FULL makes each commit durable on return.
+    // Checkpoints every 8,000 pages (32 MB of WAL) rather than SQLite's 1,000: bulk loads
+    // spend less time copying pages back, at the cost of a larger WAL file between them.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Internal(format!(
@@ -49,7 +51,8 @@ fn configure(conn: &Connection) -> Result<()> {
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -8000;
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 8000;",
     )?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(())

@@ -197,7 +197,11 @@ pub fn serve(cfg: Serve) -> Result<()> {
     }
     drop(conn);
 
-    let server = tiny_http::Server::http(addr)
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+    // Accepted connections inherit TCP_NODELAY from the listener (see Cargo.toml for why).
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
     let local = server
         .server_addr()
@@ -415,6 +419,9 @@ fn prepare(app: &App, conn: &Connection, rq: &mut tiny_http::Request, url: &str)
     }
     let mut body = Vec::new();
     if method == Method::Post {
+        // Sized from Content-Length (already checked against the limit), so the buffer is not
+        // doubled while it grows.
+        body.reserve_exact(rq.body_length().unwrap_or(0));
         rq.as_reader().take(max + 1).read_to_end(&mut body)?;
         if body.len() as u64 > max {
             return Err(Error::PayloadTooLarge(max));

@@ -34,18 +34,63 @@ pub fn parse_runs(body: &[u8], ndjson: bool) -> Result<Vec<Run>> {
         }
         return Ok(runs);
     }
-    match parse_json(body).map_err(Error::bad)? {
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| run_from_json(v).map_err(|m| Error::bad(format!("item {i}: {m}"))))
-            .collect(),
-        v @ Value::Object(_) => Ok(vec![
-            run_from_json(&v).map_err(|m| Error::bad(format!("item 0: {m}")))?
-        ]),
-        _ => Err(Error::bad(
+    // The body is converted element by element as it is parsed, so a large array never
+    // exists as one JSON tree in memory: only one element's tree at a time.
+    let mut refused = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::Deserializer::deserialize_any(
+        &mut de,
+        RunsVisitor {
+            refused: &mut refused,
+        },
+    )
+    .and_then(|runs| de.end().map(|()| runs));
+    match (parsed, refused) {
+        (_, Some(message)) => Err(Error::bad(message)),
+        (Ok(runs), None) => Ok(runs),
+        (Err(e), None) if e.is_data() => Err(Error::bad(
             "body must be a run object, an array of runs, or NDJSON",
         )),
+        (Err(e), None) => Err(Error::bad(format!("malformed JSON: {e}"))),
+    }
+}
+
+/// Turns a top-level JSON array (or one object) into runs while serde_json reads it. A run
+/// that fails validation stops the parse; its message, naming the item, is left in `refused`.
+struct RunsVisitor<'a> {
+    refused: &'a mut Option<String>,
+}
+
+impl RunsVisitor<'_> {
+    fn convert<E: serde::de::Error>(&mut self, index: usize, v: &Value) -> Result<Run, E> {
+        run_from_json(v).map_err(|m| {
+            let message = format!("item {index}: {m}");
+            *self.refused = Some(message.clone());
+            E::custom(message)
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RunsVisitor<'_> {
+    type Value = Vec<Run>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a run object or an array of runs")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<Vec<Run>, A::Error> {
+        let mut runs = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element::<Value>()? {
+            runs.push(self.convert(runs.len(), &v)?);
+        }
+        Ok(runs)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, map: A) -> Result<Vec<Run>, A::Error> {
+        let v = <Value as serde::Deserialize>::deserialize(
+            serde::de::value::MapAccessDeserializer::new(map),
+        )?;
+        Ok(vec![self.convert(0, &v)?])
     }
 }
 

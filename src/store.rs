@@ -957,6 +957,38 @@ pub fn is_empty(conn: &Connection) -> Result<bool> {
     )
 }
 
+/// Merges `run`'s jobs into the stored run (project, id), job by job under the freshness rule,
+/// and leaves the stored run itself as it is; when no such run is stored yet, `run` is written
+/// whole as a placeholder (with its jobs), for a later full delivery of the run to fill in.
+/// Webhooks use it for a job that may arrive before its run. Returns `Created` for a new run
+/// and `Stale` when the run already existed (its jobs merged).
+pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
+    let project_id = project_id(
+        conn,
+        ids,
+        &run.project,
+        run.project_key.as_deref(),
+        run.default_branch.as_deref(),
+    )?;
+    let existing: Option<i64> = conn
+        .prepare_cached(SELECT_RUN_STATE)?
+        .query_row(params![project_id, run.id], |r| r.get(0))
+        .optional()?;
+    match existing {
+        None => {
+            let done = write_run(conn, ids, run)?;
+            flush_numbers(conn, ids)?;
+            Ok(done)
+        }
+        Some(run_id) => {
+            for job in &run.jobs {
+                merge_job(conn, run_id, project_id, job)?;
+            }
+            Ok(Upsert::Stale)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

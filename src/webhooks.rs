@@ -1,14 +1,441 @@
 //! Webhooks from GitHub and GitLab: `POST /webhooks/github`, `POST /webhooks/gitlab` (contract §3.2).
+//!
+//! A delivery is checked in this order, and nothing is stored unless every step passes: the
+//! secret is configured (else 403, saying how to set it), the signature or token matches (else
+//! 401), the event is one pipestat maps (else 202, ignored), the body is a well-formed payload
+//! of that event (else 400 naming the field). The payload is then mapped onto runs and jobs
+//! (see `github` and `gitlab`, and docs/webhooks.md for the tables) and written through the
+//! group-commit writer under the usual freshness rules, so late, repeated and reordered
+//! deliveries converge on the freshest state without duplicating a run.
 
+mod github;
+mod gitlab;
+
+use hmac::{Hmac, Mac};
+use percent_encoding::percent_decode_str;
 use rusqlite::Connection;
+use serde_json::{json, Map, Value};
+use sha2::Sha256;
 
 use crate::error::{Error, Result};
-use crate::http::{App, Req, Resp};
+use crate::http::{App, Method, Req, Resp};
+use crate::ingest;
+use crate::model::{Kind, Run};
+use crate::times;
+use crate::writer::{Write, Written};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Longest accepted id (run, job).
+const MAX_ID: usize = 256;
+/// Longest accepted name-like string.
+const MAX_NAME: usize = 1024;
+/// Longest accepted URL or free text.
+const MAX_TEXT: usize = 8192;
 
 /// Answers `/webhooks/*`; `rest` is the path after that prefix.
-pub fn route(_app: &App, _conn: &Connection, req: &Req, _rest: &[&str]) -> Result<Resp> {
-    Err(Error::NotFound(format!(
-        "no route for /{}",
-        req.segments.join("/")
-    )))
+pub fn route(app: &App, _conn: &Connection, req: &Req, rest: &[&str]) -> Result<Resp> {
+    match (req.method, rest) {
+        (Method::Post, ["github"]) => github::handle(app, req),
+        (Method::Post, ["gitlab"]) => gitlab::handle(app, req),
+        (_, ["github"] | ["gitlab"]) => Err(Error::MethodNotAllowed("POST")),
+        _ => Err(Error::NotFound(format!(
+            "no route for /webhooks/{}; webhooks are /webhooks/github and /webhooks/gitlab",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// The configured secret, or the refusal that says how to configure one. An empty secret
+/// counts as none: an HMAC keyed with nothing proves nothing.
+fn secret<'a>(configured: &'a Option<String>, flag: &str, var: &str) -> Result<&'a str> {
+    match configured.as_deref() {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(Error::Forbidden(format!(
+            "this webhook is off: no secret is configured; start pipestat with --{flag} SECRET \
+             or {var}=SECRET, and give the webhook the same secret"
+        ))),
+    }
+}
+
+/// Checks GitHub's `X-Hub-Signature-256: sha256=<hex>` against the HMAC-SHA256 of the raw
+/// body, in constant time.
+fn verify_github(secret: &str, body: &[u8], header: Option<&str>) -> Result<()> {
+    let header = header.ok_or_else(|| {
+        Error::Unauthorized(
+            "missing X-Hub-Signature-256 header: set a secret on the webhook".into(),
+        )
+    })?;
+    let tag = header
+        .trim()
+        .strip_prefix("sha256=")
+        .and_then(decode_hex)
+        .ok_or_else(|| {
+            Error::Unauthorized(
+                "X-Hub-Signature-256: expected \"sha256=\" and 64 hex digits".into(),
+            )
+        })?;
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(body);
+    mac.verify_slice(&tag).map_err(|_| {
+        Error::Unauthorized(
+            "X-Hub-Signature-256 does not match the body: the webhook's secret differs from --github-secret"
+                .into(),
+        )
+    })
+}
+
+/// Checks GitLab's `X-Gitlab-Token` against the secret in constant time: both are passed
+/// through HMAC-SHA256 under the secret and the tags compared with `verify_slice`, so the
+/// time taken says nothing about how much of the token was right.
+fn verify_gitlab(secret: &str, header: Option<&str>) -> Result<()> {
+    let token = header.ok_or_else(|| {
+        Error::Unauthorized(
+            "missing X-Gitlab-Token header: set a secret token on the webhook".into(),
+        )
+    })?;
+    let keyed = || HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    let mut expected = keyed();
+    expected.update(secret.as_bytes());
+    let expected = expected.finalize().into_bytes();
+    let mut presented = keyed();
+    presented.update(token.as_bytes());
+    presented.verify_slice(&expected).map_err(|_| {
+        Error::Unauthorized(
+            "X-Gitlab-Token does not match: the webhook's secret token differs from --gitlab-secret"
+                .into(),
+        )
+    })
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The JSON payload of a delivery: a JSON body, or (GitHub's other content type) a form
+/// body whose `payload` field holds the JSON.
+fn payload(req: &Req) -> Result<Value> {
+    let json = match req.media_type().as_deref() {
+        None | Some("application/json") => req.body.clone(),
+        Some("application/x-www-form-urlencoded") => {
+            let text = std::str::from_utf8(&req.body)
+                .map_err(|_| Error::bad("form body is not valid UTF-8"))?;
+            let field = text
+                .split('&')
+                .find_map(|p| p.strip_prefix("payload="))
+                .ok_or_else(|| Error::bad("form body has no \"payload\" field"))?;
+            percent_decode_str(&field.replace('+', " "))
+                .decode_utf8()
+                .map_err(|_| {
+                    Error::bad("field \"payload\": not valid UTF-8 after percent-decoding")
+                })?
+                .into_owned()
+                .into_bytes()
+        }
+        Some(t) => {
+            return Err(Error::UnsupportedMediaType(format!(
+                "unsupported Content-Type {t:?}; set the webhook's content type to application/json"
+            )))
+        }
+    };
+    match ingest::parse_json(&json).map_err(Error::BadRequest)? {
+        v @ Value::Object(_) => Ok(v),
+        _ => Err(Error::bad("the payload must be a JSON object")),
+    }
+}
+
+/// 202: a verified delivery of an event pipestat does not map; nothing is stored.
+fn ignored(event: &str, why: &str) -> Resp {
+    Resp::json(
+        202,
+        &json!({"ignored": event, "message": format!("{why}; nothing stored")}),
+    )
+}
+
+/// Commits the write and answers what it did.
+fn commit(app: &App, event: &str, project: &str, run: &str, write: Write) -> Result<Resp> {
+    match app.writer.submit(write)? {
+        Written::Runs(c) => Ok(Resp::json(
+            200,
+            &json!({
+                "event": event, "project": project, "run": run,
+                "created": c.created, "updated": c.updated
+            }),
+        )),
+        _ => Err(Error::Internal("unexpected writer answer".into())),
+    }
+}
+
+/// Writes a run whole (freshness decides whether it replaces the stored one).
+fn write_run(app: &App, event: &str, run: Run) -> Result<Resp> {
+    let (project, id) = (run.project.clone(), run.id.clone());
+    commit(app, event, &project, &id, Write::Runs(vec![run]))
+}
+
+/// Merges a run's jobs into the stored run, creating the run from `run` when absent.
+fn merge_jobs(app: &App, event: &str, run: Run) -> Result<Resp> {
+    let (project, id) = (run.project.clone(), run.id.clone());
+    commit(app, event, &project, &id, Write::JobsIntoRun(Box::new(run)))
+}
+
+/// A JSON object of a payload being read, with its path for messages
+/// (`field "workflow_run.created_at": …`).
+#[derive(Clone)]
+struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    /// The path of this object, with a trailing dot ("" for the payload itself).
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn root(v: &'a Value) -> Result<Obj<'a>> {
+        Obj::at(v, String::new())
+    }
+
+    /// The object `v` found at `path` (with a trailing dot).
+    fn at(v: &'a Value, path: String) -> Result<Obj<'a>> {
+        match v {
+            Value::Object(map) => Ok(Obj { map, path }),
+            _ if path.is_empty() => Err(Error::bad("the payload must be a JSON object")),
+            _ => Err(Error::bad(format!(
+                "field \"{}\": expected an object",
+                path.trim_end_matches('.')
+            ))),
+        }
+    }
+
+    fn err(&self, key: &str, msg: &str) -> Error {
+        Error::bad(format!("field \"{}{key}\": {msg}", self.path))
+    }
+
+    /// The member `key`, an explicit null counting as absent.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// The object member `key`, if present.
+    fn opt_obj(&self, key: &str) -> Result<Option<Obj<'a>>> {
+        self.get(key)
+            .map(|v| Obj::at(v, format!("{}{key}.", self.path)))
+            .transpose()
+    }
+
+    fn obj(&self, key: &str) -> Result<Obj<'a>> {
+        self.opt_obj(key)?
+            .ok_or_else(|| self.err(key, "is required"))
+    }
+
+    /// The objects of the array member `key` (none when absent).
+    fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Obj::at(v, format!("{}{key}[{i}].", self.path)))
+                .collect(),
+            Some(_) => Err(self.err(key, "expected an array")),
+        }
+    }
+
+    fn opt_str_max(&self, key: &str, max: usize) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.len() > max => {
+                Err(self.err(key, &format!("longer than {max} bytes")))
+            }
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.err(key, "expected a string")),
+        }
+    }
+
+    /// An optional name-like string; an empty one counts as absent.
+    fn opt_str(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.opt_str_max(key, MAX_NAME)?.filter(|s| !s.is_empty()))
+    }
+
+    /// An optional URL or text; an empty one counts as absent.
+    fn opt_text(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.opt_str_max(key, MAX_TEXT)?.filter(|s| !s.is_empty()))
+    }
+
+    fn req_str(&self, key: &str) -> Result<String> {
+        self.opt_str(key)?
+            .ok_or_else(|| self.err(key, "is required (a non-empty string)"))
+    }
+
+    /// An id: a JSON integer >= 0 or a non-empty string, as text.
+    fn opt_id(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(Some(n.to_string())),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID => Ok(Some(s.clone())),
+            Some(_) => Err(self.err(key, "expected an id (an integer or a non-empty string)")),
+        }
+    }
+
+    fn req_id(&self, key: &str) -> Result<String> {
+        self.opt_id(key)?
+            .ok_or_else(|| self.err(key, "is required"))
+    }
+
+    fn opt_int(&self, key: &str) -> Result<Option<i64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|i| i >= 0) => Ok(n.as_i64()),
+            Some(_) => Err(self.err(key, "expected an integer >= 0")),
+        }
+    }
+
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.err(key, "expected true or false")),
+        }
+    }
+
+    /// An optional time, read by `parse` (RFC 3339 for GitHub; GitLab's forms too for GitLab).
+    fn opt_time(&self, key: &str, parse: fn(&str) -> Option<i64>) -> Result<Option<i64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => parse(s)
+                .map(Some)
+                .ok_or_else(|| self.err(key, "expected a time such as \"2026-01-31T12:00:00Z\"")),
+            Some(_) => Err(self.err(key, "expected a time string")),
+        }
+    }
+
+    /// A string one level down, such as a user's `login`.
+    fn nested_str(&self, key: &str, inner: &str) -> Result<Option<String>> {
+        match self.opt_obj(key)? {
+            Some(o) => o.opt_str(inner),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The canonical project slug for a CI system's repository path.
+fn slug(vcs: &str, path: &str, field: &str) -> Result<String> {
+    ingest::canonical_slug(&format!("{vcs}/{path}"))
+        .map_err(|m| Error::bad(format!("field \"{field}\": {m}")))
+}
+
+/// Keeps times consistent for the statistics: a start is never before the creation, and a
+/// stop never before the start (or the creation). CI systems report these from different
+/// clocks and events, and a negative duration would poison every mean.
+fn order_times(created: i64, started: &mut Option<i64>, stopped: &mut Option<i64>) {
+    if let Some(s) = started.as_mut() {
+        *s = (*s).max(created);
+    }
+    if let Some(t) = stopped.as_mut() {
+        *t = (*t).max(started.unwrap_or(created));
+    }
+}
+
+/// Whether a deploy environment is production: named production or prod (any case), or
+/// flagged so by the CI system.
+fn is_production(env: Option<&str>, flagged: bool) -> bool {
+    flagged
+        || env
+            .is_some_and(|e| e.eq_ignore_ascii_case("production") || e.eq_ignore_ascii_case("prod"))
+}
+
+/// What a job does, guessed from words of its stage and name (in that order): deploy,
+/// release, publish → deploy; test, tests, e2e, spec → test; build, compile, package → build.
+fn kind_of(texts: &[Option<&str>]) -> Kind {
+    const DEPLOY: &[&str] = &["deploy", "deployment", "release", "publish", "rollout"];
+    const TEST: &[&str] = &["test", "tests", "testing", "e2e", "spec", "specs"];
+    const BUILD: &[&str] = &["build", "compile", "package", "bundle"];
+    for text in texts.iter().flatten() {
+        let lower = text.to_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        for (list, kind) in [
+            (DEPLOY, Kind::Deploy),
+            (TEST, Kind::Test),
+            (BUILD, Kind::Build),
+        ] {
+            if words.iter().any(|w| list.contains(w)) {
+                return kind;
+            }
+        }
+    }
+    Kind::Other
+}
+
+/// RFC 3339, as GitHub sends.
+fn rfc3339(s: &str) -> Option<i64> {
+    times::parse_rfc3339(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(decode_hex("0"), None);
+        assert_eq!(decode_hex("zz"), None);
+        assert_eq!(decode_hex("é1"), None);
+    }
+
+    #[test]
+    fn github_signature() {
+        // Independent value: printf 'hello' | openssl dgst -sha256 -hmac 's3cret'
+        let hex = "e5a01537481fa0b2c697f787c7aff885412cf0760d08e08502259b39d2d6ae68";
+        let good = format!("sha256={hex}");
+        assert!(verify_github("s3cret", b"hello", Some(&good)).is_ok());
+        assert!(verify_github("other", b"hello", Some(&good)).is_err());
+        assert!(verify_github("s3cret", b"hell", Some(&good)).is_err());
+        assert!(verify_github("s3cret", b"hello", None).is_err());
+        assert!(verify_github("s3cret", b"hello", Some(&format!("sha1={hex}"))).is_err());
+    }
+
+    #[test]
+    fn gitlab_token() {
+        assert!(verify_gitlab("tok", Some("tok")).is_ok());
+        assert!(verify_gitlab("tok", Some("tok ")).is_err());
+        assert!(verify_gitlab("tok", Some("")).is_err());
+        assert!(verify_gitlab("tok", None).is_err());
+    }
+
+    #[test]
+    fn kinds_from_words() {
+        assert_eq!(kind_of(&[Some("deploy"), Some("staging")]), Kind::Deploy);
+        assert_eq!(kind_of(&[Some("test"), Some("test-build")]), Kind::Test);
+        assert_eq!(kind_of(&[None, Some("build-image")]), Kind::Build);
+        assert_eq!(kind_of(&[None, Some("Analyze (javascript)")]), Kind::Other);
+        // Words, not substrings: "latest" is not "test".
+        assert_eq!(kind_of(&[None, Some("latest")]), Kind::Other);
+    }
+
+    #[test]
+    fn production_environments() {
+        assert!(is_production(Some("Production"), false));
+        assert!(is_production(Some("prod"), false));
+        assert!(is_production(Some("eu-live"), true));
+        assert!(!is_production(Some("github-pages"), false));
+        assert!(!is_production(None, false));
+    }
+
+    #[test]
+    fn times_are_ordered() {
+        let (mut start, mut stop) = (Some(50), Some(40));
+        order_times(10, &mut start, &mut stop);
+        assert_eq!((start, stop), (Some(50), Some(50)));
+        let (mut start, mut stop) = (None, Some(5));
+        order_times(10, &mut start, &mut stop);
+        assert_eq!((start, stop), (None, Some(10)));
+    }
 }

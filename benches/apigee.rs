@@ -1,0 +1,231 @@
+//! The Apigee statistics benchmark: latency of two flexible-metrics queries over a large
+//! database, through the real daemon.
+//!
+//! Run it with
+//!
+//! ```text
+//! pipestat demo --runs 1000000 --db big.db      # once; several GB
+//! cp big.db bench.db                             # the daemon opens it read-write
+//! PIPESTAT_BENCH_DB=bench.db cargo bench --bench apigee
+//! ```
+//!
+//! `PIPESTAT_BENCH_ITERS` (default 11) sets the timed requests per query, after one untimed
+//! warm-up. The range is the 90 days that end with the newest run. It prints the median and the
+//! 95th percentile latency of each query, the load average, and SQLite's query plans; it asserts
+//! only that every answer is a 200.
+//!
+//! Queries:
+//! 1. runs by workflow, `select=sum(run_count),p95(duration)&timeUnit=day` over 90 days;
+//! 2. the 10 jobs with the highest p95 duration over the same 90 days (`topk=10`);
+//! 3. for scale: query 1 without the percentile (`select=sum(run_count)` only).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+use pipestat::http::{Method, Req};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn main() {
+    let Ok(db) = std::env::var("PIPESTAT_BENCH_DB") else {
+        println!(
+            "apigee bench: set PIPESTAT_BENCH_DB to a copy of a `pipestat demo` database; skipping"
+        );
+        return;
+    };
+    let iters: usize = std::env::var("PIPESTAT_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(11)
+        .max(1);
+    let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the database read-only");
+    let (runs, jobs, newest): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM jobs), (SELECT max(created_at) FROM runs)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("count the runs");
+    // The 90 whole UTC days that end with the day of the newest run.
+    let end = (newest / DAY_MS + 1) * DAY_MS;
+    let start = end - 90 * DAY_MS;
+    let range = format!("{}~{}", apigee_time(start), apigee_time(end));
+
+    println!("pipestat Apigee statistics benchmark");
+    println!("  machine: {}", machine());
+    println!("  load average before: {}", load_average());
+    println!("  SQLite {}", rusqlite::version());
+    println!(
+        "  database: {runs} runs, {jobs} jobs; range {range}; {iters} timed requests per query"
+    );
+
+    let queries = [
+        (
+            "runs by workflow, sum(run_count) + p95(duration), timeUnit=day, 90 days",
+            "runs",
+            "workflow",
+            "select=sum(run_count),p95(duration)&timeUnit=day".to_owned(),
+        ),
+        (
+            "top 10 jobs by p95(duration), 90 days",
+            "jobs",
+            "job",
+            "select=p95(duration)&topk=10".to_owned(),
+        ),
+        (
+            "runs by workflow, sum(run_count) only, timeUnit=day, 90 days",
+            "runs",
+            "workflow",
+            "select=sum(run_count)&timeUnit=day".to_owned(),
+        ),
+    ];
+
+    for (label, facts, dims, query) in &queries {
+        let q = format!("{query}&timeRange={}", range.replace(' ', "+"));
+        let plan = pipestat::apigee::explain(&conn, facts, dims, &req(&q)).expect("explain");
+        println!();
+        println!("  query plan of \"{label}\":");
+        for line in plan {
+            println!("    {line}");
+        }
+    }
+    drop(conn);
+
+    let server = Server::start(env!("CARGO_BIN_EXE_pipestat"), Path::new(&db));
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(600))
+        .build();
+    println!();
+    println!("  | query | median | p95 |");
+    println!("  | --- | ---: | ---: |");
+    for (label, facts, dims, query) in &queries {
+        let url = format!(
+            "{}/v1/organizations/all/environments/{facts}/stats/{dims}?{query}&timeRange={}",
+            server.base,
+            range.replace(' ', "+")
+        );
+        let get = || {
+            let started = Instant::now();
+            let resp = agent.get(&url).call().expect("a 200 answer");
+            let body = resp.into_string().expect("a body");
+            assert!(body.starts_with("{\"environments\""), "{body}");
+            started.elapsed()
+        };
+        get();
+        let mut times: Vec<Duration> = (0..iters).map(|_| get()).collect();
+        times.sort_unstable();
+        println!(
+            "  | {label} | {:.0} ms | {:.0} ms |",
+            percentile_ms(&times, 0.50),
+            percentile_ms(&times, 0.95)
+        );
+    }
+    println!();
+    println!("  load average after: {}", load_average());
+}
+
+/// A request carrying only a query string, for `apigee::explain`.
+fn req(query: &str) -> Req {
+    let query = query
+        .split('&')
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_owned(), v.replace('+', " "))
+        })
+        .collect();
+    Req {
+        method: Method::Get,
+        segments: Vec::new(),
+        query,
+        content_type: None,
+        body: Vec::new(),
+        headers: Vec::new(),
+        token: None,
+    }
+}
+
+/// Apigee's `MM/DD/YYYY HH:MM` for UTC milliseconds.
+fn apigee_time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).expect("a valid time");
+    format!(
+        "{:02}/{:02}/{:04} {:02}:{:02}",
+        u8::from(t.month()),
+        t.day(),
+        t.year(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// Linear interpolation between closest ranks (h = (n - 1) * p), as the statistics use.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let ms: Vec<f64> = sorted.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let h = (ms.len() - 1) as f64 * p;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(ms.len() - 1);
+    ms[lo] + (h - lo as f64) * (ms[hi] - ms[lo])
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cores} cores ({model})")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// `pipestat serve` on the benchmark database, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(bin: &str, db: &Path) -> Server {
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", "127.0.0.1:0", "--quota-per-minute", "0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pipestat serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("read the daemon's first line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, base }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,400 @@
+//! GitHub: `workflow_run` → a run, `workflow_job` → a job of its run, `deployment_status` → a
+//! deploy job, `ping` → 200; any other event → 202. Mapping tables in docs/webhooks.md.
+
+use serde_json::json;
+
+use super::{
+    ignored, is_production, kind_of, merge_jobs, order_times, payload, rfc3339, slug,
+    verify_github, write_run, Obj,
+};
+use crate::error::{Error, Result};
+use crate::http::{App, Req, Resp};
+use crate::model::{Job, Kind, Run, Status};
+
+pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
+    let secret = super::secret(
+        &app.cfg.github_secret,
+        "github-secret",
+        "PIPESTAT_GITHUB_SECRET",
+    )?;
+    verify_github(secret, &req.body, req.header("X-Hub-Signature-256"))?;
+    let event = req
+        .header("X-GitHub-Event")
+        .ok_or_else(|| Error::bad("missing X-GitHub-Event header"))?;
+    match event {
+        "ping" => return Ok(Resp::json(200, &json!({"pong": true}))),
+        "workflow_run" | "workflow_job" | "deployment_status" => {}
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Ok(ignored(
+                &shown,
+                "pipestat maps the GitHub events workflow_run, workflow_job and deployment_status",
+            ));
+        }
+    }
+    let body = payload(req)?;
+    let root = Obj::root(&body)?;
+    match event {
+        "workflow_run" => {
+            let repo = root.obj("repository")?;
+            let run = run_of(&repo, &root.obj("workflow_run")?, root.opt_obj("workflow")?)?;
+            write_run(app, event, run)
+        }
+        "workflow_job" => workflow_job(app, &root),
+        _ => deployment_status(app, &root),
+    }
+}
+
+/// `gh/<owner>/<repo>` from `repository.full_name`.
+fn project_of(repo: &Obj) -> Result<String> {
+    slug(
+        "gh",
+        &repo.req_str("full_name")?,
+        &format!("{}full_name", repo.path),
+    )
+}
+
+/// A re-run attempt is its own run: "<run id>-<attempt>" when the attempt is above 1.
+fn run_id(id: &str, attempt: i64) -> String {
+    if attempt > 1 {
+        format!("{id}-{attempt}")
+    } else {
+        id.to_owned()
+    }
+}
+
+/// `conclusion` when there is one, else `status` (contract §3.2).
+fn status_of(o: &Obj) -> Result<Status> {
+    if let Some(c) = o.opt_str("conclusion")? {
+        return Ok(match c.as_str() {
+            "success" => Status::Success,
+            "failure" => Status::Failed,
+            "cancelled" => Status::Canceled,
+            "timed_out" => Status::Timeout,
+            "skipped" | "neutral" => Status::Skipped,
+            // startup_failure, stale, action_required, and any conclusion GitHub adds later:
+            // the run ended without succeeding.
+            _ => Status::Error,
+        });
+    }
+    match o.opt_str("status")?.as_deref() {
+        Some("requested" | "queued" | "pending") => Ok(Status::Queued),
+        Some("waiting") => Ok(Status::Waiting),
+        Some("in_progress") => Ok(Status::Running),
+        // Completed without a conclusion: it ended, and nothing says it succeeded.
+        Some("completed") => Ok(Status::Error),
+        Some(other) => {
+            let shown: String = other.chars().take(64).collect();
+            Err(o.err(
+                "status",
+                &format!(
+                    "unknown value {shown:?}; expected requested, queued, pending, waiting, \
+                     in_progress or completed"
+                ),
+            ))
+        }
+        None => Err(o.err("status", "is required")),
+    }
+}
+
+/// A run from a `workflow_run` object (the event's, or the snapshot a deployment carries).
+fn run_of(repo: &Obj, wr: &Obj, workflow: Option<Obj>) -> Result<Run> {
+    let project = project_of(repo)?;
+    let attempt = wr.opt_int("run_attempt")?.unwrap_or(1);
+    let id = run_id(&wr.req_id("id")?, attempt);
+    let status = status_of(wr)?;
+    let created = wr
+        .opt_time("created_at", rfc3339)?
+        .ok_or_else(|| wr.err("created_at", "is required"))?;
+    let run_started = wr.opt_time("run_started_at", rfc3339)?;
+    // A re-run attempt happens when it starts, not when the first attempt was created.
+    let created_at = if attempt > 1 {
+        run_started.unwrap_or(created)
+    } else {
+        created
+    };
+    let mut started_at = if status.rank() >= 1 {
+        run_started
+    } else {
+        None
+    };
+    let mut stopped_at = if status.is_terminal() {
+        wr.opt_time("updated_at", rfc3339)?
+    } else {
+        None
+    };
+    order_times(created_at, &mut started_at, &mut stopped_at);
+    // The workflow's name; runs of a nameless workflow fall back to the workflow object's
+    // name, then to the workflow file's path.
+    let workflow_name = match workflow {
+        Some(w) => w.opt_str("name")?,
+        None => None,
+    };
+    let workflow = wr
+        .opt_str("name")?
+        .or(workflow_name)
+        .or(wr.opt_str("path")?)
+        .unwrap_or_default();
+    let committed_at = match wr.opt_obj("head_commit")? {
+        Some(c) => c.opt_time("timestamp", rfc3339)?,
+        None => None,
+    };
+    let actor = match wr.nested_str("triggering_actor", "login")? {
+        Some(a) => Some(a),
+        None => wr.nested_str("actor", "login")?,
+    };
+    let detail_url = wr.opt_text("html_url")?.map(|u| {
+        if attempt > 1 {
+            format!("{u}/attempts/{attempt}")
+        } else {
+            u
+        }
+    });
+    Ok(Run {
+        id,
+        project,
+        project_key: None,
+        default_branch: repo.opt_str("default_branch")?,
+        workflow,
+        pipeline_id: None,
+        number: wr.opt_int("run_number")?,
+        branch: wr.opt_str("head_branch")?,
+        commit: wr.opt_str("head_sha")?,
+        actor,
+        trigger: wr.opt_str("event")?,
+        committed_at,
+        status,
+        created_at,
+        started_at,
+        stopped_at,
+        credits_used: 0,
+        detail_url,
+        parameters: None,
+        jobs: Vec::new(),
+    })
+}
+
+/// A job, merged into its run; the run is created as a queued placeholder from what the job
+/// knows when its `workflow_run` has not arrived yet.
+fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
+    let repo = root.obj("repository")?;
+    let wj = root.obj("workflow_job")?;
+    let deployment = root.opt_obj("deployment")?;
+    let project = project_of(&repo)?;
+    let attempt = wj.opt_int("run_attempt")?.unwrap_or(1);
+    let run_ext = wj.req_id("run_id")?;
+    let status = status_of(&wj)?;
+    let created = match wj.opt_time("created_at", rfc3339)? {
+        Some(t) => t,
+        None => wj
+            .opt_time("started_at", rfc3339)?
+            .ok_or_else(|| wj.err("created_at", "is required"))?,
+    };
+    let mut started_at = if status.rank() >= 1 {
+        wj.opt_time("started_at", rfc3339)?
+    } else {
+        None
+    };
+    let mut stopped_at = if status.is_terminal() {
+        wj.opt_time("completed_at", rfc3339)?
+    } else {
+        None
+    };
+    order_times(created, &mut started_at, &mut stopped_at);
+    let name = wj.req_str("name")?;
+    let (kind, env, production) = match &deployment {
+        Some(d) => {
+            let env = d.opt_str("environment")?;
+            let flagged = d.opt_bool("production_environment")?.unwrap_or(false);
+            let production = is_production(env.as_deref(), flagged);
+            (Kind::Deploy, env, production)
+        }
+        None => (kind_of(&[Some(&name)]), None, false),
+    };
+    let failed = !matches!(status, Status::Success | Status::Skipped) && status.is_terminal();
+    let error_code = if failed {
+        wj.opt_str("conclusion")?
+    } else {
+        None
+    };
+    let error_msg = if failed { failed_step(&wj)? } else { None };
+    let job = Job {
+        id: wj.req_id("id")?,
+        name,
+        stage: None,
+        kind,
+        status,
+        created_at: created,
+        started_at,
+        stopped_at,
+        credits_used: 0,
+        detail_url: wj.opt_text("html_url")?,
+        error_code,
+        error_msg,
+        env,
+        cluster: None,
+        service: None,
+        service_type: None,
+        production,
+        artifacts: None,
+        tests: None,
+    };
+    let detail_url = repo.opt_text("html_url")?.map(|u| {
+        let base = format!("{u}/actions/runs/{run_ext}");
+        if attempt > 1 {
+            format!("{base}/attempts/{attempt}")
+        } else {
+            base
+        }
+    });
+    let placeholder = Run {
+        id: run_id(&run_ext, attempt),
+        project,
+        project_key: None,
+        default_branch: repo.opt_str("default_branch")?,
+        workflow: wj.opt_str("workflow_name")?.unwrap_or_default(),
+        pipeline_id: None,
+        number: None,
+        branch: wj.opt_str("head_branch")?,
+        commit: wj.opt_str("head_sha")?,
+        actor: None,
+        trigger: None,
+        committed_at: None,
+        status: Status::Queued,
+        created_at: created,
+        started_at: None,
+        stopped_at: None,
+        credits_used: 0,
+        detail_url,
+        parameters: None,
+        jobs: vec![job],
+    };
+    merge_jobs(app, "workflow_job", placeholder)
+}
+
+/// `step "NAME" failed` for the first failed step of a job, if the payload lists one.
+fn failed_step(wj: &Obj) -> Result<Option<String>> {
+    for step in wj.objects("steps")? {
+        if step.opt_str("conclusion")?.as_deref() == Some("failure") {
+            if let Some(name) = step.opt_str("name")? {
+                return Ok(Some(format!("step {name:?} failed")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A deploy job: inside the workflow run the payload names, or else in a run of its own
+/// ("deployment-<id>", workflow named after the deployment's task).
+fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
+    let repo = root.obj("repository")?;
+    let ds = root.obj("deployment_status")?;
+    let dep = root.obj("deployment")?;
+    let state = ds.req_str("state")?;
+    let status = match state.as_str() {
+        "success" => Status::Success,
+        "failure" => Status::Failed,
+        "error" => Status::Error,
+        "in_progress" => Status::Running,
+        "queued" | "pending" => Status::Queued,
+        "waiting" => Status::Waiting,
+        "inactive" => {
+            return Ok(ignored(
+                "deployment_status",
+                "state \"inactive\" only marks an older deployment as superseded",
+            ))
+        }
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(ds.err(
+                "state",
+                &format!(
+                    "unknown value {shown:?}; expected success, failure, error, in_progress, \
+                     queued, pending, waiting or inactive"
+                ),
+            ));
+        }
+    };
+    let dep_id = dep.req_id("id")?;
+    let status_time = ds.opt_time("created_at", rfc3339)?;
+    let created = match dep.opt_time("created_at", rfc3339)? {
+        Some(t) => t,
+        None => status_time.ok_or_else(|| dep.err("created_at", "is required"))?,
+    };
+    let mut started_at = (status.rank() >= 1).then_some(created);
+    let mut stopped_at = if status.is_terminal() {
+        status_time
+    } else {
+        None
+    };
+    order_times(created, &mut started_at, &mut stopped_at);
+    let env = match ds.opt_str("environment")? {
+        Some(e) => Some(e),
+        None => dep.opt_str("environment")?,
+    };
+    let task = dep.opt_str("task")?.unwrap_or_else(|| "deploy".to_owned());
+    let name = match &env {
+        Some(e) => format!("{task} {e}"),
+        None => task.clone(),
+    };
+    let flagged = dep.opt_bool("production_environment")?.unwrap_or(false);
+    let failed = matches!(status, Status::Failed | Status::Error);
+    let detail_url = match ds.opt_text("log_url")? {
+        Some(u) => Some(u),
+        None => ds.opt_text("target_url")?,
+    };
+    let id = format!("deployment-{dep_id}");
+    let job = Job {
+        id: id.clone(),
+        name,
+        stage: None,
+        kind: Kind::Deploy,
+        status,
+        created_at: created,
+        started_at,
+        stopped_at,
+        credits_used: 0,
+        detail_url: detail_url.clone(),
+        error_code: failed.then(|| state.clone()),
+        error_msg: if failed {
+            ds.opt_text("description")?
+        } else {
+            None
+        },
+        production: is_production(env.as_deref(), flagged),
+        env,
+        cluster: None,
+        service: repo.opt_str("name")?,
+        service_type: None,
+        artifacts: None,
+        tests: None,
+    };
+    if let Some(wr) = root.opt_obj("workflow_run")? {
+        let mut run = run_of(&repo, &wr, root.opt_obj("workflow")?)?;
+        run.jobs = vec![job];
+        return merge_jobs(app, "deployment_status", run);
+    }
+    let run = Run {
+        id,
+        project: project_of(&repo)?,
+        project_key: None,
+        default_branch: repo.opt_str("default_branch")?,
+        workflow: task,
+        pipeline_id: None,
+        number: None,
+        branch: dep.opt_str("ref")?,
+        commit: dep.opt_str("sha")?,
+        actor: dep.nested_str("creator", "login")?,
+        trigger: Some("deployment".to_owned()),
+        committed_at: None,
+        status,
+        created_at: created,
+        started_at,
+        stopped_at,
+        credits_used: 0,
+        detail_url,
+        parameters: None,
+        jobs: vec![job],
+    };
+    write_run(app, "deployment_status", run)
+}

@@ -1,0 +1,401 @@
+//! GitLab: `Pipeline Hook` → a run with its `builds` as jobs, `Job Hook` → one job of its
+//! pipeline's run; any other event → 202. Mapping tables in docs/webhooks.md.
+
+use serde_json::{json, Value};
+use time::macros::format_description;
+use time::{PrimitiveDateTime, UtcOffset};
+
+use super::{
+    ignored, is_production, kind_of, merge_jobs, order_times, payload, slug, verify_gitlab,
+    write_run, Obj,
+};
+use crate::error::{Error, Result};
+use crate::http::{App, Req, Resp};
+use crate::model::{Job, Kind, Run, Status};
+use crate::times;
+
+/// The workflow name of a pipeline that has none: GitLab pipelines are usually unnamed.
+const DEFAULT_WORKFLOW: &str = "pipeline";
+
+pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
+    let secret = super::secret(
+        &app.cfg.gitlab_secret,
+        "gitlab-secret",
+        "PIPESTAT_GITLAB_SECRET",
+    )?;
+    verify_gitlab(secret, req.header("X-Gitlab-Token"))?;
+    let event = req
+        .header("X-Gitlab-Event")
+        .ok_or_else(|| Error::bad("missing X-Gitlab-Event header"))?;
+    let kind = match event {
+        "Pipeline Hook" => "pipeline",
+        "Job Hook" | "Build Hook" => "build",
+        // A system hook says what it carries in `object_kind`.
+        "System Hook" => "",
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Ok(ignored(
+                &shown,
+                "pipestat maps the GitLab events Pipeline Hook and Job Hook",
+            ));
+        }
+    };
+    let body = payload(req)?;
+    let root = Obj::root(&body)?;
+    let kind = if kind.is_empty() {
+        match root.opt_str("object_kind")?.as_deref() {
+            Some("pipeline") => "pipeline",
+            Some("build") => "build",
+            _ => {
+                return Ok(ignored(
+                    event,
+                    "pipestat maps system hooks whose object_kind is pipeline or build",
+                ))
+            }
+        }
+    } else {
+        kind
+    };
+    if kind == "pipeline" {
+        write_run(app, "Pipeline Hook", pipeline(&root)?)
+    } else {
+        merge_jobs(app, "Job Hook", job_hook(&root, app.now_ms())?)
+    }
+}
+
+/// GitLab's times: `2016-08-12 15:23:28 UTC`, `2016-08-12 15:23:28 +0200` (fractions of a
+/// second allowed), or RFC 3339.
+pub(super) fn gitlab_time(s: &str) -> Option<i64> {
+    if let Some(ms) = times::parse_rfc3339(s) {
+        return Some(ms);
+    }
+    let (datetime, zone) = s.trim().rsplit_once(' ')?;
+    let offset_minutes = match zone {
+        "UTC" | "Z" => 0,
+        z => parse_offset(z)?,
+    };
+    let format = format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    let local = PrimitiveDateTime::parse(datetime, format).ok()?;
+    let offset = UtcOffset::from_whole_seconds(offset_minutes * 60).ok()?;
+    let ms = i64::try_from(local.assume_offset(offset).unix_timestamp_nanos() / 1_000_000).ok()?;
+    (0..=253_402_300_799_999).contains(&ms).then_some(ms)
+}
+
+/// `+0200`, `-05:30` → minutes east of UTC.
+fn parse_offset(z: &str) -> Option<i32> {
+    let (sign, rest) = match z.as_bytes().first()? {
+        b'+' => (1, &z[1..]),
+        b'-' => (-1, &z[1..]),
+        _ => return None,
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (i32, i32) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
+}
+
+/// GitLab's pipeline and job statuses.
+fn status_of(o: &Obj, key: &str) -> Result<Status> {
+    match o.opt_str(key)?.as_deref() {
+        Some("created" | "waiting_for_resource" | "preparing" | "pending" | "scheduled") => {
+            Ok(Status::Queued)
+        }
+        // A manual job waits for someone to start it.
+        Some("manual" | "waiting_for_callback") => Ok(Status::Waiting),
+        Some("running" | "canceling") => Ok(Status::Running),
+        Some("success") => Ok(Status::Success),
+        Some("failed") => Ok(Status::Failed),
+        Some("canceled" | "cancelled") => Ok(Status::Canceled),
+        Some("skipped") => Ok(Status::Skipped),
+        Some(other) => {
+            let shown: String = other.chars().take(64).collect();
+            Err(o.err(
+                key,
+                &format!(
+                    "unknown value {shown:?}; expected created, waiting_for_resource, preparing, \
+                     pending, scheduled, manual, running, canceling, success, failed, canceled or skipped"
+                ),
+            ))
+        }
+        None => Err(o.err(key, "is required")),
+    }
+}
+
+/// The user who started it: `username`, else `name`.
+fn actor(root: &Obj) -> Result<Option<String>> {
+    Ok(match root.nested_str("user", "username")? {
+        Some(u) => Some(u),
+        None => root.nested_str("user", "name")?,
+    })
+}
+
+/// A job's deploy environment (`environment.name`) and whether it is production
+/// (`environment.deployment_tier` = production, or a production-like name).
+fn environment(o: &Obj) -> Result<(Option<String>, bool)> {
+    match o.opt_obj("environment")? {
+        Some(e) => {
+            let name = e.opt_str("name")?;
+            let tier = e.opt_str("deployment_tier")?;
+            let production = is_production(name.as_deref(), tier.as_deref() == Some("production"));
+            Ok((name, production))
+        }
+        None => Ok((None, false)),
+    }
+}
+
+fn pipeline(root: &Obj) -> Result<Run> {
+    let attrs = root.obj("object_attributes")?;
+    let project = root.obj("project")?;
+    let slug = slug(
+        "gl",
+        &project.req_str("path_with_namespace")?,
+        "project.path_with_namespace",
+    )?;
+    let id = attrs.req_id("id")?;
+    let status = status_of(&attrs, "status")?;
+    let created_at = attrs
+        .opt_time("created_at", gitlab_time)?
+        .ok_or_else(|| attrs.err("created_at", "is required"))?;
+    let web_url = project.opt_text("web_url")?;
+    let mut jobs = root
+        .objects("builds")?
+        .iter()
+        .map(|b| build_job(b, created_at, web_url.as_deref()))
+        .collect::<Result<Vec<Job>>>()?;
+    // GitLab lists builds in no useful order; ids follow creation.
+    jobs.sort_by_key(|j| (j.id.parse::<u64>().unwrap_or(u64::MAX), j.id.clone()));
+    let mut started_at = if status.rank() >= 1 {
+        match attrs.opt_time("started_at", gitlab_time)? {
+            Some(t) => Some(t),
+            None => jobs.iter().filter_map(|j| j.started_at).min(),
+        }
+    } else {
+        None
+    };
+    let mut stopped_at = if status.is_terminal() {
+        attrs.opt_time("finished_at", gitlab_time)?
+    } else {
+        None
+    };
+    order_times(created_at, &mut started_at, &mut stopped_at);
+    let tag = attrs.opt_bool("tag")?.unwrap_or(false);
+    let committed_at = match root.opt_obj("commit")? {
+        Some(c) => c.opt_time("timestamp", gitlab_time)?,
+        None => None,
+    };
+    let mut parameters = Vec::new();
+    for v in attrs.objects("variables")? {
+        let name = v.req_str("key")?;
+        let value = v.opt_str_max("value", super::MAX_TEXT)?;
+        parameters.push(json!({"name": name, "value": value}));
+    }
+    let detail_url = match attrs.opt_text("url")? {
+        Some(u) => Some(u),
+        None => web_url.as_ref().map(|w| format!("{w}/-/pipelines/{id}")),
+    };
+    Ok(Run {
+        number: match attrs.opt_int("iid")? {
+            Some(n) => Some(n),
+            None => id.parse().ok(),
+        },
+        project: slug,
+        project_key: None,
+        default_branch: project.opt_str("default_branch")?,
+        workflow: attrs
+            .opt_str("name")?
+            .unwrap_or_else(|| DEFAULT_WORKFLOW.to_owned()),
+        pipeline_id: None,
+        branch: if tag { None } else { attrs.opt_str("ref")? },
+        commit: attrs.opt_str("sha")?,
+        actor: actor(root)?,
+        trigger: attrs.opt_str("source")?,
+        committed_at,
+        status,
+        created_at,
+        started_at,
+        stopped_at,
+        credits_used: 0,
+        detail_url,
+        parameters: (!parameters.is_empty()).then(|| Value::Array(parameters).to_string()),
+        jobs,
+        id,
+    })
+}
+
+/// One entry of a pipeline's `builds`.
+fn build_job(b: &Obj, run_created: i64, web_url: Option<&str>) -> Result<Job> {
+    let id = b.req_id("id")?;
+    let name = b.req_str("name")?;
+    let stage = b.opt_str("stage")?;
+    let status = status_of(b, "status")?;
+    let created_at = b
+        .opt_time("created_at", gitlab_time)?
+        .unwrap_or(run_created);
+    let mut started_at = if status.rank() >= 1 {
+        b.opt_time("started_at", gitlab_time)?
+    } else {
+        None
+    };
+    let mut stopped_at = if status.is_terminal() {
+        b.opt_time("finished_at", gitlab_time)?
+    } else {
+        None
+    };
+    order_times(created_at, &mut started_at, &mut stopped_at);
+    let (env, production) = environment(b)?;
+    let kind = if env.is_some() {
+        Kind::Deploy
+    } else {
+        kind_of(&[stage.as_deref(), Some(&name)])
+    };
+    Ok(Job {
+        detail_url: web_url.map(|w| format!("{w}/-/jobs/{id}")),
+        error_code: if status == Status::Failed {
+            b.opt_str("failure_reason")?
+        } else {
+            None
+        },
+        id,
+        name,
+        stage,
+        kind,
+        status,
+        created_at,
+        started_at,
+        stopped_at,
+        credits_used: 0,
+        error_msg: None,
+        env,
+        cluster: None,
+        service: None,
+        service_type: None,
+        production,
+        artifacts: None,
+        tests: None,
+    })
+}
+
+/// The project path of a Job Hook: `project.path_with_namespace` where GitLab sends it, else
+/// the path of `repository.homepage`, else `project_name` when it is a path.
+fn job_hook_project(root: &Obj) -> Result<(String, Option<String>)> {
+    let project = root.opt_obj("project")?;
+    if let Some(p) = &project {
+        if let Some(path) = p.opt_str("path_with_namespace")? {
+            let s = slug("gl", &path, "project.path_with_namespace")?;
+            return Ok((s, p.opt_str("default_branch")?));
+        }
+    }
+    if let Some(home) = root.nested_str("repository", "homepage")? {
+        let path = home
+            .split_once("://")
+            .map_or(home.as_str(), |(_, rest)| rest)
+            .split_once('/')
+            .map(|(_, path)| path.trim_end_matches('/'))
+            .unwrap_or("");
+        if !path.is_empty() {
+            return Ok((slug("gl", path, "repository.homepage")?, None));
+        }
+    }
+    let name = root.req_str("project_name")?;
+    Ok((slug("gl", &name, "project_name")?, None))
+}
+
+/// A Job Hook: the job, inside a placeholder run of its pipeline for when the Pipeline Hook
+/// has not arrived yet. A job hook without any time is dated `now`, when pipestat heard of it.
+fn job_hook(root: &Obj, now: i64) -> Result<Run> {
+    let (project, default_branch) = job_hook_project(root)?;
+    let pipeline_id = root.req_id("pipeline_id")?;
+    let id = root.req_id("build_id")?;
+    let name = root.req_str("build_name")?;
+    let stage = root.opt_str("build_stage")?;
+    let status = status_of(root, "build_status")?;
+    let created = root.opt_time("build_created_at", gitlab_time)?;
+    let started = root.opt_time("build_started_at", gitlab_time)?;
+    let finished = root.opt_time("build_finished_at", gitlab_time)?;
+    let created_at = created.or(started).or(finished).unwrap_or(now);
+    let mut started_at = if status.rank() >= 1 { started } else { None };
+    let mut stopped_at = if status.is_terminal() { finished } else { None };
+    order_times(created_at, &mut started_at, &mut stopped_at);
+    let (env, production) = environment(root)?;
+    let kind = if env.is_some() {
+        Kind::Deploy
+    } else {
+        kind_of(&[stage.as_deref(), Some(&name)])
+    };
+    let home = root.nested_str("repository", "homepage")?;
+    let job = Job {
+        detail_url: home.as_ref().map(|h| format!("{h}/-/jobs/{id}")),
+        error_code: if status == Status::Failed {
+            root.opt_str("build_failure_reason")?
+        } else {
+            None
+        },
+        id,
+        name,
+        stage,
+        kind,
+        status,
+        created_at,
+        started_at,
+        stopped_at,
+        credits_used: 0,
+        error_msg: None,
+        env,
+        cluster: None,
+        service: None,
+        service_type: None,
+        production,
+        artifacts: None,
+        tests: None,
+    };
+    let tag = root.opt_bool("tag")?.unwrap_or(false);
+    Ok(Run {
+        number: pipeline_id.parse().ok(),
+        detail_url: home.map(|h| format!("{h}/-/pipelines/{pipeline_id}")),
+        id: pipeline_id,
+        project,
+        project_key: None,
+        default_branch,
+        workflow: DEFAULT_WORKFLOW.to_owned(),
+        pipeline_id: None,
+        branch: if tag { None } else { root.opt_str("ref")? },
+        commit: root.opt_str("sha")?,
+        actor: actor(root)?,
+        trigger: None,
+        committed_at: None,
+        status: Status::Queued,
+        created_at,
+        started_at: None,
+        stopped_at: None,
+        credits_used: 0,
+        parameters: None,
+        jobs: vec![job],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitlab_time_forms() {
+        // 1471015408 is 2016-08-12T15:23:28Z (date -u -d @1471015408).
+        let utc = Some(1_471_015_408_000);
+        assert_eq!(gitlab_time("2016-08-12 15:23:28 UTC"), utc);
+        assert_eq!(gitlab_time("2016-08-12 17:23:28 +0200"), utc);
+        assert_eq!(gitlab_time("2016-08-12 10:23:28 -05:00"), utc);
+        assert_eq!(gitlab_time("2016-08-12T15:23:28Z"), utc);
+        assert_eq!(
+            gitlab_time("2016-08-12 15:23:28.250 UTC"),
+            Some(1_471_015_408_250)
+        );
+        assert_eq!(gitlab_time("2016-08-12 15:23:28"), None);
+        assert_eq!(gitlab_time("2016-08-12 15:23:28 CEST"), None);
+        assert_eq!(gitlab_time("2016-08-12 15:23:28 +2"), None);
+        assert_eq!(gitlab_time("yesterday UTC"), None);
+    }
+}
