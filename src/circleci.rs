@@ -1014,7 +1014,7 @@ fn job_series(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> 
                     "failed_runs": a.failed,
                     "successful_runs": a.successful,
                     "throughput": a.total as f64 * per_day,
-                    "median_credits_used": b.credits_p50_x100.map_or(0, |v| (v as f64 / 100.0).round() as i64),
+                    "median_credits_used": b.credits_p50_x100.map_or(0, |v| (v / 100.0).round() as i64),
                     "total_credits_used": a.credits,
                     "duration_metrics": {
                         "min": a.dur.min.map(|v| secs(v as f64)),

@@ -106,7 +106,7 @@ macro_rules! agg_columns {
         concat!(
             "count(*), sum(st = 'success'), sum(st = 'failed' OR st = 'error' OR st = 'timeout'),",
             " sum(st = 'canceled'), sum(st = 'queued' OR st = 'running' OR st = 'waiting'),",
-            " sum(cr), count(dur), min(dur), max(dur), sum(dur), sum(CAST(dur AS REAL) * dur), ",
+            " total(cr), count(dur), min(dur), max(dur), total(dur), total(CAST(dur AS REAL) * dur), ",
             pct!("dur", "rn", "n", "50"),
             ", ",
             pct!("dur", "rn", "n", "95"),
@@ -118,18 +118,23 @@ macro_rules! agg_columns {
 fn agg_from(r: &Row, at: usize) -> rusqlite::Result<Agg> {
     let int =
         |i: usize| -> rusqlite::Result<i64> { Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0)) };
+    // Sums are taken with total(), a float that cannot overflow where sum() would fail on absurd
+    // inputs (credits near 2^63), and saturate into i64 here.
+    let big = |i: usize| -> rusqlite::Result<i64> {
+        Ok(r.get::<_, Option<f64>>(at + i)?.unwrap_or(0.0) as i64)
+    };
     Ok(Agg {
         total: int(0)?,
         successful: int(1)?,
         failed: int(2)?,
         canceled: int(3)?,
         unfinished: int(4)?,
-        credits: int(5)?,
+        credits: big(5)?,
         dur: Dur {
             n: int(6)?,
             min: r.get(at + 7)?,
             max: r.get(at + 8)?,
-            sum: int(9)?,
+            sum: big(9)?,
             sumsq: r.get::<_, Option<f64>>(at + 10)?.unwrap_or(0.0),
             p50_x100: r.get(at + 11)?,
             p95_x100: r.get(at + 12)?,
@@ -206,8 +211,8 @@ macro_rules! workflow_metrics {
             " SUM(st = 'failed' OR st = 'error' OR st = 'timeout') OVER a AS c_bad,",
             " SUM(st = 'canceled') OVER a AS c_canceled,",
             " SUM(st = 'queued' OR st = 'running' OR st = 'waiting') OVER a AS c_open,",
-            " SUM(cr) OVER a AS c_credits, MIN(dur) OVER a AS d_min, MAX(dur) OVER a AS d_max,",
-            " SUM(dur) OVER a AS d_sum, SUM(CAST(dur AS REAL) * dur) OVER a AS d_sumsq,",
+            " TOTAL(cr) OVER a AS c_credits, MIN(dur) OVER a AS d_min, MAX(dur) OVER a AS d_max,",
+            " TOTAL(dur) OVER a AS d_sum, TOTAL(CAST(dur AS REAL) * dur) OVER a AS d_sumsq,",
             " MIN(at) OVER a AS first_at, MAX(at) OVER a AS last_at",
             " FROM base WINDOW w AS (PARTITION BY wf ORDER BY dur),",
             " a AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))",
@@ -563,8 +568,8 @@ pub struct Bucket {
     pub agg: Agg,
     pub min_started: Option<i64>,
     pub max_ended: Option<i64>,
-    /// Median credits ×100 (see `pct!`).
-    pub credits_p50_x100: Option<i64>,
+    /// Median credits ×100 (see `pct!`); a float, as credits near 2^63 overflow into one.
+    pub credits_p50_x100: Option<f64>,
 }
 
 macro_rules! job_series {
@@ -627,7 +632,7 @@ pub fn job_series(
                     agg: agg_from(r, 2)?,
                     min_started: r.get(17)?,
                     max_ended: r.get(18)?,
-                    credits_p50_x100: r.get(19)?,
+                    credits_p50_x100: r.get::<_, Option<f64>>(19)?,
                 })
             },
         )?
@@ -888,7 +893,7 @@ const FLAKY: &str = concat!(
     " latest AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY job, cls, test",
     " ORDER BY flip DESC, at DESC, tid DESC) AS recency FROM commits WHERE flaky_commit)",
     " SELECT l.job, l.cls, l.test, max(l.file), max(l.suite), sum(l.flip),",
-    " sum(CASE WHEN l.bad THEN l.jdur ELSE 0 END),",
+    " total(CASE WHEN l.bad THEN l.jdur ELSE 0 END),",
     " max(CASE WHEN l.recency = 1 THEN l.at END), max(CASE WHEN l.recency = 1 THEN l.run_ext END),",
     " max(CASE WHEN l.recency = 1 THEN l.number END), max(CASE WHEN l.recency = 1 THEN w.name END)",
     " FROM latest l JOIN workflows w ON w.id = l.wf",
@@ -923,7 +928,7 @@ pub fn flaky(conn: &Connection, project: i64, start: i64, end: i64) -> Result<Ve
                 file: r.get(3)?,
                 suite: r.get(4)?,
                 times_flaked: r.get(5)?,
-                time_wasted: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+                time_wasted: r.get::<_, Option<f64>>(6)?.unwrap_or(0.0) as i64,
                 workflow_created_at: r.get(7)?,
                 workflow_id: r.get(8)?,
                 pipeline_number: r.get(9)?,

@@ -814,3 +814,57 @@ fn circle_token_and_basic_auth() {
     );
     assert_eq!(a.status, 200, "{}", a.text);
 }
+
+#[test]
+fn absurd_values_never_make_a_5xx() {
+    let d = daemon();
+    // Credits at i64::MAX twice overflow any integer sum; a stop in the year 9999 makes a huge
+    // duration. Every route still answers 200 (sums saturate).
+    let max = i64::MAX;
+    post(
+        &d,
+        &[
+            run(
+                "a1",
+                "ci",
+                "main",
+                "success",
+                "10:00:00",
+                "10:00:00",
+                "9999-12-31T23:59:59Z",
+                max,
+                &format!(
+                    r#""jobs":[{{"name":"build","status":"success","credits_used":{max},"stopped_at":"9999-12-31T23:59:59Z"}}]"#
+                ),
+            ),
+            run(
+                "a2",
+                "ci",
+                "main",
+                "failed",
+                "10:10:00",
+                "10:10:00",
+                "10:10:01",
+                max,
+                &format!(r#""jobs":[{{"name":"build","status":"failed","credits_used":{max}}}]"#),
+            ),
+        ],
+    );
+    for path in [
+        format!("{P}/workflows"),
+        format!("{P}/workflows/ci"),
+        format!("{P}/workflows/ci/jobs"),
+        format!("{P}/workflows/ci/jobs/build"),
+        format!("{P}/workflows/ci/summary"),
+        format!("{P}/workflows/ci/test-metrics"),
+        format!("{P}/flaky-tests"),
+        "/api/v2/insights/pages/gh/acme/api/summary".to_owned(),
+        "/api/v2/insights/gh/acme/summary".to_owned(),
+        "/api/v2/insights/time-series/gh/acme/api/workflows/ci/jobs".to_owned(),
+    ] {
+        let a = d.get(&path);
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+    }
+    let w = get(&d, &format!("{P}/workflows"));
+    assert_eq!(w["items"][0]["metrics"]["total_credits_used"], json!(max));
+}
