@@ -53,6 +53,19 @@ CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
 CREATE INDEX runs_by_time ON runs (created_at);
 -- CodeArts finds a pipeline's run by build number, or its latest (codearts.rs: RUN_BY_NUMBER, LATEST_RUN).
 CREATE INDEX runs_by_workflow_number ON runs (workflow_id, number, created_at);
+-- CircleCI Insights (src/circleci/sql.rs) reads one branch of a project, per workflow, in a
+-- created_at window: workflow metrics (WORKFLOW_METRICS), MTTR in (created_at, id) order (MTTR),
+-- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone.
+CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
+    started_at, stopped_at, credits_used);
+-- CircleCI workflow metrics (WORKFLOW_METRICS) rank durations per workflow: this index delivers
+-- one branch's runs in (workflow, duration) order, so the ranking window needs no sort. The
+-- expression is the query's duration, stopped_at − (started_at or created_at), never negative.
+CREATE INDEX runs_insights_dur ON runs (project_id, branch, workflow_id,
+    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END),
+    created_at, status, credits_used, started_at, stopped_at);
+-- CircleCI flaky tests (FLAKY) read the runs of the commits where a test failed.
+CREATE INDEX runs_by_commit ON runs (project_id, commit_sha);
 
 -- One job (step, task) of a run.
 CREATE TABLE jobs (
@@ -90,6 +103,10 @@ CREATE INDEX jobs_by_kind_day ON jobs (kind, day_at);
 -- day_at, not as day_at: SQLite never covers a virtual column from an index, but it does read
 -- an indexed expression (with the columns it uses) from one.
 CREATE INDEX jobs_by_project_kind_start ON jobs (project_id, kind, coalesce(started_at, created_at), status, production, stopped_at, started_at, created_at);
+-- CircleCI job metrics, job runs and the job time series (JOB_METRICS, JOB_RUNS, JOB_SERIES in
+-- src/circleci/sql.rs) read the jobs of a workflow's runs from this index alone.
+CREATE INDEX jobs_insights ON jobs (run_id, name, status, created_at, started_at, stopped_at,
+    credits_used, kind);
 
 -- One test case result, reported inline with a job or uploaded as a JUnit report.
 CREATE TABLE test_results (
@@ -108,6 +125,10 @@ CREATE TABLE test_results (
 -- Flaky tests: the same test's results across commits of one project.
 CREATE INDEX tests_by_project_test ON test_results (project_id, classname, name);
 CREATE INDEX tests_by_job ON test_results (job_id);
+-- CircleCI flaky tests (FLAKY in src/circleci/sql.rs) start from a project's failing results;
+-- partial, so only failures (a small share of the rows) are indexed.
+CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)
+    WHERE result = 'failure' OR result = 'error';
 
 -- Zadig-shaped rollback records.
 CREATE TABLE rollbacks (

@@ -1,0 +1,232 @@
+//! The CircleCI Insights benchmark: latency of the heaviest routes over HTTP on a large database.
+//!
+//! Run it with `PIPESTAT_BENCH_DB=PATH cargo bench --bench circleci`, where PATH is a database
+//! made by this version of pipestat, e.g. `pipestat demo --runs 1000000 --db PATH` (it is only
+//! read). Without the variable the bench says so and does nothing. It prints figures and asserts
+//! nothing about speed. `PIPESTAT_BENCH_REQUESTS` (default 40) sets the timed requests per route.
+//!
+//! It picks the project with the most runs and its default branch, and the workflow with the
+//! most runs there; starts the real daemon (`serve --listen 127.0.0.1:0 --now` just after the
+//! newest run, so the 90-day window covers the data) and times, from one keep-alive client,
+//! sequential GETs of the workflows, jobs, summary and flaky-tests routes after 3 warm-up
+//! requests each. It prints each route's median and p95, then `EXPLAIN QUERY PLAN` of the
+//! statements behind them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn main() {
+    let Ok(db) = std::env::var("PIPESTAT_BENCH_DB") else {
+        println!("PIPESTAT_BENCH_DB is not set: nothing to measure. Make a database with");
+        println!("  pipestat demo --runs 1000000 --db PATH");
+        println!("and run PIPESTAT_BENCH_DB=PATH cargo bench --bench circleci");
+        return;
+    };
+    let requests: usize = std::env::var("PIPESTAT_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(40);
+    let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the benchmark database read-only");
+    let (runs, newest): (i64, i64) = conn
+        .query_row("SELECT count(*), max(created_at) FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("count runs");
+    let now = newest + 1;
+    let start = now - 90 * DAY_MS;
+    let (project_id, slug, branch): (i64, String, String) = conn
+        .query_row(
+            "SELECT p.id, p.slug, p.default_branch FROM projects p
+             ORDER BY (SELECT count(*) FROM runs r WHERE r.project_id = p.id) DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the heaviest project");
+    let (workflow_id, workflow, on_branch): (i64, String, i64) = conn
+        .query_row(
+            "SELECT w.id, w.name, count(*) FROM runs r JOIN workflows w ON w.id = r.workflow_id
+             WHERE r.project_id = ?1 AND r.branch = ?2 AND r.created_at >= ?3
+             GROUP BY w.id ORDER BY count(*) DESC LIMIT 1",
+            rusqlite::params![project_id, branch, start],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the heaviest workflow");
+    let branch_runs: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE project_id = ?1 AND branch = ?2 AND created_at >= ?3",
+            rusqlite::params![project_id, branch, start],
+            |r| r.get(0),
+        )
+        .expect("count the branch's runs");
+
+    println!("pipestat CircleCI Insights benchmark");
+    println!("  machine: {}", machine());
+    println!("  load average before: {}", load_average());
+    println!("  SQLite {}", rusqlite::version());
+    println!("  database: {runs} runs; project {slug}, default branch {branch}: {branch_runs} runs in the 90-day window");
+    println!("  workflow {workflow}: {on_branch} of them");
+    println!("  {requests} sequential requests per route after 3 warm-up requests, one keep-alive client");
+    println!();
+
+    let bin = env!("CARGO_BIN_EXE_pipestat");
+    let now_arg = (now / 1000 + 1).to_string();
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--db",
+            &db,
+            "--listen",
+            "127.0.0.1:0",
+            "--now",
+            &now_arg,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start pipestat serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build();
+    let wf = percent(&workflow);
+    let project = format!("{base}/api/v2/insights/{slug}");
+    let routes = [
+        ("workflows", format!("{project}/workflows")),
+        ("jobs", format!("{project}/workflows/{wf}/jobs")),
+        ("summary", format!("{project}/workflows/{wf}/summary")),
+        ("flaky-tests", format!("{project}/flaky-tests")),
+    ];
+    println!(
+        "{:<14} {:>10} {:>10} {:>10} {:>8}",
+        "route", "median ms", "p95 ms", "max ms", "bytes"
+    );
+    for (name, url) in &routes {
+        let mut bytes = 0;
+        for _ in 0..3 {
+            bytes = get(&agent, url);
+        }
+        let mut ms: Vec<f64> = (0..requests)
+            .map(|_| {
+                let t = Instant::now();
+                get(&agent, url);
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{name:<14} {:>10.1} {:>10.1} {:>10.1} {bytes:>8}",
+            quantile(&ms, 0.5),
+            quantile(&ms, 0.95),
+            ms[ms.len() - 1]
+        );
+    }
+    println!();
+    println!("  load average after: {}", load_average());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!();
+    println!("EXPLAIN QUERY PLAN (project {project_id}, branch {branch}, workflow {workflow_id})");
+    for (name, sql) in pipestat::circleci::sql::BENCHED {
+        println!();
+        println!("-- {name}");
+        let stmt = conn.prepare(sql).expect("the statement prepares");
+        let n = stmt.parameter_count();
+        // Placeholders by position: project, start, end, branch, workflow, then NULLs / limits.
+        let values: Vec<rusqlite::types::Value> = (1..=n)
+            .map(|i| match i {
+                1 => project_id.into(),
+                2 => start.into(),
+                3 => now.into(),
+                4 => branch.clone().into(),
+                5 => workflow_id.into(),
+                _ => rusqlite::types::Value::Null,
+            })
+            .collect();
+        let mut plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("EXPLAIN prepares");
+        let rows = plan
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .expect("EXPLAIN runs");
+        let mut depth: Vec<(i64, usize)> = Vec::new();
+        for row in rows {
+            let (id, parent, detail) = row.expect("a plan row");
+            let level = depth
+                .iter()
+                .find(|(i, _)| *i == parent)
+                .map_or(0, |(_, l)| l + 1);
+            depth.push((id, level));
+            println!("{}{detail}", "  ".repeat(level + 1));
+        }
+    }
+}
+
+fn get(agent: &ureq::Agent, url: &str) -> usize {
+    let resp = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.into_string().expect("a text body").len()
+}
+
+/// Linear interpolation between closest ranks, as the surface itself computes percentiles.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * p;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cores} cores ({model})")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
