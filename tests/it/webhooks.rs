@@ -791,7 +791,6 @@ fn webhook_paths_and_methods() {
 }
 
 #[test]
-#[ignore = "needs the CircleCI surface"]
 fn webhook_runs_show_in_circleci_workflows() {
     let workflows = |d: &Daemon, slug: &str| -> Vec<(String, i64, i64)> {
         let a = d.get(&format!(
