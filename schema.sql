@@ -46,8 +46,7 @@ CREATE TABLE runs (
     parameters   TEXT,                                     -- JSON array of {"name","value"} as given, or NULL
     UNIQUE (project_id, ext_id)
 ) STRICT;
--- Statistics read runs of one project (and workflow, and branch) inside a created_at window.
-CREATE INDEX runs_by_workflow ON runs (project_id, workflow_id, branch, created_at);
+-- One project's runs inside a created_at window (the Apigee surface with a project).
 CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
 -- The native list pages all projects newest first.
 CREATE INDEX runs_by_time ON runs (created_at);
@@ -122,8 +121,9 @@ CREATE TABLE test_results (
     duration   REAL CHECK (duration IS NULL OR duration >= 0), -- seconds
     message    TEXT                                      -- failure or error message, when reported
 ) STRICT;
--- Flaky tests: the same test's results across commits of one project.
-CREATE INDEX tests_by_project_test ON test_results (project_id, classname, name);
+-- A job's tests (read-back, test metrics, the test side of every statistic). No index by test
+-- name: every statistic reaches tests through their jobs, and one would cost about a third of
+-- the pages each ingested run writes.
 CREATE INDEX tests_by_job ON test_results (job_id);
 -- CircleCI flaky tests (FLAKY in src/circleci/sql.rs) start from a project's failing results;
 -- partial, so only failures (a small share of the rows) are indexed.

@@ -855,8 +855,8 @@ pub struct Pipeline {
 }
 
 const SELECT_PIPELINES: &str = "SELECT w.pipeline_id, p.slug, p.key, w.name,
-    (SELECT count(*) FROM runs r WHERE r.project_id = w.project_id AND r.workflow_id = w.id),
-    (SELECT max(r.created_at) FROM runs r WHERE r.project_id = w.project_id AND r.workflow_id = w.id)
+    (SELECT count(*) FROM runs r WHERE r.workflow_id = w.id),
+    (SELECT max(r.created_at) FROM runs r WHERE r.workflow_id = w.id)
     FROM workflows w JOIN projects p ON p.id = w.project_id
     WHERE (?1 IS NULL OR p.slug = ?1)
     ORDER BY p.slug, w.name";
