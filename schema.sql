@@ -122,8 +122,8 @@ CREATE TABLE test_results (
     message    TEXT                                      -- failure or error message, when reported
 ) STRICT;
 -- A job's tests (read-back, test metrics, the test side of every statistic). No index by test
--- name: every statistic reaches tests through their jobs, and one would cost about a third of
--- the pages each ingested run writes.
+-- name: every statistic reaches tests through their jobs, and one made the bare ingest loop of
+-- benches/ingest.rs about a third slower (20 random index pages touched per run).
 CREATE INDEX tests_by_job ON test_results (job_id);
 -- CircleCI flaky tests (FLAKY in src/circleci/sql.rs) start from a project's failing results;
 -- partial, so only failures (a small share of the rows) are indexed.
