@@ -24,6 +24,8 @@ const DEFAULT_DAYS: i64 = 30;
 /// `tzo` bounds, in minutes: the offsets real time zones use (UTC-14:00 .. UTC+14:00).
 const MAX_TZO: i64 = 14 * 60;
 const MAX_PAGE_SIZE: i64 = 1000;
+/// A bucket of the Zadig rollups (schema.sql): a quarter hour.
+const BUCKET_MS: i64 = 900_000;
 /// The Julian day number of 1970-01-01.
 const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
@@ -72,6 +74,14 @@ impl Window {
     /// The instant after the last day ends (exclusive).
     fn end_ms(&self) -> i64 {
         (self.last_day + 1) * DAY_MS - self.offset_ms
+    }
+
+    /// The window as a range of rollup buckets (quarter hours, schema.sql), start included and
+    /// end excluded; None when the offset does not fall on a quarter hour, so the window's
+    /// ends are not bucket boundaries.
+    fn buckets(&self) -> Option<(i64, i64)> {
+        (self.offset_ms % BUCKET_MS == 0)
+            .then(|| (self.start_ms() / BUCKET_MS, self.end_ms() / BUCKET_MS))
     }
 
     fn days(&self) -> i64 {
@@ -250,12 +260,12 @@ fn date(day: i64) -> String {
 
 /// Prefixes a statement with the `sel` CTE of selected project ids.
 macro_rules! with_selected_projects {
-    ($sql:literal) => {
+    ($($sql:expr),+) => {
         concat!(
             "WITH sel(id) AS (SELECT id FROM projects WHERE ?1 IS NULL
                 OR key IN (SELECT value FROM json_each(?1))
                 OR slug IN (SELECT value FROM json_each(?1))) ",
-            $sql
+            $($sql),+
         )
     };
 }
@@ -412,6 +422,16 @@ const TEST_CASES: &str = with_selected_projects!(
         WHERE j.project_id IN sel AND j.kind = 'test' AND coalesce(j.started_at, j.created_at) >= ?2 AND coalesce(j.started_at, j.created_at) < ?3)"
 );
 
+/// The same count from the rollup, when the window is whole buckets: test cases of the selected
+/// projects with a stored result in a test job of a bucket of the window. ?2 first bucket, ?3
+/// bucket after the last. Uses zadig_test_cases_by_key, then one seek of zadig_case_buckets per
+/// case.
+const TEST_CASES_FAST: &str = with_selected_projects!(
+    "SELECT count(*) FROM zadig_test_cases c
+    WHERE c.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_case_buckets b
+        WHERE b.case_id = c.id AND b.bucket >= ?2 AND b.bucket < ?3 AND b.n > 0)"
+);
+
 /// `GET /openapi/statistics/test`: test jobs and test cases, per ISO week.
 fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let w = window(app, req, false)?;
@@ -432,9 +452,14 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         });
     }
     drop(rows);
-    let case_count: i64 = conn
-        .prepare_cached(TEST_CASES)?
-        .query_row(params![projects, w.start_ms(), w.end_ms()], |r| r.get(0))?;
+    let case_count: i64 = match w.buckets() {
+        Some((first, end)) => conn
+            .prepare_cached(TEST_CASES_FAST)?
+            .query_row(params![projects, first, end], |r| r.get(0))?,
+        None => conn
+            .prepare_cached(TEST_CASES)?
+            .query_row(params![projects, w.start_ms(), w.end_ms()], |r| r.get(0))?,
+    };
     // Whole seconds, rounded half away from zero (durations are never negative).
     let average_runtime = if timed > 0 {
         (duration_ms as f64 / timed as f64 / 1000.0).round() as i64
@@ -488,23 +513,104 @@ const OVERVIEW: &str = with_selected_projects!(
             WHERE w.artifacts IS NOT NULL)"
 );
 
+/// Distinct values of one column of a project's deploy jobs, as a loose index scan of its
+/// partial index: each step seeks the next value after the last. Expands to a CTE `$name(p, v)`
+/// of (project, value) for the selected projects; `v` is NULL on each project's last row.
+macro_rules! deploy_values {
+    ($name:literal, $col:literal) => {
+        concat!(
+            $name,
+            "(p, v) AS (
+                SELECT s.id, (SELECT min(j.",
+            $col,
+            ") FROM jobs j
+                    WHERE j.kind = 'deploy' AND j.project_id = s.id) FROM sel s
+                UNION ALL
+                SELECT x.p, (SELECT min(j.",
+            $col,
+            ") FROM jobs j
+                    WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.",
+            $col,
+            " > x.v)
+                FROM ",
+            $name,
+            " x WHERE x.v IS NOT NULL)"
+        )
+    };
+}
+
+/// Whether project `x.p` has a deploy job with `x.v` in the column, in the window (?2, ?3).
+macro_rules! deploy_active {
+    ($col:literal) => {
+        concat!(
+            "x.v IS NOT NULL AND EXISTS (SELECT 1 FROM jobs j WHERE j.kind = 'deploy'
+                AND j.project_id = x.p AND j.",
+            $col,
+            " = x.v
+                AND coalesce(j.started_at, j.created_at) >= ?2
+                AND coalesce(j.started_at, j.created_at) < ?3)"
+        )
+    };
+}
+
+/// OVERVIEW when the window is whole buckets, without reading the window's jobs. ?2 window
+/// start, ?3 window end (exclusive), ?4 first bucket, ?5 bucket after the last.
+/// - projects and (project, workflow) pairs: the workflows of the selected projects with a job
+///   in a bucket of the window (zadig_workflow_buckets, one seek per workflow);
+/// - clusters, services, (project, env) pairs: a loose scan of the deploy jobs' partial indexes
+///   (jobs_deploy_cluster, _service, _env), one seek per distinct value and one probe of the
+///   window for it;
+/// - artifacts: the distinct artifacts of the selected projects' rows of the window in
+///   zadig_artifact_buckets.
+const OVERVIEW_FAST: &str = with_selected_projects!(
+    ", wf(id, project_id) AS MATERIALIZED (
+        SELECT w.id, w.project_id FROM workflows w
+        WHERE w.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_workflow_buckets b
+            WHERE b.workflow_id = w.id AND b.bucket >= ?4 AND b.bucket < ?5 AND b.n > 0)), ",
+    deploy_values!("clusters", "cluster"),
+    ", ",
+    deploy_values!("services", "service"),
+    ", ",
+    deploy_values!("envs", "env"),
+    " SELECT
+        (SELECT count(DISTINCT project_id) FROM wf),
+        (SELECT count(DISTINCT x.v) FROM clusters x WHERE ",
+    deploy_active!("cluster"),
+    "),
+        (SELECT count(DISTINCT x.v) FROM services x WHERE ",
+    deploy_active!("service"),
+    "),
+        (SELECT count(*) FROM wf),
+        (SELECT count(*) FROM envs x WHERE ",
+    deploy_active!("env"),
+    "),
+        (SELECT count(DISTINCT a.artifact_id) FROM zadig_artifact_buckets a
+            WHERE a.project_id IN sel AND a.bucket >= ?4 AND a.bucket < ?5 AND a.n > 0)"
+);
+
 /// `GET /openapi/statistics/overview`.
 fn overview(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let w = window(app, req, false)?;
     let projects = project_filter(req);
-    let counts = conn.prepare_cached(OVERVIEW)?.query_row(
-        params![projects, w.start_ms(), w.end_ms()],
-        |r| {
-            Ok([
-                r.get::<_, i64>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ])
-        },
-    )?;
+    let six = |r: &Row| {
+        Ok([
+            r.get::<_, i64>(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ])
+    };
+    let (start, end) = (w.start_ms(), w.end_ms());
+    let counts = match w.buckets() {
+        Some((first, after)) => conn
+            .prepare_cached(OVERVIEW_FAST)?
+            .query_row(params![projects, start, end, first, after], six)?,
+        None => conn
+            .prepare_cached(OVERVIEW)?
+            .query_row(params![projects, start, end], six)?,
+    };
     let [project, cluster, service, workflow, env, artifact] = counts;
     Ok(Resp::json(
         200,
