@@ -133,6 +133,22 @@ CREATE TABLE zadig_workflow_buckets (
     PRIMARY KEY (workflow_id, bucket)
 ) STRICT, WITHOUT ROWID;
 
+-- Finished jobs per project, kind, bucket and production flag: the build, deploy, release and
+-- test series add these rows up instead of counting jobs.
+CREATE TABLE zadig_job_buckets (
+    project_id  INTEGER NOT NULL, -- projects.id of the jobs
+    kind        TEXT NOT NULL,    -- jobs.kind
+    bucket      INTEGER NOT NULL, -- quarter hour of the jobs' day time
+    production  INTEGER NOT NULL, -- jobs.production
+    finished    INTEGER NOT NULL, -- finished jobs (success, failed, error, canceled, timeout, skipped)
+    success     INTEGER NOT NULL, -- of which success
+    timeout     INTEGER NOT NULL, -- of which timeout
+    failed      INTEGER NOT NULL, -- of which failed or error
+    duration_ms INTEGER NOT NULL, -- sum of stopped_at - coalesce(started_at, created_at) over those with a stopped_at
+    timed       INTEGER NOT NULL, -- how many of them have a stopped_at
+    PRIMARY KEY (project_id, kind, bucket, production)
+) STRICT, WITHOUT ROWID;
+
 -- Every distinct artifact string any job listed, numbered.
 CREATE TABLE zadig_artifacts (
     id   INTEGER PRIMARY KEY,  -- rowid

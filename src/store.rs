@@ -1017,6 +1017,23 @@ const ZADIG_WORKFLOW_JOB: &str = concat!(
     ", ?2 FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = ?1
     ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n"
 );
+/// ?1 job, ?2 +1 or -1: the job in the series, when finished.
+const ZADIG_SERIES_JOB: &str = concat!(
+    "INSERT INTO zadig_job_buckets (project_id, kind, bucket, production, finished, success,
+        timeout, failed, duration_ms, timed)
+    SELECT j.project_id, j.kind, ",
+    zadig_bucket!(),
+    ", j.production, ?2, ?2 * (j.status = 'success'), ?2 * (j.status = 'timeout'),
+        ?2 * (j.status = 'failed' OR j.status = 'error'),
+        ?2 * coalesce(j.stopped_at - coalesce(j.started_at, j.created_at), 0),
+        ?2 * (j.stopped_at IS NOT NULL)
+    FROM jobs j WHERE j.id = ?1
+      AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
+    ON CONFLICT (project_id, kind, bucket, production) DO UPDATE SET
+        finished = finished + excluded.finished, success = success + excluded.success,
+        timeout = timeout + excluded.timeout, failed = failed + excluded.failed,
+        duration_ms = duration_ms + excluded.duration_ms, timed = timed + excluded.timed"
+);
 /// ?1 job: numbers the artifacts it lists that have no number yet.
 const ZADIG_NAME_ARTIFACTS: &str = "INSERT OR IGNORE INTO zadig_artifacts (name)
     SELECT a.value FROM jobs j, json_each(j.artifacts) a WHERE j.id = ?1 AND j.artifacts IS NOT NULL";
@@ -1056,11 +1073,15 @@ const ZADIG_WORKFLOW_RUN: &str = concat!(
     ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n"
 );
 
-/// Counts a job just inserted, or just updated, into the workflow and artifact rollups.
-/// Its tests are counted by `zadig_tests_added`.
+/// Counts a job just inserted, or just updated, into the series, workflow and artifact
+/// rollups. Its tests are counted by `zadig_tests_added`.
 pub fn zadig_job_added(conn: &Connection, job_id: i64, job: &Job) -> Result<()> {
     conn.prepare_cached(ZADIG_WORKFLOW_JOB)?
         .execute(params![job_id, 1])?;
+    if job.status.is_terminal() {
+        conn.prepare_cached(ZADIG_SERIES_JOB)?
+            .execute(params![job_id, 1])?;
+    }
     if job.artifacts.as_ref().is_some_and(|a| !a.is_empty()) {
         conn.prepare_cached(ZADIG_NAME_ARTIFACTS)?
             .execute([job_id])?;
@@ -1074,6 +1095,8 @@ pub fn zadig_job_added(conn: &Connection, job_id: i64, job: &Job) -> Result<()> 
 /// updated (the update deletes its tests; `zadig_job_added` counts the updated job).
 pub fn zadig_job_removing(conn: &Connection, job_id: i64) -> Result<()> {
     conn.prepare_cached(ZADIG_WORKFLOW_JOB)?
+        .execute(params![job_id, -1])?;
+    conn.prepare_cached(ZADIG_SERIES_JOB)?
         .execute(params![job_id, -1])?;
     conn.prepare_cached(ZADIG_ARTIFACT_JOB)?
         .execute(params![job_id, -1])?;
@@ -1113,6 +1136,7 @@ pub fn zadig_run_workflow(conn: &Connection, run_id: i64, workflow_id: i64) -> R
 /// one write at a time): for a database filled before they existed, and for tests.
 pub const ZADIG_REBUILD: &str = concat!(
     "DELETE FROM zadig_workflow_buckets;
+    DELETE FROM zadig_job_buckets;
     DELETE FROM zadig_artifact_buckets;
     DELETE FROM zadig_case_buckets;
     INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
@@ -1120,6 +1144,17 @@ pub const ZADIG_REBUILD: &str = concat!(
     zadig_bucket!(),
     " AS bucket, count(*) FROM jobs j JOIN runs r ON r.id = j.run_id
     GROUP BY r.workflow_id, bucket;
+    INSERT INTO zadig_job_buckets (project_id, kind, bucket, production, finished, success,
+        timeout, failed, duration_ms, timed)
+    SELECT j.project_id, j.kind, ",
+    zadig_bucket!(),
+    " AS bucket, j.production, count(*), sum(j.status = 'success'), sum(j.status = 'timeout'),
+        sum(j.status = 'failed' OR j.status = 'error'),
+        coalesce(sum(j.stopped_at - coalesce(j.started_at, j.created_at)), 0),
+        count(j.stopped_at)
+    FROM jobs j
+    WHERE j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
+    GROUP BY j.project_id, j.kind, bucket, j.production;
     INSERT OR IGNORE INTO zadig_artifacts (name)
     SELECT a.value FROM jobs j, json_each(j.artifacts) a WHERE j.artifacts IS NOT NULL;
     INSERT INTO zadig_artifact_buckets (project_id, bucket, artifact_id, n)

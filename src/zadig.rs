@@ -287,6 +287,21 @@ const JOBS_BY_DAY: &str = with_selected_projects!(
     GROUP BY day ORDER BY day"
 );
 
+/// JOBS_BY_DAY from the series rollup (zadig_job_buckets) when the window is whole buckets:
+/// ?6 first bucket, ?7 bucket after the last; ?4 is unused. Every bucket lies in one day.
+const JOBS_BY_DAY_FAST: &str = with_selected_projects!(
+    "SELECT (b.bucket * 900000 - ?3) / 86400000 AS day,
+        sum(b.finished) AS total,
+        sum(b.success) AS success,
+        sum(b.failed + b.timeout) AS failure,
+        sum(sum(b.finished)) OVER () AS all_total,
+        sum(sum(b.success)) OVER () AS all_success
+    FROM zadig_job_buckets b
+    WHERE b.project_id IN sel AND b.kind = ?2 AND b.bucket >= ?6 AND b.bucket < ?7
+      AND (?5 IS NULL OR b.production = ?5) AND ?4 IS NOT NULL
+    GROUP BY day ORDER BY day"
+);
+
 /// One grouped day (or week): its index in the series and its counts.
 struct Bucket {
     index: i64,
@@ -307,14 +322,29 @@ fn count_by_day(
     w: &Window,
     production: Option<bool>,
 ) -> Result<Daily> {
-    let mut stmt = conn.prepare_cached(JOBS_BY_DAY)?;
-    let mut rows = stmt.query(params![
-        projects,
-        kind,
-        w.start_ms(),
-        w.end_ms(),
-        production
-    ])?;
+    let (first, after) = w.buckets().unzip();
+    let mut stmt = match w.buckets() {
+        Some(_) => conn.prepare_cached(JOBS_BY_DAY_FAST)?,
+        None => conn.prepare_cached(JOBS_BY_DAY)?,
+    };
+    let mut rows = match w.buckets() {
+        Some(_) => stmt.query(params![
+            projects,
+            kind,
+            w.start_ms(),
+            w.end_ms(),
+            production,
+            first,
+            after
+        ])?,
+        None => stmt.query(params![
+            projects,
+            kind,
+            w.start_ms(),
+            w.end_ms(),
+            production
+        ])?,
+    };
     let mut out = Daily {
         buckets: Vec::new(),
         total: 0,
@@ -413,6 +443,23 @@ const TEST_JOBS_BY_WEEK: &str = with_selected_projects!(
     GROUP BY week ORDER BY week"
 );
 
+/// TEST_JOBS_BY_WEEK from the series rollup (zadig_job_buckets) when the window is whole
+/// buckets: ?5 first bucket, ?6 bucket after the last; ?3 is unused.
+const TEST_JOBS_BY_WEEK_FAST: &str = with_selected_projects!(
+    "SELECT (b.bucket * 900000 - ?4) / 604800000 AS week,
+        sum(b.success) AS success,
+        sum(b.timeout) AS timeout,
+        sum(b.failed) AS failed,
+        sum(sum(b.finished)) OVER () AS exec_count,
+        sum(sum(b.success)) OVER () AS success_count,
+        sum(sum(b.duration_ms)) OVER () AS duration_ms,
+        sum(sum(b.timed)) OVER () AS timed
+    FROM zadig_job_buckets b
+    WHERE b.project_id IN sel AND b.kind = 'test' AND b.bucket >= ?5 AND b.bucket < ?6
+      AND ?2 IS NOT NULL AND ?3 IS NOT NULL
+    GROUP BY week ORDER BY week"
+);
+
 /// Distinct test cases (project, suite, classname, name) reported by test jobs of the window.
 /// Uses jobs_by_project_kind_start for the jobs, then tests_by_job.
 const TEST_CASES: &str = with_selected_projects!(
@@ -437,8 +484,17 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let w = window(app, req, false)?;
     let projects = project_filter(req);
     let monday_ms = w.first_monday() * DAY_MS - w.offset_ms;
-    let mut stmt = conn.prepare_cached(TEST_JOBS_BY_WEEK)?;
-    let mut rows = stmt.query(params![projects, w.start_ms(), w.end_ms(), monday_ms])?;
+    let (start, end) = (w.start_ms(), w.end_ms());
+    let mut stmt = match w.buckets() {
+        Some(_) => conn.prepare_cached(TEST_JOBS_BY_WEEK_FAST)?,
+        None => conn.prepare_cached(TEST_JOBS_BY_WEEK)?,
+    };
+    let mut rows = match w.buckets() {
+        Some((first, after)) => {
+            stmt.query(params![projects, start, end, monday_ms, first, after])?
+        }
+        None => stmt.query(params![projects, start, end, monday_ms])?,
+    };
     let mut buckets = Vec::new();
     let (mut exec_count, mut success_count, mut duration_ms, mut timed) = (0i64, 0i64, 0i64, 0i64);
     while let Some(r) = rows.next()? {
@@ -706,6 +762,33 @@ fn rollbacks(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Prints the query plans docs/benchmarks-zadig.md shows, for the database named by
+    /// `PIPESTAT_BENCH_DB`: `cargo test --release --lib -- --ignored --nocapture plans`.
+    #[test]
+    #[ignore = "needs PIPESTAT_BENCH_DB"]
+    fn plans() {
+        let Some(db) = std::env::var_os("PIPESTAT_BENCH_DB") else {
+            return;
+        };
+        let conn = Connection::open(db).expect("database");
+        for (name, sql) in [
+            ("JOBS_BY_DAY", JOBS_BY_DAY),
+            ("JOBS_BY_DAY_FAST", JOBS_BY_DAY_FAST),
+            ("TEST_JOBS_BY_WEEK_FAST", TEST_JOBS_BY_WEEK_FAST),
+            ("TEST_CASES_FAST", TEST_CASES_FAST),
+            ("OVERVIEW_FAST", OVERVIEW_FAST),
+        ] {
+            println!("{name}");
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("statement");
+            let mut rows = stmt.query([]).expect("plan");
+            while let Some(r) = rows.next().expect("row") {
+                println!("  {}", r.get::<_, String>(3).expect("detail"));
+            }
+        }
+    }
 
     #[test]
     fn dates_from_day_numbers() {
