@@ -783,7 +783,8 @@ mod tests {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .expect("statement");
-            let mut rows = stmt.query([]).expect("plan");
+            let nulls = vec![None::<i64>; stmt.parameter_count()];
+            let mut rows = stmt.query(rusqlite::params_from_iter(nulls)).expect("plan");
             while let Some(r) = rows.next().expect("row") {
                 println!("  {}", r.get::<_, String>(3).expect("detail"));
             }
