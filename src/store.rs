@@ -519,7 +519,7 @@ fn insert_tests(
             t.message
         ])?;
     }
-    zadig_tests_added(conn, job_id)?;
+    zadig_tests_added(conn, job_id, tests)?;
     Ok(())
 }
 
@@ -1107,11 +1107,25 @@ pub fn zadig_job_removing(conn: &Connection, job_id: i64) -> Result<()> {
     zadig_tests_removing(conn, job_id)
 }
 
-/// Counts the stored tests of a job (just inserted) into the test case rollup.
-pub fn zadig_tests_added(conn: &Connection, job_id: i64) -> Result<()> {
-    conn.prepare_cached(ZADIG_NAME_CASES)?.execute([job_id])?;
-    conn.prepare_cached(ZADIG_CASES_JOB)?
-        .execute(params![job_id, 1])?;
+/// Counts the stored tests of a job (just inserted: `tests`) into the test case rollup. Most
+/// reports repeat known cases, so the counts are added first; only when fewer cases matched
+/// than the report holds are they taken back, the new cases numbered, and the counts added again.
+pub fn zadig_tests_added(conn: &Connection, job_id: i64, tests: &[TestCase]) -> Result<()> {
+    let cases: std::collections::HashSet<(Option<&str>, Option<&str>, &str)> = tests
+        .iter()
+        .map(|t| (t.suite.as_deref(), t.classname.as_deref(), t.name.as_str()))
+        .collect();
+    let mut add = conn.prepare_cached(ZADIG_CASES_JOB)?;
+    let matched = add.execute(params![job_id, 1])?;
+    if matched < cases.len() {
+        if matched > 0 {
+            add.execute(params![job_id, -1])?;
+        }
+        let named = conn.prepare_cached(ZADIG_NAME_CASES)?.execute([job_id])?;
+        if named + matched > 0 {
+            add.execute(params![job_id, 1])?;
+        }
+    }
     Ok(())
 }
 
