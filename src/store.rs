@@ -996,7 +996,8 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
 }
 
 // ---------------------------------------------------------------------------------------------
-// Zadig rollups (schema.sql: zadig_workflow_buckets, zadig_artifact_buckets, zadig_case_buckets).
+// Zadig rollups (schema.sql: zadig_job_buckets, zadig_workflow_buckets, zadig_artifact_buckets,
+// zadig_case_buckets).
 // Each row counts the stored jobs or test results behind it. A job adds itself once inserted
 // (and again once updated), subtracts itself before it is updated, and its tests subtract
 // themselves before they are deleted, so the counts always describe what is stored now.
