@@ -107,6 +107,13 @@ CREATE INDEX jobs_by_project_kind_start ON jobs (project_id, kind, coalesce(star
 CREATE INDEX jobs_insights ON jobs (run_id, name, status, created_at, started_at, stopped_at,
     credits_used, kind);
 
+-- Zadig's overview (zadig.rs: OVERVIEW_FAST): a loose index scan over each project's few distinct
+-- deploy clusters, services and envs, probing each for a deploy job in the window. Partial, so
+-- only deploy jobs pay for them at ingest.
+CREATE INDEX jobs_deploy_cluster ON jobs (project_id, cluster, coalesce(started_at, created_at)) WHERE kind = 'deploy';
+CREATE INDEX jobs_deploy_service ON jobs (project_id, service, coalesce(started_at, created_at)) WHERE kind = 'deploy';
+CREATE INDEX jobs_deploy_env ON jobs (project_id, env, coalesce(started_at, created_at)) WHERE kind = 'deploy';
+
 -- One test case result, reported inline with a job or uploaded as a JUnit report.
 CREATE TABLE test_results (
     id         INTEGER PRIMARY KEY,                      -- rowid
@@ -129,6 +136,73 @@ CREATE INDEX tests_by_job ON test_results (job_id);
 -- partial, so only failures (a small share of the rows) are indexed.
 CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)
     WHERE result = 'failure' OR result = 'error';
+
+-- Zadig rollups (zadig.rs: OVERVIEW_FAST, TEST_CASES_FAST; kept by store.rs: zadig_*). They
+-- answer "which X had a job in this window" without reading the window's jobs. A bucket is a
+-- quarter hour: floor(coalesce(started_at, created_at) / 900000) of a job, the job's day time.
+-- Windows whose UTC offset is a whole number of quarter hours (every real time zone) are whole
+-- buckets; any other offset is answered from the jobs themselves. Every row counts the stored
+-- rows behind it (`n`), and every insert, update and replacement of a job or its tests adds or
+-- subtracts exactly those, so the rollups follow the current state of the store (never "it
+-- once ran there"). A row whose count fell to 0 stays; readers require n > 0.
+
+-- Jobs per workflow and bucket (the workflow is that of the job's run).
+CREATE TABLE zadig_workflow_buckets (
+    workflow_id INTEGER NOT NULL, -- workflows.id of the jobs' run
+    bucket      INTEGER NOT NULL, -- quarter hour of the jobs' day time
+    n           INTEGER NOT NULL, -- how many stored jobs of the workflow fall in the bucket
+    PRIMARY KEY (workflow_id, bucket)
+) STRICT, WITHOUT ROWID;
+
+-- Finished jobs per project, kind, bucket and production flag: the build, deploy, release and
+-- test series add these rows up instead of counting jobs.
+CREATE TABLE zadig_job_buckets (
+    project_id  INTEGER NOT NULL, -- projects.id of the jobs
+    kind        TEXT NOT NULL,    -- jobs.kind
+    bucket      INTEGER NOT NULL, -- quarter hour of the jobs' day time
+    production  INTEGER NOT NULL, -- jobs.production
+    finished    INTEGER NOT NULL, -- finished jobs (success, failed, error, canceled, timeout, skipped)
+    success     INTEGER NOT NULL, -- of which success
+    timeout     INTEGER NOT NULL, -- of which timeout
+    failed      INTEGER NOT NULL, -- of which failed or error
+    duration_ms INTEGER NOT NULL, -- sum of stopped_at - coalesce(started_at, created_at) over those with a stopped_at
+    timed       INTEGER NOT NULL, -- how many of them have a stopped_at
+    PRIMARY KEY (project_id, kind, bucket, production)
+) STRICT, WITHOUT ROWID;
+
+-- Every distinct artifact string any job listed, numbered.
+CREATE TABLE zadig_artifacts (
+    id   INTEGER PRIMARY KEY,  -- rowid
+    name TEXT NOT NULL UNIQUE  -- the artifact, as listed in jobs.artifacts
+) STRICT;
+
+-- Jobs listing an artifact, per project and bucket.
+CREATE TABLE zadig_artifact_buckets (
+    project_id  INTEGER NOT NULL, -- projects.id of the jobs
+    bucket      INTEGER NOT NULL, -- quarter hour of the jobs' day time
+    artifact_id INTEGER NOT NULL, -- zadig_artifacts.id
+    n           INTEGER NOT NULL, -- how many stored jobs of the project in the bucket list it
+    PRIMARY KEY (project_id, bucket, artifact_id)
+) STRICT, WITHOUT ROWID;
+
+-- Every distinct test case (project, suite, classname, name) reported by a test job, numbered.
+-- suite and classname may be NULL; writers look a case up with IS, so NULL matches NULL.
+CREATE TABLE zadig_test_cases (
+    id         INTEGER PRIMARY KEY, -- rowid
+    project_id INTEGER NOT NULL,    -- projects.id
+    suite      TEXT,                -- test_results.suite
+    classname  TEXT,                -- test_results.classname
+    name       TEXT NOT NULL        -- test_results.name
+) STRICT;
+CREATE INDEX zadig_test_cases_by_key ON zadig_test_cases (project_id, name, classname, suite);
+
+-- Results of a test case in test jobs (kind = 'test'), per bucket.
+CREATE TABLE zadig_case_buckets (
+    case_id INTEGER NOT NULL, -- zadig_test_cases.id
+    bucket  INTEGER NOT NULL, -- quarter hour of the test jobs' day time
+    n       INTEGER NOT NULL, -- how many stored results of the case those jobs hold
+    PRIMARY KEY (case_id, bucket)
+) STRICT, WITHOUT ROWID;
 
 -- Zadig-shaped rollback records.
 CREATE TABLE rollbacks (

@@ -346,6 +346,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     wf.max_number = n;
                     wf.dirty = true;
                 }
+                zadig_run_workflow(conn, run_id, workflow_id)?;
                 conn.prepare_cached(UPDATE_RUN)?.execute(params![
                     run_id,
                     workflow_id,
@@ -435,6 +436,7 @@ fn insert_job(
         ],
         |r| r.get(0),
     )?;
+    zadig_job_added(conn, id, job)?;
     Ok(id)
 }
 
@@ -462,6 +464,7 @@ fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Resu
             if !is_fresher(job.status, job.stopped_at, old_status, old_stop) {
                 return Ok(());
             }
+            zadig_job_removing(conn, job_id)?;
             conn.prepare_cached(UPDATE_JOB)?.execute(params![
                 job_id,
                 job.name,
@@ -482,6 +485,7 @@ fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Resu
                 job.production,
                 artifacts_json(job)
             ])?;
+            zadig_job_added(conn, job_id, job)?;
             conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
             job_id
         }
@@ -515,6 +519,7 @@ fn insert_tests(
             t.message
         ])?;
     }
+    zadig_tests_added(conn, job_id, tests)?;
     Ok(())
 }
 
@@ -619,6 +624,7 @@ pub fn attach_tests(
             )
         }
     };
+    zadig_tests_removing(conn, job_id)?;
     conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
     insert_tests(conn, job_id, run_id, project_id, tests)?;
     let job_name: String =
@@ -987,6 +993,216 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
             Ok(Upsert::Stale)
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zadig rollups (schema.sql: zadig_job_buckets, zadig_workflow_buckets, zadig_artifact_buckets,
+// zadig_case_buckets).
+// Each row counts the stored jobs or test results behind it. A job adds itself once inserted
+// (and again once updated), subtracts itself before it is updated, and its tests subtract
+// themselves before they are deleted, so the counts always describe what is stored now.
+
+/// A job's quarter-hour bucket: floor(coalesce(started_at, created_at) / 900000), also for
+/// times before 1970 (SQLite's `/` truncates toward zero).
+macro_rules! zadig_bucket {
+    () => {
+        "((coalesce(j.started_at, j.created_at) - (coalesce(j.started_at, j.created_at) % 900000 + 900000) % 900000) / 900000)"
+    };
+}
+
+// The statements below write `= +?1`, not `= ?1`: SQLite (3.54) re-prepares a statement that
+// joins on a row chosen by a bare `= ?N` every time the value changes, which made each of them
+// cost a parse and a plan per job; the unary + keeps the same seek without that.
+
+/// ?1 job, ?2 +1 or -1: the job in its run's workflow.
+const ZADIG_WORKFLOW_JOB: &str = concat!(
+    "INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
+    SELECT r.workflow_id, ",
+    zadig_bucket!(),
+    ", ?2 FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = +?1
+    ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n"
+);
+/// ?1 job, ?2 +1 or -1: the job in the series, when finished.
+const ZADIG_SERIES_JOB: &str = concat!(
+    "INSERT INTO zadig_job_buckets (project_id, kind, bucket, production, finished, success,
+        timeout, failed, duration_ms, timed)
+    SELECT j.project_id, j.kind, ",
+    zadig_bucket!(),
+    ", j.production, ?2, ?2 * (j.status = 'success'), ?2 * (j.status = 'timeout'),
+        ?2 * (j.status = 'failed' OR j.status = 'error'),
+        ?2 * coalesce(j.stopped_at - coalesce(j.started_at, j.created_at), 0),
+        ?2 * (j.stopped_at IS NOT NULL)
+    FROM jobs j WHERE j.id = +?1
+      AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
+    ON CONFLICT (project_id, kind, bucket, production) DO UPDATE SET
+        finished = finished + excluded.finished, success = success + excluded.success,
+        timeout = timeout + excluded.timeout, failed = failed + excluded.failed,
+        duration_ms = duration_ms + excluded.duration_ms, timed = timed + excluded.timed"
+);
+/// ?1 job: numbers the artifacts it lists that have no number yet.
+const ZADIG_NAME_ARTIFACTS: &str = "INSERT OR IGNORE INTO zadig_artifacts (name)
+    SELECT a.value FROM jobs j, json_each(j.artifacts) a WHERE j.id = +?1 AND j.artifacts IS NOT NULL";
+/// ?1 job, ?2 +1 or -1: each distinct artifact the job lists, once.
+const ZADIG_ARTIFACT_JOB: &str = concat!(
+    "INSERT INTO zadig_artifact_buckets (project_id, bucket, artifact_id, n)
+    SELECT j.project_id, ",
+    zadig_bucket!(),
+    ", d.id, ?2 FROM jobs j, json_each(j.artifacts) a JOIN zadig_artifacts d ON d.name = a.value
+    WHERE j.id = +?1 AND j.artifacts IS NOT NULL GROUP BY d.id
+    ON CONFLICT (project_id, bucket, artifact_id) DO UPDATE SET n = n + excluded.n"
+);
+/// ?1 job: numbers the test cases of a test job that have no number yet.
+const ZADIG_NAME_CASES: &str = "INSERT INTO zadig_test_cases (project_id, suite, classname, name)
+    SELECT DISTINCT t.project_id, t.suite, t.classname, t.name FROM test_results t
+    WHERE t.job_id = +?1 AND (SELECT kind FROM jobs WHERE id = ?1) = 'test'
+      AND NOT EXISTS (SELECT 1 FROM zadig_test_cases c WHERE c.project_id = t.project_id
+        AND c.name = t.name AND c.classname IS t.classname AND c.suite IS t.suite)";
+/// ?1 job, ?2 +1 or -1: the stored test results of a test job, per case.
+const ZADIG_CASES_JOB: &str = concat!(
+    "INSERT INTO zadig_case_buckets (case_id, bucket, n)
+    SELECT c.id, ",
+    zadig_bucket!(),
+    ", count(*) * ?2 FROM jobs j JOIN test_results t ON t.job_id = j.id
+    JOIN zadig_test_cases c ON c.project_id = t.project_id AND c.name = t.name
+      AND c.classname IS t.classname AND c.suite IS t.suite
+    WHERE j.id = +?1 AND j.kind = 'test' GROUP BY c.id
+    ON CONFLICT (case_id, bucket) DO UPDATE SET n = n + excluded.n"
+);
+const ZADIG_RUN_WORKFLOW: &str = "SELECT workflow_id FROM runs WHERE id = ?1";
+/// ?1 run, ?2 workflow, ?3 +1 or -1: every job of the run, in that workflow.
+const ZADIG_WORKFLOW_RUN: &str = concat!(
+    "INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
+    SELECT ?2, ",
+    zadig_bucket!(),
+    " AS bucket, count(*) * ?3 FROM jobs j WHERE j.run_id = +?1 GROUP BY bucket
+    ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n"
+);
+
+/// Counts a job just inserted, or just updated, into the series, workflow and artifact
+/// rollups. Its tests are counted by `zadig_tests_added`.
+pub fn zadig_job_added(conn: &Connection, job_id: i64, job: &Job) -> Result<()> {
+    conn.prepare_cached(ZADIG_WORKFLOW_JOB)?
+        .execute(params![job_id, 1])?;
+    if job.status.is_terminal() {
+        conn.prepare_cached(ZADIG_SERIES_JOB)?
+            .execute(params![job_id, 1])?;
+    }
+    if job.artifacts.as_ref().is_some_and(|a| !a.is_empty()) {
+        conn.prepare_cached(ZADIG_NAME_ARTIFACTS)?
+            .execute([job_id])?;
+        conn.prepare_cached(ZADIG_ARTIFACT_JOB)?
+            .execute(params![job_id, 1])?;
+    }
+    Ok(())
+}
+
+/// Subtracts a stored job, and its stored tests, from every rollup: call it before the job is
+/// updated (the update deletes its tests; `zadig_job_added` counts the updated job).
+pub fn zadig_job_removing(conn: &Connection, job_id: i64) -> Result<()> {
+    conn.prepare_cached(ZADIG_WORKFLOW_JOB)?
+        .execute(params![job_id, -1])?;
+    conn.prepare_cached(ZADIG_SERIES_JOB)?
+        .execute(params![job_id, -1])?;
+    conn.prepare_cached(ZADIG_ARTIFACT_JOB)?
+        .execute(params![job_id, -1])?;
+    zadig_tests_removing(conn, job_id)
+}
+
+/// Counts the stored tests of a job (just inserted: `tests`) into the test case rollup. Most
+/// reports repeat known cases, so the counts are added first; only when fewer cases matched
+/// than the report holds are they taken back, the new cases numbered, and the counts added again.
+pub fn zadig_tests_added(conn: &Connection, job_id: i64, tests: &[TestCase]) -> Result<()> {
+    let cases: std::collections::HashSet<(Option<&str>, Option<&str>, &str)> = tests
+        .iter()
+        .map(|t| (t.suite.as_deref(), t.classname.as_deref(), t.name.as_str()))
+        .collect();
+    let mut add = conn.prepare_cached(ZADIG_CASES_JOB)?;
+    let matched = add.execute(params![job_id, 1])?;
+    if matched < cases.len() {
+        if matched > 0 {
+            add.execute(params![job_id, -1])?;
+        }
+        let named = conn.prepare_cached(ZADIG_NAME_CASES)?.execute([job_id])?;
+        if named + matched > 0 {
+            add.execute(params![job_id, 1])?;
+        }
+    }
+    Ok(())
+}
+
+/// Subtracts the stored tests of a job from the test case rollup: call it before deleting them.
+pub fn zadig_tests_removing(conn: &Connection, job_id: i64) -> Result<()> {
+    conn.prepare_cached(ZADIG_CASES_JOB)?
+        .execute(params![job_id, -1])?;
+    Ok(())
+}
+
+/// Moves a run's jobs to `workflow_id` in the workflow rollup when the run is about to change
+/// workflow: call it before updating the run.
+pub fn zadig_run_workflow(conn: &Connection, run_id: i64, workflow_id: i64) -> Result<()> {
+    let old: i64 = conn
+        .prepare_cached(ZADIG_RUN_WORKFLOW)?
+        .query_row([run_id], |r| r.get(0))?;
+    if old != workflow_id {
+        let mut stmt = conn.prepare_cached(ZADIG_WORKFLOW_RUN)?;
+        stmt.execute(params![run_id, old, -1])?;
+        stmt.execute(params![run_id, workflow_id, 1])?;
+    }
+    Ok(())
+}
+
+/// The rollups recomputed from the stored jobs and tests (what the functions above maintain
+/// one write at a time): for a database filled before they existed, and for tests.
+pub const ZADIG_REBUILD: &str = concat!(
+    "DELETE FROM zadig_workflow_buckets;
+    DELETE FROM zadig_job_buckets;
+    DELETE FROM zadig_artifact_buckets;
+    DELETE FROM zadig_case_buckets;
+    INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
+    SELECT r.workflow_id, ",
+    zadig_bucket!(),
+    " AS bucket, count(*) FROM jobs j JOIN runs r ON r.id = j.run_id
+    GROUP BY r.workflow_id, bucket;
+    INSERT INTO zadig_job_buckets (project_id, kind, bucket, production, finished, success,
+        timeout, failed, duration_ms, timed)
+    SELECT j.project_id, j.kind, ",
+    zadig_bucket!(),
+    " AS bucket, j.production, count(*), sum(j.status = 'success'), sum(j.status = 'timeout'),
+        sum(j.status = 'failed' OR j.status = 'error'),
+        coalesce(sum(j.stopped_at - coalesce(j.started_at, j.created_at)), 0),
+        count(j.stopped_at)
+    FROM jobs j
+    WHERE j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
+    GROUP BY j.project_id, j.kind, bucket, j.production;
+    INSERT OR IGNORE INTO zadig_artifacts (name)
+    SELECT a.value FROM jobs j, json_each(j.artifacts) a WHERE j.artifacts IS NOT NULL;
+    INSERT INTO zadig_artifact_buckets (project_id, bucket, artifact_id, n)
+    SELECT x.project_id, x.bucket, d.id, count(*) FROM (
+        SELECT DISTINCT j.id, j.project_id, ",
+    zadig_bucket!(),
+    " AS bucket, a.value AS name
+        FROM jobs j, json_each(j.artifacts) a WHERE j.artifacts IS NOT NULL) x
+    JOIN zadig_artifacts d ON d.name = x.name
+    GROUP BY x.project_id, x.bucket, d.id;
+    INSERT INTO zadig_test_cases (project_id, suite, classname, name)
+    SELECT DISTINCT t.project_id, t.suite, t.classname, t.name
+    FROM jobs j JOIN test_results t ON t.job_id = j.id
+    WHERE j.kind = 'test' AND NOT EXISTS (SELECT 1 FROM zadig_test_cases c
+        WHERE c.project_id = t.project_id AND c.name = t.name
+          AND c.classname IS t.classname AND c.suite IS t.suite);
+    INSERT INTO zadig_case_buckets (case_id, bucket, n)
+    SELECT c.id, ",
+    zadig_bucket!(),
+    " AS bucket, count(*) FROM jobs j JOIN test_results t ON t.job_id = j.id
+    JOIN zadig_test_cases c ON c.project_id = t.project_id AND c.name = t.name
+      AND c.classname IS t.classname AND c.suite IS t.suite
+    WHERE j.kind = 'test' GROUP BY c.id, bucket;"
+);
+
+/// Recomputes the Zadig rollups from the stored jobs and tests.
+pub fn zadig_rebuild(conn: &Connection) -> Result<()> {
+    conn.execute_batch(ZADIG_REBUILD)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ const DEFAULT_DAYS: i64 = 30;
 /// `tzo` bounds, in minutes: the offsets real time zones use (UTC-14:00 .. UTC+14:00).
 const MAX_TZO: i64 = 14 * 60;
 const MAX_PAGE_SIZE: i64 = 1000;
+/// A bucket of the Zadig rollups (schema.sql): a quarter hour.
+const BUCKET_MS: i64 = 900_000;
 /// The Julian day number of 1970-01-01.
 const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
@@ -72,6 +74,14 @@ impl Window {
     /// The instant after the last day ends (exclusive).
     fn end_ms(&self) -> i64 {
         (self.last_day + 1) * DAY_MS - self.offset_ms
+    }
+
+    /// The window as a range of rollup buckets (quarter hours, schema.sql), start included and
+    /// end excluded; None when the offset does not fall on a quarter hour, so the window's
+    /// ends are not bucket boundaries.
+    fn buckets(&self) -> Option<(i64, i64)> {
+        (self.offset_ms % BUCKET_MS == 0)
+            .then(|| (self.start_ms() / BUCKET_MS, self.end_ms() / BUCKET_MS))
     }
 
     fn days(&self) -> i64 {
@@ -250,12 +260,12 @@ fn date(day: i64) -> String {
 
 /// Prefixes a statement with the `sel` CTE of selected project ids.
 macro_rules! with_selected_projects {
-    ($sql:literal) => {
+    ($($sql:expr),+) => {
         concat!(
             "WITH sel(id) AS (SELECT id FROM projects WHERE ?1 IS NULL
                 OR key IN (SELECT value FROM json_each(?1))
                 OR slug IN (SELECT value FROM json_each(?1))) ",
-            $sql
+            $($sql),+
         )
     };
 }
@@ -274,6 +284,21 @@ const JOBS_BY_DAY: &str = with_selected_projects!(
     WHERE j.project_id IN sel AND j.kind = ?2 AND coalesce(j.started_at, j.created_at) >= ?3 AND coalesce(j.started_at, j.created_at) < ?4
       AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
       AND (?5 IS NULL OR j.production = ?5)
+    GROUP BY day ORDER BY day"
+);
+
+/// JOBS_BY_DAY from the series rollup (zadig_job_buckets) when the window is whole buckets:
+/// ?6 first bucket, ?7 bucket after the last; ?4 is unused. Every bucket lies in one day.
+const JOBS_BY_DAY_FAST: &str = with_selected_projects!(
+    "SELECT (b.bucket * 900000 - ?3) / 86400000 AS day,
+        sum(b.finished) AS total,
+        sum(b.success) AS success,
+        sum(b.failed + b.timeout) AS failure,
+        sum(sum(b.finished)) OVER () AS all_total,
+        sum(sum(b.success)) OVER () AS all_success
+    FROM zadig_job_buckets b
+    WHERE b.project_id IN sel AND b.kind = ?2 AND b.bucket >= ?6 AND b.bucket < ?7
+      AND (?5 IS NULL OR b.production = ?5) AND ?4 IS NOT NULL
     GROUP BY day ORDER BY day"
 );
 
@@ -297,14 +322,29 @@ fn count_by_day(
     w: &Window,
     production: Option<bool>,
 ) -> Result<Daily> {
-    let mut stmt = conn.prepare_cached(JOBS_BY_DAY)?;
-    let mut rows = stmt.query(params![
-        projects,
-        kind,
-        w.start_ms(),
-        w.end_ms(),
-        production
-    ])?;
+    let (first, after) = w.buckets().unzip();
+    let mut stmt = match w.buckets() {
+        Some(_) => conn.prepare_cached(JOBS_BY_DAY_FAST)?,
+        None => conn.prepare_cached(JOBS_BY_DAY)?,
+    };
+    let mut rows = match w.buckets() {
+        Some(_) => stmt.query(params![
+            projects,
+            kind,
+            w.start_ms(),
+            w.end_ms(),
+            production,
+            first,
+            after
+        ])?,
+        None => stmt.query(params![
+            projects,
+            kind,
+            w.start_ms(),
+            w.end_ms(),
+            production
+        ])?,
+    };
     let mut out = Daily {
         buckets: Vec::new(),
         total: 0,
@@ -403,6 +443,23 @@ const TEST_JOBS_BY_WEEK: &str = with_selected_projects!(
     GROUP BY week ORDER BY week"
 );
 
+/// TEST_JOBS_BY_WEEK from the series rollup (zadig_job_buckets) when the window is whole
+/// buckets: ?5 first bucket, ?6 bucket after the last; ?3 is unused.
+const TEST_JOBS_BY_WEEK_FAST: &str = with_selected_projects!(
+    "SELECT (b.bucket * 900000 - ?4) / 604800000 AS week,
+        sum(b.success) AS success,
+        sum(b.timeout) AS timeout,
+        sum(b.failed) AS failed,
+        sum(sum(b.finished)) OVER () AS exec_count,
+        sum(sum(b.success)) OVER () AS success_count,
+        sum(sum(b.duration_ms)) OVER () AS duration_ms,
+        sum(sum(b.timed)) OVER () AS timed
+    FROM zadig_job_buckets b
+    WHERE b.project_id IN sel AND b.kind = 'test' AND b.bucket >= ?5 AND b.bucket < ?6
+      AND ?2 IS NOT NULL AND ?3 IS NOT NULL
+    GROUP BY week ORDER BY week"
+);
+
 /// Distinct test cases (project, suite, classname, name) reported by test jobs of the window.
 /// Uses jobs_by_project_kind_start for the jobs, then tests_by_job.
 const TEST_CASES: &str = with_selected_projects!(
@@ -412,13 +469,32 @@ const TEST_CASES: &str = with_selected_projects!(
         WHERE j.project_id IN sel AND j.kind = 'test' AND coalesce(j.started_at, j.created_at) >= ?2 AND coalesce(j.started_at, j.created_at) < ?3)"
 );
 
+/// The same count from the rollup, when the window is whole buckets: test cases of the selected
+/// projects with a stored result in a test job of a bucket of the window. ?2 first bucket, ?3
+/// bucket after the last. Uses zadig_test_cases_by_key, then one seek of zadig_case_buckets per
+/// case.
+const TEST_CASES_FAST: &str = with_selected_projects!(
+    "SELECT count(*) FROM zadig_test_cases c
+    WHERE c.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_case_buckets b
+        WHERE b.case_id = c.id AND b.bucket >= ?2 AND b.bucket < ?3 AND b.n > 0)"
+);
+
 /// `GET /openapi/statistics/test`: test jobs and test cases, per ISO week.
 fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let w = window(app, req, false)?;
     let projects = project_filter(req);
     let monday_ms = w.first_monday() * DAY_MS - w.offset_ms;
-    let mut stmt = conn.prepare_cached(TEST_JOBS_BY_WEEK)?;
-    let mut rows = stmt.query(params![projects, w.start_ms(), w.end_ms(), monday_ms])?;
+    let (start, end) = (w.start_ms(), w.end_ms());
+    let mut stmt = match w.buckets() {
+        Some(_) => conn.prepare_cached(TEST_JOBS_BY_WEEK_FAST)?,
+        None => conn.prepare_cached(TEST_JOBS_BY_WEEK)?,
+    };
+    let mut rows = match w.buckets() {
+        Some((first, after)) => {
+            stmt.query(params![projects, start, end, monday_ms, first, after])?
+        }
+        None => stmt.query(params![projects, start, end, monday_ms])?,
+    };
     let mut buckets = Vec::new();
     let (mut exec_count, mut success_count, mut duration_ms, mut timed) = (0i64, 0i64, 0i64, 0i64);
     while let Some(r) = rows.next()? {
@@ -432,9 +508,14 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         });
     }
     drop(rows);
-    let case_count: i64 = conn
-        .prepare_cached(TEST_CASES)?
-        .query_row(params![projects, w.start_ms(), w.end_ms()], |r| r.get(0))?;
+    let case_count: i64 = match w.buckets() {
+        Some((first, end)) => conn
+            .prepare_cached(TEST_CASES_FAST)?
+            .query_row(params![projects, first, end], |r| r.get(0))?,
+        None => conn
+            .prepare_cached(TEST_CASES)?
+            .query_row(params![projects, w.start_ms(), w.end_ms()], |r| r.get(0))?,
+    };
     // Whole seconds, rounded half away from zero (durations are never negative).
     let average_runtime = if timed > 0 {
         (duration_ms as f64 / timed as f64 / 1000.0).round() as i64
@@ -488,23 +569,120 @@ const OVERVIEW: &str = with_selected_projects!(
             WHERE w.artifacts IS NOT NULL)"
 );
 
+/// Distinct values of one column of a project's deploy jobs, as a loose index scan of its
+/// partial index: each step seeks the next value after the last. Expands to a CTE `$name(p, v)`
+/// of (project, value) for the selected projects; `v` is NULL on each project's last row.
+macro_rules! deploy_values {
+    ($name:literal, $col:literal) => {
+        concat!(
+            $name,
+            "(p, v) AS (
+                SELECT s.id, (SELECT min(j.",
+            $col,
+            ") FROM jobs j
+                    WHERE j.kind = 'deploy' AND j.project_id = s.id) FROM sel s
+                UNION ALL
+                SELECT x.p, (SELECT min(j.",
+            $col,
+            ") FROM jobs j
+                    WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.",
+            $col,
+            " > x.v)
+                FROM ",
+            $name,
+            " x WHERE x.v IS NOT NULL)"
+        )
+    };
+}
+
+/// Whether project `x.p` has a deploy job with `x.v` in the column, in the window (?2, ?3).
+macro_rules! deploy_active {
+    ($col:literal) => {
+        concat!(
+            "x.v IS NOT NULL AND EXISTS (SELECT 1 FROM jobs j WHERE j.kind = 'deploy'
+                AND j.project_id = x.p AND j.",
+            $col,
+            " = x.v
+                AND coalesce(j.started_at, j.created_at) >= ?2
+                AND coalesce(j.started_at, j.created_at) < ?3)"
+        )
+    };
+}
+
+/// OVERVIEW when the window is whole buckets, without reading the window's jobs. ?2 window
+/// start, ?3 window end (exclusive), ?4 first bucket, ?5 bucket after the last.
+/// - projects and (project, workflow) pairs: the workflows of the selected projects with a job
+///   in a bucket of the window (zadig_workflow_buckets, one seek per workflow);
+/// - clusters, services, (project, env) pairs: a loose scan of the deploy jobs' partial indexes
+///   (jobs_deploy_cluster, _service, _env), one seek per distinct value and one probe of the
+///   window for it;
+/// - artifacts: 0 here, counted by ARTIFACTS_FAST.
+const OVERVIEW_FAST: &str = with_selected_projects!(
+    ", wf(id, project_id) AS MATERIALIZED (
+        SELECT w.id, w.project_id FROM workflows w
+        WHERE w.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_workflow_buckets b
+            WHERE b.workflow_id = w.id AND b.bucket >= ?4 AND b.bucket < ?5 AND b.n > 0)), ",
+    deploy_values!("clusters", "cluster"),
+    ", ",
+    deploy_values!("services", "service"),
+    ", ",
+    deploy_values!("envs", "env"),
+    " SELECT
+        (SELECT count(DISTINCT project_id) FROM wf),
+        (SELECT count(DISTINCT x.v) FROM clusters x WHERE ",
+    deploy_active!("cluster"),
+    "),
+        (SELECT count(DISTINCT x.v) FROM services x WHERE ",
+    deploy_active!("service"),
+    "),
+        (SELECT count(*) FROM wf),
+        (SELECT count(*) FROM envs x WHERE ",
+    deploy_active!("env"),
+    "), 0"
+);
+
+/// The artifacts of the selected projects' rows of the window in zadig_artifact_buckets, one
+/// per row and so repeated: counting the distinct ones in Rust (sort and dedup) takes a fraction
+/// of the time SQLite's `count(DISTINCT)` spends on its temporary b-tree. ?2 first bucket, ?3
+/// bucket after the last.
+const ARTIFACTS_FAST: &str = with_selected_projects!(
+    "SELECT a.artifact_id FROM zadig_artifact_buckets a
+    WHERE a.project_id IN sel AND a.bucket >= ?2 AND a.bucket < ?3 AND a.n > 0"
+);
+
 /// `GET /openapi/statistics/overview`.
 fn overview(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let w = window(app, req, false)?;
     let projects = project_filter(req);
-    let counts = conn.prepare_cached(OVERVIEW)?.query_row(
-        params![projects, w.start_ms(), w.end_ms()],
-        |r| {
-            Ok([
-                r.get::<_, i64>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ])
-        },
-    )?;
+    let six = |r: &Row| {
+        Ok([
+            r.get::<_, i64>(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ])
+    };
+    let (start, end) = (w.start_ms(), w.end_ms());
+    let counts = match w.buckets() {
+        Some((first, after)) => {
+            let mut counts = conn
+                .prepare_cached(OVERVIEW_FAST)?
+                .query_row(params![projects, start, end, first, after], six)?;
+            let mut ids = conn
+                .prepare_cached(ARTIFACTS_FAST)?
+                .query_map(params![projects, first, after], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            ids.sort_unstable();
+            ids.dedup();
+            counts[5] = ids.len() as i64;
+            counts
+        }
+        None => conn
+            .prepare_cached(OVERVIEW)?
+            .query_row(params![projects, start, end], six)?,
+    };
     let [project, cluster, service, workflow, env, artifact] = counts;
     Ok(Resp::json(
         200,
@@ -600,6 +778,35 @@ fn rollbacks(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Prints the query plans docs/benchmarks-zadig.md shows, for the database named by
+    /// `PIPESTAT_BENCH_DB`: `cargo test --release --lib -- --ignored --nocapture plans`.
+    #[test]
+    #[ignore = "needs PIPESTAT_BENCH_DB"]
+    fn plans() {
+        let Some(db) = std::env::var_os("PIPESTAT_BENCH_DB") else {
+            return;
+        };
+        let conn = Connection::open(db).expect("database");
+        for (name, sql) in [
+            ("JOBS_BY_DAY", JOBS_BY_DAY),
+            ("JOBS_BY_DAY_FAST", JOBS_BY_DAY_FAST),
+            ("TEST_JOBS_BY_WEEK_FAST", TEST_JOBS_BY_WEEK_FAST),
+            ("TEST_CASES_FAST", TEST_CASES_FAST),
+            ("OVERVIEW_FAST", OVERVIEW_FAST),
+            ("ARTIFACTS_FAST", ARTIFACTS_FAST),
+        ] {
+            println!("{name}");
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("statement");
+            let nulls = vec![None::<i64>; stmt.parameter_count()];
+            let mut rows = stmt.query(rusqlite::params_from_iter(nulls)).expect("plan");
+            while let Some(r) = rows.next().expect("row") {
+                println!("  {}", r.get::<_, String>(3).expect("detail"));
+            }
+        }
+    }
 
     #[test]
     fn dates_from_day_numbers() {

@@ -785,3 +785,150 @@ fn demo_data_answers_sensibly() {
     assert!(t["case_count"].as_i64().unwrap() > 0, "{t}");
     assert!(t["exec_count"].as_i64().unwrap() >= t["success_count"].as_i64().unwrap());
 }
+
+/// Every counting route's answer (rollups, for a window of whole quarter hours) against the
+/// same question asked with `tzo=1`, which pipestat answers from the jobs themselves. The data
+/// lies at whole hours in the middle of days, so the one-minute shift changes nothing.
+fn rollup_matches_exact(d: &Daemon, query: &str) -> (Value, Value) {
+    for path in ["build", "deploy", "v2/release"] {
+        let fast = ok(d, &format!("/openapi/statistics/{path}?{query}"));
+        let exact = ok(d, &format!("/openapi/statistics/{path}?{query}&tzo=1"));
+        assert_eq!(fast, exact, "{path}?{query}");
+    }
+    let mut answers = Vec::new();
+    for path in ["overview", "test"] {
+        let fast = ok(d, &format!("/openapi/statistics/{path}?{query}"));
+        let exact = ok(d, &format!("/openapi/statistics/{path}?{query}&tzo=1"));
+        assert_eq!(fast, exact, "{path}?{query}");
+        answers.push(fast);
+    }
+    let test = answers.pop().unwrap();
+    (answers.pop().unwrap(), test)
+}
+
+/// The rows of the rollups that count something, in a fixed order.
+fn rollup_rows(conn: &rusqlite::Connection) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT 'workflow ' || workflow_id || ' ' || bucket || ' ' || n
+                FROM zadig_workflow_buckets WHERE n <> 0
+             UNION ALL SELECT concat_ws(' ', 'series', project_id, kind, bucket, production,
+                finished, success, timeout, failed, duration_ms, timed)
+                FROM zadig_job_buckets WHERE finished <> 0
+             UNION ALL SELECT concat_ws(' ', 'artifact', project_id, bucket, artifact_id, n)
+                FROM zadig_artifact_buckets WHERE n <> 0
+             UNION ALL SELECT concat_ws(' ', 'case', case_id, bucket, n)
+                FROM zadig_case_buckets WHERE n <> 0
+             ORDER BY 1",
+        )
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn rollups_stay_exact_under_redelivery_and_replaced_tests() {
+    let d = Daemon::start(&["--now", "2024-03-07T12:00:00Z"]);
+    let post = |body: Value| {
+        let a = d.post_json("/api/v1/runs", &body.to_string());
+        assert_eq!(a.status, 200, "{}", a.text);
+    };
+    let case = |suite: Option<&str>, name: &str| json!({"suite": suite, "classname": "c", "name": name, "result": "success"});
+    // 03-04 .. 03-07.
+    let range = "startDate=1709510400&endDate=1709769600";
+    let api_run = |status: &str, jobs: Value| {
+        let mut run = json!({"id": "r1", "project": "gh/acme/api", "workflow": "ci",
+            "status": status, "created_at": "2024-03-05T09:00:00Z", "jobs": jobs});
+        if status == "success" {
+            run["stopped_at"] = json!("2024-03-05T13:00:00Z");
+        }
+        run
+    };
+    post(json!([
+        api_run("running", json!([
+            {"id": "t", "name": "t", "kind": "test", "status": "running",
+             "started_at": "2024-03-05T10:00:00Z",
+             "tests": [case(Some("s"), "a"), case(Some("s"), "b"), case(None, "c"), case(None, "c")]},
+            {"id": "b", "name": "b", "kind": "build", "status": "running",
+             "started_at": "2024-03-05T11:00:00Z", "artifacts": ["img/1", "img/1"]},
+            {"id": "d", "name": "d", "kind": "deploy", "status": "success",
+             "started_at": "2024-03-05T12:00:00Z", "stopped_at": "2024-03-05T12:10:00Z",
+             "env": "prod", "cluster": "k", "service": "api", "production": true,
+             "artifacts": ["img/1"]}
+        ])),
+        {"id": "r2", "project": "gh/acme/web", "workflow": "ci", "status": "running",
+         "created_at": "2024-03-06T09:00:00Z", "jobs": [
+            {"id": "t", "name": "t", "kind": "test", "status": "running",
+             "started_at": "2024-03-06T10:00:00Z", "tests": [case(Some("s"), "a")]},
+            {"id": "b", "name": "b", "kind": "build", "status": "success",
+             "started_at": "2024-03-06T11:00:00Z", "stopped_at": "2024-03-06T11:10:00Z",
+             "artifacts": ["img/1"]}
+        ]}
+    ]));
+    let (o, t) = rollup_matches_exact(&d, range);
+    // api: (s,c,a) (s,c,b) (-,c,c), counted once though reported twice; web: (s,c,a).
+    assert_eq!(t["case_count"], 4);
+    assert_eq!(
+        o,
+        json!({"project_count": 2, "cluster_count": 1, "service_count": 1,
+               "workflow_count": 2, "env_count": 1, "artifact_count": 1})
+    );
+
+    // The api run finishes: its test job now reports one case, its build another image.
+    post(api_run(
+        "success",
+        json!([
+            {"id": "t", "name": "t", "kind": "test", "status": "success",
+             "started_at": "2024-03-05T10:00:00Z", "stopped_at": "2024-03-05T10:30:00Z",
+             "tests": [case(Some("s"), "a")]},
+            {"id": "b", "name": "b", "kind": "build", "status": "success",
+             "started_at": "2024-03-05T11:00:00Z", "stopped_at": "2024-03-05T11:30:00Z",
+             "artifacts": ["img/2"]}
+        ]),
+    ));
+    let (o, t) = rollup_matches_exact(&d, range);
+    assert_eq!(t["case_count"], 2);
+    // img/1 (api's deploy and web's build) and img/2.
+    assert_eq!(o["artifact_count"], 2);
+
+    // The web run moves to another workflow, and its test job to a day after the window
+    // (it had not started, as far as the first delivery knew).
+    post(
+        json!({"id": "r2", "project": "gh/acme/web", "workflow": "other", "status": "success",
+        "created_at": "2024-03-06T09:00:00Z", "stopped_at": "2024-03-20T11:00:00Z", "jobs": [
+            {"id": "t", "name": "t", "kind": "test", "status": "success",
+             "started_at": "2024-03-20T10:00:00Z", "stopped_at": "2024-03-20T10:30:00Z",
+             "tests": [case(Some("s"), "a")]}
+        ]}),
+    );
+    let (o, t) = rollup_matches_exact(&d, range);
+    assert_eq!(t["case_count"], 1);
+    // api/ci, and web/other through the build job that stayed in the window; not web/ci.
+    assert_eq!(o["workflow_count"], 2);
+    assert_eq!(o["artifact_count"], 2);
+
+    // A JUnit report replaces the api test job's cases.
+    let xml = br#"<testsuite name="j"><testcase classname="k" name="x"/><testcase classname="k" name="y"/></testsuite>"#;
+    let a = d.call(
+        "POST",
+        "/api/v1/runs/gh/acme/api/r1/tests?job=t",
+        &[("Content-Type", "application/xml")],
+        Some(xml),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    let (_, t) = rollup_matches_exact(&d, range);
+    assert_eq!(t["case_count"], 2);
+    // The web case still counts in a window that holds its new day.
+    let (_, t) = rollup_matches_exact(&d, "startDate=1709510400&endDate=1710892800");
+    assert_eq!(t["case_count"], 3);
+
+    // What the writes kept equals the rollups rebuilt from the stored rows.
+    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let kept = rollup_rows(&conn);
+    assert!(!kept.is_empty());
+    let tx = conn.transaction().unwrap();
+    pipestat::store::zadig_rebuild(&tx).unwrap();
+    assert_eq!(rollup_rows(&tx), kept);
+}
