@@ -93,9 +93,9 @@ CREATE TABLE jobs (
     day_at       INTEGER GENERATED ALWAYS AS (coalesce(started_at, created_at)) VIRTUAL, -- the time that places the job on a day
     UNIQUE (run_id, ext_id)
 ) STRICT;
--- Daily job statistics, for one project or for all.
-CREATE INDEX jobs_by_project_kind_day ON jobs (project_id, kind, day_at);
-CREATE INDEX jobs_by_kind_day ON jobs (kind, day_at);
+-- No index on `day_at` by kind: the Zadig routes read jobs_by_project_kind_start and their
+-- rollups, and the Apigee surface scans jobs; each would add up to one page per job kind to
+-- every ingest commit.
 -- Zadig's build, deploy, test and release series (zadig.rs: JOBS_BY_DAY, TEST_JOBS_BY_WEEK, and the
 -- job side of TEST_CASES and OVERVIEW): covering, so one project's jobs of one kind in a window
 -- of days are counted from the index alone. The day is indexed as the expression behind
