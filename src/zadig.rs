@@ -779,7 +779,7 @@ fn rollbacks(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
 mod tests {
     use super::*;
 
-    /// Prints the query plans docs/benchmarks-zadig.md shows, for the database named by
+    /// Prints the query plans docs/benchmarks.md shows, for the database named by
     /// `PIPESTAT_BENCH_DB`: `cargo test --release --lib -- --ignored --nocapture plans`.
     #[test]
     #[ignore = "needs PIPESTAT_BENCH_DB"]
