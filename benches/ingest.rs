@@ -17,6 +17,8 @@
 //!
 //! Every run has 5 jobs; all 20 of its test cases belong to its one test job.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
+use common::{load_average, machine, percentile_ms};
 use pipestat::model::Run;
 
 /// The schema the daemon creates, applied as is to the bare loop's database.
@@ -247,29 +250,6 @@ fn scaled(base: f64, scale: f64) -> usize {
     (base * scale).round() as usize
 }
 
-/// Returns the number of cores and the CPU model, as the kernel reports them.
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!("{cores} cores ({model})")
-}
-
-/// Returns the 1, 5 and 15 minute load averages, since other work on the machine skews every
-/// figure.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
 /// Returns the median time of a 4 KiB write followed by fdatasync, in milliseconds.
 fn fsync_ms(dir: &Path) -> f64 {
     let path = dir.join("fsync.probe");
@@ -287,14 +267,6 @@ fn fsync_ms(dir: &Path) -> f64 {
     let _ = std::fs::remove_file(&path);
     times.sort_unstable();
     percentile_ms(&times, 0.5)
-}
-
-fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 /// A small deterministic generator (SplitMix64), so every run is a function of its index.
