@@ -20,7 +20,7 @@ use sha2::Sha256;
 use crate::error::{Error, Result};
 use crate::http::{App, Method, Req, Resp};
 use crate::ingest;
-use crate::model::{Kind, Run};
+use crate::model::{Kind, Run, Status};
 use crate::times;
 use crate::writer::{Write, Written};
 
@@ -338,6 +338,20 @@ fn order_times(created: i64, started: &mut Option<i64>, stopped: &mut Option<i64
     if let Some(t) = stopped.as_mut() {
         *t = (*t).max(started.unwrap_or(created));
     }
+}
+
+/// The start and stop a run or job keeps for its status: a start once it runs or ran, a stop
+/// once it finished, both ordered by `order_times`.
+fn span(
+    status: Status,
+    created: i64,
+    started: Option<i64>,
+    stopped: Option<i64>,
+) -> (Option<i64>, Option<i64>) {
+    let mut started = started.filter(|_| status.rank() >= 1);
+    let mut stopped = stopped.filter(|_| status.is_terminal());
+    order_times(created, &mut started, &mut stopped);
+    (started, stopped)
 }
 
 /// Whether a deploy environment is production: named production or prod (any case), or

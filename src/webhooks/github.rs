@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::{
-    ignored, is_production, kind_of, merge_jobs, order_times, payload, rfc3339, slug,
-    verify_github, write_run, Obj,
+    ignored, is_production, kind_of, merge_jobs, payload, rfc3339, slug, span, verify_github,
+    write_run, Obj,
 };
 use crate::error::{Error, Result};
 use crate::http::{App, Req, Resp};
@@ -113,17 +113,12 @@ fn run_of(repo: &Obj, wr: &Obj, workflow: Option<Obj>) -> Result<Run> {
     } else {
         created
     };
-    let mut started_at = if status.rank() >= 1 {
-        run_started
-    } else {
-        None
-    };
-    let mut stopped_at = if status.is_terminal() {
-        wr.opt_time("updated_at", rfc3339)?
-    } else {
-        None
-    };
-    order_times(created_at, &mut started_at, &mut stopped_at);
+    let (started_at, stopped_at) = span(
+        status,
+        created_at,
+        run_started,
+        wr.opt_time("updated_at", rfc3339)?,
+    );
     // The workflow's name; runs of a nameless workflow fall back to the workflow object's
     // name, then to the workflow file's path.
     let workflow_name = match workflow {
@@ -190,17 +185,12 @@ fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
             .opt_time("started_at", rfc3339)?
             .ok_or_else(|| wj.err("created_at", "is required"))?,
     };
-    let mut started_at = if status.rank() >= 1 {
-        wj.opt_time("started_at", rfc3339)?
-    } else {
-        None
-    };
-    let mut stopped_at = if status.is_terminal() {
-        wj.opt_time("completed_at", rfc3339)?
-    } else {
-        None
-    };
-    order_times(created, &mut started_at, &mut stopped_at);
+    let (started_at, stopped_at) = span(
+        status,
+        created,
+        wj.opt_time("started_at", rfc3339)?,
+        wj.opt_time("completed_at", rfc3339)?,
+    );
     let name = wj.req_str("name")?;
     let (kind, env, production) = match &deployment {
         Some(d) => {
@@ -321,13 +311,7 @@ fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
         Some(t) => t,
         None => status_time.ok_or_else(|| dep.err("created_at", "is required"))?,
     };
-    let mut started_at = (status.rank() >= 1).then_some(created);
-    let mut stopped_at = if status.is_terminal() {
-        status_time
-    } else {
-        None
-    };
-    order_times(created, &mut started_at, &mut stopped_at);
+    let (started_at, stopped_at) = span(status, created, Some(created), status_time);
     let env = match ds.opt_str("environment")? {
         Some(e) => Some(e),
         None => dep.opt_str("environment")?,

@@ -6,8 +6,7 @@ use time::macros::format_description;
 use time::{PrimitiveDateTime, UtcOffset};
 
 use super::{
-    ignored, is_production, kind_of, merge_jobs, order_times, payload, slug, verify_gitlab,
-    write_run, Obj,
+    ignored, is_production, kind_of, merge_jobs, payload, slug, span, verify_gitlab, write_run, Obj,
 };
 use crate::error::{Error, Result};
 use crate::http::{App, Req, Resp};
@@ -79,8 +78,8 @@ pub(super) fn gitlab_time(s: &str) -> Option<i64> {
     );
     let local = PrimitiveDateTime::parse(datetime, format).ok()?;
     let offset = UtcOffset::from_whole_seconds(offset_minutes * 60).ok()?;
-    let ms = i64::try_from(local.assume_offset(offset).unix_timestamp_nanos() / 1_000_000).ok()?;
-    (0..=253_402_300_799_999).contains(&ms).then_some(ms)
+    let t = local.assume_offset(offset);
+    Some(times::from_unix_seconds(t.unix_timestamp())? + i64::from(t.millisecond()))
 }
 
 /// `+0200`, `-05:30` → minutes east of UTC.
@@ -164,24 +163,22 @@ fn pipeline(root: &Obj) -> Result<Run> {
     let mut jobs = root
         .objects("builds")?
         .iter()
-        .map(|b| build_job(b, created_at, web_url.as_deref()))
+        .map(|b| job_of(b, &BUILD, created_at, web_url.as_deref()))
         .collect::<Result<Vec<Job>>>()?;
     // GitLab lists builds in no useful order; ids follow creation.
     jobs.sort_by_key(|j| (j.id.parse::<u64>().unwrap_or(u64::MAX), j.id.clone()));
-    let mut started_at = if status.rank() >= 1 {
-        match attrs.opt_time("started_at", gitlab_time)? {
-            Some(t) => Some(t),
-            None => jobs.iter().filter_map(|j| j.started_at).min(),
-        }
-    } else {
-        None
+    if let Some(pair) = jobs.windows(2).find(|pair| pair[0].id == pair[1].id) {
+        return Err(Error::bad(format!(
+            "field \"builds\": the id {:?} appears more than once",
+            pair[0].id
+        )));
+    }
+    let started = match attrs.opt_time("started_at", gitlab_time)? {
+        Some(t) => Some(t),
+        None => jobs.iter().filter_map(|j| j.started_at).min(),
     };
-    let mut stopped_at = if status.is_terminal() {
-        attrs.opt_time("finished_at", gitlab_time)?
-    } else {
-        None
-    };
-    order_times(created_at, &mut started_at, &mut stopped_at);
+    let finished = attrs.opt_time("finished_at", gitlab_time)?;
+    let (started_at, stopped_at) = span(status, created_at, started, finished);
     let tag = attrs.opt_bool("tag")?.unwrap_or(false);
     let committed_at = match root.opt_obj("commit")? {
         Some(c) => c.opt_time("timestamp", gitlab_time)?,
@@ -226,27 +223,53 @@ fn pipeline(root: &Obj) -> Result<Run> {
     })
 }
 
-/// One entry of a pipeline's `builds`.
-fn build_job(b: &Obj, run_created: i64, web_url: Option<&str>) -> Result<Job> {
-    let id = b.req_id("id")?;
-    let name = b.req_str("name")?;
-    let stage = b.opt_str("stage")?;
-    let status = status_of(b, "status")?;
-    let created_at = b
-        .opt_time("created_at", gitlab_time)?
-        .unwrap_or(run_created);
-    let mut started_at = if status.rank() >= 1 {
-        b.opt_time("started_at", gitlab_time)?
-    } else {
-        None
-    };
-    let mut stopped_at = if status.is_terminal() {
-        b.opt_time("finished_at", gitlab_time)?
-    } else {
-        None
-    };
-    order_times(created_at, &mut started_at, &mut stopped_at);
-    let (env, production) = environment(b)?;
+/// The members a job is read from: an entry of a pipeline's `builds`, or a Job Hook.
+struct JobMembers {
+    id: &'static str,
+    name: &'static str,
+    stage: &'static str,
+    status: &'static str,
+    created_at: &'static str,
+    started_at: &'static str,
+    finished_at: &'static str,
+    failure_reason: &'static str,
+}
+
+const BUILD: JobMembers = JobMembers {
+    id: "id",
+    name: "name",
+    stage: "stage",
+    status: "status",
+    created_at: "created_at",
+    started_at: "started_at",
+    finished_at: "finished_at",
+    failure_reason: "failure_reason",
+};
+
+const JOB_HOOK: JobMembers = JobMembers {
+    id: "build_id",
+    name: "build_name",
+    stage: "build_stage",
+    status: "build_status",
+    created_at: "build_created_at",
+    started_at: "build_started_at",
+    finished_at: "build_finished_at",
+    failure_reason: "build_failure_reason",
+};
+
+/// A job read from `o` under the names `m`. It was created at its creation time, else its
+/// start, else its finish, else `undated`. `web_url` is the project's page.
+fn job_of(o: &Obj, m: &JobMembers, undated: i64, web_url: Option<&str>) -> Result<Job> {
+    let id = o.req_id(m.id)?;
+    let name = o.req_str(m.name)?;
+    let stage = o.opt_str(m.stage)?;
+    let status = status_of(o, m.status)?;
+    let created = o.opt_time(m.created_at, gitlab_time)?;
+    let started = o.opt_time(m.started_at, gitlab_time)?;
+    let finished = o.opt_time(m.finished_at, gitlab_time)?;
+    let created_at = created.or(started).or(finished).unwrap_or(undated);
+    let (started_at, stopped_at) = span(status, created_at, started, finished);
+    let (env, production) = environment(o)?;
     let kind = if env.is_some() {
         Kind::Deploy
     } else {
@@ -255,7 +278,7 @@ fn build_job(b: &Obj, run_created: i64, web_url: Option<&str>) -> Result<Job> {
     Ok(Job {
         detail_url: web_url.map(|w| format!("{w}/-/jobs/{id}")),
         error_code: if status == Status::Failed {
-            b.opt_str("failure_reason")?
+            o.opt_str(m.failure_reason)?
         } else {
             None
         },
@@ -309,49 +332,8 @@ fn job_hook_project(root: &Obj) -> Result<(String, Option<String>)> {
 fn job_hook(root: &Obj, now: i64) -> Result<Run> {
     let (project, default_branch) = job_hook_project(root)?;
     let pipeline_id = root.req_id("pipeline_id")?;
-    let id = root.req_id("build_id")?;
-    let name = root.req_str("build_name")?;
-    let stage = root.opt_str("build_stage")?;
-    let status = status_of(root, "build_status")?;
-    let created = root.opt_time("build_created_at", gitlab_time)?;
-    let started = root.opt_time("build_started_at", gitlab_time)?;
-    let finished = root.opt_time("build_finished_at", gitlab_time)?;
-    let created_at = created.or(started).or(finished).unwrap_or(now);
-    let mut started_at = if status.rank() >= 1 { started } else { None };
-    let mut stopped_at = if status.is_terminal() { finished } else { None };
-    order_times(created_at, &mut started_at, &mut stopped_at);
-    let (env, production) = environment(root)?;
-    let kind = if env.is_some() {
-        Kind::Deploy
-    } else {
-        kind_of(&[stage.as_deref(), Some(&name)])
-    };
     let home = root.nested_str("repository", "homepage")?;
-    let job = Job {
-        detail_url: home.as_ref().map(|h| format!("{h}/-/jobs/{id}")),
-        error_code: if status == Status::Failed {
-            root.opt_str("build_failure_reason")?
-        } else {
-            None
-        },
-        id,
-        name,
-        stage,
-        kind,
-        status,
-        created_at,
-        started_at,
-        stopped_at,
-        credits_used: 0,
-        error_msg: None,
-        env,
-        cluster: None,
-        service: None,
-        service_type: None,
-        production,
-        artifacts: None,
-        tests: None,
-    };
+    let job = job_of(root, &JOB_HOOK, now, home.as_deref())?;
     let tag = root.opt_bool("tag")?.unwrap_or(false);
     Ok(Run {
         number: pipeline_id.parse().ok(),
@@ -368,7 +350,7 @@ fn job_hook(root: &Obj, now: i64) -> Result<Run> {
         trigger: None,
         committed_at: None,
         status: Status::Queued,
-        created_at,
+        created_at: job.created_at,
         started_at: None,
         stopped_at: None,
         credits_used: 0,

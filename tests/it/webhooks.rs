@@ -351,6 +351,63 @@ fn a_job_before_its_run_leaves_one_run_that_the_run_fills_in() {
     assert_eq!(all_runs(&d), vec![(HELLO.into(), "2202229078".into())]);
 }
 
+/// Placeholder runs, job merges, stale deliveries and a run leaving its placeholder's workflow
+/// keep the Zadig rollups equal to a rebuild from the stored rows.
+#[test]
+fn webhook_writes_keep_the_zadig_rollups_exact() {
+    let d = daemon("2021-09-20T00:00:00Z");
+    // A job without its workflow's name: its placeholder run has an unnamed workflow, which
+    // the run's delivery then replaces with "CodeQL".
+    let mut v = read_json("github/workflow_job/completed.failure.with-organization.payload.json");
+    v["workflow_job"]["workflow_name"] = Value::Null;
+    let a = github(&d, "workflow_job", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 200, "{}", a.text);
+    for (event, body) in [
+        (
+            "workflow_run",
+            workflow_run_of_the_jobs("requested.payload.json"),
+        ),
+        (
+            "workflow_job",
+            read("github/workflow_job/queued.payload.json"),
+        ),
+        (
+            "workflow_run",
+            workflow_run_of_the_jobs("completed.payload.json"),
+        ),
+        (
+            "workflow_job",
+            read("github/workflow_job/in_progress.payload.json"),
+        ),
+        (
+            "workflow_job",
+            read("github/workflow_job/completed.success.with-organization.payload.json"),
+        ),
+        (
+            "deployment_status",
+            read("github/deployment_status/payload.json"),
+        ),
+        (
+            "deployment_status",
+            read("github/deployment_status/with-installation.payload.json"),
+        ),
+    ] {
+        let a = github(&d, event, &body);
+        assert_eq!(a.status, 200, "{event}: {}", a.text);
+    }
+    assert_eq!(run(&d, HELLO, "2202229078")["workflow"], "CodeQL");
+    // GitLab: a job before its pipeline, the pipeline, and the job again.
+    for (event, rel) in [
+        ("Job Hook", "gitlab/job_hook.json"),
+        ("Pipeline Hook", "gitlab/pipeline_hook.json"),
+        ("Job Hook", "gitlab/job_hook.json"),
+    ] {
+        let a = gitlab(&d, event, &read(rel));
+        assert_eq!(a.status, 200, "{event}: {}", a.text);
+    }
+    crate::zadig::assert_rollups_exact(&d);
+}
+
 #[test]
 fn a_rerun_attempt_is_its_own_run() {
     let d = daemon("2020-10-20T00:00:00Z");
@@ -743,6 +800,13 @@ fn malformed_deliveries_are_400_and_store_nothing() {
     let a = gitlab(&d, "Pipeline Hook", &serde_json::to_vec(&v).unwrap());
     assert_eq!(a.status, 400, "{}", a.text);
     assert!(a.text.contains("builds[1].started_at"), "{}", a.text);
+    // A pipeline that lists one build twice (a new run would store the job twice).
+    let mut v: Value = serde_json::from_slice(&pipeline).unwrap();
+    let first = v["builds"][0].clone();
+    v["builds"].as_array_mut().unwrap().push(first);
+    let a = gitlab(&d, "Pipeline Hook", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("builds"), "{}", a.text);
     // A content type GitHub can be told to use but pipestat does not read.
     let signature = sign(GH_SECRET, &body);
     let a = d.call(

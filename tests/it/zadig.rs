@@ -806,6 +806,17 @@ fn rollup_matches_exact(d: &Daemon, query: &str) -> (Value, Value) {
     (answers.pop().unwrap(), test)
 }
 
+/// Asserts that the rollups the daemon's writes kept equal the rollups rebuilt from its stored
+/// jobs and tests (the rebuild is rolled back).
+pub fn assert_rollups_exact(d: &Daemon) {
+    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let kept = rollup_rows(&conn);
+    assert!(!kept.is_empty());
+    let tx = conn.transaction().unwrap();
+    pipestat::store::zadig_rebuild(&tx).unwrap();
+    assert_eq!(rollup_rows(&tx), kept);
+}
+
 /// The rows of the rollups that count something, in a fixed order.
 fn rollup_rows(conn: &rusqlite::Connection) -> Vec<String> {
     let mut stmt = conn
@@ -931,4 +942,71 @@ fn rollups_stay_exact_under_redelivery_and_replaced_tests() {
     let tx = conn.transaction().unwrap();
     pipestat::store::zadig_rebuild(&tx).unwrap();
     assert_eq!(rollup_rows(&tx), kept);
+}
+
+#[test]
+fn rollups_stay_exact_under_stale_deliveries_and_changed_jobs() {
+    let d = Daemon::start(&["--now", "2024-03-07T12:00:00Z"]);
+    let post = |body: Value| {
+        let a = d.post_json("/api/v1/runs", &body.to_string());
+        assert_eq!(a.status, 200, "{}", a.text);
+    };
+    let case =
+        |name: &str| json!({"suite": "s", "classname": "c", "name": name, "result": "success"});
+    let range = "startDate=1709510400&endDate=1709769600";
+    let job = |id: &str, kind: &str, status: &str, start: &str, stop: &str| {
+        json!({"id": id, "name": id, "kind": kind, "status": status,
+               "started_at": format!("2024-03-05T{start}:00Z"),
+               "stopped_at": format!("2024-03-05T{stop}:00Z")})
+    };
+    let mut t = job("t", "test", "success", "10:00", "10:30");
+    t["tests"] = json!([case("a"), case("b")]);
+    let mut dep = job("d", "deploy", "success", "11:00", "11:10");
+    dep["production"] = json!(true);
+    dep["artifacts"] = json!(["img/1"]);
+    post(
+        json!({"id": "r1", "project": "gh/acme/api", "workflow": "ci", "status": "success",
+        "created_at": "2024-03-05T09:00:00Z", "stopped_at": "2024-03-05T13:00:00Z",
+        "jobs": [t, dep, job("b", "build", "failed", "12:00", "12:20")]}),
+    );
+    assert_rollups_exact(&d);
+
+    // A stale delivery of the run (an older stop): the run stays, but its jobs merge one by
+    // one. The test job, fresher, becomes a build and drops its cases; the deploy, fresher,
+    // stops being a production deploy and lists another image; the build's delivery is older
+    // than the stored one and changes nothing; a job new to the run is added.
+    let mut dep = job("d", "deploy", "error", "11:00", "11:20");
+    dep["artifacts"] = json!(["img/2"]);
+    post(
+        json!({"id": "r1", "project": "gh/acme/api", "workflow": "ci", "status": "failed",
+        "created_at": "2024-03-05T09:00:00Z", "stopped_at": "2024-03-05T12:00:00Z",
+        "jobs": [job("t", "build", "success", "10:00", "10:40"), dep,
+                 job("b", "build", "success", "12:00", "12:10"),
+                 job("n", "test", "timeout", "14:00", "14:30")]}),
+    );
+    let (o, t) = rollup_matches_exact(&d, range);
+    assert_eq!(t["case_count"], 0);
+    assert_eq!(t["exec_count"], 1);
+    assert_eq!(o["artifact_count"], 1);
+    let b = ok(&d, &format!("/openapi/statistics/build?{range}"));
+    // t (success) and b (still failed) on 03-05.
+    assert_eq!(
+        (b["total"].clone(), b["success"].clone()),
+        (json!(2), json!(1))
+    );
+    let r = ok(&d, &format!("/openapi/statistics/v2/release?{range}"));
+    assert_eq!(r["total"], 0);
+    assert_rollups_exact(&d);
+
+    // A test job whose cases arrive in a later, fresher delivery of the job alone.
+    let mut n = job("n", "test", "timeout", "14:00", "14:30");
+    n["tests"] = json!([case("a"), case("x")]);
+    post(
+        json!({"id": "r1", "project": "gh/acme/api", "workflow": "ci", "status": "failed",
+        "created_at": "2024-03-05T09:00:00Z", "stopped_at": "2024-03-05T12:00:00Z",
+        "jobs": [n]}),
+    );
+    let (_, t) = rollup_matches_exact(&d, range);
+    assert_eq!(t["case_count"], 2);
+    assert_rollups_exact(&d);
 }
