@@ -186,6 +186,16 @@ pub fn run_from_json(v: &Value) -> Result<Run, String> {
                     created_at,
                 )?);
             }
+            // Jobs are stored by (run, job id): two with one id would be one row.
+            let mut seen = std::collections::HashMap::with_capacity(jobs.len());
+            for (i, job) in jobs.iter().enumerate() {
+                if let Some(first) = seen.insert(job.id.as_str(), i) {
+                    return Err(o.err(
+                        &format!("jobs[{i}].id"),
+                        &format!("{:?} is also the id of jobs[{first}]", job.id),
+                    ));
+                }
+            }
             jobs
         }
     };

@@ -50,7 +50,8 @@ pub fn parse_utc_offset(s: &str) -> Option<i32> {
         _ => return None,
     };
     let (h, m) = rest.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let two_digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !two_digits(h) || !two_digits(m) {
         return None;
     }
     let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
@@ -100,5 +101,9 @@ mod tests {
         assert_eq!(parse_utc_offset("08:00"), None);
         assert_eq!(parse_utc_offset("+8:00"), None);
         assert_eq!(parse_utc_offset("+15:00"), None);
+        // Each part is exactly two digits: no second sign hides in the hours.
+        assert_eq!(parse_utc_offset("++1:00"), None);
+        assert_eq!(parse_utc_offset("+-1:00"), None);
+        assert_eq!(parse_utc_offset("+01:+5"), None);
     }
 }

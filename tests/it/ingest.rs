@@ -270,6 +270,15 @@ fn hostile_bodies_are_400_and_the_daemon_keeps_serving() {
             "field \"jobs\"",
         ),
         (
+            // The second job's default id, "a/1", is the first job's explicit id.
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"id":"a/1","name":"j","status":"success"},{"name":"k","status":"success"}]"#,
+            ),
+            "field \"jobs[1].id\": \"a/1\" is also the id of jobs[0]",
+        ),
+        (
             run_json(
                 "a",
                 "success",
