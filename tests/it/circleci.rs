@@ -868,3 +868,25 @@ fn absurd_values_never_make_a_5xx() {
     let w = get(&d, &format!("{P}/workflows"));
     assert_eq!(w["items"][0]["metrics"]["total_credits_used"], json!(max));
 }
+
+#[test]
+fn org_slug_with_an_unknown_vcs_is_a_400_naming_it() {
+    let d = daemon();
+    post(&d, &ci_runs());
+    for path in [
+        "/api/v2/insights/svn/acme/summary",
+        "/api/v2/insights/svn%2Facme/summary",
+        "/api/v2/insights/gh%2F/summary",
+    ] {
+        let a = d.get(path);
+        assert_eq!(a.status, 400, "{path}: {}", a.text);
+        assert!(
+            a.body["message"].as_str().unwrap().contains("org-slug"),
+            "{path}: {}",
+            a.text
+        );
+    }
+    // Aliases still name the same org.
+    let o = get(&d, "/api/v2/insights/github/acme/summary");
+    assert_eq!(o["all_projects"], json!(["api"]));
+}
