@@ -903,8 +903,9 @@ fn org_summary(conn: &Connection, req: &Req, org: &str, now: i64) -> Result<Valu
             t.failed += a.failed;
             t.canceled += a.canceled;
             t.unfinished += a.unfinished;
-            t.credits += a.credits;
-            t.dur.sum += a.dur.sum;
+            // Saturating, as the per-project sums are (see sql::agg_from).
+            t.credits = t.credits.saturating_add(a.credits);
+            t.dur.sum = t.dur.sum.saturating_add(a.dur.sum);
         }
         t
     };
