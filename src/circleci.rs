@@ -108,24 +108,13 @@ fn org_slug(rest: &[&str]) -> Option<Result<String>> {
         [both, "summary"] if both.split('/').count() == 2 => (*both).to_owned(),
         _ => return None,
     };
-    let (vcs, org) = raw.split_once('/')?;
-    let vcs = match vcs {
-        "gh" | "github" => "gh",
-        "bb" | "bitbucket" => "bb",
-        "gl" | "gitlab" => "gl",
-        "circleci" => "circleci",
-        other => {
-            return Some(Err(Error::bad(format!(
-                "path parameter \"org-slug\": unknown vcs {other:?} (expected gh, github, bb, bitbucket, gl, gitlab or circleci)"
-            ))))
-        }
-    };
-    if org.is_empty() {
-        return Some(Err(Error::bad(
-            "path parameter \"org-slug\": expected vcs/org",
-        )));
-    }
-    Some(Ok(format!("{vcs}/{org}")))
+    // The canonical form of a slug in the org with a placeholder repository, less that.
+    let org = ingest::canonical_slug(&format!("{raw}/-")).map(|s| s[..s.len() - 2].to_owned());
+    Some(org.map_err(|_| {
+        Error::bad(format!(
+            "path parameter \"org-slug\": expected vcs/org with vcs gh, github, bb, bitbucket, gl, gitlab or circleci, got {raw:?}"
+        ))
+    }))
 }
 
 fn project(conn: &Connection, slug: &str) -> Result<Project> {
@@ -345,30 +334,32 @@ fn encode_token(kind: char, body: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{body}"))
 }
 
+fn bad_token() -> Error {
+    Error::bad("parameter \"page-token\": not a page token this route issued")
+}
+
 fn decode_token(req: &Req, kind: char) -> Result<Option<String>> {
     let Some(t) = req.param("page-token").filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
-    let bad = || Error::bad("parameter \"page-token\": not a page token this route issued");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(t)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (k, body) = text.split_once(':').ok_or_else(bad)?;
+        .map_err(|_| bad_token())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad_token())?;
+    let (k, body) = text.split_once(':').ok_or_else(bad_token)?;
     if k.len() != 1 || !k.starts_with(kind) {
-        return Err(bad());
+        return Err(bad_token());
     }
     Ok(Some(body.to_owned()))
 }
 
 /// A (number, rest) position, e.g. (created_at, rowid) or (bucket, job name).
 fn decode_pair(req: &Req, kind: char) -> Result<Option<(i64, String)>> {
-    let bad = || Error::bad("parameter \"page-token\": not a page token this route issued");
     match decode_token(req, kind)? {
         None => Ok(None),
         Some(body) => {
-            let (a, b) = body.split_once(':').ok_or_else(bad)?;
-            Ok(Some((a.parse().map_err(|_| bad())?, b.to_owned())))
+            let (a, b) = body.split_once(':').ok_or_else(bad_token)?;
+            Ok(Some((a.parse().map_err(|_| bad_token())?, b.to_owned())))
         }
     }
 }
@@ -460,13 +451,7 @@ fn workflows(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<Valu
     let w = window(req, now)?;
     let br = branch_scope(req, p, false)?;
     let after = decode_token(req, 'w')?;
-    let s = Scope {
-        project: p.id,
-        start: w.start,
-        end: w.end,
-        branches: br.as_branches(),
-        workflow: None,
-    };
+    let s = scope_of(p, &w, br.as_branches(), None);
     let mut rows = sql::workflow_metrics(conn, &s, after.as_deref(), PAGE + 1)?;
     let next = (rows.len() as i64 > PAGE).then(|| {
         rows.truncate(PAGE as usize);
@@ -545,12 +530,7 @@ fn workflow_runs(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) 
 fn run_position(req: &Req, kind: char) -> Result<Option<(i64, i64)>> {
     match decode_pair(req, kind)? {
         None => Ok(None),
-        Some((at, id)) => Ok(Some((
-            at,
-            id.parse().map_err(|_| {
-                Error::bad("parameter \"page-token\": not a page token this route issued")
-            })?,
-        ))),
+        Some((at, id)) => Ok(Some((at, id.parse().map_err(|_| bad_token())?))),
     }
 }
 
@@ -630,7 +610,7 @@ fn job_runs(
     Ok(paged(items, next))
 }
 
-/// Workflow metrics of one workflow (or all, with `wf` None) over a window, with MTTR.
+/// Workflow metrics of the one workflow of the scope over its window, with MTTR.
 fn summary_figures(conn: &Connection, s: &Scope) -> Result<(Agg, i64, Option<f64>)> {
     let rows = sql::workflow_metrics(conn, s, None, 1)?;
     let agg = rows.into_iter().next().map(|r| r.2).unwrap_or_default();
@@ -813,6 +793,28 @@ fn total_secs(a: &Agg) -> i64 {
     secs(a.dur.sum as f64)
 }
 
+/// The `metrics` and `trends` of a project or org total over the window `w` (figures `a`) and
+/// the one before, `prev` (figures `b`); the throughput only when `with_throughput`.
+fn total_figures(a: &Agg, b: &Agg, w: &Window, prev: &Window, with_throughput: bool) -> Value {
+    let mut metrics = json!({
+        "total_runs": a.total,
+        "total_duration_secs": total_secs(a),
+        "total_credits_used": a.credits,
+        "success_rate": success_rate(a),
+    });
+    let mut trends = json!({
+        "total_runs": trend(a.total as f64, b.total as f64),
+        "total_duration_secs": trend(a.dur.sum as f64, b.dur.sum as f64),
+        "total_credits_used": trend(a.credits as f64, b.credits as f64),
+        "success_rate": trend(success_rate(a), success_rate(b)),
+    });
+    if with_throughput {
+        metrics["throughput"] = json!(throughput(a, w));
+        trends["throughput"] = json!(trend(throughput(a, w), throughput(b, prev)));
+    }
+    json!({"metrics": metrics, "trends": trends})
+}
+
 /// `GET /insights/pages/{project-slug}/summary`: the project, its workflows (filtered by
 /// `workflow-names`) and its workflow × branch pairs (filtered by `branches`), all branches.
 fn pages_summary(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<Value> {
@@ -866,22 +868,7 @@ fn pages_summary(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<
     Ok(json!({
         "org_id": uuid_of("org", org_of(&p.slug)),
         "project_id": uuid_of("project", &p.slug),
-        "project_data": {
-            "metrics": {
-                "total_runs": a.total,
-                "total_duration_secs": total_secs(&a),
-                "total_credits_used": a.credits,
-                "success_rate": success_rate(&a),
-                "throughput": throughput(&a, &w),
-            },
-            "trends": {
-                "total_runs": trend(a.total as f64, b.total as f64),
-                "total_duration_secs": trend(a.dur.sum as f64, b.dur.sum as f64),
-                "total_credits_used": trend(a.credits as f64, b.credits as f64),
-                "success_rate": trend(success_rate(&a), success_rate(&b)),
-                "throughput": trend(throughput(&a, &w), throughput(&b, &prev)),
-            },
-        },
+        "project_data": total_figures(&a, &b, &w, &prev, true),
         "project_workflow_data": workflow_data,
         "project_workflow_branch_data": branch_data,
         "all_branches": sql::branches(conn, p.id, w.start, w.end, None)?,
@@ -916,56 +903,29 @@ fn org_summary(conn: &Connection, req: &Req, org: &str, now: i64) -> Result<Valu
             t.failed += a.failed;
             t.canceled += a.canceled;
             t.unfinished += a.unfinished;
-            t.credits += a.credits;
-            t.dur.sum += a.dur.sum;
+            // Saturating, as the per-project sums are (see sql::agg_from).
+            t.credits = t.credits.saturating_add(a.credits);
+            t.dur.sum = t.dur.sum.saturating_add(a.dur.sum);
         }
         t
     };
     let (a, b) = (sum(&cur), sum(&old));
     let empty = Agg::default();
-    let find = |rows: &'_ [(i64, Agg)], id: i64| -> Agg {
-        rows.iter()
-            .find(|r| r.0 == id)
-            .map_or(empty.clone(), |r| r.1.clone())
-    };
+    fn find(rows: &[(i64, Agg)], id: i64) -> Option<&Agg> {
+        rows.iter().find(|r| r.0 == id).map(|r| &r.1)
+    }
     let project_data: Vec<Value> = chosen
         .iter()
         .map(|p| {
             let (a, b) = (find(&cur, p.id), find(&old, p.id));
-            json!({
-                "project_name": name_of(p),
-                "metrics": {
-                    "total_credits_used": a.credits,
-                    "total_duration_secs": total_secs(&a),
-                    "total_runs": a.total,
-                    "success_rate": success_rate(&a),
-                },
-                "trends": {
-                    "total_credits_used": trend(a.credits as f64, b.credits as f64),
-                    "total_duration_secs": trend(a.dur.sum as f64, b.dur.sum as f64),
-                    "total_runs": trend(a.total as f64, b.total as f64),
-                    "success_rate": trend(success_rate(&a), success_rate(&b)),
-                },
-            })
+            let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
+            let mut v = total_figures(a, b, &w, &prev, false);
+            v["project_name"] = json!(name_of(p));
+            v
         })
         .collect();
     Ok(json!({
-        "org_data": {
-            "metrics": {
-                "total_runs": a.total,
-                "total_duration_secs": total_secs(&a),
-                "total_credits_used": a.credits,
-                "success_rate": success_rate(&a),
-                "throughput": throughput(&a, &w),
-            },
-            "trends": {
-                "total_runs": trend(a.total as f64, b.total as f64),
-                "total_duration_secs": trend(a.dur.sum as f64, b.dur.sum as f64),
-                "total_credits_used": trend(a.credits as f64, b.credits as f64),
-                "success_rate": trend(success_rate(&a), success_rate(&b)),
-                "throughput": trend(throughput(&a, &w), throughput(&b, &prev)),
-            },
-        },
+        "org_data": total_figures(&a, &b, &w, &prev, true),
         "org_project_data": project_data,
         "all_projects": projects.iter().map(name_of).collect::<Vec<_>>(),
     }))

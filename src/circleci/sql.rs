@@ -11,9 +11,23 @@
 //! ?3 window end (exclusive, ms), ?4 branch set as a JSON array (NULL for all branches),
 //! ?5 workflow id (NULL for every workflow).
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 
 use crate::error::Result;
+
+/// Runs a constant statement through the statement cache and collects every row through `f`.
+fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    f: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(params, f)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
 
 /// The duration of a run or job in milliseconds: stopped_at − (started_at or created_at), never
 /// negative; NULL while it has not stopped.
@@ -244,23 +258,20 @@ pub fn workflow_metrics(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(i64, String, Agg)>> {
-    let sql = s.branches.pick(&WORKFLOW_METRICS);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![
-                s.project,
-                s.start,
-                s.end,
-                s.branches.value(),
-                s.workflow,
-                after,
-                limit
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&WORKFLOW_METRICS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            after,
+            limit
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
+    )
 }
 
 /// MTTR per branch: runs in (created_at, id) order with canceled, skipped and unfinished runs
@@ -301,15 +312,12 @@ const MTTR: [&str; 3] = [
 /// Recoveries per workflow id: (count, mean duration in ms — None when no recovery has both
 /// stop times).
 pub fn mttr(conn: &Connection, s: &Scope) -> Result<Vec<(i64, i64, Option<f64>)>> {
-    let sql = s.branches.pick(&MTTR);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![s.project, s.start, s.end, s.branches.value(), s.workflow],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&MTTR),
+        params![s.project, s.start, s.end, s.branches.value(), s.workflow],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
 }
 
 macro_rules! job_metrics {
@@ -347,24 +355,21 @@ pub fn job_metrics(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
-    let sql = s.branches.pick(&JOB_METRICS);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![
-                s.project,
-                s.start,
-                s.end,
-                s.branches.value(),
-                s.workflow,
-                filter,
-                after,
-                limit
-            ],
-            |r| Ok((r.get(0)?, agg_from(r, 1)?)),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&JOB_METRICS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            filter,
+            after,
+            limit
+        ],
+        |r| Ok((r.get(0)?, agg_from(r, 1)?)),
+    )
 }
 
 macro_rules! branch_metrics {
@@ -390,15 +395,12 @@ const BRANCH_METRICS: [&str; 3] = [
 
 /// Per (workflow, branch) metrics of the runs in scope.
 pub fn branch_metrics(conn: &Connection, s: &Scope) -> Result<Vec<(String, Option<String>, Agg)>> {
-    let sql = s.branches.pick(&BRANCH_METRICS);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![s.project, s.start, s.end, s.branches.value(), s.workflow],
-            |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&BRANCH_METRICS),
+        params![s.project, s.start, s.end, s.branches.value(), s.workflow],
+        |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
+    )
 }
 
 /// Whole-project (or whole-org) totals: one row per project of the given ids (JSON array ?1),
@@ -420,13 +422,9 @@ pub fn project_totals(
     start: i64,
     end: i64,
 ) -> Result<Vec<(i64, Agg)>> {
-    let mut stmt = conn.prepare_cached(PROJECT_TOTALS)?;
-    let rows = stmt
-        .query_map(params![ids, start, end], |r| {
-            Ok((r.get(0)?, agg_from(r, 1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(conn, PROJECT_TOTALS, params![ids, start, end], |r| {
+        Ok((r.get(0)?, agg_from(r, 1)?))
+    })
 }
 
 /// One run of a workflow as the recent-runs route lists it.
@@ -486,25 +484,22 @@ pub fn recent_runs(
     after: Option<(i64, i64)>,
     limit: i64,
 ) -> Result<Vec<RunRow>> {
-    let sql = s.branches.pick(&RECENT_RUNS);
     let (a, b) = after.unzip();
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![
-                s.project,
-                s.start,
-                s.end,
-                s.branches.value(),
-                s.workflow,
-                a,
-                b,
-                limit
-            ],
-            run_row,
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&RECENT_RUNS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            a,
+            b,
+            limit
+        ],
+        run_row,
+    )
 }
 
 macro_rules! job_runs {
@@ -538,26 +533,23 @@ pub fn job_runs(
     after: Option<(i64, i64)>,
     limit: i64,
 ) -> Result<Vec<RunRow>> {
-    let sql = s.branches.pick(&JOB_RUNS);
     let (a, b) = after.unzip();
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![
-                s.project,
-                s.start,
-                s.end,
-                s.branches.value(),
-                s.workflow,
-                a,
-                b,
-                limit,
-                job
-            ],
-            run_row,
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&JOB_RUNS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            a,
+            b,
+            limit,
+            job
+        ],
+        run_row,
+    )
 }
 
 /// One bucket of the job time series.
@@ -609,35 +601,32 @@ pub fn job_series(
     after: Option<(&str, i64)>,
     limit: i64,
 ) -> Result<Vec<Bucket>> {
-    let sql = s.branches.pick(&JOB_SERIES);
     let (a, b) = after.unzip();
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![
-                s.project,
-                s.start,
-                s.end,
-                s.branches.value(),
-                s.workflow,
-                bucket_ms,
-                a,
-                b,
-                limit
-            ],
-            |r| {
-                Ok(Bucket {
-                    name: r.get(0)?,
-                    at: r.get(1)?,
-                    agg: agg_from(r, 2)?,
-                    min_started: r.get(17)?,
-                    max_ended: r.get(18)?,
-                    credits_p50_x100: r.get::<_, Option<f64>>(19)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&JOB_SERIES),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            bucket_ms,
+            a,
+            b,
+            limit
+        ],
+        |r| {
+            Ok(Bucket {
+                name: r.get(0)?,
+                at: r.get(1)?,
+                agg: agg_from(r, 2)?,
+                min_started: r.get(17)?,
+                max_ended: r.get(18)?,
+                credits_p50_x100: r.get::<_, Option<f64>>(19)?,
+            })
+        },
+    )
 }
 
 /// Distinct branches of a project's runs in the window (optionally of one workflow).
@@ -652,21 +641,18 @@ pub fn branches(
     end: i64,
     workflow: Option<i64>,
 ) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(BRANCHES)?;
-    let rows = stmt
-        .query_map(params![project, start, end, workflow], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        BRANCHES,
+        params![project, start, end, workflow],
+        |r| r.get(0),
+    )
 }
 
 const WORKFLOW_NAMES: &str = "SELECT name FROM workflows WHERE project_id = ?1 ORDER BY name";
 
 pub fn workflow_names(conn: &Connection, project: i64) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(WORKFLOW_NAMES)?;
-    let rows = stmt
-        .query_map([project], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(conn, WORKFLOW_NAMES, [project], |r| r.get(0))
 }
 
 /// A project as this surface needs it.
@@ -677,18 +663,20 @@ pub struct Project {
     pub default_branch: String,
 }
 
+fn project_row(r: &Row) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(0)?,
+        slug: r.get(1)?,
+        default_branch: r.get(2)?,
+    })
+}
+
 const PROJECT_BY_SLUG: &str = "SELECT id, slug, default_branch FROM projects WHERE slug = ?1";
 
 pub fn project(conn: &Connection, slug: &str) -> Result<Option<Project>> {
     Ok(conn
         .prepare_cached(PROJECT_BY_SLUG)?
-        .query_row([slug], |r| {
-            Ok(Project {
-                id: r.get(0)?,
-                slug: r.get(1)?,
-                default_branch: r.get(2)?,
-            })
-        })
+        .query_row([slug], project_row)
         .optional()?)
 }
 
@@ -698,17 +686,7 @@ const PROJECTS_OF_ORG: &str = "SELECT id, slug, default_branch FROM projects
     WHERE slug > ?1 AND slug < ?1 || x'ff' ORDER BY slug";
 
 pub fn projects_of_org(conn: &Connection, prefix: &str) -> Result<Vec<Project>> {
-    let mut stmt = conn.prepare_cached(PROJECTS_OF_ORG)?;
-    let rows = stmt
-        .query_map([prefix], |r| {
-            Ok(Project {
-                id: r.get(0)?,
-                slug: r.get(1)?,
-                default_branch: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(conn, PROJECTS_OF_ORG, [prefix], project_row)
 }
 
 const WORKFLOW_ID: &str = "SELECT id FROM workflows WHERE project_id = ?1 AND name = ?2";
@@ -757,31 +735,28 @@ const TEST_RUNS: [&str; 3] = [
 pub type TestRun = (String, i64, i64, i64, i64, i64, i64);
 
 pub fn test_runs(conn: &Connection, s: &Scope) -> Result<Vec<TestRun>> {
-    let sql = s.branches.pick(&TEST_RUNS);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![
-                s.project,
-                i64::MIN,
-                i64::MAX,
-                s.branches.value(),
-                s.workflow
-            ],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            },
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&TEST_RUNS),
+        params![
+            s.project,
+            i64::MIN,
+            i64::MAX,
+            s.branches.value(),
+            s.workflow
+        ],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        },
+    )
 }
 
 /// Per-test figures over the recent runs, with two rankings: by failures (most first) and by
@@ -832,36 +807,33 @@ pub struct TestStat {
 }
 
 pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
-    let sql = s.branches.pick(&TEST_STATS);
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt
-        .query_map(
-            params![
-                s.project,
-                i64::MIN,
-                i64::MAX,
-                s.branches.value(),
-                s.workflow
-            ],
-            |r| {
-                Ok(TestStat {
-                    job: r.get(0)?,
-                    classname: r.get(1)?,
-                    name: r.get(2)?,
-                    file: r.get(3)?,
-                    suite: r.get(4)?,
-                    runs: r.get(5)?,
-                    fails: r.get(6)?,
-                    p95_x100: r.get(7)?,
-                    by_fails: r.get(8)?,
-                    same_fails: r.get(9)?,
-                    by_p95: r.get(10)?,
-                    same_p95: r.get(11)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(
+        conn,
+        s.branches.pick(&TEST_STATS),
+        params![
+            s.project,
+            i64::MIN,
+            i64::MAX,
+            s.branches.value(),
+            s.workflow
+        ],
+        |r| {
+            Ok(TestStat {
+                job: r.get(0)?,
+                classname: r.get(1)?,
+                name: r.get(2)?,
+                file: r.get(3)?,
+                suite: r.get(4)?,
+                runs: r.get(5)?,
+                fails: r.get(6)?,
+                p95_x100: r.get(7)?,
+                by_fails: r.get(8)?,
+                same_fails: r.get(9)?,
+                by_p95: r.get(10)?,
+                same_p95: r.get(11)?,
+            })
+        },
+    )
 }
 
 /// Flaky tests of a project: results in the window on a known commit, per (job, classname,
@@ -918,25 +890,21 @@ pub struct Flaky {
 }
 
 pub fn flaky(conn: &Connection, project: i64, start: i64, end: i64) -> Result<Vec<Flaky>> {
-    let mut stmt = conn.prepare_cached(FLAKY)?;
-    let rows = stmt
-        .query_map(params![project, start, end], |r| {
-            Ok(Flaky {
-                job: r.get(0)?,
-                classname: r.get(1)?,
-                name: r.get(2)?,
-                file: r.get(3)?,
-                suite: r.get(4)?,
-                times_flaked: r.get(5)?,
-                time_wasted: r.get::<_, Option<f64>>(6)?.unwrap_or(0.0) as i64,
-                workflow_created_at: r.get(7)?,
-                workflow_id: r.get(8)?,
-                pipeline_number: r.get(9)?,
-                workflow_name: r.get(10)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    all(conn, FLAKY, params![project, start, end], |r| {
+        Ok(Flaky {
+            job: r.get(0)?,
+            classname: r.get(1)?,
+            name: r.get(2)?,
+            file: r.get(3)?,
+            suite: r.get(4)?,
+            times_flaked: r.get(5)?,
+            time_wasted: r.get::<_, Option<f64>>(6)?.unwrap_or(0.0) as i64,
+            workflow_created_at: r.get(7)?,
+            workflow_id: r.get(8)?,
+            pipeline_number: r.get(9)?,
+            workflow_name: r.get(10)?,
+        })
+    })
 }
 
 /// The statements behind the benchmarked routes (single-branch variants), by name, for

@@ -868,3 +868,48 @@ fn absurd_values_never_make_a_5xx() {
     let w = get(&d, &format!("{P}/workflows"));
     assert_eq!(w["items"][0]["metrics"]["total_credits_used"], json!(max));
 }
+
+#[test]
+fn org_slug_with_an_unknown_vcs_is_a_400_naming_it() {
+    let d = daemon();
+    post(&d, &ci_runs());
+    for path in [
+        "/api/v2/insights/svn/acme/summary",
+        "/api/v2/insights/svn%2Facme/summary",
+        "/api/v2/insights/gh%2F/summary",
+    ] {
+        let a = d.get(path);
+        assert_eq!(a.status, 400, "{path}: {}", a.text);
+        assert!(
+            a.body["message"].as_str().unwrap().contains("org-slug"),
+            "{path}: {}",
+            a.text
+        );
+    }
+    // Aliases still name the same org.
+    let o = get(&d, "/api/v2/insights/github/acme/summary");
+    assert_eq!(o["all_projects"], json!(["api"]));
+}
+
+#[test]
+fn org_totals_saturate_across_projects() {
+    // Two projects of one org, each with credits at i64::MAX: the org's sum saturates at
+    // i64::MAX as each project's does, instead of wrapping or failing.
+    let d = daemon();
+    let max = i64::MAX;
+    for repo in ["api", "web"] {
+        post(
+            &d,
+            &[format!(
+                r#"{{"id":"x","project":"gh/acme/{repo}","workflow":"ci","status":"success","created_at":"2026-03-01T10:00:00Z","stopped_at":"2026-03-01T10:00:10Z","credits_used":{max}}}"#
+            )],
+        );
+    }
+    let o = get(&d, "/api/v2/insights/gh/acme/summary");
+    assert_eq!(o["org_data"]["metrics"]["total_credits_used"], json!(max));
+    assert_eq!(o["org_data"]["metrics"]["total_runs"], 2);
+    assert_eq!(
+        o["org_project_data"][1]["metrics"]["total_credits_used"],
+        json!(max)
+    );
+}
