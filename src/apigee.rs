@@ -40,8 +40,11 @@ const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 const WEEK: i64 = 7 * DAY;
-/// The Unix epoch (a Thursday) is 4 days after a Monday: weeks start on Mondays.
-const WEEK_SHIFT: i64 = 4 * DAY;
+/// Weeks start on Mondays, and the Unix epoch is a Thursday: shifting a time 3 days later puts
+/// Mondays on multiples of a week. The shift is positive so that the SQL bucket expression, whose
+/// integer division truncates toward zero, never divides a negative number (a time is never more
+/// than `tzo` before the epoch).
+const WEEK_SHIFT: i64 = 3 * DAY;
 /// The Julian day number of 1970-01-01.
 const UNIX_JULIAN_DAY: i64 = 2_440_588;
 
@@ -422,7 +425,7 @@ impl Unit {
             Unit::Minute => Some((MINUTE, 0)),
             Unit::Hour => Some((HOUR, 0)),
             Unit::Day => Some((DAY, 0)),
-            Unit::Week => Some((WEEK, -WEEK_SHIFT)),
+            Unit::Week => Some((WEEK, WEEK_SHIFT)),
             _ => None,
         }
     }

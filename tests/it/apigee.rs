@@ -842,3 +842,25 @@ fn sums_beyond_64_bits_are_not_an_error() {
         pairs(&[("sum(credits)", "18446744073709551616")])
     );
 }
+
+/// Regression: the SQL week bucket divided a negative number (the epoch is a Thursday, so the
+/// first days of 1970 lie before the first Monday-aligned multiple) and truncated toward zero,
+/// putting a run of Friday 1970-01-02 in the next week's bucket.
+#[test]
+fn weeks_at_the_start_of_1970() {
+    let d = Daemon::start(&[]);
+    let run = json!([{"id": "e", "project": "gh/acme/api", "workflow": "ci",
+                      "status": "success", "created_at": "1970-01-02T00:00:00Z"}]);
+    let a = d.post_json("/api/v1/runs", &run.to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    // The week holding Thursday 1970-01-01 began Monday 1969-12-29; the next on January 5.
+    assert_eq!(
+        series(&d, "week", "01/01/1970 00:00~01/06/1970 00:00", 0),
+        s(&[("1969-12-29T00:00:00Z", "1"), ("1970-01-05T00:00:00Z", "0")])
+    );
+    // At -05:00 the run is Thursday 19:00 local, in the week that began Monday 05:00Z.
+    assert_eq!(
+        series(&d, "week", "01/01/1970 00:00~01/06/1970 00:00", -300),
+        s(&[("1969-12-29T05:00:00Z", "1"), ("1970-01-05T05:00:00Z", "0")])
+    );
+}
