@@ -470,10 +470,11 @@ fn bucket_start(ms: i64, unit: Unit, tzo: i32) -> i64 {
     let date = date_of(local_day);
     let month0 = i64::from(u8::from(date.month())) - 1;
     let first = month0 - month0 % unit.months();
-    month_start(i64::from(date.year()), first) * DAY - off
+    month_start(i64::from(date.year()), first).map_or(0, |d| d * DAY - off)
 }
 
-/// The start of the bucket after the one starting at `start`.
+/// The start of the bucket after the one starting at `start`; `i64::MAX`, after any range, when
+/// that bucket would start past the year 9999.
 fn bucket_next(start: i64, unit: Unit, tzo: i32) -> i64 {
     if let Some((width, _)) = unit.fixed() {
         return start + width;
@@ -482,7 +483,7 @@ fn bucket_next(start: i64, unit: Unit, tzo: i32) -> i64 {
     let date = date_of((start + off).div_euclid(DAY));
     let months = i64::from(date.year()) * 12 + i64::from(u8::from(date.month())) - 1;
     let next = months + unit.months();
-    month_start(next.div_euclid(12), next.rem_euclid(12)) * DAY - off
+    month_start(next.div_euclid(12), next.rem_euclid(12)).map_or(i64::MAX, |d| d * DAY - off)
 }
 
 fn date_of(unix_day: i64) -> Date {
@@ -492,16 +493,12 @@ fn date_of(unix_day: i64) -> Date {
         .unwrap_or(Date::MIN)
 }
 
-/// Days since the Unix epoch of the first day of month `month0` (0-based) of `year`.
-fn month_start(year: i64, month0: i64) -> i64 {
-    let month = u8::try_from(month0 + 1)
-        .ok()
-        .and_then(|m| Month::try_from(m).ok())
-        .unwrap_or(Month::January);
-    i32::try_from(year)
-        .ok()
-        .and_then(|y| Date::from_calendar_date(y, month, 1).ok())
-        .map_or(0, |d| i64::from(d.to_julian_day()) - UNIX_JULIAN_DAY)
+/// Days since the Unix epoch of the first day of month `month0` (0-based) of `year`, for the
+/// years the `time` crate knows (through 9999).
+fn month_start(year: i64, month0: i64) -> Option<i64> {
+    let month = Month::try_from(u8::try_from(month0 + 1).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, 1).ok()?;
+    Some(i64::from(date.to_julian_day()) - UNIX_JULIAN_DAY)
 }
 
 /// Parses Apigee's `MM/DD/YYYY HH:MM[:SS]~MM/DD/YYYY HH:MM[:SS]` as local times `tzo` minutes

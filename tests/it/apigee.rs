@@ -864,3 +864,22 @@ fn weeks_at_the_start_of_1970() {
         s(&[("1969-12-29T05:00:00Z", "1"), ("1970-01-05T05:00:00Z", "0")])
     );
 }
+
+/// Regression: the month after December 9999 is past what the calendar knows; the series must
+/// end there rather than start again at 1970.
+#[test]
+fn calendar_buckets_in_the_year_9999() {
+    let d = Daemon::start(&[]);
+    let run = json!([{"id": "z", "project": "gh/acme/api", "workflow": "ci",
+                      "status": "success", "created_at": "9999-12-15T00:00:00Z"}]);
+    let a = d.post_json("/api/v1/runs", &run.to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        series(&d, "month", "11/15/9999 00:00~12/31/9999 00:00", 0),
+        s(&[("9999-11-01T00:00:00Z", "0"), ("9999-12-01T00:00:00Z", "1")])
+    );
+    assert_eq!(
+        series(&d, "year", "06/01/9999 00:00~12/31/9999 23:59", 0),
+        s(&[("9999-01-01T00:00:00Z", "1")])
+    );
+}
