@@ -687,6 +687,38 @@ fn parameter_errors() {
             "timeRange=01/01/2026+00:00~01/31/2026+00:00&select=run_count&timeUnit=minute",
             "timeUnit",
         ),
+        (
+            "select=run_count&timeRange=03/02/2026+00:00~03/01/2026+00:00",
+            "timeRange",
+        ),
+        (
+            &format!("timeRange={RANGE}&select=run_count&tzo=east"),
+            "tzo",
+        ),
+        (
+            &format!("timeRange={RANGE}&select=run_count&topk=many"),
+            "topk",
+        ),
+        (
+            &format!("timeRange={RANGE}&select=run_count&offset=-1"),
+            "offset",
+        ),
+        (&format!("timeRange={RANGE}&select=sum(duration"), "select"),
+        (&format!("timeRange={RANGE}&select=run_count,"), "select"),
+        (
+            &format!(
+                "timeRange={RANGE}&select={}",
+                vec!["run_count"; 21].join(",")
+            ),
+            "select",
+        ),
+        (
+            &format!(
+                "timeRange={RANGE}&select={}",
+                vec!["run_count"; 100_000].join(",")
+            ),
+            "select",
+        ),
     ];
     for (query, param) in cases {
         let a = d.get(&format!("/v1/o/all/e/runs/stats/workflow?{query}"));
@@ -704,6 +736,24 @@ fn parameter_errors() {
         .as_str()
         .unwrap()
         .contains("password"));
+    let a = d.get(&format!(
+        "/v1/o/all/e/runs/stats/branch,branch?timeRange={RANGE}&select=run_count"
+    ));
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("dimensions"));
+    // The native form names the facts in a parameter, and answers in pipestat's own shape.
+    let a = d.get(&format!(
+        "/api/v1/stats/branch?facts=deploys&timeRange={RANGE}&select=run_count"
+    ));
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "bad_request");
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("facts"));
 }
 
 /// The stored data, seen two ways: the native list and an Apigee total.
