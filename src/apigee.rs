@@ -1036,6 +1036,17 @@ struct Group {
     rank: f64,
 }
 
+impl Group {
+    fn new(name: String, sels: usize) -> Group {
+        Group {
+            name,
+            totals: vec![None; sels],
+            series: HashMap::new(),
+            rank: 0.0,
+        }
+    }
+}
+
 fn stats(
     conn: &Connection,
     req: &Req,
@@ -1054,20 +1065,21 @@ fn stats(
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
     for row in rows {
-        let at = *index.entry(row.dims.clone()).or_insert_with(|| {
-            groups.push(Group {
-                name: row
+        // With a time unit a group has one row per bucket: look its key up, keep it only once.
+        let at = match index.get(&row.dims) {
+            Some(&at) => at,
+            None => {
+                let name = row
                     .dims
                     .iter()
                     .map(|d| d.as_deref().unwrap_or("(not set)"))
                     .collect::<Vec<_>>()
-                    .join(","),
-                totals: vec![None; q.sels.len()],
-                series: HashMap::new(),
-                rank: 0.0,
-            });
-            groups.len() - 1
-        });
+                    .join(",");
+                groups.push(Group::new(name, q.sels.len()));
+                index.insert(row.dims, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
         match row.bucket {
             Some(b) => {
                 groups[at].series.insert(b, row.values);
@@ -1091,12 +1103,7 @@ fn stats(
         }
         groups = groups.into_iter().skip(q.offset).take(q.limit).collect();
     } else if groups.is_empty() {
-        groups.push(Group {
-            name: String::new(),
-            totals: vec![None; q.sels.len()],
-            series: HashMap::new(),
-            rank: 0.0,
-        });
+        groups.push(Group::new(String::new(), q.sels.len()));
     }
 
     let mut order = series.unwrap_or_default();
