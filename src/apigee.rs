@@ -40,8 +40,11 @@ const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 const WEEK: i64 = 7 * DAY;
-/// The Unix epoch (a Thursday) is 4 days after a Monday: weeks start on Mondays.
-const WEEK_SHIFT: i64 = 4 * DAY;
+/// Weeks start on Mondays, and the Unix epoch is a Thursday: shifting a time 3 days later puts
+/// Mondays on multiples of a week. The shift is positive so that the SQL bucket expression, whose
+/// integer division truncates toward zero, never divides a negative number (a time is never more
+/// than `tzo` before the epoch).
+const WEEK_SHIFT: i64 = 3 * DAY;
 /// The Julian day number of 1970-01-01.
 const UNIX_JULIAN_DAY: i64 = 2_440_588;
 
@@ -422,7 +425,7 @@ impl Unit {
             Unit::Minute => Some((MINUTE, 0)),
             Unit::Hour => Some((HOUR, 0)),
             Unit::Day => Some((DAY, 0)),
-            Unit::Week => Some((WEEK, -WEEK_SHIFT)),
+            Unit::Week => Some((WEEK, WEEK_SHIFT)),
             _ => None,
         }
     }
@@ -467,10 +470,11 @@ fn bucket_start(ms: i64, unit: Unit, tzo: i32) -> i64 {
     let date = date_of(local_day);
     let month0 = i64::from(u8::from(date.month())) - 1;
     let first = month0 - month0 % unit.months();
-    month_start(i64::from(date.year()), first) * DAY - off
+    month_start(i64::from(date.year()), first).map_or(0, |d| d * DAY - off)
 }
 
-/// The start of the bucket after the one starting at `start`.
+/// The start of the bucket after the one starting at `start`; `i64::MAX`, after any range, when
+/// that bucket would start past the year 9999.
 fn bucket_next(start: i64, unit: Unit, tzo: i32) -> i64 {
     if let Some((width, _)) = unit.fixed() {
         return start + width;
@@ -479,7 +483,7 @@ fn bucket_next(start: i64, unit: Unit, tzo: i32) -> i64 {
     let date = date_of((start + off).div_euclid(DAY));
     let months = i64::from(date.year()) * 12 + i64::from(u8::from(date.month())) - 1;
     let next = months + unit.months();
-    month_start(next.div_euclid(12), next.rem_euclid(12)) * DAY - off
+    month_start(next.div_euclid(12), next.rem_euclid(12)).map_or(i64::MAX, |d| d * DAY - off)
 }
 
 fn date_of(unix_day: i64) -> Date {
@@ -489,16 +493,12 @@ fn date_of(unix_day: i64) -> Date {
         .unwrap_or(Date::MIN)
 }
 
-/// Days since the Unix epoch of the first day of month `month0` (0-based) of `year`.
-fn month_start(year: i64, month0: i64) -> i64 {
-    let month = u8::try_from(month0 + 1)
-        .ok()
-        .and_then(|m| Month::try_from(m).ok())
-        .unwrap_or(Month::January);
-    i32::try_from(year)
-        .ok()
-        .and_then(|y| Date::from_calendar_date(y, month, 1).ok())
-        .map_or(0, |d| i64::from(d.to_julian_day()) - UNIX_JULIAN_DAY)
+/// Days since the Unix epoch of the first day of month `month0` (0-based) of `year`, for the
+/// years the `time` crate knows (through 9999).
+fn month_start(year: i64, month0: i64) -> Option<i64> {
+    let month = Month::try_from(u8::try_from(month0 + 1).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, 1).ok()?;
+    Some(i64::from(date.to_julian_day()) - UNIX_JULIAN_DAY)
 }
 
 /// Parses Apigee's `MM/DD/YYYY HH:MM[:SS]~MM/DD/YYYY HH:MM[:SS]` as local times `tzo` minutes
@@ -609,15 +609,15 @@ fn parse_query(
         .param("select")
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| Error::bad("select: required, e.g. select=sum(duration),run_count"))?;
-    let sels = select
-        .split(',')
-        .map(|s| parse_sel(facts, s, "select"))
-        .collect::<Result<Vec<_>>>()?;
-    if sels.len() > MAX_SELECT {
+    if select.split(',').count() > MAX_SELECT {
         return Err(Error::bad(format!(
             "select: at most {MAX_SELECT} expressions"
         )));
     }
+    let sels = select
+        .split(',')
+        .map(|s| parse_sel(facts, s, "select"))
+        .collect::<Result<Vec<_>>>()?;
 
     let tzo: i32 = number(req, "tzo")?.unwrap_or(0);
     if tzo.abs() > MAX_TZO {
@@ -1036,6 +1036,17 @@ struct Group {
     rank: f64,
 }
 
+impl Group {
+    fn new(name: String, sels: usize) -> Group {
+        Group {
+            name,
+            totals: vec![None; sels],
+            series: HashMap::new(),
+            rank: 0.0,
+        }
+    }
+}
+
 fn stats(
     conn: &Connection,
     req: &Req,
@@ -1054,20 +1065,21 @@ fn stats(
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<Vec<Option<String>>, usize> = HashMap::new();
     for row in rows {
-        let at = *index.entry(row.dims.clone()).or_insert_with(|| {
-            groups.push(Group {
-                name: row
+        // With a time unit a group has one row per bucket: look its key up, keep it only once.
+        let at = match index.get(&row.dims) {
+            Some(&at) => at,
+            None => {
+                let name = row
                     .dims
                     .iter()
                     .map(|d| d.as_deref().unwrap_or("(not set)"))
                     .collect::<Vec<_>>()
-                    .join(","),
-                totals: vec![None; q.sels.len()],
-                series: HashMap::new(),
-                rank: 0.0,
-            });
-            groups.len() - 1
-        });
+                    .join(",");
+                groups.push(Group::new(name, q.sels.len()));
+                index.insert(row.dims, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
         match row.bucket {
             Some(b) => {
                 groups[at].series.insert(b, row.values);
@@ -1091,12 +1103,7 @@ fn stats(
         }
         groups = groups.into_iter().skip(q.offset).take(q.limit).collect();
     } else if groups.is_empty() {
-        groups.push(Group {
-            name: String::new(),
-            totals: vec![None; q.sels.len()],
-            series: HashMap::new(),
-            rank: 0.0,
-        });
+        groups.push(Group::new(String::new(), q.sels.len()));
     }
 
     let mut order = series.unwrap_or_default();

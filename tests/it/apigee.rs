@@ -687,6 +687,38 @@ fn parameter_errors() {
             "timeRange=01/01/2026+00:00~01/31/2026+00:00&select=run_count&timeUnit=minute",
             "timeUnit",
         ),
+        (
+            "select=run_count&timeRange=03/02/2026+00:00~03/01/2026+00:00",
+            "timeRange",
+        ),
+        (
+            &format!("timeRange={RANGE}&select=run_count&tzo=east"),
+            "tzo",
+        ),
+        (
+            &format!("timeRange={RANGE}&select=run_count&topk=many"),
+            "topk",
+        ),
+        (
+            &format!("timeRange={RANGE}&select=run_count&offset=-1"),
+            "offset",
+        ),
+        (&format!("timeRange={RANGE}&select=sum(duration"), "select"),
+        (&format!("timeRange={RANGE}&select=run_count,"), "select"),
+        (
+            &format!(
+                "timeRange={RANGE}&select={}",
+                vec!["run_count"; 21].join(",")
+            ),
+            "select",
+        ),
+        (
+            &format!(
+                "timeRange={RANGE}&select={}",
+                vec!["run_count"; 100_000].join(",")
+            ),
+            "select",
+        ),
     ];
     for (query, param) in cases {
         let a = d.get(&format!("/v1/o/all/e/runs/stats/workflow?{query}"));
@@ -704,6 +736,24 @@ fn parameter_errors() {
         .as_str()
         .unwrap()
         .contains("password"));
+    let a = d.get(&format!(
+        "/v1/o/all/e/runs/stats/branch,branch?timeRange={RANGE}&select=run_count"
+    ));
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("dimensions"));
+    // The native form names the facts in a parameter, and answers in pipestat's own shape.
+    let a = d.get(&format!(
+        "/api/v1/stats/branch?facts=deploys&timeRange={RANGE}&select=run_count"
+    ));
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "bad_request");
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("facts"));
 }
 
 /// The stored data, seen two ways: the native list and an Apigee total.
@@ -840,5 +890,46 @@ fn sums_beyond_64_bits_are_not_an_error() {
     assert_eq!(
         totals(&body),
         pairs(&[("sum(credits)", "18446744073709551616")])
+    );
+}
+
+/// Regression: the SQL week bucket divided a negative number (the epoch is a Thursday, so the
+/// first days of 1970 lie before the first Monday-aligned multiple) and truncated toward zero,
+/// putting a run of Friday 1970-01-02 in the next week's bucket.
+#[test]
+fn weeks_at_the_start_of_1970() {
+    let d = Daemon::start(&[]);
+    let run = json!([{"id": "e", "project": "gh/acme/api", "workflow": "ci",
+                      "status": "success", "created_at": "1970-01-02T00:00:00Z"}]);
+    let a = d.post_json("/api/v1/runs", &run.to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    // The week holding Thursday 1970-01-01 began Monday 1969-12-29; the next on January 5.
+    assert_eq!(
+        series(&d, "week", "01/01/1970 00:00~01/06/1970 00:00", 0),
+        s(&[("1969-12-29T00:00:00Z", "1"), ("1970-01-05T00:00:00Z", "0")])
+    );
+    // At -05:00 the run is Thursday 19:00 local, in the week that began Monday 05:00Z.
+    assert_eq!(
+        series(&d, "week", "01/01/1970 00:00~01/06/1970 00:00", -300),
+        s(&[("1969-12-29T05:00:00Z", "1"), ("1970-01-05T05:00:00Z", "0")])
+    );
+}
+
+/// Regression: the month after December 9999 is past what the calendar knows; the series must
+/// end there rather than start again at 1970.
+#[test]
+fn calendar_buckets_in_the_year_9999() {
+    let d = Daemon::start(&[]);
+    let run = json!([{"id": "z", "project": "gh/acme/api", "workflow": "ci",
+                      "status": "success", "created_at": "9999-12-15T00:00:00Z"}]);
+    let a = d.post_json("/api/v1/runs", &run.to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        series(&d, "month", "11/15/9999 00:00~12/31/9999 00:00", 0),
+        s(&[("9999-11-01T00:00:00Z", "0"), ("9999-12-01T00:00:00Z", "1")])
+    );
+    assert_eq!(
+        series(&d, "year", "06/01/9999 00:00~12/31/9999 23:59", 0),
+        s(&[("9999-01-01T00:00:00Z", "1")])
     );
 }
