@@ -51,8 +51,6 @@ const UNIX_JULIAN_DAY: i64 = 2_440_588;
 /// The SQL functions this module registers on a connection.
 const REGEXP_FN: &str = "pipestat_regexp";
 const BUCKET_FN: &str = "pipestat_bucket";
-const FUNCTIONS_PRESENT: &str =
-    "SELECT count(*) FROM pragma_function_list WHERE name = 'pipestat_regexp'";
 const PROJECT_EXISTS: &str = "SELECT count(*) FROM projects WHERE key = ?1 OR slug = ?1";
 
 /// What the statistics are over: the FROM clause, the time column and the fields.
@@ -966,14 +964,9 @@ fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Re
     Ok(out)
 }
 
-/// Registers this module's SQL functions on `conn`, once per connection.
-fn ensure_functions(conn: &Connection) -> Result<()> {
-    let present: i64 = conn
-        .prepare_cached(FUNCTIONS_PRESENT)?
-        .query_row([], |r| r.get(0))?;
-    if present > 0 {
-        return Ok(());
-    }
+/// Registers this module's SQL functions on a new connection (called by `db` for every
+/// connection it opens).
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function(REGEXP_FN, 2, flags, |ctx| {
         // The pattern is a bound parameter, so it is compiled once per query and kept as the
@@ -1011,7 +1004,6 @@ fn ensure_functions(conn: &Connection) -> Result<()> {
 pub fn explain(conn: &Connection, facts: &str, dims: &str, req: &Req) -> Result<Vec<String>> {
     let facts = Facts::named(facts).ok_or_else(|| Error::bad("facts: runs, jobs or tests"))?;
     let q = parse_query(req, facts, None, dims)?;
-    ensure_functions(conn)?;
     let (sql, params) = build_sql(&q, &q.sels, q.unit);
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
@@ -1059,7 +1051,6 @@ fn stats(
         Some(unit) => Some(buckets(&q, unit)?),
         None => None,
     };
-    ensure_functions(conn)?;
     let rows = run_sql(conn, &q, &q.sels, q.unit)?;
 
     let mut groups: Vec<Group> = Vec::new();

@@ -55,6 +55,8 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA wal_autocheckpoint = 8000;",
     )?;
     conn.set_prepared_statement_cache_capacity(128);
+    // The Apigee surface's `regexp` and time-bucket functions, on every connection.
+    crate::apigee::register_functions(conn)?;
     Ok(())
 }
 
