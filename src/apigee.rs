@@ -17,7 +17,7 @@ use time::{Date, Month};
 use crate::error::{Error, Result};
 use crate::filter::{self, Column, Kind};
 use crate::http::{App, Method, Req, Resp};
-use crate::ingest;
+use crate::{ingest, times};
 
 /// Default and largest `limit`.
 const DEFAULT_LIMIT: usize = 1000;
@@ -45,8 +45,6 @@ const WEEK: i64 = 7 * DAY;
 /// integer division truncates toward zero, never divides a negative number (a time is never more
 /// than `tzo` before the epoch).
 const WEEK_SHIFT: i64 = 3 * DAY;
-/// The Julian day number of 1970-01-01.
-const UNIX_JULIAN_DAY: i64 = 2_440_588;
 
 /// The SQL functions this module registers on a connection.
 const REGEXP_FN: &str = "pipestat_regexp";
@@ -485,10 +483,7 @@ fn bucket_next(start: i64, unit: Unit, tzo: i32) -> i64 {
 }
 
 fn date_of(unix_day: i64) -> Date {
-    i32::try_from(unix_day + UNIX_JULIAN_DAY)
-        .ok()
-        .and_then(|jd| Date::from_julian_day(jd).ok())
-        .unwrap_or(Date::MIN)
+    times::date_of_unix_day(unix_day).unwrap_or(Date::MIN)
 }
 
 /// Days since the Unix epoch of the first day of month `month0` (0-based) of `year`, for the
@@ -496,7 +491,7 @@ fn date_of(unix_day: i64) -> Date {
 fn month_start(year: i64, month0: i64) -> Option<i64> {
     let month = Month::try_from(u8::try_from(month0 + 1).ok()?).ok()?;
     let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, 1).ok()?;
-    Some(i64::from(date.to_julian_day()) - UNIX_JULIAN_DAY)
+    Some(times::unix_day_of(date))
 }
 
 /// Parses Apigee's `MM/DD/YYYY HH:MM[:SS]~MM/DD/YYYY HH:MM[:SS]` as local times `tzo` minutes
@@ -546,7 +541,7 @@ fn parse_local(s: &str) -> Option<i64> {
     let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
     let date =
         Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
-    let days = i64::from(date.to_julian_day()) - UNIX_JULIAN_DAY;
+    let days = times::unix_day_of(date);
     Some(days * DAY + i64::from(h) * HOUR + i64::from(m) * MINUTE + i64::from(sec) * SECOND)
 }
 

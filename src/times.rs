@@ -37,6 +37,21 @@ pub fn format_rfc3339(ms: i64) -> String {
     )
 }
 
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+/// The calendar date of a day counted from 1970-01-01, within the years `time` knows.
+pub fn date_of_unix_day(day: i64) -> Option<time::Date> {
+    i32::try_from(day + UNIX_EPOCH_JULIAN_DAY)
+        .ok()
+        .and_then(|jd| time::Date::from_julian_day(jd).ok())
+}
+
+/// The day counted from 1970-01-01 of a calendar date.
+pub fn unix_day_of(date: time::Date) -> i64 {
+    i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY
+}
+
 /// The current time in UTC milliseconds.
 pub fn now_ms() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
@@ -61,6 +76,18 @@ pub fn parse_utc_offset(s: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_days_and_dates() {
+        use time::{Date, Month};
+        let date = |y, m, d| Date::from_calendar_date(y, m, d).unwrap();
+        assert_eq!(date_of_unix_day(0), Some(date(1970, Month::January, 1)));
+        assert_eq!(date_of_unix_day(-1), Some(date(1969, Month::December, 31)));
+        // 1709251200 s (2024-03-01T00:00:00Z) / 86400 = 19783 days.
+        assert_eq!(unix_day_of(date(2024, Month::March, 1)), 19_783);
+        assert_eq!(date_of_unix_day(19_783), Some(date(2024, Month::March, 1)));
+        assert_eq!(date_of_unix_day(i64::MAX), None);
+    }
 
     #[test]
     fn rfc3339_any_offset_to_utc_ms() {

@@ -10,11 +10,10 @@
 
 use rusqlite::{params, Connection, Row};
 use serde_json::{json, Value};
-use time::Date;
 
 use crate::error::{Error, Result};
 use crate::http::{App, Method, Req, Resp};
-use crate::times::from_unix_seconds;
+use crate::times::{self, from_unix_seconds};
 
 const DAY_MS: i64 = 86_400_000;
 /// The widest window any route accepts: 366 days between its two instants.
@@ -26,8 +25,6 @@ const MAX_TZO: i64 = 14 * 60;
 const MAX_PAGE_SIZE: i64 = 1000;
 /// A bucket of the Zadig rollups (schema.sql): a quarter hour.
 const BUCKET_MS: i64 = 900_000;
-/// The Julian day number of 1970-01-01.
-const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
 const START: [&str; 3] = ["startDate", "start_time", "startTime"];
 const END: [&str; 3] = ["endDate", "end_time", "endTime"];
@@ -241,9 +238,7 @@ fn positive(req: &Req, name: &str, max: i64) -> Result<Option<i64>> {
 
 /// "YYYY-MM-DD" of a day counted from 1970-01-01.
 fn date(day: i64) -> String {
-    i32::try_from(day + UNIX_EPOCH_JULIAN_DAY)
-        .ok()
-        .and_then(|jd| Date::from_julian_day(jd).ok())
+    times::date_of_unix_day(day)
         .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))
         .unwrap_or_default()
 }
