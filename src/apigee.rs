@@ -315,11 +315,7 @@ fn project_exists(conn: &Connection, key_or_slug: &str) -> Result<bool> {
 
 /// At most 100 characters of a client's value, for error messages.
 fn clip(s: &str) -> String {
-    let mut out: String = s.chars().take(100).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
+    ingest::clip(s, 100)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

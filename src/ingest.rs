@@ -124,6 +124,15 @@ pub fn parse_rollbacks(body: &[u8]) -> Result<Vec<Rollback>> {
     }
 }
 
+/// At most `max` characters of a client's value, to quote it back in a message; `…` marks a cut.
+pub fn clip(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// Canonicalizes a project slug: `vcs/org/repo` with vcs aliases, or `org/repo` meaning GitHub.
 /// GitLab slugs may have nested groups (`gl/group/subgroup/repo`).
 pub fn canonical_slug(slug: &str) -> Result<String, String> {
@@ -468,7 +477,7 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => parse(s).map(Some).ok_or_else(|| {
-                let shown: String = s.chars().take(64).collect();
+                let shown = clip(s, 64);
                 self.err(
                     key,
                     &format!(

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{
-    ignored, is_production, kind_of, merge_jobs, payload, rfc3339, slug, span, verify_github,
+    clip, ignored, is_production, kind_of, merge_jobs, payload, rfc3339, slug, span, verify_github,
     write_run, Obj,
 };
 use crate::error::{Error, Result};
@@ -25,9 +25,8 @@ pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
         "ping" => return Ok(Resp::json(200, &json!({"pong": true}))),
         "workflow_run" | "workflow_job" | "deployment_status" => {}
         other => {
-            let shown: String = other.chars().take(64).collect();
             return Ok(ignored(
-                &shown,
+                other,
                 "pipestat maps the GitHub events workflow_run, workflow_job and deployment_status",
             ));
         }
@@ -84,7 +83,7 @@ fn status_of(o: &Obj) -> Result<Status> {
         // Completed without a conclusion: it ended, and nothing says it succeeded.
         Some("completed") => Ok(Status::Error),
         Some(other) => {
-            let shown: String = other.chars().take(64).collect();
+            let shown = clip(other);
             Err(o.err(
                 "status",
                 &format!(
@@ -295,7 +294,7 @@ fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
             ))
         }
         other => {
-            let shown: String = other.chars().take(64).collect();
+            let shown = clip(other);
             return Err(ds.err(
                 "state",
                 &format!(

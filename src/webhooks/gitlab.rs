@@ -6,7 +6,8 @@ use time::macros::format_description;
 use time::{PrimitiveDateTime, UtcOffset};
 
 use super::{
-    ignored, is_production, kind_of, merge_jobs, payload, slug, span, verify_gitlab, write_run, Obj,
+    clip, ignored, is_production, kind_of, merge_jobs, payload, slug, span, verify_gitlab,
+    write_run, Obj,
 };
 use crate::error::{Error, Result};
 use crate::http::{App, Req, Resp};
@@ -32,9 +33,8 @@ pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
         // A system hook says what it carries in `object_kind`.
         "System Hook" => "",
         other => {
-            let shown: String = other.chars().take(64).collect();
             return Ok(ignored(
-                &shown,
+                other,
                 "pipestat maps the GitLab events Pipeline Hook and Job Hook",
             ));
         }
@@ -111,7 +111,7 @@ fn status_of(o: &Obj, key: &str) -> Result<Status> {
         Some("canceled" | "cancelled") => Ok(Status::Canceled),
         Some("skipped") => Ok(Status::Skipped),
         Some(other) => {
-            let shown: String = other.chars().take(64).collect();
+            let shown = clip(other);
             Err(o.err(
                 key,
                 &format!(
