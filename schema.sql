@@ -44,6 +44,8 @@ CREATE TABLE runs (
     credits_used INTEGER NOT NULL DEFAULT 0 CHECK (credits_used >= 0), -- cost units reported by the CI system
     detail_url   TEXT,                                     -- link to the run in the CI system
     parameters   TEXT,                                     -- JSON array of {"name","value"} as given, or NULL
+    rec_from     INTEGER,                                  -- kept by pipestat (src/store/insights.rs): for a success right after a failure in its (project, branch, workflow) sequence, created_at of that streak's first failure; else NULL
+    rec_ms       INTEGER,                                  -- kept with rec_from: the recovery's length, stopped_at − that failure's stopped_at (NULL when either is missing)
     UNIQUE (project_id, ext_id)
 ) STRICT;
 -- One project's runs inside a created_at window (the Apigee surface with a project).
@@ -54,9 +56,11 @@ CREATE INDEX runs_by_time ON runs (created_at);
 CREATE INDEX runs_by_workflow_number ON runs (workflow_id, number, created_at);
 -- CircleCI Insights (src/circleci/sql.rs) reads one branch of a project, per workflow, in a
 -- created_at window: workflow metrics (WORKFLOW_METRICS), MTTR in (created_at, id) order (MTTR),
--- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone.
+-- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone. The
+-- rollup path (src/circleci/rollup.rs) reads the runs of a window's partial days from it, and
+-- the recovery upkeep (src/store/insights.rs) seeks a run's neighbours in its sequence in it.
 CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
-    started_at, stopped_at, credits_used);
+    started_at, stopped_at, credits_used, rec_from, rec_ms);
 -- CircleCI workflow metrics (WORKFLOW_METRICS) rank durations per workflow: this index delivers
 -- one branch's runs in (workflow, duration) order, so the ranking window needs no sort. The
 -- expression is the query's duration, stopped_at − (started_at or created_at), never negative.
@@ -202,6 +206,31 @@ CREATE TABLE zadig_case_buckets (
     bucket  INTEGER NOT NULL, -- quarter hour of the test jobs' day time
     n       INTEGER NOT NULL, -- how many stored results of the case those jobs hold
     PRIMARY KEY (case_id, bucket)
+) STRICT, WITHOUT ROWID;
+
+-- CircleCI Insights rollup (src/circleci/rollup.rs; kept by src/store/insights.rs): the runs of
+-- one branch of a project's workflow per UTC day (floor(created_at / 86400000)), added up.
+-- Every write of a run subtracts what it stored before and adds what it stores now, so a row
+-- always describes the stored runs; a row whose total fell to 0 stays. Runs without a branch
+-- are in no row. Sums are REAL, as the window queries' total() is, so no input can overflow them.
+CREATE TABLE insights_days (
+    project_id INTEGER NOT NULL, -- projects.id
+    branch     TEXT NOT NULL,    -- runs.branch
+    workflow_id INTEGER NOT NULL, -- workflows.id
+    day        INTEGER NOT NULL, -- UTC day of created_at, days since 1970-01-01
+    total      INTEGER NOT NULL, -- runs
+    ok         INTEGER NOT NULL, -- of which success
+    bad        INTEGER NOT NULL, -- of which failed, error or timeout
+    canceled   INTEGER NOT NULL, -- of which canceled
+    open       INTEGER NOT NULL, -- of which queued, running or waiting
+    credits    REAL NOT NULL,    -- sum of credits_used
+    dur_n      INTEGER NOT NULL, -- runs with a duration (a stopped_at)
+    dur_sum    REAL NOT NULL,    -- sum of their durations, ms
+    dur_sumsq  REAL NOT NULL,    -- sum of their squares, ms²
+    rec_n      INTEGER NOT NULL, -- recoveries (runs with rec_from)
+    rec_timed  INTEGER NOT NULL, -- of which with a length (rec_ms)
+    rec_sum    REAL NOT NULL,    -- sum of those lengths, ms
+    PRIMARY KEY (project_id, branch, workflow_id, day)
 ) STRICT, WITHOUT ROWID;
 
 -- Zadig-shaped rollback records.

@@ -6,6 +6,7 @@
 //! the contract leaves open is written down in docs/circleci.md.
 
 #[doc(hidden)]
+pub mod rollup;
 pub mod sql;
 
 use std::collections::HashSet;
@@ -452,22 +453,21 @@ fn workflows(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<Valu
     let br = branch_scope(req, p, false)?;
     let after = decode_token(req, 'w')?;
     let s = scope_of(p, &w, br.as_branches(), None);
-    let mut rows = sql::workflow_metrics(conn, &s, after.as_deref(), PAGE + 1)?;
+    let mut rows = workflow_figures(conn, &s, after.as_deref(), PAGE + 1)?;
     let next = (rows.len() as i64 > PAGE).then(|| {
         rows.truncate(PAGE as usize);
-        encode_token('w', &rows.last().expect("a full page").1)
+        encode_token('w', &rows.last().expect("a full page").name)
     });
-    let mttr = sql::mttr(conn, &s)?;
     let items = rows
         .iter()
-        .map(|(id, name, a)| {
-            let m = mttr.iter().find(|(wf, _, _)| wf == id);
+        .map(|f| {
+            let a = &f.agg;
             json!({
-                "name": name,
+                "name": f.name,
                 "project_id": uuid_of("project", &p.slug),
                 "window_start": t(a.first_at),
                 "window_end": t(a.last_at),
-                "metrics": run_metrics(a, &w, m.map(|m| (m.1, m.2))),
+                "metrics": run_metrics(a, &w, Some((f.recoveries, f.mttr_ms))),
             })
         })
         .collect();
@@ -610,16 +610,54 @@ fn job_runs(
     Ok(paged(items, next))
 }
 
+/// Per-workflow metrics and recoveries of the runs in scope, by workflow name, after `after`,
+/// at most `limit`: from the day rollup when the scope is one branch (rollup.rs), else by window
+/// functions over the runs (`workflow_figures_exact`). Both give the same numbers.
+pub fn workflow_figures(
+    conn: &Connection,
+    s: &Scope,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<rollup::Figures>> {
+    match s.branches {
+        Branches::One(b) => {
+            rollup::workflows(conn, s.project, b, s.start, s.end, s.workflow, after, limit)
+        }
+        _ => workflow_figures_exact(conn, s, after, limit),
+    }
+}
+
+/// `workflow_figures` by window functions over every run in scope (sql.rs).
+pub fn workflow_figures_exact(
+    conn: &Connection,
+    s: &Scope,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<rollup::Figures>> {
+    let rows = sql::workflow_metrics(conn, s, after, limit)?;
+    let mttr = sql::mttr(conn, s)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, agg)| {
+            let m = mttr.iter().find(|m| m.0 == id);
+            rollup::Figures {
+                id,
+                name,
+                agg,
+                recoveries: m.map_or(0, |m| m.1),
+                mttr_ms: m.and_then(|m| m.2),
+            }
+        })
+        .collect())
+}
+
 /// Workflow metrics of the one workflow of the scope over its window, with MTTR.
 fn summary_figures(conn: &Connection, s: &Scope) -> Result<(Agg, i64, Option<f64>)> {
-    let rows = sql::workflow_metrics(conn, s, None, 1)?;
-    let agg = rows.into_iter().next().map(|r| r.2).unwrap_or_default();
-    let (count, mean) = sql::mttr(conn, s)?
+    Ok(workflow_figures(conn, s, None, 1)?
         .into_iter()
         .next()
-        .map(|m| (m.1, m.2))
-        .unwrap_or((0, None));
-    Ok((agg, count, mean))
+        .map(|f| (f.agg, f.recoveries, f.mttr_ms))
+        .unwrap_or_default())
 }
 
 /// `GET /insights/{project-slug}/workflows/{workflow-name}/summary`: metrics and trends.

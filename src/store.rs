@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
 
+pub mod insights;
+
 macro_rules! sql_enum {
     ($t:ty) => {
         impl ToSql for $t {
@@ -245,7 +247,7 @@ const INSERT_RUN: &str = "INSERT INTO runs (project_id, workflow_id, ext_id, num
 const UPDATE_RUN: &str = "UPDATE runs SET workflow_id = ?2, number = coalesce(?3, number),
     branch = ?4, commit_sha = ?5, actor = ?6, trigger = ?7, committed_at = ?8, status = ?9,
     created_at = ?10, started_at = ?11, stopped_at = ?12, credits_used = ?13, detail_url = ?14,
-    parameters = ?15
+    parameters = ?15, rec_from = NULL, rec_ms = NULL
     WHERE id = ?1";
 
 /// What one upsert did.
@@ -331,6 +333,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 ],
                 |r| r.get(0),
             )?;
+            insights::added(conn, run_id, None)?;
             for (position, job) in run.jobs.iter().enumerate() {
                 let job_id = insert_job(conn, run_id, project_id, position as i64, job)?;
                 if let Some(tests) = &job.tests {
@@ -347,6 +350,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     wf.dirty = true;
                 }
                 zadig_run_workflow(conn, run_id, workflow_id)?;
+                let old = insights::removing(conn, run_id)?;
                 conn.prepare_cached(UPDATE_RUN)?.execute(params![
                     run_id,
                     workflow_id,
@@ -364,6 +368,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     run.detail_url,
                     run.parameters
                 ])?;
+                insights::added(conn, run_id, Some(old))?;
                 updated = true;
             }
             for job in &run.jobs {

@@ -1,0 +1,283 @@
+//! Upkeep of the CircleCI Insights rollups (schema.sql: `insights_days`, `runs.rec_from`,
+//! `runs.rec_ms`), read by src/circleci/rollup.rs.
+//!
+//! `insights_days` adds up the runs of one (project, branch, workflow) per UTC day. A run
+//! subtracts itself before it is updated (`removing`) and adds itself once written (`added`),
+//! so every row describes what is stored now, like the Zadig rollups.
+//!
+//! Recoveries (contract §5, MTTR) are kept on the runs themselves. A run's *sequence* is the
+//! finished runs (success, failed, error, timeout) of its (project, branch, workflow) in
+//! (created_at, ext_id) order. A success whose previous run in its sequence failed is a
+//! recovery: `rec_from` is the created_at of the first failure of that streak, `rec_ms` the
+//! success's stopped_at less that failure's (NULL when either is missing); both are NULL on every
+//! other run. Writing one run can change the recovery of at most three runs: itself, and the
+//! first success after it in its sequence, before and after the write (a streak always ends at
+//! the next success). `added` recomputes exactly those, so the columns always match what a
+//! window pass over the sequence gives (`REBUILD`, which tests compare them with).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::Result;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A run as the rollups see it.
+struct SeqRun {
+    id: i64,
+    key: Key,
+    status: String,
+    credits: i64,
+    dur: Option<i64>,
+    stop: Option<i64>,
+    rec: Option<Rec>,
+}
+
+/// A place in a sequence: (project, branch, workflow) and the (created_at, ext_id) order.
+#[derive(Clone, PartialEq)]
+pub struct Key {
+    project: i64,
+    branch: Option<String>,
+    workflow: i64,
+    at: i64,
+    ext: String,
+}
+
+/// A recovery: the streak's first failure's created_at, and the recovery's length in ms.
+#[derive(Clone, Copy, PartialEq)]
+struct Rec {
+    from: i64,
+    ms: Option<i64>,
+}
+
+const SELECT_RUN: &str = "SELECT id, project_id, branch, workflow_id, created_at, ext_id, status,
+    credits_used, stopped_at, started_at, rec_from, rec_ms FROM runs WHERE id = ?1";
+
+fn seq_run(r: &Row) -> rusqlite::Result<SeqRun> {
+    let created: i64 = r.get(4)?;
+    let stop: Option<i64> = r.get(8)?;
+    let start: Option<i64> = r.get(9)?;
+    let rec_from: Option<i64> = r.get(10)?;
+    let rec_ms: Option<i64> = r.get(11)?;
+    Ok(SeqRun {
+        id: r.get(0)?,
+        key: Key {
+            project: r.get(1)?,
+            branch: r.get(2)?,
+            workflow: r.get(3)?,
+            at: created,
+            ext: r.get(5)?,
+        },
+        status: r.get(6)?,
+        credits: r.get(7)?,
+        // The duration of contract §5: stopped_at − (started_at or created_at), never negative.
+        dur: stop.map(|s| s.saturating_sub(start.unwrap_or(created)).max(0)),
+        stop,
+        rec: rec_from.map(|from| Rec { from, ms: rec_ms }),
+    })
+}
+
+fn read(conn: &Connection, id: i64) -> Result<SeqRun> {
+    Ok(conn.prepare_cached(SELECT_RUN)?.query_row([id], seq_run)?)
+}
+
+/// ?1..?4 the row's key, ?5.. the amounts to add (negative to subtract).
+const BUMP: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
+    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+    ON CONFLICT (project_id, branch, workflow_id, day) DO UPDATE SET
+        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+        canceled = canceled + excluded.canceled, open = open + excluded.open,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
+        rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
+        rec_sum = rec_sum + excluded.rec_sum";
+
+/// Adds `sign` times the run's figures to its day: the run itself when `base`, and `rec`.
+/// Runs without a branch are in no row (the rollups serve one named branch).
+fn bump(conn: &Connection, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i64) -> Result<()> {
+    let Some(branch) = &r.key.branch else {
+        return Ok(());
+    };
+    let s = r.status.as_str();
+    let one = |b: bool| if base && b { sign } else { 0 };
+    let dur = if base { r.dur } else { None };
+    let f = sign as f64;
+    conn.prepare_cached(BUMP)?.execute(params![
+        r.key.project,
+        branch,
+        r.key.workflow,
+        r.key.at.div_euclid(DAY_MS),
+        one(true),
+        one(s == "success"),
+        one(s == "failed" || s == "error" || s == "timeout"),
+        one(s == "canceled"),
+        one(s == "queued" || s == "running" || s == "waiting"),
+        if base { f * r.credits as f64 } else { 0.0 },
+        dur.map_or(0, |_| sign),
+        dur.map_or(0.0, |d| f * d as f64),
+        dur.map_or(0.0, |d| f * (d as f64 * d as f64)),
+        rec.map_or(0, |_| sign),
+        rec.and_then(|x| x.ms).map_or(0, |_| sign),
+        rec.and_then(|x| x.ms).map_or(0.0, |m| f * m as f64),
+    ])?;
+    Ok(())
+}
+
+const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1";
+
+/// Subtracts a stored run, with its recovery, from the rollups: call it before the run is
+/// updated by a statement that also clears its rec_from and rec_ms (store.rs: UPDATE_RUN), and
+/// hand what it returns to `added`.
+pub fn removing(conn: &Connection, run_id: i64) -> Result<Key> {
+    let r = read(conn, run_id)?;
+    bump(conn, &r, true, r.rec, -1)?;
+    Ok(r.key)
+}
+
+// The sequence statements seek the index runs_insights (project_id, branch, workflow_id,
+// created_at, ext_id, status, ...); `branch IS ?2` so that runs without a branch form a
+// sequence of their own, as they do in the window queries.
+
+/// The last success before ?4/?5.
+const LAST_SUCCESS_BEFORE: &str = "SELECT created_at, ext_id FROM runs
+    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
+      AND (created_at, ext_id) < (?4, ?5) AND status = 'success'
+    ORDER BY created_at DESC, ext_id DESC LIMIT 1";
+/// The first finished run after ?4/?5.
+const FIRST_FINISHED_AFTER: &str = "SELECT created_at, ext_id, stopped_at FROM runs
+    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
+      AND (created_at, ext_id) > (?4, ?5)
+      AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
+    ORDER BY created_at, ext_id LIMIT 1";
+/// The first finished run of the sequence.
+const FIRST_FINISHED: &str = "SELECT created_at, ext_id, stopped_at FROM runs
+    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
+      AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
+    ORDER BY created_at, ext_id LIMIT 1";
+/// The first success after ?4/?5.
+const NEXT_SUCCESS_AFTER: &str = "SELECT id FROM runs
+    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
+      AND (created_at, ext_id) > (?4, ?5) AND status = 'success'
+    ORDER BY created_at, ext_id LIMIT 1";
+
+/// The recovery a stored run is now: the streak of failures just before it (everything finished
+/// between the last success before it and it), if any.
+fn recovery(conn: &Connection, r: &SeqRun) -> Result<Option<Rec>> {
+    if r.status != "success" {
+        return Ok(None);
+    }
+    let k = &r.key;
+    let seq = params![k.project, k.branch, k.workflow];
+    let last: Option<(i64, String)> = conn
+        .prepare_cached(LAST_SUCCESS_BEFORE)?
+        .query_row(params![k.project, k.branch, k.workflow, k.at, k.ext], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let three = |r: &Row| -> rusqlite::Result<(i64, String, Option<i64>)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    };
+    let first = match last {
+        Some((at, ext)) => conn
+            .prepare_cached(FIRST_FINISHED_AFTER)?
+            .query_row(params![k.project, k.branch, k.workflow, at, ext], three)
+            .optional()?,
+        None => conn
+            .prepare_cached(FIRST_FINISHED)?
+            .query_row(seq, three)
+            .optional()?,
+    };
+    Ok(match first {
+        // The run itself: nothing failed since the last success.
+        Some((at, ext, _)) if at == k.at && ext == k.ext => None,
+        Some((at, _, fail_stop)) => Some(Rec {
+            from: at,
+            ms: match (r.stop, fail_stop) {
+                (Some(s), Some(f)) => Some(s.saturating_sub(f)),
+                _ => None,
+            },
+        }),
+        None => None,
+    })
+}
+
+/// Sets a stored run's recovery to what it is now, moving its share of the rollup.
+fn refresh(conn: &Connection, r: &SeqRun) -> Result<()> {
+    let rec = recovery(conn, r)?;
+    if rec == r.rec {
+        return Ok(());
+    }
+    bump(conn, r, false, r.rec, -1)?;
+    bump(conn, r, false, rec, 1)?;
+    let (from, ms) = rec.map_or((None, None), |x| (Some(x.from), x.ms));
+    conn.prepare_cached(SET_REC)?
+        .execute(params![r.id, from, ms])?;
+    Ok(())
+}
+
+/// Refreshes the first success after `k` in its sequence, unless it is run `skip`.
+fn refresh_next_success(conn: &Connection, k: &Key, skip: i64) -> Result<()> {
+    let next: Option<i64> = conn
+        .prepare_cached(NEXT_SUCCESS_AFTER)?
+        .query_row(params![k.project, k.branch, k.workflow, k.at, k.ext], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match next {
+        Some(id) if id != skip => refresh(conn, &read(conn, id)?),
+        _ => Ok(()),
+    }
+}
+
+/// Counts a run just inserted (`old` None) or just updated (`old` from `removing`) into the
+/// rollups, and refreshes every recovery the write can have changed.
+pub fn added(conn: &Connection, run_id: i64, old: Option<Key>) -> Result<()> {
+    let r = read(conn, run_id)?;
+    bump(conn, &r, true, None, 1)?;
+    refresh(conn, &r)?;
+    refresh_next_success(conn, &r.key, r.id)?;
+    if let Some(old) = old.filter(|o| *o != r.key) {
+        refresh_next_success(conn, &old, r.id)?;
+    }
+    Ok(())
+}
+
+/// The rollups recomputed from the stored runs, independently of the functions above: the
+/// recoveries by one window pass per sequence (as the MTTR query of src/circleci/sql.rs finds
+/// them), then the day rows. For a database filled before they existed, and for tests.
+pub const REBUILD: &str = "
+    UPDATE runs SET rec_from = NULL, rec_ms = NULL WHERE rec_from IS NOT NULL OR rec_ms IS NOT NULL;
+    WITH seq AS (SELECT id, project_id AS p, branch AS b, workflow_id AS w, created_at AS at,
+            ext_id AS e, stopped_at AS stop, (status <> 'success') AS bad FROM runs
+        WHERE status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout'),
+    marked AS (SELECT *, LAG(bad, 1, 0) OVER win AS prev_bad,
+            coalesce(SUM(NOT bad) OVER (win ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+            AS streak
+        FROM seq WINDOW win AS (PARTITION BY p, b, w ORDER BY at, e)),
+    firsts AS (SELECT p, b, w, streak, at AS f_at, stop AS f_stop,
+            ROW_NUMBER() OVER (PARTITION BY p, b, w, streak ORDER BY at, e) AS k
+        FROM marked WHERE bad)
+    UPDATE runs SET rec_from = f.f_at, rec_ms = runs.stopped_at - f.f_stop
+    FROM marked m JOIN firsts f ON f.p = m.p AND f.b IS m.b AND f.w = m.w AND f.streak = m.streak
+        AND f.k = 1
+    WHERE runs.id = m.id AND NOT m.bad AND m.prev_bad;
+    DELETE FROM insights_days;
+    INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok, bad, canceled,
+        open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+    SELECT project_id, branch, workflow_id,
+        (created_at - (created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
+        count(*), sum(status = 'success'),
+        sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
+        sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
+        count(dur), total(dur), total(CAST(dur AS REAL) * dur),
+        count(rec_from), count(rec_ms), total(rec_ms)
+    FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
+            THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS dur FROM runs)
+    WHERE branch IS NOT NULL
+    GROUP BY project_id, branch, workflow_id, day;";
+
+/// Recomputes the CircleCI rollups from the stored runs.
+pub fn rebuild(conn: &Connection) -> Result<()> {
+    conn.execute_batch(REBUILD)?;
+    Ok(())
+}
