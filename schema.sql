@@ -233,6 +233,40 @@ CREATE TABLE insights_days (
     PRIMARY KEY (project_id, branch, workflow_id, day)
 ) STRICT, WITHOUT ROWID;
 
+-- The same for jobs (the jobs route), per job name: a job counts on the day of its run's
+-- created_at, in its run's branch and workflow, as the window queries place it. The day
+-- before the name, so that the rows one run adds sit side by side.
+CREATE TABLE insights_job_days (
+    project_id  INTEGER NOT NULL, -- projects.id
+    branch      TEXT NOT NULL,    -- runs.branch of the jobs' runs
+    workflow_id INTEGER NOT NULL, -- workflows.id of the jobs' runs
+    day         INTEGER NOT NULL, -- UTC day of the runs' created_at
+    name        TEXT NOT NULL,    -- jobs.name
+    total       INTEGER NOT NULL, -- jobs
+    ok          INTEGER NOT NULL, -- of which success
+    bad         INTEGER NOT NULL, -- of which failed, error or timeout
+    canceled    INTEGER NOT NULL, -- of which canceled
+    open        INTEGER NOT NULL, -- of which queued, running or waiting
+    credits     REAL NOT NULL,    -- sum of credits_used
+    dur_n       INTEGER NOT NULL, -- jobs with a duration
+    dur_sum     REAL NOT NULL,    -- sum of their durations, ms
+    dur_sumsq   REAL NOT NULL,    -- sum of their squares, ms²
+    PRIMARY KEY (project_id, branch, workflow_id, day, name)
+) STRICT, WITHOUT ROWID;
+
+-- Every job with a duration whose run has a branch, in (job name, duration) order within its
+-- run's branch and workflow: the jobs route picks a name's median and p95 by rank from it.
+CREATE TABLE insights_job_durs (
+    project_id  INTEGER NOT NULL, -- projects.id
+    branch      TEXT NOT NULL,    -- runs.branch of the job's run
+    workflow_id INTEGER NOT NULL, -- workflows.id of the job's run
+    name        TEXT NOT NULL,    -- jobs.name
+    dur         INTEGER NOT NULL, -- stopped_at − (started_at or created_at), never negative, ms
+    job_id      INTEGER NOT NULL, -- jobs.id
+    at          INTEGER NOT NULL, -- runs.created_at of the job's run, for the window
+    PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)
+) STRICT, WITHOUT ROWID;
+
 -- Zadig-shaped rollback records.
 CREATE TABLE rollbacks (
     id             INTEGER PRIMARY KEY,                      -- rowid

@@ -550,7 +550,7 @@ fn jobs(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> Result
     let filter = one_name(req, "job-name")?;
     let after = decode_token(req, 'j')?;
     let s = scope_of(p, &w, br.as_branches(), Some(wf));
-    let mut rows = sql::job_metrics(conn, &s, filter, after.as_deref(), PAGE + 1)?;
+    let mut rows = job_figures(conn, &s, filter, after.as_deref(), PAGE + 1)?;
     let next = (rows.len() as i64 > PAGE).then(|| {
         rows.truncate(PAGE as usize);
         encode_token('j', &rows.last().expect("a full page").0)
@@ -649,6 +649,23 @@ pub fn workflow_figures_exact(
             }
         })
         .collect())
+}
+
+/// Per-job-name metrics of the jobs of the scope's workflow (see `sql::job_metrics`): from the
+/// job rollups when the scope is one branch (rollup.rs), else by window functions.
+pub fn job_figures(
+    conn: &Connection,
+    s: &Scope,
+    filter: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, Agg)>> {
+    match (s.branches, s.workflow) {
+        (Branches::One(b), Some(wf)) => {
+            rollup::jobs(conn, s.project, b, wf, s.start, s.end, filter, after, limit)
+        }
+        _ => sql::job_metrics(conn, s, filter, after, limit),
+    }
 }
 
 /// Workflow metrics of the one workflow of the scope over its window, with MTTR.

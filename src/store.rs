@@ -442,6 +442,7 @@ fn insert_job(
         |r| r.get(0),
     )?;
     zadig_job_added(conn, id, job)?;
+    insights::job_added(conn, id)?;
     Ok(id)
 }
 
@@ -470,6 +471,7 @@ fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Resu
                 return Ok(());
             }
             zadig_job_removing(conn, job_id)?;
+            insights::job_removing(conn, job_id)?;
             conn.prepare_cached(UPDATE_JOB)?.execute(params![
                 job_id,
                 job.name,
@@ -491,6 +493,7 @@ fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Resu
                 artifacts_json(job)
             ])?;
             zadig_job_added(conn, job_id, job)?;
+            insights::job_added(conn, job_id)?;
             conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
             job_id
         }

@@ -235,28 +235,10 @@ pub fn workflows(
         let (first_at, last_at) = conn
             .prepare_cached(FIRST_LAST)?
             .query_row(at, |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let rank = |k: i64| -> Result<(i64, Option<i64>)> {
-            pair(conn, project, branch, id, start, end, s.dur_n, k)
-        };
-        let dur = if s.dur_n > 0 {
-            let n = s.dur_n;
-            let pct = |p: i64| -> Result<Option<i64>> {
-                let h = (n - 1) * p;
-                let (lo, hi) = rank(h / 100)?;
-                Ok(Some(lo * (100 - h % 100) + hi.unwrap_or(0) * (h % 100)))
-            };
-            Dur {
-                n,
-                min: Some(rank(0)?.0),
-                max: Some(rank(n - 1)?.0),
-                sum: s.dur_sum as i64,
-                sumsq: s.dur_sumsq,
-                p50_x100: pct(50)?,
-                p95_x100: pct(95)?,
-            }
-        } else {
-            Dur::default()
-        };
+        let key: [&dyn rusqlite::ToSql; 5] = [&project, &branch, &id, &start, &end];
+        let dur = durations(s.dur_n, s.dur_sum, s.dur_sumsq, |k| {
+            pair(conn, (RANK_ASC, RANK_DESC), &key, s.dur_n, k)
+        })?;
         let (recoveries, rec_timed, rec_sum) = crossing(conn, project, branch, id, start, end, s)?;
         out.push(Figures {
             id,
@@ -280,32 +262,29 @@ pub fn workflows(
 }
 
 /// The durations of ranks k and k + 1 (0-based, ascending; the second None past the end) among
-/// the n durations of one workflow's runs in the window, walked to from the nearer end.
-#[allow(clippy::too_many_arguments)]
+/// n durations, walked to from the nearer end: `asc` and `desc` list them from either end, with
+/// `key` as their first parameters and then the offset and the count.
 fn pair(
     conn: &Connection,
-    project: i64,
-    branch: &str,
-    wf: i64,
-    start: i64,
-    end: i64,
+    (asc, desc): (&str, &str),
+    key: &[&dyn rusqlite::ToSql],
     n: i64,
     k: i64,
 ) -> Result<(i64, Option<i64>)> {
-    let want = if k + 1 < n { 2 } else { 1 };
+    let want: i64 = if k + 1 < n { 2 } else { 1 };
     let (sql, offset) = if k <= n - 1 - k {
-        (RANK_ASC, k)
+        (asc, k)
     } else {
-        (RANK_DESC, n - k - want)
+        (desc, n - k - want)
     };
     let mut stmt = conn.prepare_cached(sql)?;
+    let mut all: Vec<&dyn rusqlite::ToSql> = key.to_vec();
+    all.push(&offset);
+    all.push(&want);
     let mut vals: Vec<i64> = stmt
-        .query_map(
-            params![project, branch, wf, start, end, offset, want],
-            |r| r.get(0),
-        )?
+        .query_map(all.as_slice(), |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    if sql == RANK_DESC {
+    if sql == desc {
         vals.reverse();
     }
     match vals.as_slice() {
@@ -315,6 +294,33 @@ fn pair(
             "the rollup counts {n} durations, the index fewer (rank {k})"
         ))),
     }
+}
+
+/// Duration figures from the sums and ranks: min, max, median and p95 by `rank` (see `pair`).
+fn durations(
+    n: i64,
+    sum: f64,
+    sumsq: f64,
+    rank: impl Fn(i64) -> Result<(i64, Option<i64>)>,
+) -> Result<Dur> {
+    if n == 0 {
+        return Ok(Dur::default());
+    }
+    // Linear interpolation between closest ranks in 1/100 ms, as `sql::pct!`.
+    let pct = |p: i64| -> Result<Option<i64>> {
+        let h = (n - 1) * p;
+        let (lo, hi) = rank(h / 100)?;
+        Ok(Some(lo * (100 - h % 100) + hi.unwrap_or(0) * (h % 100)))
+    };
+    Ok(Dur {
+        n,
+        min: Some(rank(0)?.0),
+        max: Some(rank(n - 1)?.0),
+        sum: sum as i64,
+        sumsq,
+        p50_x100: pct(50)?,
+        p95_x100: pct(95)?,
+    })
 }
 
 /// The window's recoveries of one workflow from the summed ones: (count, how many have a
@@ -372,4 +378,183 @@ fn crossing(
         }
     }
     Ok((n, timed, sum))
+}
+
+// ------------------------------------------------------------------ jobs
+
+/// The whole days [?4, ?5) of the jobs of workflow ?3 on branch ?2 of project ?1, per job name
+/// (a substring ?6 of it, names after ?7), with the first and last day that has any.
+const JOB_DAYS: &str = "SELECT name, sum(total), sum(ok), sum(bad), sum(canceled), sum(open),
+    total(credits), sum(dur_n), total(dur_sum), total(dur_sumsq),
+    min(CASE WHEN total > 0 THEN day END), max(CASE WHEN total > 0 THEN day END)
+    FROM insights_job_days WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3
+      AND day >= ?4 AND day < ?5 AND (?6 IS NULL OR instr(name, ?6) > 0)
+      AND (?7 IS NULL OR name > ?7)
+    GROUP BY name";
+
+/// The same over the jobs of the runs created in [?4, ?5), with their first and last created_at.
+const JOB_RUNS: &str = "SELECT name, count(*), sum(status = 'success'),
+    sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
+    sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
+    count(d), total(d), total(CAST(d AS REAL) * d), min(at), max(at)
+    FROM (SELECT j.name, j.status, j.credits_used, r.created_at AS at,
+        CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS d
+      FROM runs r JOIN jobs j ON j.run_id = r.id
+      WHERE r.project_id = ?1 AND r.branch = ?2 AND r.workflow_id = ?3
+        AND r.created_at >= ?4 AND r.created_at < ?5 AND (?6 IS NULL OR instr(j.name, ?6) > 0)
+        AND (?7 IS NULL OR j.name > ?7))
+    GROUP BY name";
+
+/// The first and last created_at in [?4, ?5) of a run of workflow ?3 on branch ?2 with a job
+/// named ?6 (within one day, where the rollup says there is one).
+const JOB_FIRST_AT: &str = "SELECT r.created_at FROM runs r
+    WHERE r.project_id = ?1 AND r.branch = ?2 AND r.workflow_id = ?3 AND r.created_at >= ?4
+      AND r.created_at < ?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = ?6)
+    ORDER BY r.created_at LIMIT 1";
+const JOB_LAST_AT: &str = "SELECT r.created_at FROM runs r
+    WHERE r.project_id = ?1 AND r.branch = ?2 AND r.workflow_id = ?3 AND r.created_at >= ?4
+      AND r.created_at < ?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = ?6)
+    ORDER BY r.created_at DESC LIMIT 1";
+
+/// Durations of ranks ?8 and after (at most ?9) of job ?4's jobs of runs created in [?5, ?6).
+const JOB_RANK_ASC: &str = "SELECT dur FROM insights_job_durs
+    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND name = ?4 AND at >= ?5
+      AND at < ?6 ORDER BY dur LIMIT ?8 OFFSET ?7";
+const JOB_RANK_DESC: &str = "SELECT dur FROM insights_job_durs
+    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND name = ?4 AND at >= ?5
+      AND at < ?6 ORDER BY dur DESC LIMIT ?8 OFFSET ?7";
+
+/// The statements of the jobs path, for `EXPLAIN QUERY PLAN` in benches/circleci.rs.
+pub const BENCHED_JOBS: &[(&str, &str)] = &[
+    ("jobs (rollup): JOB_DAYS", JOB_DAYS),
+    ("jobs (rollup): JOB_RUNS", JOB_RUNS),
+    ("jobs (rollup): JOB_FIRST_AT", JOB_FIRST_AT),
+    ("jobs (rollup): JOB_RANK_ASC", JOB_RANK_ASC),
+];
+
+/// What the day rows and the partial days give one job name.
+#[derive(Default)]
+struct JobSums {
+    s: Sums,
+    /// First and last day with jobs, of the whole days.
+    days: Option<(i64, i64)>,
+    /// First and last created_at in each partial day (before and after the whole days).
+    head: Option<(i64, i64)>,
+    tail: Option<(i64, i64)>,
+}
+
+/// Per-job-name figures of the jobs of `workflow`'s runs on `branch` created in [start, end),
+/// as `sql::job_metrics` gives them: names containing `filter`, after `after`, at most `limit`.
+#[allow(clippy::too_many_arguments)]
+pub fn jobs(
+    conn: &Connection,
+    project: i64,
+    branch: &str,
+    workflow: i64,
+    start: i64,
+    end: i64,
+    filter: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, Agg)>> {
+    let mut by_name: std::collections::BTreeMap<String, JobSums> = Default::default();
+    let first_day = start.div_euclid(DAY_MS) + i64::from(start.rem_euclid(DAY_MS) != 0);
+    let end_day = end.div_euclid(DAY_MS);
+    let whole = first_day < end_day;
+    let mut partial = |from: i64, to: i64, head: bool| -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare_cached(JOB_RUNS)?;
+        let mut rows = stmt.query(params![project, branch, workflow, from, to, filter, after])?;
+        while let Some(r) = rows.next()? {
+            let e = by_name.entry(r.get(0)?).or_default();
+            e.s.add(&job_sums(r)?);
+            let span = Some((r.get(10)?, r.get(11)?));
+            if head {
+                e.head = span;
+            } else {
+                e.tail = span;
+            }
+        }
+        Ok(())
+    };
+    if whole {
+        partial(start, first_day * DAY_MS, true)?;
+        partial(end_day * DAY_MS, end, false)?;
+        let mut stmt = conn.prepare_cached(JOB_DAYS)?;
+        let mut rows = stmt.query(params![
+            project, branch, workflow, first_day, end_day, filter, after
+        ])?;
+        while let Some(r) = rows.next()? {
+            let e = by_name.entry(r.get(0)?).or_default();
+            e.s.add(&job_sums(r)?);
+            let (a, b): (Option<i64>, Option<i64>) = (r.get(10)?, r.get(11)?);
+            e.days = a.zip(b);
+        }
+    } else {
+        partial(start, end, true)?;
+    }
+
+    let mut out = Vec::new();
+    for (name, j) in by_name.into_iter().filter(|(_, j)| j.s.total > 0) {
+        if out.len() as i64 >= limit {
+            break;
+        }
+        let s = &j.s;
+        // The first run with this job: in the leading partial day, else on the first whole day
+        // that has one, else in the trailing partial day; the last the other way round.
+        let in_day = |sql: &str, day: i64| -> Result<Option<i64>> {
+            let (from, to) = (day * DAY_MS, (day + 1) * DAY_MS);
+            Ok(conn
+                .prepare_cached(sql)?
+                .query_row(params![project, branch, workflow, from, to, name], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        };
+        let first_at = match (j.head, j.days, j.tail) {
+            (Some((a, _)), _, _) => Some(a),
+            (None, Some((d, _)), _) => in_day(JOB_FIRST_AT, d)?,
+            (None, None, t) => t.map(|t| t.0),
+        };
+        let last_at = match (j.tail, j.days, j.head) {
+            (Some((_, b)), _, _) => Some(b),
+            (None, Some((_, d)), _) => in_day(JOB_LAST_AT, d)?,
+            (None, None, h) => h.map(|h| h.1),
+        };
+        let key: [&dyn rusqlite::ToSql; 6] = [&project, &branch, &workflow, &name, &start, &end];
+        let dur = durations(s.dur_n, s.dur_sum, s.dur_sumsq, |k| {
+            pair(conn, (JOB_RANK_ASC, JOB_RANK_DESC), &key, s.dur_n, k)
+        })?;
+        let agg = Agg {
+            total: s.total,
+            successful: s.ok,
+            failed: s.bad,
+            canceled: s.canceled,
+            unfinished: s.open,
+            credits: s.credits as i64,
+            dur,
+            first_at,
+            last_at,
+        };
+        out.push((name, agg));
+    }
+    Ok(out)
+}
+
+/// Columns 1..=9 of JOB_DAYS and JOB_RUNS.
+fn job_sums(r: &rusqlite::Row) -> rusqlite::Result<Sums> {
+    Ok(Sums {
+        total: r.get(1)?,
+        ok: r.get(2)?,
+        bad: r.get(3)?,
+        canceled: r.get(4)?,
+        open: r.get(5)?,
+        credits: r.get(6)?,
+        dur_n: r.get(7)?,
+        dur_sum: r.get(8)?,
+        dur_sumsq: r.get(9)?,
+        ..Sums::default()
+    })
 }

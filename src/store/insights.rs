@@ -1,9 +1,11 @@
 //! Upkeep of the CircleCI Insights rollups (schema.sql: `insights_days`, `runs.rec_from`,
-//! `runs.rec_ms`), read by src/circleci/rollup.rs.
+//! `runs.rec_ms`, `insights_job_days`, `insights_job_durs`), read by src/circleci/rollup.rs.
 //!
 //! `insights_days` adds up the runs of one (project, branch, workflow) per UTC day. A run
 //! subtracts itself before it is updated (`removing`) and adds itself once written (`added`),
-//! so every row describes what is stored now, like the Zadig rollups.
+//! so every row describes what is stored now, like the Zadig rollups. Jobs do the same
+//! (`job_removing`, `job_added`) in `insights_job_days` and `insights_job_durs`, under their
+//! run's branch, workflow and created_at; when an update moves a run, `added` moves its jobs.
 //!
 //! Recoveries (contract §5, MTTR) are kept on the runs themselves. A run's *sequence* is the
 //! finished runs (success, failed, error, timeout) of its (project, branch, workflow) in
@@ -230,7 +232,8 @@ fn refresh_next_success(conn: &Connection, k: &Key, skip: i64) -> Result<()> {
 }
 
 /// Counts a run just inserted (`old` None) or just updated (`old` from `removing`) into the
-/// rollups, and refreshes every recovery the write can have changed.
+/// rollups, refreshes every recovery the write can have changed, and moves the run's jobs when
+/// the update changed its branch, workflow or created_at.
 pub fn added(conn: &Connection, run_id: i64, old: Option<Key>) -> Result<()> {
     let r = read(conn, run_id)?;
     bump(conn, &r, true, None, 1)?;
@@ -238,6 +241,171 @@ pub fn added(conn: &Connection, run_id: i64, old: Option<Key>) -> Result<()> {
     refresh_next_success(conn, &r.key, r.id)?;
     if let Some(old) = old.filter(|o| *o != r.key) {
         refresh_next_success(conn, &old, r.id)?;
+        let moved =
+            (&old.branch, old.workflow, old.at) != (&r.key.branch, r.key.workflow, r.key.at);
+        if moved {
+            run_jobs(conn, run_id, &old, -1)?;
+            run_jobs(conn, run_id, &r.key, 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// A job's duration in SQL, as in runs_insights_dur and src/circleci/sql.rs.
+macro_rules! job_dur {
+    () => {
+        "CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END"
+    };
+}
+
+/// The job figures of `insights_job_days`, signed by ?S, as the columns after the key.
+macro_rules! job_figures {
+    ($s:literal) => {
+        concat!(
+            $s,
+            " * count(*), ",
+            $s,
+            " * sum(j.status = 'success'), ",
+            $s,
+            " * sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'), ",
+            $s,
+            " * sum(j.status = 'canceled'), ",
+            $s,
+            " * sum(j.status = 'queued' OR j.status = 'running' OR j.status = 'waiting'), ",
+            $s,
+            " * total(j.credits_used), ",
+            $s,
+            " * count(j.stopped_at), ",
+            $s,
+            " * total(",
+            job_dur!(),
+            "), ",
+            $s,
+            " * total(CAST((",
+            job_dur!(),
+            ") AS REAL) * (",
+            job_dur!(),
+            "))"
+        )
+    };
+}
+
+/// ?1 job, ?2 +1 or -1: the job on its run's day. (`= +?1`: see store.rs on re-preparing.)
+const JOB_BUMP: &str = concat!(
+    "INSERT INTO insights_job_days (project_id, branch, workflow_id, day, name, total, ok, bad,
+        canceled, open, credits, dur_n, dur_sum, dur_sumsq)
+    SELECT r.project_id, r.branch, r.workflow_id,
+        (r.created_at - (r.created_at % 86400000 + 86400000) % 86400000) / 86400000, j.name, ",
+    job_figures!("?2"),
+    " FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = +?1 AND r.branch IS NOT NULL
+    GROUP BY j.id
+    ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
+    total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+    canceled = canceled + excluded.canceled, open = open + excluded.open,
+    credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+    dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq"
+);
+/// ?1 job: its row in insights_job_durs.
+const JOB_DUR_ADD: &str = concat!(
+    "INSERT INTO insights_job_durs (project_id, branch, workflow_id, name, dur, job_id, at)
+    SELECT r.project_id, r.branch, r.workflow_id, j.name, ",
+    job_dur!(),
+    ", j.id, r.created_at FROM jobs j JOIN runs r ON r.id = j.run_id
+    WHERE j.id = +?1 AND r.branch IS NOT NULL AND j.stopped_at IS NOT NULL"
+);
+/// ?1 job: its key in insights_job_durs, when it has a row there.
+const JOB_DUR_KEY: &str = concat!(
+    "SELECT r.project_id, r.branch, r.workflow_id, j.name, ",
+    job_dur!(),
+    " FROM jobs j JOIN runs r ON r.id = j.run_id
+    WHERE j.id = +?1 AND r.branch IS NOT NULL AND j.stopped_at IS NOT NULL"
+);
+/// One row of insights_job_durs, by its whole key (?6 the job).
+const JOB_DUR_DELETE: &str = "DELETE FROM insights_job_durs WHERE project_id = ?1 AND branch = ?2
+    AND workflow_id = ?3 AND name = ?4 AND dur = ?5 AND job_id = ?6";
+
+/// Subtracts a stored job from the rollups: call it before the job is updated.
+pub fn job_removing(conn: &Connection, job_id: i64) -> Result<()> {
+    conn.prepare_cached(JOB_BUMP)?
+        .execute(params![job_id, -1])?;
+    let key = conn
+        .prepare_cached(JOB_DUR_KEY)?
+        .query_row([job_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .optional()?;
+    if let Some((p, b, w, name, dur)) = key {
+        conn.prepare_cached(JOB_DUR_DELETE)?
+            .execute(params![p, b, w, name, dur, job_id])?;
+    }
+    Ok(())
+}
+
+/// Counts a job just inserted or updated into the rollups.
+pub fn job_added(conn: &Connection, job_id: i64) -> Result<()> {
+    conn.prepare_cached(JOB_BUMP)?.execute(params![job_id, 1])?;
+    conn.prepare_cached(JOB_DUR_ADD)?.execute([job_id])?;
+    Ok(())
+}
+
+/// ?1 project, ?2 branch, ?3 workflow, ?4 created_at, ?5 run, ?6 +1 or -1: every job of the run
+/// under that key, whatever the run row holds now.
+const RUN_JOBS_BUMP: &str = concat!(
+    "INSERT INTO insights_job_days (project_id, branch, workflow_id, day, name, total, ok, bad,
+        canceled, open, credits, dur_n, dur_sum, dur_sumsq)
+    SELECT ?1, ?2, ?3, (?4 - (?4 % 86400000 + 86400000) % 86400000) / 86400000, j.name, ",
+    job_figures!("?6"),
+    " FROM jobs j WHERE j.run_id = +?5 GROUP BY j.name
+    ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
+    total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+    canceled = canceled + excluded.canceled, open = open + excluded.open,
+    credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+    dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq"
+);
+const RUN_JOBS_DUR_ADD: &str = concat!(
+    "INSERT INTO insights_job_durs (project_id, branch, workflow_id, name, dur, job_id, at)
+    SELECT ?1, ?2, ?3, j.name, ",
+    job_dur!(),
+    ", j.id, ?4 FROM jobs j WHERE j.run_id = +?5 AND j.stopped_at IS NOT NULL"
+);
+/// ?1 run: its jobs with a duration.
+const RUN_JOBS_DURS: &str = concat!(
+    "SELECT j.id, j.name, ",
+    job_dur!(),
+    " FROM jobs j WHERE j.run_id = +?1 AND j.stopped_at IS NOT NULL"
+);
+
+/// Adds (`sign` 1) or subtracts (-1) every job of a run under the run key `k`.
+fn run_jobs(conn: &Connection, run_id: i64, k: &Key, sign: i64) -> Result<()> {
+    let Some(branch) = &k.branch else {
+        return Ok(());
+    };
+    conn.prepare_cached(RUN_JOBS_BUMP)?
+        .execute(params![k.project, branch, k.workflow, k.at, run_id, sign])?;
+    if sign > 0 {
+        conn.prepare_cached(RUN_JOBS_DUR_ADD)?
+            .execute(params![k.project, branch, k.workflow, k.at, run_id])?;
+        return Ok(());
+    }
+    let mut jobs = conn.prepare_cached(RUN_JOBS_DURS)?;
+    let durs = jobs
+        .query_map([run_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut delete = conn.prepare_cached(JOB_DUR_DELETE)?;
+    for (id, name, dur) in durs {
+        delete.execute(params![k.project, branch, k.workflow, name, dur, id])?;
     }
     Ok(())
 }
@@ -274,7 +442,27 @@ pub const REBUILD: &str = "
     FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
             THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS dur FROM runs)
     WHERE branch IS NOT NULL
-    GROUP BY project_id, branch, workflow_id, day;";
+    GROUP BY project_id, branch, workflow_id, day;
+    DELETE FROM insights_job_days;
+    INSERT INTO insights_job_days (project_id, branch, workflow_id, day, name, total, ok, bad,
+        canceled, open, credits, dur_n, dur_sum, dur_sumsq)
+    SELECT r.project_id, r.branch, r.workflow_id,
+        (r.created_at - (r.created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
+        j.name, count(*), sum(j.status = 'success'),
+        sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'),
+        sum(j.status = 'canceled'), sum(j.status = 'queued' OR j.status = 'running' OR j.status = 'waiting'),
+        total(j.credits_used), count(d), total(d), total(CAST(d AS REAL) * d)
+    FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
+            THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS d FROM jobs) j
+    JOIN runs r ON r.id = j.run_id
+    WHERE r.branch IS NOT NULL
+    GROUP BY r.project_id, r.branch, r.workflow_id, day, j.name;
+    DELETE FROM insights_job_durs;
+    INSERT INTO insights_job_durs (project_id, branch, workflow_id, name, dur, job_id, at)
+    SELECT r.project_id, r.branch, r.workflow_id, j.name,
+        max(j.stopped_at - coalesce(j.started_at, j.created_at), 0), j.id, r.created_at
+    FROM jobs j JOIN runs r ON r.id = j.run_id
+    WHERE r.branch IS NOT NULL AND j.stopped_at IS NOT NULL;";
 
 /// Recomputes the CircleCI rollups from the stored runs.
 pub fn rebuild(conn: &Connection) -> Result<()> {

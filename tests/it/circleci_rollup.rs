@@ -3,7 +3,7 @@
 //! queries of src/circleci/sql.rs, and hand-worked windows that cut a failure streak.
 
 use pipestat::circleci::sql::{Branches, Scope};
-use pipestat::circleci::{workflow_figures, workflow_figures_exact};
+use pipestat::circleci::{job_figures, workflow_figures, workflow_figures_exact};
 use pipestat::times::format_rfc3339;
 use serde_json::Value;
 
@@ -29,17 +29,35 @@ fn run(
     stopped: Option<i64>,
     credits: i64,
 ) -> String {
-    let t = |v: Option<i64>| {
-        v.map_or("null".to_owned(), |ms| {
-            format!("\"{}\"", format_rfc3339(ms))
-        })
-    };
+    run_with_jobs(
+        id, wf, branch, status, created, started, stopped, credits, "[]",
+    )
+}
+
+fn at(v: Option<i64>) -> String {
+    v.map_or("null".to_owned(), |ms| {
+        format!("\"{}\"", format_rfc3339(ms))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with_jobs(
+    id: &str,
+    wf: &str,
+    branch: Option<&str>,
+    status: &str,
+    created: i64,
+    started: Option<i64>,
+    stopped: Option<i64>,
+    credits: i64,
+    jobs: &str,
+) -> String {
     let branch = branch.map_or("null".to_owned(), |b| format!("\"{b}\""));
     format!(
-        r#"{{"id":"{id}","project":"gh/acme/api","workflow":"{wf}","branch":{branch},"status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{credits}}}"#,
-        t(Some(created)),
-        t(started),
-        t(stopped)
+        r#"{{"id":"{id}","project":"gh/acme/api","workflow":"{wf}","branch":{branch},"status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{credits},"jobs":{jobs}}}"#,
+        at(Some(created)),
+        at(started),
+        at(stopped)
     )
 }
 
@@ -111,9 +129,36 @@ const STATUSES: [&str; 9] = [
     "success", "success", "success", "failed", "failed", "error", "timeout", "canceled", "running",
 ];
 
-/// Runs over six days on three workflows and two branches (and a few without a branch), with
-/// ties in created_at, then redeliveries that change status, stop, created_at, branch and
-/// workflow (fresher deliveries, so they apply), and deliveries out of order.
+/// Up to three jobs (ids j0..j2, so a redelivery may update or add them) named from a short
+/// list, with any status, starting at `from`; some have no stop, some no start.
+fn random_jobs(g: &mut Lcg, from: i64, fresher: bool) -> String {
+    let names = ["build", "test", "lint", "deploy"];
+    let jobs: Vec<String> = (0..g.next(4))
+        .map(|i| {
+            let status = if fresher {
+                ["success", "failed", "canceled"][g.next(3) as usize]
+            } else {
+                STATUSES[g.next(9) as usize]
+            };
+            let started = (g.next(4) > 0).then(|| from + g.next(120) * 1_000);
+            let stopped = (status != "running")
+                .then(|| started.unwrap_or(from) + g.next(900) * 1_000 + g.next(1_000));
+            format!(
+                r#"{{"id":"j{i}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{}}}"#,
+                names[g.next(4) as usize],
+                at(Some(from)),
+                at(started),
+                at(stopped),
+                g.next(5)
+            )
+        })
+        .collect();
+    format!("[{}]", jobs.join(","))
+}
+
+/// Runs with jobs over six days on three workflows and two branches (and a few without a
+/// branch), with ties in created_at, then redeliveries that change status, stop, created_at,
+/// branch and workflow (fresher deliveries, so they apply) and update or add jobs.
 fn random_history(d: &Daemon, seed: u64) {
     let mut g = Lcg(seed);
     let wfs = ["build", "deploy", "nightly"];
@@ -129,7 +174,8 @@ fn random_history(d: &Daemon, seed: u64) {
         let wf = wfs[g.next(3) as usize];
         let branch = branches[g.next(4) as usize];
         let id = format!("r{i}");
-        batch.push(run(
+        let jobs = random_jobs(&mut g, created, false);
+        batch.push(run_with_jobs(
             &id,
             wf,
             branch,
@@ -138,6 +184,7 @@ fn random_history(d: &Daemon, seed: u64) {
             started,
             stopped,
             g.next(20),
+            &jobs,
         ));
         state.push((id, created, started, stopped));
         if batch.len() == 37 {
@@ -162,7 +209,8 @@ fn random_history(d: &Daemon, seed: u64) {
         let branch = branches[g.next(4) as usize];
         let started = started.map(|s| s.min(stop));
         let created = created.min(started.unwrap_or(stop)).min(stop);
-        batch.push(run(
+        let jobs = random_jobs(&mut g, created + 3_600_000, true);
+        batch.push(run_with_jobs(
             &id,
             wf,
             branch,
@@ -171,6 +219,7 @@ fn random_history(d: &Daemon, seed: u64) {
             started,
             Some(stop),
             g.next(20),
+            &jobs,
         ));
         state[k] = (id, created, started, Some(stop));
         if batch.len() == 10 {
@@ -190,6 +239,11 @@ fn kept(conn: &rusqlite::Connection) -> Vec<String> {
                 FROM insights_days WHERE total <> 0
              UNION ALL SELECT concat_ws(' ', 'run', id, rec_from, rec_ms) FROM runs
                 WHERE rec_from IS NOT NULL OR rec_ms IS NOT NULL
+             UNION ALL SELECT concat_ws(' ', 'job day', project_id, branch, workflow_id, day, name,
+                total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq)
+                FROM insights_job_days WHERE total <> 0
+             UNION ALL SELECT concat_ws(' ', 'job dur', project_id, branch, workflow_id, name, dur,
+                job_id, at) FROM insights_job_durs
              ORDER BY 1",
         )
         .unwrap();
@@ -239,6 +293,7 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
         .collect::<rusqlite::Result<_>>()
         .unwrap();
     let mut compared = 0;
+    let mut jobs_compared = 0;
     for (start, end) in windows {
         for branch in ["main", "feat", "gone"] {
             for wf in std::iter::once(None).chain(ids.iter().map(|&i| Some(i))) {
@@ -275,8 +330,38 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
                     assert!((x - y).abs() <= 1e-12 * y.abs(), "sumsq {x} != {y}");
                 }
                 compared += fast.iter().filter(|f| f.agg.total > 0).count();
+                let Some(wf) = wf else { continue };
+                for (filter, after) in [(None, None), (Some("t"), None), (None, Some("deploy"))] {
+                    let fast = job_figures(&conn, &s, filter, after, 3).unwrap();
+                    let exact =
+                        pipestat::circleci::sql::job_metrics(&conn, &s, filter, after, 3).unwrap();
+                    let show = |v: &[(String, pipestat::circleci::sql::Agg)]| {
+                        v.iter()
+                            .map(|(name, a)| {
+                                let dd = &a.dur;
+                                format!(
+                                    "{name} {} {} {} {} {} {} | {} {:?} {:?} {} {:?} {:?} | {:?} {:?}",
+                                    a.total, a.successful, a.failed, a.canceled, a.unfinished,
+                                    a.credits, dd.n, dd.min, dd.max, dd.sum, dd.p50_x100,
+                                    dd.p95_x100, a.first_at, a.last_at
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(
+                        show(&fast),
+                        show(&exact),
+                        "jobs {filter:?} {after:?}: window {start}..{end} {branch} {wf}"
+                    );
+                    for ((_, f), (_, e)) in fast.iter().zip(&exact) {
+                        let (x, y) = (f.dur.sumsq, e.dur.sumsq);
+                        assert!((x - y).abs() <= 1e-12 * y.abs(), "job sumsq {x} != {y}");
+                    }
+                    jobs_compared += fast.len();
+                }
             }
         }
     }
     assert!(compared > 100, "only {compared} non-empty comparisons");
+    assert!(jobs_compared > 200, "only {jobs_compared} job comparisons");
 }
