@@ -48,7 +48,8 @@ CREATE TABLE runs (
     rec_ms       INTEGER,                                  -- kept with rec_from: the recovery's length, stopped_at − that failure's stopped_at (NULL when either is missing)
     UNIQUE (project_id, ext_id)
 ) STRICT;
--- One project's runs inside a created_at window (the Apigee surface with a project).
+-- One project's runs inside a created_at window (the Apigee surface with a project; the smallest
+-- run id of CircleCI's flaky-test window, FLAKY in src/circleci/sql.rs).
 CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
 -- The native list pages all projects newest first.
 CREATE INDEX runs_by_time ON runs (created_at);
@@ -67,8 +68,9 @@ CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at,
 CREATE INDEX runs_insights_dur ON runs (project_id, branch, workflow_id,
     (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END),
     created_at, status, credits_used, started_at, stopped_at);
--- CircleCI flaky tests (FLAKY) read the runs of the commits where a test failed.
-CREATE INDEX runs_by_commit ON runs (project_id, commit_sha);
+-- CircleCI flaky tests (FLAKY) read the runs of the commits where a test failed, and their
+-- created_at for the window, from this index alone.
+CREATE INDEX runs_by_commit ON runs (project_id, commit_sha, created_at);
 
 -- One job (step, task) of a run.
 CREATE TABLE jobs (
@@ -132,10 +134,13 @@ CREATE TABLE test_results (
     duration   REAL CHECK (duration IS NULL OR duration >= 0), -- seconds
     message    TEXT                                      -- failure or error message, when reported
 ) STRICT;
--- A job's tests (read-back, test metrics, the test side of every statistic). No index by test
--- name: every statistic reaches tests through their jobs, and one made the bare ingest loop of
--- benches/ingest.rs about a third slower (20 random index pages touched per run).
-CREATE INDEX tests_by_job ON test_results (job_id);
+-- A job's tests (read-back, test metrics, the test side of every statistic), and one test of a
+-- job by name: CircleCI flaky tests (FLAKY in src/circleci/sql.rs) read the results of one test
+-- in the jobs of one name on one commit from this index alone. Keyed by job first, so each run
+-- appends its tests at the end of it. No index by test name alone: every statistic reaches
+-- tests through their jobs, and one made the bare ingest loop of benches/ingest.rs about a third
+-- slower (20 random index pages touched per run).
+CREATE INDEX tests_by_job ON test_results (job_id, name, classname, result);
 -- CircleCI flaky tests (FLAKY in src/circleci/sql.rs) start from a project's failing results;
 -- partial, so only failures (a small share of the rows) are indexed.
 CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)

@@ -842,34 +842,41 @@ pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
 /// of flakes, the time wasted (the durations of the failing jobs on the commits where the test
 /// flaked), and the run of its latest flake. ?1 project, ?2 start, ?3 end.
 const FLAKY: &str = concat!(
-    // Only a (test, commit) with a failure in the window can flake: find those first through the
-    // small partial index of failing results, then read the results of just those tests on just
-    // those commits (runs by commit, their jobs, their tests).
+    // Only a (test, commit) with a failure in the window can flake: find those first (the
+    // window's runs, their failing results through the small partial index tests_failed), then
+    // read the results of just those tests on just those commits: the commit's runs, their job
+    // of that name, its results of that test (runs_by_commit, jobs_insights, tests_by_job).
     "WITH fails AS MATERIALIZED (SELECT DISTINCT j.name AS job, t.classname AS cls, t.name AS test,",
-    " r.commit_sha AS sha FROM test_results t JOIN runs r ON r.id = t.run_id JOIN jobs j ON j.id = t.job_id",
-    " WHERE t.project_id = ?1 AND (t.result = 'failure' OR t.result = 'error')",
+    " r.commit_sha AS sha FROM test_results t",
+    " CROSS JOIN runs r ON r.id = t.run_id CROSS JOIN jobs j ON j.id = t.job_id",
+    // No run of the window has a smaller id than the smallest id among them.
+    " WHERE t.project_id = ?1 AND t.run_id >= (SELECT min(id) FROM runs",
+    " WHERE project_id = ?1 AND created_at >= ?2 AND created_at < ?3)",
+    " AND (t.result = 'failure' OR t.result = 'error')",
     " AND r.created_at >= ?2 AND r.created_at < ?3 AND r.commit_sha IS NOT NULL),",
     " res AS (SELECT f.job AS job, f.cls AS cls, f.test AS test, f.sha AS sha,",
-    " r.created_at AS at, t.id AS tid, (t.result = 'failure' OR t.result = 'error') AS bad,",
-    " t.file AS file, t.suite AS suite, r.ext_id AS run_ext, r.number AS number,",
-    " r.workflow_id AS wf, ",
+    " r.created_at AS at, t.id AS tid, r.id AS run, (t.result = 'failure' OR t.result = 'error') AS bad,",
+    " t.file AS file, t.suite AS suite, ",
     dur!("j"),
-    " AS jdur FROM (SELECT DISTINCT sha FROM fails) c",
-    " JOIN runs r ON r.project_id = ?1 AND r.commit_sha = c.sha",
-    " JOIN jobs j ON j.run_id = r.id JOIN test_results t ON t.job_id = j.id",
-    " JOIN fails f ON f.sha = c.sha AND f.job = j.name AND f.test = t.name AND f.cls IS t.classname",
+    " AS jdur FROM fails f",
+    " CROSS JOIN runs r INDEXED BY runs_by_commit ON r.project_id = ?1 AND r.commit_sha = f.sha",
+    " CROSS JOIN jobs j ON j.run_id = r.id AND j.name = f.job",
+    " CROSS JOIN test_results t ON t.job_id = j.id AND t.name = f.test AND t.classname IS f.cls",
     " WHERE +r.created_at >= ?2 AND +r.created_at < ?3 AND t.result <> 'skipped'),",
-    " flips AS (SELECT *, coalesce(bad <> LAG(bad) OVER (PARTITION BY job, cls, test, sha",
+    // One window pass marks the flips; the flaky commits are those with any.
+    " flips AS MATERIALIZED (SELECT *, coalesce(bad <> LAG(bad) OVER (PARTITION BY job, cls, test, sha",
     " ORDER BY at, tid), 0) AS flip FROM res),",
-    " commits AS (SELECT *, max(flip) OVER (PARTITION BY job, cls, test, sha) AS flaky_commit FROM flips),",
-    " latest AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY job, cls, test",
-    " ORDER BY flip DESC, at DESC, tid DESC) AS recency FROM commits WHERE flaky_commit)",
-    " SELECT l.job, l.cls, l.test, max(l.file), max(l.suite), sum(l.flip),",
-    " total(CASE WHEN l.bad THEN l.jdur ELSE 0 END),",
-    " max(CASE WHEN l.recency = 1 THEN l.at END), max(CASE WHEN l.recency = 1 THEN l.run_ext END),",
-    " max(CASE WHEN l.recency = 1 THEN l.number END), max(CASE WHEN l.recency = 1 THEN w.name END)",
-    " FROM latest l JOIN workflows w ON w.id = l.wf",
-    " GROUP BY l.job, l.cls, l.test ORDER BY l.job, l.cls, l.test"
+    " commits AS (SELECT job, cls, test, sum(flip) AS n, total(CASE WHEN bad THEN jdur ELSE 0 END) AS wasted,",
+    " max(file) AS file, max(suite) AS suite FROM flips GROUP BY job, cls, test, sha HAVING sum(flip) > 0),",
+    " tests AS (SELECT job, cls, test, sum(n) AS n, total(wasted) AS wasted, max(file) AS file,",
+    " max(suite) AS suite FROM commits GROUP BY job, cls, test),",
+    // Every flip is on a flaky commit: the latest flake of a test is its latest flip.
+    " latest AS (SELECT job, cls, test, at, run, ROW_NUMBER() OVER (PARTITION BY job, cls, test",
+    " ORDER BY at DESC, tid DESC) AS recency FROM flips WHERE flip)",
+    " SELECT x.job, x.cls, x.test, x.file, x.suite, x.n, x.wasted, l.at, r.ext_id, r.number, w.name",
+    " FROM tests x JOIN latest l ON l.job = x.job AND l.cls IS x.cls AND l.test = x.test AND l.recency = 1",
+    " JOIN runs r ON r.id = l.run JOIN workflows w ON w.id = r.workflow_id",
+    " ORDER BY x.job, x.cls, x.test"
 );
 
 /// One flaky test.

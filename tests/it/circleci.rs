@@ -598,6 +598,73 @@ fn flaky_means_pass_and_fail_on_the_same_commit_within_14_days() {
     assert_eq!(x["flaky"], true);
 }
 
+/// A run of workflow "t" on `commit` at 2026-MM-DD HH:00 (`at` "MM-DDTHH") whose job "unit" ran `mins` minutes
+/// and holds test "x" with `result` (and `file`, when given) and test "y", a success.
+fn flaky_run(id: &str, at: &str, commit: &str, result: &str, mins: u32, file: &str) -> String {
+    let status = if result == "failure" {
+        "failed"
+    } else {
+        "success"
+    };
+    let created = format!("2026-{at}:00:00Z");
+    let stopped = format!("2026-{at}:{mins:02}:00Z");
+    let file = if file.is_empty() {
+        String::new()
+    } else {
+        format!(r#","file":"{file}""#)
+    };
+    run(
+        id,
+        "t",
+        "main",
+        status,
+        &created,
+        &created,
+        &stopped,
+        0,
+        &format!(
+            r#""commit":"{commit}","jobs":[{{"name":"unit","kind":"test","status":"{status}","started_at":"{created}","stopped_at":"{stopped}","tests":[{{"name":"x","classname":"m.T","result":"{result}"{file}}},{{"name":"y","classname":"m.T","result":"success"}}]}}]"#
+        ),
+    )
+}
+
+#[test]
+fn flaky_counts_every_flip_and_the_failing_jobs_of_flaky_commits() {
+    let d = daemon();
+    post(
+        &d,
+        &[
+            // Posted first, so its id is the smallest of the window's runs.
+            flaky_run("b2", "03-06T01", "k2", "failure", 15, ""),
+            // k1: fail, pass, fail, fail, pass: flips at a2, a3 and a5.
+            flaky_run("a1", "03-05T00", "k1", "failure", 10, ""),
+            flaky_run("a2", "03-05T01", "k1", "success", 5, ""),
+            flaky_run("a3", "03-05T02", "k1", "failure", 20, "x_a.rs"),
+            flaky_run("a4", "03-05T03", "k1", "failure", 30, ""),
+            flaky_run("a5", "03-05T04", "k1", "success", 5, ""),
+            // k2: pass then fail (b2, above): one flip.
+            flaky_run("b1", "03-06T00", "k2", "success", 5, ""),
+            // k3: failures only, so not a flaky commit: its job time and file do not count.
+            flaky_run("c1", "03-07T00", "k3", "failure", 40, "zzz.rs"),
+            // k4 flaked 20 days ago, outside the 14 days, posted last (the largest id).
+            flaky_run("e1", "02-18T00", "k4", "failure", 50, ""),
+            flaky_run("e2", "02-18T01", "k4", "success", 5, ""),
+        ],
+    );
+    let f = get(&d, &format!("{P}/flaky-tests"));
+    assert_eq!(f["total_flaky_tests"], 1, "{f}");
+    let t = &f["flaky_tests"][0];
+    assert_eq!(t["test_name"], "x");
+    // 3 flips on k1 and 1 on k2; k4's are outside the window.
+    assert_eq!(t["times_flaked"], 4, "{t}");
+    // Failing jobs on flaky commits: a1 10 min, a3 20, a4 30, b2 15 = 75 min.
+    assert_eq!(t["time_wasted"], 4_500, "{t}");
+    // The latest flip is b2's failure.
+    assert_eq!(t["workflow_id"], "b2");
+    assert_eq!(t["workflow_created_at"], "2026-03-06T01:00:00.000Z");
+    assert_eq!(t["file"], "x_a.rs");
+}
+
 #[test]
 fn branches_pages_and_org_summary() {
     let d = daemon();
