@@ -146,44 +146,59 @@ fn main() {
 
     println!();
     println!("EXPLAIN QUERY PLAN (project {project_id}, branch {branch}, workflow {workflow_id})");
+    // The one-branch routes read the rollups (parameters bound as NULL: the plan does not
+    // depend on them); flaky-tests and every scope of several branches run the window queries.
+    let rollup = pipestat::circleci::rollup::BENCHED
+        .iter()
+        .chain(pipestat::circleci::rollup::BENCHED_JOBS);
+    for (name, sql) in rollup {
+        explain(&conn, name, sql, |_| rusqlite::types::Value::Null);
+    }
     for (name, sql) in pipestat::circleci::sql::BENCHED {
-        println!();
-        println!("-- {name}");
-        let stmt = conn.prepare(sql).expect("the statement prepares");
-        let n = stmt.parameter_count();
         // Placeholders by position: project, start, end, branch, workflow, then NULLs / limits.
-        let values: Vec<rusqlite::types::Value> = (1..=n)
-            .map(|i| match i {
-                1 => project_id.into(),
-                2 => start.into(),
-                3 => now.into(),
-                4 => branch.clone().into(),
-                5 => workflow_id.into(),
-                _ => rusqlite::types::Value::Null,
-            })
-            .collect();
-        let mut plan = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .expect("EXPLAIN prepares");
-        let rows = plan
-            .query_map(rusqlite::params_from_iter(values), |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .expect("EXPLAIN runs");
-        let mut depth: Vec<(i64, usize)> = Vec::new();
-        for row in rows {
-            let (id, parent, detail) = row.expect("a plan row");
-            let level = depth
-                .iter()
-                .find(|(i, _)| *i == parent)
-                .map_or(0, |(_, l)| l + 1);
-            depth.push((id, level));
-            println!("{}{detail}", "  ".repeat(level + 1));
-        }
+        explain(&conn, name, sql, |i| match i {
+            1 => project_id.into(),
+            2 => start.into(),
+            3 => now.into(),
+            4 => branch.clone().into(),
+            5 => workflow_id.into(),
+            _ => rusqlite::types::Value::Null,
+        });
+    }
+}
+
+/// Prints `EXPLAIN QUERY PLAN` of `sql` as an indented tree, parameter i bound to `value(i)`.
+fn explain(
+    conn: &Connection,
+    name: &str,
+    sql: &str,
+    value: impl Fn(usize) -> rusqlite::types::Value,
+) {
+    println!();
+    println!("-- {name}");
+    let stmt = conn.prepare(sql).expect("the statement prepares");
+    let values: Vec<rusqlite::types::Value> = (1..=stmt.parameter_count()).map(value).collect();
+    let mut plan = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("EXPLAIN prepares");
+    let rows = plan
+        .query_map(rusqlite::params_from_iter(values), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .expect("EXPLAIN runs");
+    let mut depth: Vec<(i64, usize)> = Vec::new();
+    for row in rows {
+        let (id, parent, detail) = row.expect("a plan row");
+        let level = depth
+            .iter()
+            .find(|(i, _)| *i == parent)
+            .map_or(0, |(_, l)| l + 1);
+        depth.push((id, level));
+        println!("{}{detail}", "  ".repeat(level + 1));
     }
 }
 
