@@ -7,9 +7,50 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-/// Schema migrations, oldest first. `PRAGMA user_version` counts how many have been applied.
-/// Never edit or remove an entry: append a new one.
-const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
+/// The schema of a new database: every table and index of the newest version.
+const SCHEMA: &str = include_str!("../schema.sql");
+
+/// Upgrades of a database an earlier pipestat made, oldest first: `UPGRADES[i]` takes version
+/// i + 1 to version i + 2 (`PRAGMA user_version`). Never edit or remove an entry: append one,
+/// and change schema.sql to match (tests/it/ops.rs compares an upgraded database with a new one).
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2];
+
+/// The version of a database this binary makes.
+const VERSION: usize = UPGRADES.len() + 1;
+
+/// Version 2: the CircleCI rollups and recovery columns, and the wider indexes behind the
+/// CircleCI routes; the rollups are then computed from the stored runs.
+fn to_v2(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE runs ADD COLUMN rec_from INTEGER;
+        ALTER TABLE runs ADD COLUMN rec_ms INTEGER;
+        DROP INDEX runs_insights;
+        CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
+            started_at, stopped_at, credits_used, rec_from, rec_ms);
+        DROP INDEX runs_by_commit;
+        CREATE INDEX runs_by_commit ON runs (project_id, commit_sha, created_at);
+        DROP INDEX tests_by_job;
+        CREATE INDEX tests_by_job ON test_results (job_id, name, classname, result);
+        CREATE TABLE insights_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL,
+            ok INTEGER NOT NULL, bad INTEGER NOT NULL, canceled INTEGER NOT NULL,
+            open INTEGER NOT NULL, credits REAL NOT NULL, dur_n INTEGER NOT NULL,
+            dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL, rec_n INTEGER NOT NULL,
+            rec_timed INTEGER NOT NULL, rec_sum REAL NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, day)) STRICT, WITHOUT ROWID;
+        CREATE TABLE insights_job_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, name TEXT NOT NULL,
+            total INTEGER NOT NULL, ok INTEGER NOT NULL, bad INTEGER NOT NULL,
+            canceled INTEGER NOT NULL, open INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, day, name)) STRICT, WITHOUT ROWID;
+        CREATE TABLE insights_job_durs (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, name TEXT NOT NULL, dur INTEGER NOT NULL,
+            job_id INTEGER NOT NULL, at INTEGER NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)) STRICT, WITHOUT ROWID;",
+    )?;
+    crate::store::insights::rebuild(conn)
+}
 
 /// Opens (creating if missing) the database at `path`, sets it up, and migrates it.
 pub fn open(path: &Path) -> Result<Connection> {
@@ -60,21 +101,25 @@ fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Applies the migrations this database lacks, refusing one newer than this binary.
+/// Creates the schema of a new database, or applies the upgrades an older one lacks, refusing
+/// one newer than this binary.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > MIGRATIONS.len() {
+    if version > VERSION {
         return Err(Error::Internal(format!(
-            "the database has schema version {version}, newer than this pipestat knows ({}); upgrade pipestat",
-            MIGRATIONS.len()
+            "the database has schema version {version}, newer than this pipestat knows ({VERSION}); upgrade pipestat"
         )));
     }
-    for sql in &MIGRATIONS[version..] {
-        tx.execute_batch(sql)?;
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+    } else {
+        for upgrade in &UPGRADES[version - 1..] {
+            upgrade(&tx)?;
+        }
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.pragma_update(None, "user_version", VERSION as i64)?;
     tx.commit()?;
     Ok(())
 }

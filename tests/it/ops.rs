@@ -230,3 +230,91 @@ fn serve_demo_fills_an_empty_database() {
     let status = d.get("/api/v1/runs?status=failed&limit=1");
     assert_eq!(status.body["items"].as_array().unwrap().len(), 1);
 }
+
+/// The shape of a database: every table (columns, STRICT, WITHOUT ROWID) and every index
+/// (its statement, blanks folded), sorted.
+fn schema_shape(path: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let strings = |sql: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let mut shape = strings(
+        "SELECT concat_ws(' ', 'table', l.name, l.ncol, l.wr, l.strict,
+            (SELECT group_concat(concat_ws(':', c.name, c.type, c.\"notnull\", c.dflt_value, c.pk), ',')
+             FROM pragma_table_info(l.name) c))
+         FROM pragma_table_list l WHERE l.schema = 'main' AND l.name NOT LIKE 'sqlite_%'",
+    );
+    for sql in strings("SELECT 'index ' || name || ' ' || coalesce(sql, '') FROM sqlite_master WHERE type = 'index'") {
+        shape.push(sql.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    shape.sort();
+    shape
+}
+
+/// A database made with the first schema is upgraded in place when opened: it ends with the
+/// tables, columns and indexes of a new database, and the CircleCI rollups are computed from
+/// the runs it already held.
+#[test]
+fn a_version_1_database_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("pipestat.db")).unwrap();
+    conn.execute_batch(include_str!("schema_v1.sql")).unwrap();
+    conn.execute_batch(
+        "PRAGMA user_version = 1;
+         INSERT INTO projects (id, slug, key, default_branch) VALUES (1, 'gh/acme/api', 'api', 'main');
+         INSERT INTO workflows (id, project_id, name, pipeline_id, max_number) VALUES (1, 1, 'ci', 'p', 3);
+         -- 2026-03-01 10:00, 10:20, 10:40 (ms); r1 fails, r2 recovers 1,300 s after r1 stopped.
+         INSERT INTO runs (id, project_id, workflow_id, ext_id, number, branch, status, created_at,
+             started_at, stopped_at) VALUES
+             (1, 1, 1, 'r1', 1, 'main', 'failed', 1772359200000, 1772359200000, 1772359300000),
+             (2, 1, 1, 'r2', 2, 'main', 'success', 1772360400000, 1772360400000, 1772360600000),
+             (3, 1, 1, 'r3', 3, 'main', 'success', 1772361600000, 1772361600000, 1772361900000);
+         -- r2's job ran 120 s.
+         INSERT INTO jobs (id, run_id, project_id, ext_id, position, name, kind, status,
+             created_at, started_at, stopped_at) VALUES
+             (1, 2, 1, 'j', 0, 'unit', 'test', 'success', 1772360400000, 1772360400000, 1772360520000);",
+    )
+    .unwrap();
+    drop(conn);
+    let upgraded = dir.path().join("pipestat.db");
+    let d = Daemon::start_in(dir, &["--now", "2026-03-10T00:00:00Z"]);
+    let q = "start-date=2026-03-01&end-date=2026-03-01";
+    let w = d.get(&format!("/api/v2/insights/gh/acme/api/workflows?{q}"));
+    assert_eq!(w.status, 200, "{}", w.text);
+    let m = &w.body["items"][0]["metrics"];
+    assert_eq!(m["total_runs"], 3, "{}", w.text);
+    assert_eq!(m["total_recoveries"], 1);
+    assert_eq!(m["mttr"], 1300);
+    // Durations 100, 200 and 300 s.
+    assert_eq!(m["duration_metrics"]["median"], 200);
+    let j = d.get(&format!(
+        "/api/v2/insights/gh/acme/api/workflows/ci/jobs?{q}"
+    ));
+    assert_eq!(j.status, 200, "{}", j.text);
+    assert_eq!(j.body["items"][0]["name"], "unit");
+    assert_eq!(
+        j.body["items"][0]["metrics"]["duration_metrics"]["median"],
+        120
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    assert!(
+        pipestat(fresh.path(), &["token", "list", "--db", "pipestat.db"])
+            .status
+            .success()
+    );
+    let version = |p: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let new = fresh.path().join("pipestat.db");
+    assert_eq!(version(&upgraded), version(&new));
+    assert_eq!(version(&new), 2);
+    assert_eq!(schema_shape(&upgraded), schema_shape(&new));
+}

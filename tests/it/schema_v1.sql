@@ -1,0 +1,234 @@
+-- pipestat's schema as version 1 shipped it, for the upgrade test in ops.rs. Never edit.
+-- pipestat's schema, version 1.
+--
+-- Every time is INTEGER milliseconds since the Unix epoch, UTC. Every status is one of the fixed
+-- words of the product contract (§3.1), checked here so that no other word can ever be stored
+-- (as chains of `=` tests, which SQLite evaluates faster than `IN (...)` lists on every insert).
+-- Rows refer to each other by INTEGER rowids; the ids that clients send are kept as `ext_id`.
+-- The tables are STRICT: a value of the wrong type is an error, never silently coerced.
+
+-- A repository, known by its canonical slug.
+CREATE TABLE projects (
+    id             INTEGER PRIMARY KEY,         -- rowid
+    slug           TEXT NOT NULL UNIQUE,        -- canonical "vcs/org/repo", vcs one of gh, bb, gl, circleci
+    key            TEXT NOT NULL,               -- short name for the Zadig surface (default: the slug's last segment)
+    default_branch TEXT NOT NULL DEFAULT 'main' -- the branch CircleCI-style routes use by default; latest given wins
+) STRICT;
+CREATE INDEX projects_by_key ON projects (key);
+
+-- A workflow (pipeline) of a project: runs of it share a name and a build-number sequence.
+CREATE TABLE workflows (
+    id          INTEGER PRIMARY KEY,                     -- rowid
+    project_id  INTEGER NOT NULL REFERENCES projects(id), -- owning project
+    name        TEXT NOT NULL,                           -- workflow name as reported (may be empty)
+    pipeline_id TEXT NOT NULL UNIQUE,                    -- id for the CodeArts surface (default: 32 hex chars of SHA-256)
+    max_number  INTEGER NOT NULL DEFAULT 0,              -- highest build number stored, so the next default is max_number + 1
+    UNIQUE (project_id, name)
+) STRICT;
+
+-- One execution of a workflow.
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY,                      -- rowid
+    project_id   INTEGER NOT NULL REFERENCES projects(id), -- owning project
+    workflow_id  INTEGER NOT NULL REFERENCES workflows(id),-- the workflow this run executes
+    ext_id       TEXT NOT NULL,                            -- the client's run id, unique within the project
+    number       INTEGER NOT NULL,                         -- build number within the workflow
+    branch       TEXT,                                     -- branch built, if known
+    commit_sha   TEXT,                                     -- commit built, if known
+    actor        TEXT,                                     -- who or what started the run
+    trigger      TEXT,                                     -- why it started (push, schedule, ...)
+    committed_at INTEGER,                                  -- commit time, for lead time for changes
+    status       TEXT NOT NULL CHECK (status = 'queued' OR status = 'running' OR status = 'waiting' OR status = 'success' OR status = 'failed' OR status = 'error' OR status = 'canceled' OR status = 'timeout' OR status = 'skipped'), -- run status
+    created_at   INTEGER NOT NULL,                         -- when the run was created (queued)
+    started_at   INTEGER,                                  -- when it began executing
+    stopped_at   INTEGER,                                  -- when it reached its final status
+    credits_used INTEGER NOT NULL DEFAULT 0 CHECK (credits_used >= 0), -- cost units reported by the CI system
+    detail_url   TEXT,                                     -- link to the run in the CI system
+    parameters   TEXT,                                     -- JSON array of {"name","value"} as given, or NULL
+    UNIQUE (project_id, ext_id)
+) STRICT;
+-- One project's runs inside a created_at window (the Apigee surface with a project).
+CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
+-- The native list pages all projects newest first.
+CREATE INDEX runs_by_time ON runs (created_at);
+-- CodeArts finds a pipeline's run by build number, or its latest (codearts.rs: RUN_BY_NUMBER, LATEST_RUN).
+CREATE INDEX runs_by_workflow_number ON runs (workflow_id, number, created_at);
+-- CircleCI Insights (src/circleci/sql.rs) reads one branch of a project, per workflow, in a
+-- created_at window: workflow metrics (WORKFLOW_METRICS), MTTR in (created_at, id) order (MTTR),
+-- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone.
+CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
+    started_at, stopped_at, credits_used);
+-- CircleCI workflow metrics (WORKFLOW_METRICS) rank durations per workflow: this index delivers
+-- one branch's runs in (workflow, duration) order, so the ranking window needs no sort. The
+-- expression is the query's duration, stopped_at − (started_at or created_at), never negative.
+CREATE INDEX runs_insights_dur ON runs (project_id, branch, workflow_id,
+    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END),
+    created_at, status, credits_used, started_at, stopped_at);
+-- CircleCI flaky tests (FLAKY) read the runs of the commits where a test failed.
+CREATE INDEX runs_by_commit ON runs (project_id, commit_sha);
+
+-- One job (step, task) of a run.
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY,                      -- rowid
+    run_id       INTEGER NOT NULL REFERENCES runs(id),     -- the run it belongs to
+    project_id   INTEGER NOT NULL REFERENCES projects(id), -- the run's project, repeated for one-project indexes
+    ext_id       TEXT NOT NULL,                            -- the client's job id (default "<run id>/<index>")
+    position     INTEGER NOT NULL,                         -- order of the job within its run
+    name         TEXT NOT NULL,                            -- job name
+    stage        TEXT,                                     -- stage the job belongs to (CodeArts groups by it)
+    kind         TEXT NOT NULL CHECK (kind = 'build' OR kind = 'deploy' OR kind = 'test' OR kind = 'approval' OR kind = 'other'), -- what the job does
+    status       TEXT NOT NULL CHECK (status = 'queued' OR status = 'running' OR status = 'waiting' OR status = 'success' OR status = 'failed' OR status = 'error' OR status = 'canceled' OR status = 'timeout' OR status = 'skipped'), -- job status
+    created_at   INTEGER NOT NULL,                         -- when the job was created
+    started_at   INTEGER,                                  -- when it began executing
+    stopped_at   INTEGER,                                  -- when it reached its final status
+    credits_used INTEGER NOT NULL DEFAULT 0 CHECK (credits_used >= 0), -- cost units
+    detail_url   TEXT,                                     -- link to the job in the CI system
+    error_code   TEXT,                                     -- machine-readable failure reason
+    error_msg    TEXT,                                     -- human-readable failure reason
+    env          TEXT,                                     -- deploy target environment
+    cluster      TEXT,                                     -- deploy target cluster
+    service      TEXT,                                     -- service deployed
+    service_type TEXT,                                     -- kind of service deployed
+    production   INTEGER NOT NULL DEFAULT 0 CHECK (production = 0 OR production = 1), -- 1 for a production deploy (a release)
+    artifacts    TEXT,                                     -- JSON array of images or files built or deployed, or NULL
+    day_at       INTEGER GENERATED ALWAYS AS (coalesce(started_at, created_at)) VIRTUAL, -- the time that places the job on a day
+    UNIQUE (run_id, ext_id)
+) STRICT;
+-- No index on `day_at` by kind: the Zadig routes read jobs_by_project_kind_start and their
+-- rollups, and the Apigee surface scans jobs; each would add up to one page per job kind to
+-- every ingest commit.
+-- Zadig's build, deploy, test and release series (zadig.rs: JOBS_BY_DAY, TEST_JOBS_BY_WEEK, and the
+-- job side of TEST_CASES and OVERVIEW): covering, so one project's jobs of one kind in a window
+-- of days are counted from the index alone. The day is indexed as the expression behind
+-- day_at, not as day_at: SQLite never covers a virtual column from an index, but it does read
+-- an indexed expression (with the columns it uses) from one.
+CREATE INDEX jobs_by_project_kind_start ON jobs (project_id, kind, coalesce(started_at, created_at), status, production, stopped_at, started_at, created_at);
+-- CircleCI job metrics, job runs and the job time series (JOB_METRICS, JOB_RUNS, JOB_SERIES in
+-- src/circleci/sql.rs) read the jobs of a workflow's runs from this index alone.
+CREATE INDEX jobs_insights ON jobs (run_id, name, status, created_at, started_at, stopped_at,
+    credits_used, kind);
+
+-- Zadig's overview (zadig.rs: OVERVIEW_FAST): a loose index scan over each project's few distinct
+-- deploy clusters, services and envs, probing each for a deploy job in the window. Partial, so
+-- only deploy jobs pay for them at ingest.
+CREATE INDEX jobs_deploy_cluster ON jobs (project_id, cluster, coalesce(started_at, created_at)) WHERE kind = 'deploy';
+CREATE INDEX jobs_deploy_service ON jobs (project_id, service, coalesce(started_at, created_at)) WHERE kind = 'deploy';
+CREATE INDEX jobs_deploy_env ON jobs (project_id, env, coalesce(started_at, created_at)) WHERE kind = 'deploy';
+
+-- One test case result, reported inline with a job or uploaded as a JUnit report.
+CREATE TABLE test_results (
+    id         INTEGER PRIMARY KEY,                      -- rowid
+    job_id     INTEGER NOT NULL REFERENCES jobs(id),     -- the job that ran the test
+    run_id     INTEGER NOT NULL REFERENCES runs(id),     -- the job's run, repeated for per-run reads
+    project_id INTEGER NOT NULL REFERENCES projects(id), -- the run's project, repeated for one-project indexes
+    suite      TEXT,                                     -- test suite name
+    classname  TEXT,                                     -- class or module of the test
+    name       TEXT NOT NULL,                            -- test case name
+    file       TEXT,                                     -- source file, when reported
+    result     TEXT NOT NULL CHECK (result = 'success' OR result = 'failure' OR result = 'error' OR result = 'skipped'), -- outcome
+    duration   REAL CHECK (duration IS NULL OR duration >= 0), -- seconds
+    message    TEXT                                      -- failure or error message, when reported
+) STRICT;
+-- A job's tests (read-back, test metrics, the test side of every statistic). No index by test
+-- name: every statistic reaches tests through their jobs, and one made the bare ingest loop of
+-- benches/ingest.rs about a third slower (20 random index pages touched per run).
+CREATE INDEX tests_by_job ON test_results (job_id);
+-- CircleCI flaky tests (FLAKY in src/circleci/sql.rs) start from a project's failing results;
+-- partial, so only failures (a small share of the rows) are indexed.
+CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)
+    WHERE result = 'failure' OR result = 'error';
+
+-- Zadig rollups (zadig.rs: OVERVIEW_FAST, TEST_CASES_FAST; kept by store.rs: zadig_*). They
+-- answer "which X had a job in this window" without reading the window's jobs. A bucket is a
+-- quarter hour: floor(coalesce(started_at, created_at) / 900000) of a job, the job's day time.
+-- Windows whose UTC offset is a whole number of quarter hours (every real time zone) are whole
+-- buckets; any other offset is answered from the jobs themselves. Every row counts the stored
+-- rows behind it (`n`), and every insert, update and replacement of a job or its tests adds or
+-- subtracts exactly those, so the rollups follow the current state of the store (never "it
+-- once ran there"). A row whose count fell to 0 stays; readers require n > 0.
+
+-- Jobs per workflow and bucket (the workflow is that of the job's run).
+CREATE TABLE zadig_workflow_buckets (
+    workflow_id INTEGER NOT NULL, -- workflows.id of the jobs' run
+    bucket      INTEGER NOT NULL, -- quarter hour of the jobs' day time
+    n           INTEGER NOT NULL, -- how many stored jobs of the workflow fall in the bucket
+    PRIMARY KEY (workflow_id, bucket)
+) STRICT, WITHOUT ROWID;
+
+-- Finished jobs per project, kind, bucket and production flag: the build, deploy, release and
+-- test series add these rows up instead of counting jobs.
+CREATE TABLE zadig_job_buckets (
+    project_id  INTEGER NOT NULL, -- projects.id of the jobs
+    kind        TEXT NOT NULL,    -- jobs.kind
+    bucket      INTEGER NOT NULL, -- quarter hour of the jobs' day time
+    production  INTEGER NOT NULL, -- jobs.production
+    finished    INTEGER NOT NULL, -- finished jobs (success, failed, error, canceled, timeout, skipped)
+    success     INTEGER NOT NULL, -- of which success
+    timeout     INTEGER NOT NULL, -- of which timeout
+    failed      INTEGER NOT NULL, -- of which failed or error
+    duration_ms INTEGER NOT NULL, -- sum of stopped_at - coalesce(started_at, created_at) over those with a stopped_at
+    timed       INTEGER NOT NULL, -- how many of them have a stopped_at
+    PRIMARY KEY (project_id, kind, bucket, production)
+) STRICT, WITHOUT ROWID;
+
+-- Every distinct artifact string any job listed, numbered.
+CREATE TABLE zadig_artifacts (
+    id   INTEGER PRIMARY KEY,  -- rowid
+    name TEXT NOT NULL UNIQUE  -- the artifact, as listed in jobs.artifacts
+) STRICT;
+
+-- Jobs listing an artifact, per project and bucket.
+CREATE TABLE zadig_artifact_buckets (
+    project_id  INTEGER NOT NULL, -- projects.id of the jobs
+    bucket      INTEGER NOT NULL, -- quarter hour of the jobs' day time
+    artifact_id INTEGER NOT NULL, -- zadig_artifacts.id
+    n           INTEGER NOT NULL, -- how many stored jobs of the project in the bucket list it
+    PRIMARY KEY (project_id, bucket, artifact_id)
+) STRICT, WITHOUT ROWID;
+
+-- Every distinct test case (project, suite, classname, name) reported by a test job, numbered.
+-- suite and classname may be NULL; writers look a case up with IS, so NULL matches NULL.
+CREATE TABLE zadig_test_cases (
+    id         INTEGER PRIMARY KEY, -- rowid
+    project_id INTEGER NOT NULL,    -- projects.id
+    suite      TEXT,                -- test_results.suite
+    classname  TEXT,                -- test_results.classname
+    name       TEXT NOT NULL        -- test_results.name
+) STRICT;
+CREATE INDEX zadig_test_cases_by_key ON zadig_test_cases (project_id, name, classname, suite);
+
+-- Results of a test case in test jobs (kind = 'test'), per bucket.
+CREATE TABLE zadig_case_buckets (
+    case_id INTEGER NOT NULL, -- zadig_test_cases.id
+    bucket  INTEGER NOT NULL, -- quarter hour of the test jobs' day time
+    n       INTEGER NOT NULL, -- how many stored results of the case those jobs hold
+    PRIMARY KEY (case_id, bucket)
+) STRICT, WITHOUT ROWID;
+
+-- Zadig-shaped rollback records.
+CREATE TABLE rollbacks (
+    id             INTEGER PRIMARY KEY,                      -- rowid
+    ext_id         TEXT UNIQUE,                              -- the client's id, when given (redelivery replaces)
+    project_id     INTEGER NOT NULL REFERENCES projects(id), -- project rolled back
+    env            TEXT,                                     -- environment name
+    env_type       TEXT,                                     -- environment type as Zadig names it
+    production     INTEGER NOT NULL DEFAULT 0 CHECK (production = 0 OR production = 1), -- 1 for a production environment
+    operation_type TEXT,                                     -- what was rolled back (Zadig's word)
+    service        TEXT,                                     -- service name
+    service_type   TEXT,                                     -- service type
+    origin_service TEXT,                                     -- JSON object, kept verbatim
+    update_service TEXT,                                     -- JSON object, kept verbatim
+    create_by      TEXT,                                     -- JSON object, kept verbatim
+    created_at     INTEGER NOT NULL                          -- when the rollback happened
+) STRICT;
+CREATE INDEX rollbacks_by_time ON rollbacks (created_at);
+CREATE INDEX rollbacks_by_project_time ON rollbacks (project_id, created_at);
+
+-- API tokens. Only a SHA-256 of the secret is stored; the secret is shown once at creation.
+CREATE TABLE tokens (
+    id         INTEGER PRIMARY KEY,    -- rowid
+    name       TEXT NOT NULL UNIQUE,   -- operator-chosen name, used to revoke
+    hash       TEXT NOT NULL UNIQUE,   -- lowercase hex SHA-256 of the secret
+    scopes     TEXT NOT NULL,          -- comma list of read, ingest, admin
+    created_at INTEGER NOT NULL        -- when the token was created
+) STRICT;
