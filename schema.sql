@@ -1,4 +1,5 @@
--- pipestat's schema, version 1.
+-- pipestat's schema, version 2: what a new database gets. An older database is brought here by the
+-- upgrades in src/db.rs (UPGRADES), which a test checks end at exactly this schema.
 --
 -- Every time is INTEGER milliseconds since the Unix epoch, UTC. Every status is one of the fixed
 -- words of the product contract (§3.1), checked here so that no other word can ever be stored
