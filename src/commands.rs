@@ -79,7 +79,7 @@ pub fn write_batch(conn: &mut Connection, runs: &[Run]) -> Result<(Counts, Vec<(
     for (i, run) in runs.iter().enumerate() {
         let sp = tx.savepoint()?;
         match store::write_run(&sp, &mut ids, run)
-            .and_then(|u| store::flush_numbers(&sp, &mut ids).map(|()| u))
+            .and_then(|u| store::flush(&sp, &mut ids).map(|()| u))
         {
             Ok(u) => {
                 sp.commit()?;

@@ -178,7 +178,14 @@ fn apply(conn: &Connection, ids: &mut Ids, write: &Write) -> Result<Written> {
             run,
             job,
             tests,
-        } => Written::Tests(store::attach_tests(conn, slug, run, job.as_deref(), tests)?),
+        } => Written::Tests(store::attach_tests(
+            conn,
+            ids,
+            slug,
+            run,
+            job.as_deref(),
+            tests,
+        )?),
         Write::JobsIntoRun(run) => {
             let created = store::merge_jobs_into_run(conn, ids, run)? == store::Upsert::Created;
             Written::Runs(Counts {
