@@ -280,7 +280,7 @@ pub enum Upsert {
 }
 
 /// Upserts runs by (project, id), with their jobs and tests (see `write_run`). An error names
-/// the index of the run that caused it.
+/// the index of the run that caused it. Call `flush` before committing.
 pub fn write_runs(conn: &Connection, ids: &mut Ids, runs: &[Run]) -> Result<Counts> {
     let mut counts = Counts::default();
     for (i, run) in runs.iter().enumerate() {
@@ -292,7 +292,6 @@ pub fn write_runs(conn: &Connection, ids: &mut Ids, runs: &[Run]) -> Result<Coun
             Err(e) => return Err(e),
         }
     }
-    flush(conn, ids)?;
     Ok(counts)
 }
 
@@ -576,7 +575,8 @@ pub struct Attached {
 /// Attaches a report's test cases to a job of a stored run, replacing that job's earlier
 /// cases (so a re-uploaded report never doubles). The job is the one named `job`; without a
 /// name, the run's only test job, or else a job named "tests". A missing job is created as a
-/// test job spanning the run, failed when any case failed or errored.
+/// test job spanning the run, failed when any case failed or errored. Call `flush` before
+/// committing.
 pub fn attach_tests(
     conn: &Connection,
     ids: &mut Ids,
@@ -675,7 +675,6 @@ pub fn attach_tests(
     zadig_tests_removing(conn, job_id)?;
     conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
     insert_tests(conn, ids, job_id, run_id, &place, tests)?;
-    flush(conn, ids)?;
     Ok(Attached {
         job_id: ext_id,
         job_name,
@@ -1012,7 +1011,7 @@ pub fn is_empty(conn: &Connection) -> Result<bool> {
 /// and leaves the stored run itself as it is; when no such run is stored yet, `run` is written
 /// whole as a placeholder (with its jobs), for a later full delivery of the run to fill in.
 /// Webhooks use it for a job that may arrive before its run. Returns `Created` for a new run
-/// and `Stale` when the run already existed (its jobs merged).
+/// and `Stale` when the run already existed (its jobs merged). Call `flush` before committing.
 pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
     let project_id = project_id(
         conn,
@@ -1026,16 +1025,11 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
         .query_row(params![project_id, run.id], |r| Ok((r.get(0)?, r.get(3)?)))
         .optional()?;
     match existing {
-        None => {
-            let done = write_run(conn, ids, run)?;
-            flush(conn, ids)?;
-            Ok(done)
-        }
+        None => write_run(conn, ids, run),
         Some((run_id, workflow_id)) => {
             for job in &run.jobs {
                 merge_job(conn, ids, run_id, project_id, workflow_id, job)?;
             }
-            flush(conn, ids)?;
             Ok(Upsert::Stale)
         }
     }

@@ -238,6 +238,8 @@ fn all_or_nothing(
             apply(&tx, &mut ids, write).map_err(|_| Replay::OneFailed)?
         ));
     }
+    // The rollup counts of the whole group, each row written once.
+    store::flush(&tx, &mut ids).map_err(|_| Replay::OneFailed)?;
     tx.commit().map_err(|e| Replay::Commit(e.into()))?;
     Ok(results)
 }
@@ -252,6 +254,7 @@ fn one_by_one(conn: &mut Connection, writes: &[&Write]) -> Vec<Result<Written>> 
     for write in writes {
         let result = tx.savepoint().map_err(Error::from).and_then(|sp| {
             let r = apply(&sp, &mut ids, write)?;
+            store::flush(&sp, &mut ids)?;
             sp.commit()?;
             Ok(r)
         });
