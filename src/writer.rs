@@ -3,8 +3,8 @@
 //! Workers validate a request and hand the write to this thread, which owns its own
 //! connection. It takes every write waiting in its queue, applies them in one IMMEDIATE
 //! transaction (replayed with a savepoint per request when one fails, so a failing request
-//! rolls back alone), commits once (one fsync for the whole group), and only then answers each
-//! request. So every acknowledged write is
+//! rolls back alone), writes the group's rollup counts once (`store::flush`), commits once
+//! (one fsync for the whole group), and only then answers each request. So every acknowledged write is
 //! durable, each request is all-or-nothing, and concurrent requests share a commit.
 //!
 //! A worker announces a write request as soon as it starts on it (`Writer::announce`), before
