@@ -134,7 +134,7 @@ fn main() {
 
     // Phase 3 reads the daemon's memory, then stops it cleanly.
     let after_array = server.memory_kb();
-    let log_lines = server.stop();
+    let (log_lines, writer_line) = server.stop();
     let stored = count_rows(&served_db);
     assert_eq!(
         stored.0,
@@ -231,6 +231,8 @@ fn main() {
         "  served database: {} runs, {} jobs, {} test results; {log_lines} log lines",
         stored.0, stored.1, stored.2
     );
+    // The daemon's own account of its group commits, over both HTTP phases.
+    println!("  daemon {writer_line}");
     println!("  load average after the bench: {}", load_average());
     println!("  goals: import and array POSTs >= 20,000 runs/s; single POSTs >= 3,000 runs/s");
 }
@@ -510,8 +512,9 @@ impl Server {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
-    /// Sends SIGTERM, waits for a clean exit, and returns how many lines the daemon logged.
-    fn stop(mut self) -> usize {
+    /// Sends SIGTERM, waits for a clean exit, and returns how many lines the daemon logged and
+    /// the writer's summary line (groups committed, time spent).
+    fn stop(mut self) -> (usize, String) {
         let killed = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -520,7 +523,12 @@ impl Server {
         let status = self.child.wait().expect("wait for the daemon");
         self.stopped = true;
         assert!(status.success(), "the daemon exited with {status}");
-        std::fs::read_to_string(&self.log).map_or(0, |s| s.lines().count())
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let writer = log
+            .lines()
+            .find_map(|l| l.find("writer: ").map(|i| l[i..].to_owned()))
+            .unwrap_or_else(|| "writer: no summary logged".to_owned());
+        (log.lines().count(), writer)
     }
 }
 

@@ -67,7 +67,9 @@ pub fn token_revoke(db_path: &Path, name: &str) -> Result<()> {
 pub fn write_batch(conn: &mut Connection, runs: &[Run]) -> Result<(Counts, Vec<(usize, Error)>)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut ids = Ids::default();
-    if let Ok(counts) = store::write_runs(&tx, &mut ids, runs) {
+    let written = store::write_runs(&tx, &mut ids, runs)
+        .and_then(|counts| store::flush(&tx, &mut ids).map(|()| counts));
+    if let Ok(counts) = written {
         tx.commit()?;
         return Ok((counts, Vec::new()));
     }
@@ -79,7 +81,7 @@ pub fn write_batch(conn: &mut Connection, runs: &[Run]) -> Result<(Counts, Vec<(
     for (i, run) in runs.iter().enumerate() {
         let sp = tx.savepoint()?;
         match store::write_run(&sp, &mut ids, run)
-            .and_then(|u| store::flush_numbers(&sp, &mut ids).map(|()| u))
+            .and_then(|u| store::flush(&sp, &mut ids).map(|()| u))
         {
             Ok(u) => {
                 sp.commit()?;

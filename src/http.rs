@@ -314,6 +314,9 @@ fn handle(app: &App, conn: &Connection, mut rq: tiny_http::Request) {
     let path = url.split('?').next().unwrap_or("").to_owned();
     let surface = Surface::of(&path);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // Every write arrives as a POST: the writer waits briefly for announced requests
+        // before it commits, so concurrent ones share a commit. Withdrawn on return.
+        let _announced = (*rq.method() == tiny_http::Method::Post).then(|| app.writer.announce());
         let req = prepare(app, conn, &mut rq, &url)?;
         route(app, conn, &req)
     }));

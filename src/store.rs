@@ -5,7 +5,7 @@
 //! sends is ever pasted into SQL. Writers are called inside a transaction their caller opened
 //! IMMEDIATE; they take `&Connection` because a `Transaction` derefs to one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
@@ -43,12 +43,34 @@ pub struct Counts {
     pub updated: u64,
 }
 
-/// Project and workflow rows looked up during one transaction, so a batch of runs does not
-/// query them once per run. Forget it (`clear`) whenever a savepoint rolls back.
+/// What the writers of one transaction remember: project and workflow rows, test case and
+/// artifact numbers looked up (so a batch of runs does not query them once per run), and the
+/// rollup counts its writes added that `flush` has not written yet. Forget it (`clear`)
+/// whenever a savepoint rolls back.
 #[derive(Default)]
 pub struct Ids {
     projects: HashMap<String, ProjectRow>,
     workflows: HashMap<(i64, String), WorkflowRow>,
+    /// zadig_test_cases.id by (project, suite, classname, name).
+    cases: HashMap<(i64, Option<String>, Option<String>, String), i64>,
+    /// zadig_artifacts.id by name.
+    artifacts: HashMap<String, i64>,
+    rollups: Rollups,
+}
+
+/// Counts added to the Zadig rollups and not written yet, summed per rollup row (ordered by
+/// key, so `flush` writes each table in key order).
+#[derive(Default)]
+struct Rollups {
+    /// zadig_workflow_buckets: (workflow, bucket) → n.
+    workflows: BTreeMap<(i64, i64), i64>,
+    /// zadig_job_buckets: (project, kind, bucket, production) → finished, success, timeout,
+    /// failed, duration_ms, timed.
+    series: BTreeMap<(i64, &'static str, i64, bool), [i64; 6]>,
+    /// zadig_artifact_buckets: (project, bucket, artifact) → n.
+    artifacts: BTreeMap<(i64, i64, i64), i64>,
+    /// zadig_case_buckets: (case, bucket) → n.
+    cases: BTreeMap<(i64, i64), i64>,
 }
 
 struct ProjectRow {
@@ -66,8 +88,7 @@ struct WorkflowRow {
 
 impl Ids {
     pub fn clear(&mut self) {
-        self.projects.clear();
-        self.workflows.clear();
+        *self = Ids::default();
     }
 }
 
@@ -215,14 +236,15 @@ fn ensure_pipeline_id_free(conn: &Connection, pipeline_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes the remembered highest build numbers back to their workflows.
-pub fn flush_numbers(conn: &Connection, ids: &mut Ids) -> Result<()> {
+/// Writes what `ids` holds back: the remembered highest build numbers to their workflows, and
+/// the rollup counts added since the last flush (`zadig_flush`). Call it before committing.
+pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
     for row in ids.workflows.values_mut().filter(|w| w.dirty) {
         conn.prepare_cached(UPDATE_MAX_NUMBER)?
             .execute(params![row.id, row.max_number])?;
         row.dirty = false;
     }
-    Ok(())
+    zadig_flush(conn, &mut ids.rollups)
 }
 
 /// Whether a delivery with `new` status and stop time replaces the stored one (contract §3):
@@ -239,11 +261,11 @@ fn is_fresher(new: Status, new_stop: Option<i64>, old: Status, old_stop: Option<
 }
 
 const SELECT_RUN_STATE: &str =
-    "SELECT id, status, stopped_at FROM runs WHERE project_id = ?1 AND ext_id = ?2";
+    "SELECT id, status, stopped_at, workflow_id FROM runs WHERE project_id = ?1 AND ext_id = ?2";
 const INSERT_RUN: &str = "INSERT INTO runs (project_id, workflow_id, ext_id, number, branch,
     commit_sha, actor, trigger, committed_at, status, created_at, started_at, stopped_at,
     credits_used, detail_url, parameters)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) RETURNING id";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 const UPDATE_RUN: &str = "UPDATE runs SET workflow_id = ?2, number = coalesce(?3, number),
     branch = ?4, commit_sha = ?5, actor = ?6, trigger = ?7, committed_at = ?8, status = ?9,
     created_at = ?10, started_at = ?11, stopped_at = ?12, credits_used = ?13, detail_url = ?14,
@@ -260,7 +282,7 @@ pub enum Upsert {
 }
 
 /// Upserts runs by (project, id), with their jobs and tests (see `write_run`). An error names
-/// the index of the run that caused it.
+/// the index of the run that caused it. Call `flush` before committing.
 pub fn write_runs(conn: &Connection, ids: &mut Ids, runs: &[Run]) -> Result<Counts> {
     let mut counts = Counts::default();
     for (i, run) in runs.iter().enumerate() {
@@ -272,12 +294,11 @@ pub fn write_runs(conn: &Connection, ids: &mut Ids, runs: &[Run]) -> Result<Coun
             Err(e) => return Err(e),
         }
     }
-    flush_numbers(conn, ids)?;
     Ok(counts)
 }
 
 /// Upserts one run by (project, id). A stale delivery leaves the stored run as it is; its
-/// jobs are merged one by one under the same rule. Call `flush_numbers` before committing.
+/// jobs are merged one by one under the same rule. Call `flush` before committing.
 pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
     let project_id = project_id(
         conn,
@@ -302,6 +323,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 r.get::<_, i64>(0)?,
                 r.get::<_, Status>(1)?,
                 r.get::<_, Option<i64>>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })
         .optional()?;
@@ -312,38 +334,40 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 wf.max_number = number;
                 wf.dirty = true;
             }
-            let run_id: i64 = conn.prepare_cached(INSERT_RUN)?.query_row(
-                params![
-                    project_id,
-                    workflow_id,
-                    run.id,
-                    number,
-                    run.branch,
-                    run.commit,
-                    run.actor,
-                    run.trigger,
-                    run.committed_at,
-                    run.status,
-                    run.created_at,
-                    run.started_at,
-                    run.stopped_at,
-                    run.credits_used,
-                    run.detail_url,
-                    run.parameters
-                ],
-                |r| r.get(0),
-            )?;
+            // A plain INSERT, not INSERT … RETURNING: SQLite buffers RETURNING rows in a
+            // temporary table, which costs more than reading the new rowid back.
+            conn.prepare_cached(INSERT_RUN)?.execute(params![
+                project_id,
+                workflow_id,
+                run.id,
+                number,
+                run.branch,
+                run.commit,
+                run.actor,
+                run.trigger,
+                run.committed_at,
+                run.status,
+                run.created_at,
+                run.started_at,
+                run.stopped_at,
+                run.credits_used,
+                run.detail_url,
+                run.parameters
+            ])?;
+            let run_id = conn.last_insert_rowid();
             insights::added(conn, run_id, None)?;
             for (position, job) in run.jobs.iter().enumerate() {
-                let job_id = insert_job(conn, run_id, project_id, position as i64, job)?;
+                let place = Place::of(project_id, workflow_id, job);
+                let job_id = insert_job(conn, ids, run_id, &place, position as i64, job)?;
                 if let Some(tests) = &job.tests {
-                    insert_tests(conn, job_id, run_id, project_id, tests)?;
+                    insert_tests(conn, ids, job_id, run_id, &place, tests)?;
                 }
             }
             Ok(Upsert::Created)
         }
-        Some((run_id, old_status, old_stop)) => {
+        Some((run_id, old_status, old_stop, old_workflow)) => {
             let mut updated = false;
+            let mut run_workflow = old_workflow;
             if is_fresher(run.status, run.stopped_at, old_status, old_stop) {
                 if let Some(n) = run.number.filter(|n| *n > wf.max_number) {
                     wf.max_number = n;
@@ -370,9 +394,10 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 ])?;
                 insights::added(conn, run_id, Some(old))?;
                 updated = true;
+                run_workflow = workflow_id;
             }
             for job in &run.jobs {
-                merge_job(conn, run_id, project_id, job)?;
+                merge_job(conn, ids, run_id, project_id, run_workflow, job)?;
             }
             Ok(if updated {
                 Upsert::Updated
@@ -387,7 +412,7 @@ const INSERT_JOB: &str = "INSERT INTO jobs (run_id, project_id, ext_id, position
     kind, status, created_at, started_at, stopped_at, credits_used, detail_url, error_code,
     error_msg, env, cluster, service, service_type, production, artifacts)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-    ?20, ?21) RETURNING id";
+    ?20, ?21)";
 const SELECT_JOB_STATE: &str =
     "SELECT id, status, stopped_at FROM jobs WHERE run_id = ?1 AND ext_id = ?2";
 const NEXT_JOB_POSITION: &str =
@@ -410,45 +435,52 @@ fn artifacts_json(job: &Job) -> Option<String> {
 
 fn insert_job(
     conn: &Connection,
+    ids: &mut Ids,
     run_id: i64,
-    project_id: i64,
+    place: &Place,
     position: i64,
     job: &Job,
 ) -> Result<i64> {
-    let id = conn.prepare_cached(INSERT_JOB)?.query_row(
-        params![
-            run_id,
-            project_id,
-            job.id,
-            position,
-            job.name,
-            job.stage,
-            job.kind,
-            job.status,
-            job.created_at,
-            job.started_at,
-            job.stopped_at,
-            job.credits_used,
-            job.detail_url,
-            job.error_code,
-            job.error_msg,
-            job.env,
-            job.cluster,
-            job.service,
-            job.service_type,
-            job.production,
-            artifacts_json(job)
-        ],
-        |r| r.get(0),
-    )?;
-    zadig_job_added(conn, id, job)?;
+    conn.prepare_cached(INSERT_JOB)?.execute(params![
+        run_id,
+        place.project_id,
+        job.id,
+        position,
+        job.name,
+        job.stage,
+        job.kind,
+        job.status,
+        job.created_at,
+        job.started_at,
+        job.stopped_at,
+        job.credits_used,
+        job.detail_url,
+        job.error_code,
+        job.error_msg,
+        job.env,
+        job.cluster,
+        job.service,
+        job.service_type,
+        job.production,
+        artifacts_json(job)
+    ])?;
+    let id = conn.last_insert_rowid();
+    zadig_job_added(conn, ids, place, job)?;
     insights::job_added(conn, id)?;
     Ok(id)
 }
 
 /// Adds or (when fresher) updates one job of a stored run; its tests, when given, replace
 /// the job's stored tests.
-fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Result<()> {
+fn merge_job(
+    conn: &Connection,
+    ids: &mut Ids,
+    run_id: i64,
+    project_id: i64,
+    workflow_id: i64,
+    job: &Job,
+) -> Result<()> {
+    let place = Place::of(project_id, workflow_id, job);
     let existing = conn
         .prepare_cached(SELECT_JOB_STATE)?
         .query_row(params![run_id, job.id], |r| {
@@ -464,7 +496,7 @@ fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Resu
             let position: i64 = conn
                 .prepare_cached(NEXT_JOB_POSITION)?
                 .query_row([run_id], |r| r.get(0))?;
-            insert_job(conn, run_id, project_id, position, job)?
+            insert_job(conn, ids, run_id, &place, position, job)?
         }
         Some((job_id, old_status, old_stop)) => {
             if !is_fresher(job.status, job.stopped_at, old_status, old_stop) {
@@ -492,7 +524,7 @@ fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Resu
                 job.production,
                 artifacts_json(job)
             ])?;
-            zadig_job_added(conn, job_id, job)?;
+            zadig_job_added(conn, ids, &place, job)?;
             insights::job_added(conn, job_id)?;
             conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
             job_id
@@ -500,16 +532,17 @@ fn merge_job(conn: &Connection, run_id: i64, project_id: i64, job: &Job) -> Resu
     };
     if let Some(tests) = &job.tests {
         conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
-        insert_tests(conn, job_id, run_id, project_id, tests)?;
+        insert_tests(conn, ids, job_id, run_id, &place, tests)?;
     }
     Ok(())
 }
 
 fn insert_tests(
     conn: &Connection,
+    ids: &mut Ids,
     job_id: i64,
     run_id: i64,
-    project_id: i64,
+    place: &Place,
     tests: &[TestCase],
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(INSERT_TEST)?;
@@ -517,7 +550,7 @@ fn insert_tests(
         stmt.execute(params![
             job_id,
             run_id,
-            project_id,
+            place.project_id,
             t.suite,
             t.classname,
             t.name,
@@ -527,15 +560,15 @@ fn insert_tests(
             t.message
         ])?;
     }
-    zadig_tests_added(conn, job_id, tests)?;
-    Ok(())
+    zadig_tests_added(conn, ids, place, tests)
 }
 
 const SELECT_RUN_FOR_TESTS: &str = "SELECT r.id, r.project_id, r.ext_id, r.created_at,
-    r.started_at, r.stopped_at
+    r.started_at, r.stopped_at, r.workflow_id
     FROM runs r JOIN projects p ON p.id = r.project_id WHERE p.slug = ?1 AND r.ext_id = ?2";
 const SELECT_JOB_BY_NAME: &str =
     "SELECT id, ext_id FROM jobs WHERE run_id = ?1 AND name = ?2 ORDER BY position LIMIT 1";
+const SELECT_JOB_PLACE: &str = "SELECT name, kind, created_at, started_at FROM jobs WHERE id = ?1";
 const SELECT_ONLY_TEST_JOB: &str = "SELECT id, ext_id FROM jobs WHERE run_id = ?1 AND kind = 'test'
     AND (SELECT count(*) FROM jobs WHERE run_id = ?1 AND kind = 'test') = 1";
 
@@ -550,9 +583,11 @@ pub struct Attached {
 /// Attaches a report's test cases to a job of a stored run, replacing that job's earlier
 /// cases (so a re-uploaded report never doubles). The job is the one named `job`; without a
 /// name, the run's only test job, or else a job named "tests". A missing job is created as a
-/// test job spanning the run, failed when any case failed or errored.
+/// test job spanning the run, failed when any case failed or errored. Call `flush` before
+/// committing.
 pub fn attach_tests(
     conn: &Connection,
+    ids: &mut Ids,
     slug: &str,
     run_ext_id: &str,
     job: Option<&str>,
@@ -568,11 +603,12 @@ pub fn attach_tests(
                 r.get::<_, i64>(3)?,
                 r.get::<_, Option<i64>>(4)?,
                 r.get::<_, Option<i64>>(5)?,
+                r.get::<_, i64>(6)?,
             ))
         })
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no run {run_ext_id:?} in project {slug:?}")))?;
-    let (run_id, project_id, run_ext, created_at, started_at, stopped_at) = run;
+    let (run_id, project_id, run_ext, created_at, started_at, stopped_at, workflow_id) = run;
     let name = job.unwrap_or("tests");
     let found = match job {
         Some(n) => conn
@@ -625,20 +661,28 @@ pub fn attach_tests(
             let position: i64 = conn
                 .prepare_cached(NEXT_JOB_POSITION)?
                 .query_row([run_id], |r| r.get(0))?;
+            let place = Place::of(project_id, workflow_id, &new);
             (
-                insert_job(conn, run_id, project_id, position, &new)?,
+                insert_job(conn, ids, run_id, &place, position, &new)?,
                 new.id,
                 true,
             )
         }
     };
+    let (job_name, kind, job_created, job_started): (String, Kind, i64, Option<i64>) = conn
+        .prepare_cached(SELECT_JOB_PLACE)?
+        .query_row([job_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    let place = Place {
+        project_id,
+        workflow_id,
+        kind,
+        bucket: bucket_of(job_started.unwrap_or(job_created)),
+    };
     zadig_tests_removing(conn, job_id)?;
     conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
-    insert_tests(conn, job_id, run_id, project_id, tests)?;
-    let job_name: String =
-        conn.query_row("SELECT name FROM jobs WHERE id = ?1", [job_id], |r| {
-            r.get(0)
-        })?;
+    insert_tests(conn, ids, job_id, run_id, &place, tests)?;
     Ok(Attached {
         job_id: ext_id,
         job_name,
@@ -975,7 +1019,7 @@ pub fn is_empty(conn: &Connection) -> Result<bool> {
 /// and leaves the stored run itself as it is; when no such run is stored yet, `run` is written
 /// whole as a placeholder (with its jobs), for a later full delivery of the run to fill in.
 /// Webhooks use it for a job that may arrive before its run. Returns `Created` for a new run
-/// and `Stale` when the run already existed (its jobs merged).
+/// and `Stale` when the run already existed (its jobs merged). Call `flush` before committing.
 pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
     let project_id = project_id(
         conn,
@@ -984,19 +1028,15 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
         run.project_key.as_deref(),
         run.default_branch.as_deref(),
     )?;
-    let existing: Option<i64> = conn
+    let existing: Option<(i64, i64)> = conn
         .prepare_cached(SELECT_RUN_STATE)?
-        .query_row(params![project_id, run.id], |r| r.get(0))
+        .query_row(params![project_id, run.id], |r| Ok((r.get(0)?, r.get(3)?)))
         .optional()?;
     match existing {
-        None => {
-            let done = write_run(conn, ids, run)?;
-            flush_numbers(conn, ids)?;
-            Ok(done)
-        }
-        Some(run_id) => {
+        None => write_run(conn, ids, run),
+        Some((run_id, workflow_id)) => {
             for job in &run.jobs {
-                merge_job(conn, run_id, project_id, job)?;
+                merge_job(conn, ids, run_id, project_id, workflow_id, job)?;
             }
             Ok(Upsert::Stale)
         }
@@ -1009,6 +1049,10 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
 // Each row counts the stored jobs or test results behind it. A job adds itself once inserted
 // (and again once updated), subtracts itself before it is updated, and its tests subtract
 // themselves before they are deleted, so the counts always describe what is stored now.
+// Additions are computed in Rust from the values just written and summed per rollup row in
+// `Ids`, so a batch of runs writes each row it touches once (`flush`, before the transaction
+// or savepoint commits); subtractions read the stored rows in SQL and are written at once.
+// Counts are sums, so the order of the two never changes the result.
 
 /// A job's quarter-hour bucket: floor(coalesce(started_at, created_at) / 900000), also for
 /// times before 1970 (SQLite's `/` truncates toward zero).
@@ -1047,9 +1091,6 @@ const ZADIG_SERIES_JOB: &str = concat!(
         timeout = timeout + excluded.timeout, failed = failed + excluded.failed,
         duration_ms = duration_ms + excluded.duration_ms, timed = timed + excluded.timed"
 );
-/// ?1 job: numbers the artifacts it lists that have no number yet.
-const ZADIG_NAME_ARTIFACTS: &str = "INSERT OR IGNORE INTO zadig_artifacts (name)
-    SELECT a.value FROM jobs j, json_each(j.artifacts) a WHERE j.id = +?1 AND j.artifacts IS NOT NULL";
 /// ?1 job, ?2 +1 or -1: each distinct artifact the job lists, once.
 const ZADIG_ARTIFACT_JOB: &str = concat!(
     "INSERT INTO zadig_artifact_buckets (project_id, bucket, artifact_id, n)
@@ -1059,12 +1100,6 @@ const ZADIG_ARTIFACT_JOB: &str = concat!(
     WHERE j.id = +?1 AND j.artifacts IS NOT NULL GROUP BY d.id
     ON CONFLICT (project_id, bucket, artifact_id) DO UPDATE SET n = n + excluded.n"
 );
-/// ?1 job: numbers the test cases of a test job that have no number yet.
-const ZADIG_NAME_CASES: &str = "INSERT INTO zadig_test_cases (project_id, suite, classname, name)
-    SELECT DISTINCT t.project_id, t.suite, t.classname, t.name FROM test_results t
-    WHERE t.job_id = +?1 AND (SELECT kind FROM jobs WHERE id = ?1) = 'test'
-      AND NOT EXISTS (SELECT 1 FROM zadig_test_cases c WHERE c.project_id = t.project_id
-        AND c.name = t.name AND c.classname IS t.classname AND c.suite IS t.suite)";
 /// ?1 job, ?2 +1 or -1: the stored test results of a test job, per case.
 const ZADIG_CASES_JOB: &str = concat!(
     "INSERT INTO zadig_case_buckets (case_id, bucket, n)
@@ -1086,20 +1121,196 @@ const ZADIG_WORKFLOW_RUN: &str = concat!(
     ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n"
 );
 
-/// Counts a job just inserted, or just updated, into the series, workflow and artifact
-/// rollups. Its tests are counted by `zadig_tests_added`.
-pub fn zadig_job_added(conn: &Connection, job_id: i64, job: &Job) -> Result<()> {
-    conn.prepare_cached(ZADIG_WORKFLOW_JOB)?
-        .execute(params![job_id, 1])?;
-    if job.status.is_terminal() {
-        conn.prepare_cached(ZADIG_SERIES_JOB)?
-            .execute(params![job_id, 1])?;
+/// Where a job counts in the rollups: its project, its run's workflow, its kind and its
+/// quarter-hour bucket.
+struct Place {
+    project_id: i64,
+    workflow_id: i64,
+    kind: Kind,
+    bucket: i64,
+}
+
+impl Place {
+    fn of(project_id: i64, workflow_id: i64, job: &Job) -> Place {
+        Place {
+            project_id,
+            workflow_id,
+            kind: job.kind,
+            bucket: bucket_of(job.started_at.unwrap_or(job.created_at)),
+        }
     }
-    if job.artifacts.as_ref().is_some_and(|a| !a.is_empty()) {
-        conn.prepare_cached(ZADIG_NAME_ARTIFACTS)?
-            .execute([job_id])?;
-        conn.prepare_cached(ZADIG_ARTIFACT_JOB)?
-            .execute(params![job_id, 1])?;
+}
+
+/// The quarter-hour bucket of a job's day time, as `zadig_bucket!` computes it in SQL.
+fn bucket_of(day_ms: i64) -> i64 {
+    day_ms.div_euclid(900_000)
+}
+
+const SELECT_ARTIFACT: &str = "SELECT id FROM zadig_artifacts WHERE name = ?1";
+const INSERT_ARTIFACT: &str = "INSERT INTO zadig_artifacts (name) VALUES (?1)";
+const SELECT_CASE: &str = "SELECT id FROM zadig_test_cases
+    WHERE project_id = ?1 AND name = ?2 AND classname IS ?3 AND suite IS ?4";
+const INSERT_CASE: &str =
+    "INSERT INTO zadig_test_cases (project_id, suite, classname, name) VALUES (?1, ?2, ?3, ?4)";
+const ADD_WORKFLOW_BUCKET: &str = "INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
+    VALUES (?1, ?2, ?3)
+    ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n";
+const ADD_JOB_BUCKET: &str = "INSERT INTO zadig_job_buckets (project_id, kind, bucket,
+        production, finished, success, timeout, failed, duration_ms, timed)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+    ON CONFLICT (project_id, kind, bucket, production) DO UPDATE SET
+        finished = finished + excluded.finished, success = success + excluded.success,
+        timeout = timeout + excluded.timeout, failed = failed + excluded.failed,
+        duration_ms = duration_ms + excluded.duration_ms, timed = timed + excluded.timed";
+const ADD_ARTIFACT_BUCKET: &str = "INSERT INTO zadig_artifact_buckets (project_id, bucket,
+        artifact_id, n)
+    VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (project_id, bucket, artifact_id) DO UPDATE SET n = n + excluded.n";
+const ADD_CASE_BUCKET: &str = "INSERT INTO zadig_case_buckets (case_id, bucket, n)
+    VALUES (?1, ?2, ?3)
+    ON CONFLICT (case_id, bucket) DO UPDATE SET n = n + excluded.n";
+
+/// Counts a job just inserted, or just updated, into the series, workflow and artifact
+/// rollups of `ids` (written by `flush`), from the values written. Its tests are counted by
+/// `zadig_tests_added`. New artifacts are numbered at once.
+fn zadig_job_added(conn: &Connection, ids: &mut Ids, place: &Place, job: &Job) -> Result<()> {
+    let rollups = &mut ids.rollups;
+    *rollups
+        .workflows
+        .entry((place.workflow_id, place.bucket))
+        .or_default() += 1;
+    if job.status.is_terminal() {
+        let key = (
+            place.project_id,
+            place.kind.as_str(),
+            place.bucket,
+            job.production,
+        );
+        let day = job.started_at.unwrap_or(job.created_at);
+        let add = [
+            1,
+            i64::from(job.status == Status::Success),
+            i64::from(job.status == Status::Timeout),
+            i64::from(matches!(job.status, Status::Failed | Status::Error)),
+            job.stopped_at.map_or(0, |stop| stop - day),
+            i64::from(job.stopped_at.is_some()),
+        ];
+        let row = rollups.series.entry(key).or_default();
+        for (sum, a) in row.iter_mut().zip(add) {
+            *sum = sum
+                .checked_add(a)
+                .ok_or_else(|| Error::Internal("a job rollup sum overflows".into()))?;
+        }
+    }
+    let artifacts = job.artifacts.as_deref().unwrap_or_default();
+    for (i, name) in artifacts.iter().enumerate() {
+        // Each distinct artifact of the job counts once.
+        if artifacts[..i].contains(name) {
+            continue;
+        }
+        let id = match ids.artifacts.get(name.as_str()) {
+            Some(id) => *id,
+            None => {
+                let found = conn
+                    .prepare_cached(SELECT_ARTIFACT)?
+                    .query_row([name], |r| r.get(0))
+                    .optional()?;
+                let id = match found {
+                    Some(id) => id,
+                    None => {
+                        conn.prepare_cached(INSERT_ARTIFACT)?.execute([name])?;
+                        conn.last_insert_rowid()
+                    }
+                };
+                ids.artifacts.insert(name.clone(), id);
+                id
+            }
+        };
+        *ids.rollups
+            .artifacts
+            .entry((place.project_id, place.bucket, id))
+            .or_default() += 1;
+    }
+    Ok(())
+}
+
+/// Counts the tests just stored for a job into the test case rollup of `ids` (written by
+/// `flush`), when the job is a test job. New test cases are numbered at once.
+fn zadig_tests_added(
+    conn: &Connection,
+    ids: &mut Ids,
+    place: &Place,
+    tests: &[TestCase],
+) -> Result<()> {
+    if place.kind != Kind::Test {
+        return Ok(());
+    }
+    for t in tests {
+        let key = (
+            place.project_id,
+            t.suite.clone(),
+            t.classname.clone(),
+            t.name.clone(),
+        );
+        let case_id = match ids.cases.get(&key) {
+            Some(id) => *id,
+            None => {
+                let found = conn
+                    .prepare_cached(SELECT_CASE)?
+                    .query_row(
+                        params![place.project_id, t.name, t.classname, t.suite],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let id = match found {
+                    Some(id) => id,
+                    None => {
+                        conn.prepare_cached(INSERT_CASE)?.execute(params![
+                            place.project_id,
+                            t.suite,
+                            t.classname,
+                            t.name
+                        ])?;
+                        conn.last_insert_rowid()
+                    }
+                };
+                ids.cases.insert(key, id);
+                id
+            }
+        };
+        *ids.rollups
+            .cases
+            .entry((case_id, place.bucket))
+            .or_default() += 1;
+    }
+    Ok(())
+}
+
+/// Writes the counts `rollups` holds into the rollup tables, and empties it.
+fn zadig_flush(conn: &Connection, rollups: &mut Rollups) -> Result<()> {
+    let Rollups {
+        workflows,
+        series,
+        artifacts,
+        cases,
+    } = std::mem::take(rollups);
+    let mut stmt = conn.prepare_cached(ADD_WORKFLOW_BUCKET)?;
+    for ((workflow_id, bucket), n) in workflows {
+        stmt.execute(params![workflow_id, bucket, n])?;
+    }
+    let mut stmt = conn.prepare_cached(ADD_JOB_BUCKET)?;
+    for ((project_id, kind, bucket, production), [f, s, t, x, d, n]) in series {
+        stmt.execute(params![
+            project_id, kind, bucket, production, f, s, t, x, d, n
+        ])?;
+    }
+    let mut stmt = conn.prepare_cached(ADD_ARTIFACT_BUCKET)?;
+    for ((project_id, bucket, artifact_id), n) in artifacts {
+        stmt.execute(params![project_id, bucket, artifact_id, n])?;
+    }
+    let mut stmt = conn.prepare_cached(ADD_CASE_BUCKET)?;
+    for ((case_id, bucket), n) in cases {
+        stmt.execute(params![case_id, bucket, n])?;
     }
     Ok(())
 }
@@ -1114,28 +1325,6 @@ pub fn zadig_job_removing(conn: &Connection, job_id: i64) -> Result<()> {
     conn.prepare_cached(ZADIG_ARTIFACT_JOB)?
         .execute(params![job_id, -1])?;
     zadig_tests_removing(conn, job_id)
-}
-
-/// Counts the stored tests of a job (just inserted: `tests`) into the test case rollup. Most
-/// reports repeat known cases, so the counts are added first; only when fewer cases matched
-/// than the report holds are they taken back, the new cases numbered, and the counts added again.
-pub fn zadig_tests_added(conn: &Connection, job_id: i64, tests: &[TestCase]) -> Result<()> {
-    let cases: std::collections::HashSet<(Option<&str>, Option<&str>, &str)> = tests
-        .iter()
-        .map(|t| (t.suite.as_deref(), t.classname.as_deref(), t.name.as_str()))
-        .collect();
-    let mut add = conn.prepare_cached(ZADIG_CASES_JOB)?;
-    let matched = add.execute(params![job_id, 1])?;
-    if matched < cases.len() {
-        if matched > 0 {
-            add.execute(params![job_id, -1])?;
-        }
-        let named = conn.prepare_cached(ZADIG_NAME_CASES)?.execute([job_id])?;
-        if named + matched > 0 {
-            add.execute(params![job_id, 1])?;
-        }
-    }
-    Ok(())
 }
 
 /// Subtracts the stored tests of a job from the test case rollup: call it before deleting them.
@@ -1231,6 +1420,29 @@ mod tests {
         assert!(is_fresher(Failed, Some(5), Success, Some(5)));
         // Same non-terminal rank: the later delivery.
         assert!(is_fresher(Waiting, None, Queued, None));
+    }
+
+    #[test]
+    fn bucket_of_agrees_with_the_sql_bucket() {
+        let conn = Connection::open_in_memory().unwrap();
+        let sql = concat!(
+            "SELECT ",
+            zadig_bucket!(),
+            " FROM (SELECT ?1 AS started_at, 0 AS created_at) j"
+        );
+        for ms in [
+            0,
+            1,
+            899_999,
+            900_000,
+            1_767_225_600_000,
+            -1,
+            -900_000,
+            -900_001,
+        ] {
+            let expected: i64 = conn.query_row(sql, [ms], |r| r.get(0)).unwrap();
+            assert_eq!(bucket_of(ms), expected, "{ms}");
+        }
     }
 
     #[test]

@@ -3,13 +3,21 @@
 //! Workers validate a request and hand the write to this thread, which owns its own
 //! connection. It takes every write waiting in its queue, applies them in one IMMEDIATE
 //! transaction (replayed with a savepoint per request when one fails, so a failing request
-//! rolls back alone), commits once (one fsync for the whole group), and only then answers each
-//! request. So every acknowledged write is
+//! rolls back alone), writes the group's rollup counts once (`store::flush`), commits once
+//! (one fsync for the whole group), and only then answers each request. So every acknowledged write is
 //! durable, each request is all-or-nothing, and concurrent requests share a commit.
+//!
+//! A worker announces a write request as soon as it starts on it (`Writer::announce`), before
+//! reading and validating its body. Before committing, the writer waits for the announced
+//! writes still being prepared, up to `MAX_WAIT`, so concurrent requests land in one group
+//! instead of each paying a commit of its own.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -20,6 +28,11 @@ use crate::store::{self, Attached, Counts, Ids};
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 256;
+
+/// The longest the writer holds a group open for announced writes still being prepared. A
+/// single run is read and validated in well under a millisecond; a large array takes longer,
+/// and is committed in a later group rather than keeping the others waiting.
+const MAX_WAIT: Duration = Duration::from_millis(2);
 
 pub enum Write {
     Runs(Vec<Run>),
@@ -50,6 +63,27 @@ struct Pending {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Pending>,
+    /// Announced writes not submitted yet.
+    preparing: Arc<AtomicUsize>,
+}
+
+thread_local! {
+    /// Whether this thread has announced a write it has not submitted yet.
+    static ANNOUNCED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A write request being prepared on this thread (see `Writer::announce`). Dropping it, or
+/// submitting a write, withdraws the announcement.
+pub struct Announced {
+    preparing: Arc<AtomicUsize>,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        if ANNOUNCED.replace(false) {
+            self.preparing.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Writer {
@@ -58,14 +92,30 @@ impl Writer {
     pub fn start(path: &Path) -> Result<(Writer, JoinHandle<()>)> {
         let conn = db::open(path)?;
         let (queue, rx) = mpsc::channel();
+        let preparing = Arc::new(AtomicUsize::new(0));
+        let counter = preparing.clone();
         let handle = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || run(conn, rx))?;
-        Ok((Writer { queue }, handle))
+            .spawn(move || run(conn, &rx, &counter))?;
+        Ok((Writer { queue, preparing }, handle))
+    }
+
+    /// Announces that this thread is preparing a request that will probably submit a write,
+    /// so that the writer waits for it (briefly) before committing the writes it holds.
+    pub fn announce(&self) -> Announced {
+        if !ANNOUNCED.replace(true) {
+            self.preparing.fetch_add(1, Ordering::SeqCst);
+        }
+        Announced {
+            preparing: self.preparing.clone(),
+        }
     }
 
     /// Submits a write and waits until it is committed (or refused).
     pub fn submit(&self, write: Write) -> Result<Written> {
+        if ANNOUNCED.replace(false) {
+            self.preparing.fetch_sub(1, Ordering::SeqCst);
+        }
         let (reply, answer) = mpsc::sync_channel(1);
         self.queue
             .send(Pending { write, reply })
@@ -76,22 +126,73 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Pending>) {
+/// What the writer did, logged when it stops.
+#[derive(Default)]
+struct Stats {
+    groups: u64,
+    writes: u64,
+    largest: usize,
+    waiting: Duration,
+    writing: Duration,
+}
+
+fn run(mut conn: Connection, rx: &mpsc::Receiver<Pending>, preparing: &AtomicUsize) {
+    let mut stats = Stats::default();
     while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
-            }
-        }
+        let started = Instant::now();
+        let group = gather(first, rx, preparing, started + MAX_WAIT);
+        let gathered = Instant::now();
         let writes: Vec<&Write> = group.iter().map(|p| &p.write).collect();
         let results = commit_group(&mut conn, &writes);
+        stats.groups += 1;
+        stats.writes += group.len() as u64;
+        stats.largest = stats.largest.max(group.len());
+        stats.waiting += gathered - started;
+        stats.writing += gathered.elapsed();
         for (pending, result) in group.into_iter().zip(results) {
             // A worker that gave up waiting is not an error of the writer.
             let _ = pending.reply.send(result);
         }
     }
+    log::info!(
+        "writer: {} writes in {} commits ({:.2} a commit, at most {}); {:.2} s writing and \
+         committing, {:.2} s waiting for announced writes",
+        stats.writes,
+        stats.groups,
+        stats.writes as f64 / stats.groups.max(1) as f64,
+        stats.largest,
+        stats.writing.as_secs_f64(),
+        stats.waiting.as_secs_f64()
+    );
+}
+
+/// The group to commit: `first`, every write already queued, and the writes announced and
+/// still being prepared that arrive before `deadline`.
+fn gather(
+    first: Pending,
+    rx: &mpsc::Receiver<Pending>,
+    preparing: &AtomicUsize,
+    deadline: Instant,
+) -> Vec<Pending> {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        if let Ok(p) = rx.try_recv() {
+            group.push(p);
+            continue;
+        }
+        if preparing.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(p) => group.push(p),
+            Err(_) => break,
+        }
+    }
+    group
 }
 
 /// Applies every write of a group and commits once. The common case, where every write
@@ -137,6 +238,8 @@ fn all_or_nothing(
             apply(&tx, &mut ids, write).map_err(|_| Replay::OneFailed)?
         ));
     }
+    // The rollup counts of the whole group, each row written once.
+    store::flush(&tx, &mut ids).map_err(|_| Replay::OneFailed)?;
     tx.commit().map_err(|e| Replay::Commit(e.into()))?;
     Ok(results)
 }
@@ -151,6 +254,7 @@ fn one_by_one(conn: &mut Connection, writes: &[&Write]) -> Vec<Result<Written>> 
     for write in writes {
         let result = tx.savepoint().map_err(Error::from).and_then(|sp| {
             let r = apply(&sp, &mut ids, write)?;
+            store::flush(&sp, &mut ids)?;
             sp.commit()?;
             Ok(r)
         });
@@ -178,7 +282,14 @@ fn apply(conn: &Connection, ids: &mut Ids, write: &Write) -> Result<Written> {
             run,
             job,
             tests,
-        } => Written::Tests(store::attach_tests(conn, slug, run, job.as_deref(), tests)?),
+        } => Written::Tests(store::attach_tests(
+            conn,
+            ids,
+            slug,
+            run,
+            job.as_deref(),
+            tests,
+        )?),
         Write::JobsIntoRun(run) => {
             let created = store::merge_jobs_into_run(conn, ids, run)? == store::Upsert::Created;
             Written::Runs(Counts {
@@ -223,6 +334,48 @@ mod tests {
         let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
         assert_eq!(ok, [true, false, true]);
         assert_eq!(stored(&conn), ["a", "b"]);
+    }
+
+    fn pending(id: &str) -> Pending {
+        Pending {
+            write: Write::Runs(vec![run(id)]),
+            reply: mpsc::sync_channel(1).0,
+        }
+    }
+
+    #[test]
+    fn a_group_waits_for_an_announced_write() {
+        let (tx, rx) = mpsc::channel();
+        let preparing = Arc::new(AtomicUsize::new(1));
+        let other = {
+            let preparing = preparing.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                preparing.fetch_sub(1, Ordering::SeqCst);
+                tx.send(pending("b")).unwrap();
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let group = gather(pending("a"), &rx, &preparing, deadline);
+        other.join().unwrap();
+        assert_eq!(group.len(), 2);
+    }
+
+    #[test]
+    fn a_group_waits_no_longer_than_its_deadline() {
+        let (_tx, rx) = mpsc::channel();
+        // Announced, but never submitted.
+        let preparing = AtomicUsize::new(1);
+        let started = Instant::now();
+        let group = gather(pending("a"), &rx, &preparing, started + MAX_WAIT);
+        assert_eq!(group.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // Nothing announced: no wait at all, whatever the deadline.
+        let preparing = AtomicUsize::new(0);
+        let started = Instant::now();
+        let far = started + Duration::from_secs(60);
+        assert_eq!(gather(pending("a"), &rx, &preparing, far).len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
