@@ -56,6 +56,8 @@ pub struct Ids {
     /// zadig_artifacts.id by name.
     artifacts: HashMap<String, i64>,
     rollups: Rollups,
+    /// CircleCI rollup figures not written yet (src/store/insights.rs).
+    insights: insights::Pending,
 }
 
 /// Counts added to the Zadig rollups and not written yet, summed per rollup row (ordered by
@@ -237,14 +239,16 @@ fn ensure_pipeline_id_free(conn: &Connection, pipeline_id: &str) -> Result<()> {
 }
 
 /// Writes what `ids` holds back: the remembered highest build numbers to their workflows, and
-/// the rollup counts added since the last flush (`zadig_flush`). Call it before committing.
+/// the rollup counts added since the last flush (`zadig_flush`, `insights::flush`). Call it
+/// before committing.
 pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
     for row in ids.workflows.values_mut().filter(|w| w.dirty) {
         conn.prepare_cached(UPDATE_MAX_NUMBER)?
             .execute(params![row.id, row.max_number])?;
         row.dirty = false;
     }
-    zadig_flush(conn, &mut ids.rollups)
+    zadig_flush(conn, &mut ids.rollups)?;
+    insights::flush(conn, &mut ids.insights)
 }
 
 /// Whether a delivery with `new` status and stop time replaces the stored one (contract §3):
@@ -355,7 +359,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 run.parameters
             ])?;
             let run_id = conn.last_insert_rowid();
-            insights::added(conn, run_id, None)?;
+            insights::added(conn, &mut ids.insights, run_id, None)?;
             for (position, job) in run.jobs.iter().enumerate() {
                 let place = Place::of(project_id, workflow_id, job);
                 let job_id = insert_job(conn, ids, run_id, &place, position as i64, job)?;
@@ -374,7 +378,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     wf.dirty = true;
                 }
                 zadig_run_workflow(conn, run_id, workflow_id)?;
-                let old = insights::removing(conn, run_id)?;
+                let old = insights::removing(conn, &mut ids.insights, run_id)?;
                 conn.prepare_cached(UPDATE_RUN)?.execute(params![
                     run_id,
                     workflow_id,
@@ -392,7 +396,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     run.detail_url,
                     run.parameters
                 ])?;
-                insights::added(conn, run_id, Some(old))?;
+                insights::added(conn, &mut ids.insights, run_id, Some(old))?;
                 updated = true;
                 run_workflow = workflow_id;
             }
@@ -466,7 +470,7 @@ fn insert_job(
     ])?;
     let id = conn.last_insert_rowid();
     zadig_job_added(conn, ids, place, job)?;
-    insights::job_added(conn, id)?;
+    insights::job_added(conn, &mut ids.insights, run_id, id, job)?;
     Ok(id)
 }
 
@@ -503,7 +507,7 @@ fn merge_job(
                 return Ok(());
             }
             zadig_job_removing(conn, job_id)?;
-            insights::job_removing(conn, job_id)?;
+            insights::job_removing(conn, &mut ids.insights, job_id)?;
             conn.prepare_cached(UPDATE_JOB)?.execute(params![
                 job_id,
                 job.name,
@@ -525,7 +529,7 @@ fn merge_job(
                 artifacts_json(job)
             ])?;
             zadig_job_added(conn, ids, &place, job)?;
-            insights::job_added(conn, job_id)?;
+            insights::job_added(conn, &mut ids.insights, run_id, job_id, job)?;
             conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
             job_id
         }

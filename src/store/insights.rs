@@ -17,11 +17,123 @@
 //! the next success). `added` recomputes exactly those, so the columns always match what a
 //! window pass over the sequence gives (`REBUILD`, which tests compare them with).
 
+use std::collections::BTreeMap;
+
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::Result;
+use crate::model::Job;
 
 const DAY_MS: i64 = 86_400_000;
+
+/// The additive figures of a rollup row: total, ok, bad, canceled, open, credits, dur_n,
+/// dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum (the job rows use the first nine). Counts and
+/// sums alike are kept as f64 here: every count is a small integer, exact in an f64.
+type Figures = [f64; 12];
+
+/// Rollup figures added by the writes of one transaction and not written yet, summed per row
+/// (store.rs keeps one in `Ids` and calls `flush` before committing), and the run key of the
+/// last run whose jobs were written, so its jobs need no lookup of it.
+#[derive(Default)]
+pub struct Pending {
+    /// insights_days: (project, branch, workflow, day).
+    days: BTreeMap<(i64, String, i64, i64), Figures>,
+    /// insights_job_days: (project, branch, workflow, day, name).
+    job_days: BTreeMap<(i64, String, i64, i64, String), Figures>,
+    last_run: Option<(i64, Key)>,
+}
+
+fn add(into: &mut Figures, f: &Figures) {
+    for (a, b) in into.iter_mut().zip(f) {
+        *a += b;
+    }
+}
+
+/// A run's or job's own figures from its status, credits and duration, times `sign`.
+fn figures(status: &str, credits: i64, dur: Option<i64>, sign: f64) -> Figures {
+    let one = |b: bool| if b { sign } else { 0.0 };
+    let d = dur.map(|d| d as f64);
+    [
+        sign,
+        one(status == "success"),
+        one(status == "failed" || status == "error" || status == "timeout"),
+        one(status == "canceled"),
+        one(status == "queued" || status == "running" || status == "waiting"),
+        sign * credits as f64,
+        one(dur.is_some()),
+        d.map_or(0.0, |d| sign * d),
+        d.map_or(0.0, |d| sign * d * d),
+        0.0,
+        0.0,
+        0.0,
+    ]
+}
+
+const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
+    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+    ON CONFLICT (project_id, branch, workflow_id, day) DO UPDATE SET
+        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+        canceled = canceled + excluded.canceled, open = open + excluded.open,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
+        rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
+        rec_sum = rec_sum + excluded.rec_sum";
+const ADD_JOB_DAY: &str = "INSERT INTO insights_job_days (project_id, branch, workflow_id, day,
+    name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+    ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
+        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+        canceled = canceled + excluded.canceled, open = open + excluded.open,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq";
+
+/// Writes the figures `pending` holds into the rollup tables, in key order, and empties it.
+pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
+    let Pending { days, job_days, .. } = std::mem::take(pending);
+    let int = |v: f64| v as i64;
+    let mut stmt = conn.prepare_cached(ADD_DAY)?;
+    for ((p, b, w, d), f) in days {
+        stmt.execute(params![
+            p,
+            b,
+            w,
+            d,
+            int(f[0]),
+            int(f[1]),
+            int(f[2]),
+            int(f[3]),
+            int(f[4]),
+            f[5],
+            int(f[6]),
+            f[7],
+            f[8],
+            int(f[9]),
+            int(f[10]),
+            f[11]
+        ])?;
+    }
+    let mut stmt = conn.prepare_cached(ADD_JOB_DAY)?;
+    for ((p, b, w, d, name), f) in job_days {
+        stmt.execute(params![
+            p,
+            b,
+            w,
+            d,
+            name,
+            int(f[0]),
+            int(f[1]),
+            int(f[2]),
+            int(f[3]),
+            int(f[4]),
+            f[5],
+            int(f[6]),
+            f[7],
+            f[8]
+        ])?;
+    }
+    Ok(())
+}
 
 /// A run as the rollups see it.
 struct SeqRun {
@@ -82,47 +194,32 @@ fn read(conn: &Connection, id: i64) -> Result<SeqRun> {
     Ok(conn.prepare_cached(SELECT_RUN)?.query_row([id], seq_run)?)
 }
 
-/// ?1..?4 the row's key, ?5.. the amounts to add (negative to subtract).
-const BUMP: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
-    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-    ON CONFLICT (project_id, branch, workflow_id, day) DO UPDATE SET
-        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
-        canceled = canceled + excluded.canceled, open = open + excluded.open,
-        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
-        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
-        rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
-        rec_sum = rec_sum + excluded.rec_sum";
-
 /// Adds `sign` times the run's figures to its day: the run itself when `base`, and `rec`.
 /// Runs without a branch are in no row (the rollups serve one named branch).
-fn bump(conn: &Connection, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i64) -> Result<()> {
+fn bump(pending: &mut Pending, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i64) {
     let Some(branch) = &r.key.branch else {
-        return Ok(());
+        return;
     };
-    let s = r.status.as_str();
-    let one = |b: bool| if base && b { sign } else { 0 };
-    let dur = if base { r.dur } else { None };
     let f = sign as f64;
-    conn.prepare_cached(BUMP)?.execute(params![
+    let mut fig = if base {
+        figures(&r.status, r.credits, r.dur, f)
+    } else {
+        [0.0; 12]
+    };
+    if let Some(x) = rec {
+        fig[9] = f;
+        if let Some(ms) = x.ms {
+            fig[10] = f;
+            fig[11] = f * ms as f64;
+        }
+    }
+    let key = (
         r.key.project,
-        branch,
+        branch.clone(),
         r.key.workflow,
         r.key.at.div_euclid(DAY_MS),
-        one(true),
-        one(s == "success"),
-        one(s == "failed" || s == "error" || s == "timeout"),
-        one(s == "canceled"),
-        one(s == "queued" || s == "running" || s == "waiting"),
-        if base { f * r.credits as f64 } else { 0.0 },
-        dur.map_or(0, |_| sign),
-        dur.map_or(0.0, |d| f * d as f64),
-        dur.map_or(0.0, |d| f * (d as f64 * d as f64)),
-        rec.map_or(0, |_| sign),
-        rec.and_then(|x| x.ms).map_or(0, |_| sign),
-        rec.and_then(|x| x.ms).map_or(0.0, |m| f * m as f64),
-    ])?;
-    Ok(())
+    );
+    add(pending.days.entry(key).or_default(), &fig);
 }
 
 const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1";
@@ -130,9 +227,9 @@ const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1"
 /// Subtracts a stored run, with its recovery, from the rollups: call it before the run is
 /// updated by a statement that also clears its rec_from and rec_ms (store.rs: UPDATE_RUN), and
 /// hand what it returns to `added`.
-pub fn removing(conn: &Connection, run_id: i64) -> Result<Key> {
+pub fn removing(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key> {
     let r = read(conn, run_id)?;
-    bump(conn, &r, true, r.rec, -1)?;
+    bump(pending, &r, true, r.rec, -1);
     Ok(r.key)
 }
 
@@ -204,13 +301,13 @@ fn recovery(conn: &Connection, r: &SeqRun) -> Result<Option<Rec>> {
 }
 
 /// Sets a stored run's recovery to what it is now, moving its share of the rollup.
-fn refresh(conn: &Connection, r: &SeqRun) -> Result<()> {
+fn refresh(conn: &Connection, pending: &mut Pending, r: &SeqRun) -> Result<()> {
     let rec = recovery(conn, r)?;
     if rec == r.rec {
         return Ok(());
     }
-    bump(conn, r, false, r.rec, -1)?;
-    bump(conn, r, false, rec, 1)?;
+    bump(pending, r, false, r.rec, -1);
+    bump(pending, r, false, rec, 1);
     let (from, ms) = rec.map_or((None, None), |x| (Some(x.from), x.ms));
     conn.prepare_cached(SET_REC)?
         .execute(params![r.id, from, ms])?;
@@ -218,7 +315,12 @@ fn refresh(conn: &Connection, r: &SeqRun) -> Result<()> {
 }
 
 /// Refreshes the first success after `k` in its sequence, unless it is run `skip`.
-fn refresh_next_success(conn: &Connection, k: &Key, skip: i64) -> Result<()> {
+fn refresh_next_success(
+    conn: &Connection,
+    pending: &mut Pending,
+    k: &Key,
+    skip: i64,
+) -> Result<()> {
     let next: Option<i64> = conn
         .prepare_cached(NEXT_SUCCESS_AFTER)?
         .query_row(params![k.project, k.branch, k.workflow, k.at, k.ext], |r| {
@@ -226,7 +328,7 @@ fn refresh_next_success(conn: &Connection, k: &Key, skip: i64) -> Result<()> {
         })
         .optional()?;
     match next {
-        Some(id) if id != skip => refresh(conn, &read(conn, id)?),
+        Some(id) if id != skip => refresh(conn, pending, &read(conn, id)?),
         _ => Ok(()),
     }
 }
@@ -234,13 +336,19 @@ fn refresh_next_success(conn: &Connection, k: &Key, skip: i64) -> Result<()> {
 /// Counts a run just inserted (`old` None) or just updated (`old` from `removing`) into the
 /// rollups, refreshes every recovery the write can have changed, and moves the run's jobs when
 /// the update changed its branch, workflow or created_at.
-pub fn added(conn: &Connection, run_id: i64, old: Option<Key>) -> Result<()> {
+pub fn added(
+    conn: &Connection,
+    pending: &mut Pending,
+    run_id: i64,
+    old: Option<Key>,
+) -> Result<()> {
     let r = read(conn, run_id)?;
-    bump(conn, &r, true, None, 1)?;
-    refresh(conn, &r)?;
-    refresh_next_success(conn, &r.key, r.id)?;
+    bump(pending, &r, true, None, 1);
+    refresh(conn, pending, &r)?;
+    refresh_next_success(conn, pending, &r.key, r.id)?;
+    pending.last_run = Some((run_id, r.key.clone()));
     if let Some(old) = old.filter(|o| *o != r.key) {
-        refresh_next_success(conn, &old, r.id)?;
+        refresh_next_success(conn, pending, &old, r.id)?;
         let moved =
             (&old.branch, old.workflow, old.at) != (&r.key.branch, r.key.workflow, r.key.at);
         if moved {
@@ -290,68 +398,121 @@ macro_rules! job_figures {
     };
 }
 
-/// ?1 job, ?2 +1 or -1: the job on its run's day. (`= +?1`: see store.rs on re-preparing.)
-const JOB_BUMP: &str = concat!(
-    "INSERT INTO insights_job_days (project_id, branch, workflow_id, day, name, total, ok, bad,
-        canceled, open, credits, dur_n, dur_sum, dur_sumsq)
-    SELECT r.project_id, r.branch, r.workflow_id,
-        (r.created_at - (r.created_at % 86400000 + 86400000) % 86400000) / 86400000, j.name, ",
-    job_figures!("?2"),
-    " FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = +?1 AND r.branch IS NOT NULL
-    GROUP BY j.id
-    ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
-    total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
-    canceled = canceled + excluded.canceled, open = open + excluded.open,
-    credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
-    dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq"
-);
-/// ?1 job: its row in insights_job_durs.
-const JOB_DUR_ADD: &str = concat!(
-    "INSERT INTO insights_job_durs (project_id, branch, workflow_id, name, dur, job_id, at)
-    SELECT r.project_id, r.branch, r.workflow_id, j.name, ",
-    job_dur!(),
-    ", j.id, r.created_at FROM jobs j JOIN runs r ON r.id = j.run_id
-    WHERE j.id = +?1 AND r.branch IS NOT NULL AND j.stopped_at IS NOT NULL"
-);
-/// ?1 job: its key in insights_job_durs, when it has a row there.
-const JOB_DUR_KEY: &str = concat!(
-    "SELECT r.project_id, r.branch, r.workflow_id, j.name, ",
-    job_dur!(),
-    " FROM jobs j JOIN runs r ON r.id = j.run_id
-    WHERE j.id = +?1 AND r.branch IS NOT NULL AND j.stopped_at IS NOT NULL"
-);
+const RUN_KEY: &str =
+    "SELECT project_id, branch, workflow_id, created_at, ext_id FROM runs WHERE id = ?1";
+
+/// The key of a stored run, from `pending` when its jobs are being written right after it.
+fn run_key(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key> {
+    if let Some((id, k)) = &pending.last_run {
+        if *id == run_id {
+            return Ok(k.clone());
+        }
+    }
+    let k = conn.prepare_cached(RUN_KEY)?.query_row([run_id], |r| {
+        Ok(Key {
+            project: r.get(0)?,
+            branch: r.get(1)?,
+            workflow: r.get(2)?,
+            at: r.get(3)?,
+            ext: r.get(4)?,
+        })
+    })?;
+    pending.last_run = Some((run_id, k.clone()));
+    Ok(k)
+}
+
+/// A job's duration as the window queries compute it.
+fn job_duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<i64> {
+    stopped.map(|s| s.saturating_sub(started.unwrap_or(created)).max(0))
+}
+
+const ADD_JOB_DUR: &str = "INSERT INTO insights_job_durs (project_id, branch, workflow_id, name,
+    dur, job_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 /// One row of insights_job_durs, by its whole key (?6 the job).
 const JOB_DUR_DELETE: &str = "DELETE FROM insights_job_durs WHERE project_id = ?1 AND branch = ?2
     AND workflow_id = ?3 AND name = ?4 AND dur = ?5 AND job_id = ?6";
+const SELECT_JOB: &str = "SELECT run_id, name, status, credits_used, created_at, started_at,
+    stopped_at FROM jobs WHERE id = ?1";
 
-/// Subtracts a stored job from the rollups: call it before the job is updated.
-pub fn job_removing(conn: &Connection, job_id: i64) -> Result<()> {
-    conn.prepare_cached(JOB_BUMP)?
-        .execute(params![job_id, -1])?;
-    let key = conn
-        .prepare_cached(JOB_DUR_KEY)?
-        .query_row([job_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })
-        .optional()?;
-    if let Some((p, b, w, name, dur)) = key {
-        conn.prepare_cached(JOB_DUR_DELETE)?
-            .execute(params![p, b, w, name, dur, job_id])?;
+/// Adds (`sign` 1) or subtracts (-1) one job under its run key: its figures on the run's day,
+/// and its row among the durations.
+#[allow(clippy::too_many_arguments)]
+fn job_row(
+    conn: &Connection,
+    pending: &mut Pending,
+    k: &Key,
+    job_id: i64,
+    name: &str,
+    status: &str,
+    credits: i64,
+    dur: Option<i64>,
+    sign: i64,
+) -> Result<()> {
+    let Some(branch) = &k.branch else {
+        return Ok(());
+    };
+    let day = k.at.div_euclid(DAY_MS);
+    let key = (k.project, branch.clone(), k.workflow, day, name.to_owned());
+    add(
+        pending.job_days.entry(key).or_default(),
+        &figures(status, credits, dur, sign as f64),
+    );
+    match dur {
+        Some(d) if sign > 0 => {
+            conn.prepare_cached(ADD_JOB_DUR)?.execute(params![
+                k.project, branch, k.workflow, name, d, job_id, k.at
+            ])?;
+        }
+        Some(d) => {
+            conn.prepare_cached(JOB_DUR_DELETE)?
+                .execute(params![k.project, branch, k.workflow, name, d, job_id])?;
+        }
+        None => {}
     }
     Ok(())
 }
 
-/// Counts a job just inserted or updated into the rollups.
-pub fn job_added(conn: &Connection, job_id: i64) -> Result<()> {
-    conn.prepare_cached(JOB_BUMP)?.execute(params![job_id, 1])?;
-    conn.prepare_cached(JOB_DUR_ADD)?.execute([job_id])?;
-    Ok(())
+/// Subtracts a stored job from the rollups: call it before the job is updated.
+pub fn job_removing(conn: &Connection, pending: &mut Pending, job_id: i64) -> Result<()> {
+    let (run_id, name, status, credits, created, started, stopped) =
+        conn.prepare_cached(SELECT_JOB)?.query_row([job_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+    let k = run_key(conn, pending, run_id)?;
+    let dur = job_duration(created, started, stopped);
+    job_row(conn, pending, &k, job_id, &name, &status, credits, dur, -1)
+}
+
+/// Counts a job of run `run_id`, just inserted or updated as `job`, into the rollups.
+pub fn job_added(
+    conn: &Connection,
+    pending: &mut Pending,
+    run_id: i64,
+    job_id: i64,
+    job: &Job,
+) -> Result<()> {
+    let k = run_key(conn, pending, run_id)?;
+    let dur = job_duration(job.created_at, job.started_at, job.stopped_at);
+    let status = job.status.as_str();
+    job_row(
+        conn,
+        pending,
+        &k,
+        job_id,
+        &job.name,
+        status,
+        job.credits_used,
+        dur,
+        1,
+    )
 }
 
 /// ?1 project, ?2 branch, ?3 workflow, ?4 created_at, ?5 run, ?6 +1 or -1: every job of the run
