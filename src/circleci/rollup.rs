@@ -17,7 +17,8 @@
 //!   streak began before the window: that one counts only when one of its failures is inside,
 //!   from the first of those (at most one per workflow, found with two seeks).
 //!
-//! Statements are constants with every value bound, and each is an index seek: one for the day
+//! Statements are constants with every value bound (written `+?N`: with a bare `?N` in a range,
+//! SQLite re-plans a statement whenever the bound values change), and each is an index seek: one for the day
 //! rows, two for the partial days, and per workflow with runs in the window at most eight
 //! (first and last run, four ranks, the crossing recovery), bounded by the page size.
 
@@ -96,8 +97,8 @@ fn sums_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, Sums)> {
 const DAYS: &str = "SELECT workflow_id, sum(total), sum(ok), sum(bad), sum(canceled), sum(open),
     total(credits), sum(dur_n), total(dur_sum), total(dur_sumsq), sum(rec_n), sum(rec_timed),
     total(rec_sum)
-    FROM insights_days WHERE project_id = ?1 AND branch = ?2 AND (?5 IS NULL OR workflow_id = ?5)
-      AND day >= ?3 AND day < ?4
+    FROM insights_days WHERE project_id = +?1 AND branch = +?2 AND (+?5 IS NULL OR workflow_id = +?5)
+      AND day >= +?3 AND day < +?4
     GROUP BY workflow_id";
 
 /// The duration expression of runs_insights_dur (and of `sql::dur!`).
@@ -117,53 +118,53 @@ const RUNS: &str = concat!(
     FROM (SELECT workflow_id, status, credits_used, rec_from, rec_ms, ",
     dur!(),
     " AS d FROM runs
-      WHERE project_id = ?1 AND branch = ?2
-        AND workflow_id IN (SELECT id FROM workflows WHERE project_id = ?1 AND (?5 IS NULL OR id = ?5))
-        AND created_at >= ?3 AND created_at < ?4)
+      WHERE project_id = +?1 AND branch = +?2
+        AND workflow_id IN (SELECT id FROM workflows WHERE project_id = +?1 AND (+?5 IS NULL OR id = +?5))
+        AND created_at >= +?3 AND created_at < +?4)
     GROUP BY workflow_id"
 );
 
 /// The workflows of project ?1 (only ?2 when given) named after ?3, by name.
 const WORKFLOWS: &str = "SELECT id, name FROM workflows
-    WHERE project_id = ?1 AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR name > ?3) ORDER BY name";
+    WHERE project_id = +?1 AND (+?2 IS NULL OR id = +?2) AND (+?3 IS NULL OR name > +?3) ORDER BY name";
 
 /// First and last created_at in the window of one workflow (?3) of branch ?2, [?4, ?5).
 const FIRST_LAST: &str = "SELECT
-    (SELECT min(created_at) FROM runs WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3
-        AND created_at >= ?4 AND created_at < ?5),
-    (SELECT max(created_at) FROM runs WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3
-        AND created_at >= ?4 AND created_at < ?5)";
+    (SELECT min(created_at) FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
+        AND created_at >= +?4 AND created_at < +?5),
+    (SELECT max(created_at) FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
+        AND created_at >= +?4 AND created_at < +?5)";
 
 /// The durations of ranks ?6 and after (at most ?7) among one workflow's runs in the window, in
 /// ascending and descending order, from runs_insights_dur (`+created_at` keeps the planner on it).
 const RANK_ASC: &str = concat!(
     "SELECT ",
     dur!(),
-    " FROM runs WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND ",
+    " FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND ",
     dur!(),
-    " IS NOT NULL AND +created_at >= ?4 AND +created_at < ?5 ORDER BY ",
+    " IS NOT NULL AND +created_at >= +?4 AND +created_at < +?5 ORDER BY ",
     dur!(),
-    " LIMIT ?7 OFFSET ?6"
+    " LIMIT +?7 OFFSET +?6"
 );
 const RANK_DESC: &str = concat!(
     "SELECT ",
     dur!(),
-    " FROM runs WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND ",
+    " FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND ",
     dur!(),
-    " IS NOT NULL AND +created_at >= ?4 AND +created_at < ?5 ORDER BY ",
+    " IS NOT NULL AND +created_at >= +?4 AND +created_at < +?5 ORDER BY ",
     dur!(),
-    " DESC LIMIT ?7 OFFSET ?6"
+    " DESC LIMIT +?7 OFFSET +?6"
 );
 
 /// The first recovery of one workflow's sequence in the window.
 const FIRST_RECOVERY: &str = "SELECT created_at, ext_id, rec_from, rec_ms, stopped_at FROM runs
-    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND created_at >= ?4
-      AND created_at < ?5 AND rec_from IS NOT NULL
+    WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND created_at >= +?4
+      AND created_at < +?5 AND rec_from IS NOT NULL
     ORDER BY created_at, ext_id LIMIT 1";
 /// The first finished run of one workflow's sequence in the window.
 const FIRST_FINISHED: &str = "SELECT created_at, ext_id, stopped_at FROM runs
-    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND created_at >= ?4
-      AND created_at < ?5
+    WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND created_at >= +?4
+      AND created_at < +?5
       AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
     ORDER BY created_at, ext_id LIMIT 1";
 
@@ -387,9 +388,9 @@ fn crossing(
 const JOB_DAYS: &str = "SELECT name, sum(total), sum(ok), sum(bad), sum(canceled), sum(open),
     total(credits), sum(dur_n), total(dur_sum), total(dur_sumsq),
     min(CASE WHEN total > 0 THEN day END), max(CASE WHEN total > 0 THEN day END)
-    FROM insights_job_days WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3
-      AND day >= ?4 AND day < ?5 AND (?6 IS NULL OR instr(name, ?6) > 0)
-      AND (?7 IS NULL OR name > ?7)
+    FROM insights_job_days WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
+      AND day >= +?4 AND day < +?5 AND (+?6 IS NULL OR instr(name, +?6) > 0)
+      AND (+?7 IS NULL OR name > +?7)
     GROUP BY name";
 
 /// The same over the jobs of the runs created in [?4, ?5), with their first and last created_at.
@@ -400,29 +401,29 @@ const JOB_RUNS: &str = "SELECT name, count(*), sum(status = 'success'),
     FROM (SELECT j.name, j.status, j.credits_used, r.created_at AS at,
         CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS d
       FROM runs r JOIN jobs j ON j.run_id = r.id
-      WHERE r.project_id = ?1 AND r.branch = ?2 AND r.workflow_id = ?3
-        AND r.created_at >= ?4 AND r.created_at < ?5 AND (?6 IS NULL OR instr(j.name, ?6) > 0)
-        AND (?7 IS NULL OR j.name > ?7))
+      WHERE r.project_id = +?1 AND r.branch = +?2 AND r.workflow_id = +?3
+        AND r.created_at >= +?4 AND r.created_at < +?5 AND (+?6 IS NULL OR instr(j.name, +?6) > 0)
+        AND (+?7 IS NULL OR j.name > +?7))
     GROUP BY name";
 
 /// The first and last created_at in [?4, ?5) of a run of workflow ?3 on branch ?2 with a job
 /// named ?6 (within one day, where the rollup says there is one).
 const JOB_FIRST_AT: &str = "SELECT r.created_at FROM runs r
-    WHERE r.project_id = ?1 AND r.branch = ?2 AND r.workflow_id = ?3 AND r.created_at >= ?4
-      AND r.created_at < ?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = ?6)
+    WHERE r.project_id = +?1 AND r.branch = +?2 AND r.workflow_id = +?3 AND r.created_at >= +?4
+      AND r.created_at < +?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = +?6)
     ORDER BY r.created_at LIMIT 1";
 const JOB_LAST_AT: &str = "SELECT r.created_at FROM runs r
-    WHERE r.project_id = ?1 AND r.branch = ?2 AND r.workflow_id = ?3 AND r.created_at >= ?4
-      AND r.created_at < ?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = ?6)
+    WHERE r.project_id = +?1 AND r.branch = +?2 AND r.workflow_id = +?3 AND r.created_at >= +?4
+      AND r.created_at < +?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = +?6)
     ORDER BY r.created_at DESC LIMIT 1";
 
 /// Durations of ranks ?8 and after (at most ?9) of job ?4's jobs of runs created in [?5, ?6).
 const JOB_RANK_ASC: &str = "SELECT dur FROM insights_job_durs
-    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND name = ?4 AND at >= ?5
-      AND at < ?6 ORDER BY dur LIMIT ?8 OFFSET ?7";
+    WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND name = +?4 AND at >= +?5
+      AND at < +?6 ORDER BY dur LIMIT +?8 OFFSET +?7";
 const JOB_RANK_DESC: &str = "SELECT dur FROM insights_job_durs
-    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND name = ?4 AND at >= ?5
-      AND at < ?6 ORDER BY dur DESC LIMIT ?8 OFFSET ?7";
+    WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND name = +?4 AND at >= +?5
+      AND at < +?6 ORDER BY dur DESC LIMIT +?8 OFFSET +?7";
 
 /// The statements of the jobs path, for `EXPLAIN QUERY PLAN` in benches/circleci.rs.
 pub const BENCHED_JOBS: &[(&str, &str)] = &[

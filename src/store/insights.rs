@@ -235,28 +235,30 @@ pub fn removing(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result
 
 // The sequence statements seek the index runs_insights (project_id, branch, workflow_id,
 // created_at, ext_id, status, ...); `branch IS ?2` so that runs without a branch form a
-// sequence of their own, as they do in the window queries.
+// sequence of their own, as they do in the window queries. Every parameter is written `+?N`:
+// with bare `?N` SQLite (3.54) re-prepared these statements whenever the values changed, a
+// parse and a plan on every run written (see also store.rs).
 
 /// The last success before ?4/?5.
 const LAST_SUCCESS_BEFORE: &str = "SELECT created_at, ext_id FROM runs
-    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
-      AND (created_at, ext_id) < (?4, ?5) AND status = 'success'
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (created_at, ext_id) < (+?4, +?5) AND status = 'success'
     ORDER BY created_at DESC, ext_id DESC LIMIT 1";
 /// The first finished run after ?4/?5.
 const FIRST_FINISHED_AFTER: &str = "SELECT created_at, ext_id, stopped_at FROM runs
-    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
-      AND (created_at, ext_id) > (?4, ?5)
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (created_at, ext_id) > (+?4, +?5)
       AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
     ORDER BY created_at, ext_id LIMIT 1";
 /// The first finished run of the sequence.
 const FIRST_FINISHED: &str = "SELECT created_at, ext_id, stopped_at FROM runs
-    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
       AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
     ORDER BY created_at, ext_id LIMIT 1";
 /// The first success after ?4/?5.
 const NEXT_SUCCESS_AFTER: &str = "SELECT id FROM runs
-    WHERE project_id = ?1 AND branch IS ?2 AND workflow_id = ?3
-      AND (created_at, ext_id) > (?4, ?5) AND status = 'success'
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (created_at, ext_id) > (+?4, +?5) AND status = 'success'
     ORDER BY created_at, ext_id LIMIT 1";
 
 /// The recovery a stored run is now: the streak of failures just before it (everything finished
