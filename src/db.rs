@@ -18,7 +18,7 @@ const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2];
 /// The version of a database this binary makes.
 const VERSION: usize = UPGRADES.len() + 1;
 
-/// Version 2: the CircleCI rollups and recovery columns, and the wider indexes behind the
+/// Version 2: the CircleCI rollups and recovery columns, and the wider run indexes behind the
 /// CircleCI routes; the rollups are then computed from the stored runs.
 fn to_v2(conn: &Connection) -> Result<()> {
     conn.execute_batch(
@@ -29,8 +29,6 @@ fn to_v2(conn: &Connection) -> Result<()> {
             started_at, stopped_at, credits_used, rec_from, rec_ms);
         DROP INDEX runs_by_commit;
         CREATE INDEX runs_by_commit ON runs (project_id, commit_sha, created_at);
-        DROP INDEX tests_by_job;
-        CREATE INDEX tests_by_job ON test_results (job_id, name, classname, result);
         CREATE TABLE insights_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
             workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL,
             ok INTEGER NOT NULL, bad INTEGER NOT NULL, canceled INTEGER NOT NULL,

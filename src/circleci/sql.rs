@@ -845,7 +845,8 @@ const FLAKY: &str = concat!(
     // Only a (test, commit) with a failure in the window can flake: find those first (the
     // window's runs, their failing results through the small partial index tests_failed), then
     // read the results of just those tests on just those commits: the commit's runs, their job
-    // of that name, its results of that test (runs_by_commit, jobs_insights, tests_by_job).
+    // of that name, its results of that test (runs_by_commit, jobs_insights, then tests_by_job
+    // and the job's rows).
     "WITH fails AS MATERIALIZED (SELECT DISTINCT j.name AS job, t.classname AS cls, t.name AS test,",
     " r.commit_sha AS sha FROM test_results t",
     " CROSS JOIN runs r ON r.id = t.run_id CROSS JOIN jobs j ON j.id = t.job_id",
