@@ -1,4 +1,5 @@
-//! Opening the database: every pragma, the schema of a new database and the upgrades of an older one, in one place.
+//! Opening the database: every pragma, the schema of a new database and the upgrades of an
+//! older one, in one place.
 
 use std::path::Path;
 use std::time::Duration;
