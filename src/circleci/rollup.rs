@@ -77,18 +77,10 @@ fn sums_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, Sums)> {
     Ok((
         r.get(0)?,
         Sums {
-            total: r.get(1)?,
-            ok: r.get(2)?,
-            bad: r.get(3)?,
-            canceled: r.get(4)?,
-            open: r.get(5)?,
-            credits: r.get(6)?,
-            dur_n: r.get(7)?,
-            dur_sum: r.get(8)?,
-            dur_sumsq: r.get(9)?,
             rec_n: r.get(10)?,
             rec_timed: r.get(11)?,
             rec_sum: r.get(12)?,
+            ..job_sums(r)?
         },
     ))
 }
@@ -544,7 +536,7 @@ pub fn jobs(
     Ok(out)
 }
 
-/// Columns 1..=9 of JOB_DAYS and JOB_RUNS.
+/// Columns 1..=9 of every sums query: counts, credits and durations.
 fn job_sums(r: &rusqlite::Row) -> rusqlite::Result<Sums> {
     Ok(Sums {
         total: r.get(1)?,

@@ -29,7 +29,7 @@ const DAY_MS: i64 = 86_400_000;
 /// The additive figures of a rollup row: total, ok, bad, canceled, open, credits, dur_n,
 /// dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum (the job rows use the first nine). Counts and
 /// sums alike are kept as f64 here: every count is a small integer, exact in an f64.
-type Figures = [f64; 12];
+type Amounts = [f64; 12];
 
 /// Rollup figures added by the writes of one transaction and not written yet, summed per row
 /// (store.rs keeps one in `Ids` and calls `flush` before committing), and the run key of the
@@ -37,20 +37,20 @@ type Figures = [f64; 12];
 #[derive(Default)]
 pub struct Pending {
     /// insights_days: (project, branch, workflow, day).
-    days: BTreeMap<(i64, String, i64, i64), Figures>,
+    days: BTreeMap<(i64, String, i64, i64), Amounts>,
     /// insights_job_days: (project, branch, workflow, day, name).
-    job_days: BTreeMap<(i64, String, i64, i64, String), Figures>,
+    job_days: BTreeMap<(i64, String, i64, i64, String), Amounts>,
     last_run: Option<(i64, Key)>,
 }
 
-fn add(into: &mut Figures, f: &Figures) {
+fn add(into: &mut Amounts, f: &Amounts) {
     for (a, b) in into.iter_mut().zip(f) {
         *a += b;
     }
 }
 
 /// A run's or job's own figures from its status, credits and duration, times `sign`.
-fn figures(status: &str, credits: i64, dur: Option<i64>, sign: f64) -> Figures {
+fn amounts(status: &str, credits: i64, dur: Option<i64>, sign: f64) -> Amounts {
     let one = |b: bool| if b { sign } else { 0.0 };
     let d = dur.map(|d| d as f64);
     [
@@ -202,7 +202,7 @@ fn bump(pending: &mut Pending, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i
     };
     let f = sign as f64;
     let mut fig = if base {
-        figures(&r.status, r.credits, r.dur, f)
+        amounts(&r.status, r.credits, r.dur, f)
     } else {
         [0.0; 12]
     };
@@ -457,7 +457,7 @@ fn job_row(
     let key = (k.project, branch.clone(), k.workflow, day, name.to_owned());
     add(
         pending.job_days.entry(key).or_default(),
-        &figures(status, credits, dur, sign as f64),
+        &amounts(status, credits, dur, sign as f64),
     );
     match dur {
         Some(d) if sign > 0 => {
