@@ -354,50 +354,11 @@ pub fn added(
         let moved =
             (&old.branch, old.workflow, old.at) != (&r.key.branch, r.key.workflow, r.key.at);
         if moved {
-            run_jobs(conn, run_id, &old, -1)?;
-            run_jobs(conn, run_id, &r.key, 1)?;
+            run_jobs(conn, pending, run_id, &old, -1)?;
+            run_jobs(conn, pending, run_id, &r.key, 1)?;
         }
     }
     Ok(())
-}
-
-/// A job's duration in SQL, as in runs_insights_dur and src/circleci/sql.rs.
-macro_rules! job_dur {
-    () => {
-        "CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END"
-    };
-}
-
-/// The job figures of `insights_job_days`, signed by ?S, as the columns after the key.
-macro_rules! job_figures {
-    ($s:literal) => {
-        concat!(
-            $s,
-            " * count(*), ",
-            $s,
-            " * sum(j.status = 'success'), ",
-            $s,
-            " * sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'), ",
-            $s,
-            " * sum(j.status = 'canceled'), ",
-            $s,
-            " * sum(j.status = 'queued' OR j.status = 'running' OR j.status = 'waiting'), ",
-            $s,
-            " * total(j.credits_used), ",
-            $s,
-            " * count(j.stopped_at), ",
-            $s,
-            " * total(",
-            job_dur!(),
-            "), ",
-            $s,
-            " * total(CAST((",
-            job_dur!(),
-            ") AS REAL) * (",
-            job_dur!(),
-            "))"
-        )
-    };
 }
 
 const RUN_KEY: &str =
@@ -433,8 +394,27 @@ const ADD_JOB_DUR: &str = "INSERT INTO insights_job_durs (project_id, branch, wo
 /// One row of insights_job_durs, by its whole key (?6 the job).
 const JOB_DUR_DELETE: &str = "DELETE FROM insights_job_durs WHERE project_id = ?1 AND branch = ?2
     AND workflow_id = ?3 AND name = ?4 AND dur = ?5 AND job_id = ?6";
-const SELECT_JOB: &str = "SELECT run_id, name, status, credits_used, created_at, started_at,
-    stopped_at FROM jobs WHERE id = ?1";
+const SELECT_JOB: &str = "SELECT id, name, status, credits_used, created_at, started_at,
+    stopped_at, run_id FROM jobs WHERE id = ?1";
+
+/// A stored job as the rollups see it (columns 0..=6 of SELECT_JOB and RUN_JOBS).
+struct StoredJob {
+    id: i64,
+    name: String,
+    status: String,
+    credits: i64,
+    dur: Option<i64>,
+}
+
+fn job_from_row(r: &Row) -> rusqlite::Result<StoredJob> {
+    Ok(StoredJob {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        status: r.get(2)?,
+        credits: r.get(3)?,
+        dur: job_duration(r.get(4)?, r.get(5)?, r.get(6)?),
+    })
+}
 
 /// Adds (`sign` 1) or subtracts (-1) one job under its run key: its figures on the run's day,
 /// and its row among the durations.
@@ -476,21 +456,13 @@ fn job_row(
 
 /// Subtracts a stored job from the rollups: call it before the job is updated.
 pub fn job_removing(conn: &Connection, pending: &mut Pending, job_id: i64) -> Result<()> {
-    let (run_id, name, status, credits, created, started, stopped) =
-        conn.prepare_cached(SELECT_JOB)?.query_row([job_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
-        })?;
+    let (j, run_id) = conn
+        .prepare_cached(SELECT_JOB)?
+        .query_row([job_id], |r| Ok((job_from_row(r)?, r.get::<_, i64>(7)?)))?;
     let k = run_key(conn, pending, run_id)?;
-    let dur = job_duration(created, started, stopped);
-    job_row(conn, pending, &k, job_id, &name, &status, credits, dur, -1)
+    job_row(
+        conn, pending, &k, j.id, &j.name, &j.status, j.credits, j.dur, -1,
+    )
 }
 
 /// Counts a job of run `run_id`, just inserted or updated as `job`, into the rollups.
@@ -517,58 +489,27 @@ pub fn job_added(
     )
 }
 
-/// ?1 project, ?2 branch, ?3 workflow, ?4 created_at, ?5 run, ?6 +1 or -1: every job of the run
-/// under that key, whatever the run row holds now.
-const RUN_JOBS_BUMP: &str = concat!(
-    "INSERT INTO insights_job_days (project_id, branch, workflow_id, day, name, total, ok, bad,
-        canceled, open, credits, dur_n, dur_sum, dur_sumsq)
-    SELECT ?1, ?2, ?3, (?4 - (?4 % 86400000 + 86400000) % 86400000) / 86400000, j.name, ",
-    job_figures!("?6"),
-    " FROM jobs j WHERE j.run_id = +?5 GROUP BY j.name
-    ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
-    total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
-    canceled = canceled + excluded.canceled, open = open + excluded.open,
-    credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
-    dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq"
-);
-const RUN_JOBS_DUR_ADD: &str = concat!(
-    "INSERT INTO insights_job_durs (project_id, branch, workflow_id, name, dur, job_id, at)
-    SELECT ?1, ?2, ?3, j.name, ",
-    job_dur!(),
-    ", j.id, ?4 FROM jobs j WHERE j.run_id = +?5 AND j.stopped_at IS NOT NULL"
-);
-/// ?1 run: its jobs with a duration.
-const RUN_JOBS_DURS: &str = concat!(
-    "SELECT j.id, j.name, ",
-    job_dur!(),
-    " FROM jobs j WHERE j.run_id = +?1 AND j.stopped_at IS NOT NULL"
-);
+/// ?1 run: its jobs, as `job_from_row` reads them.
+const RUN_JOBS: &str = "SELECT id, name, status, credits_used, created_at, started_at, stopped_at
+    FROM jobs WHERE run_id = +?1";
 
-/// Adds (`sign` 1) or subtracts (-1) every job of a run under the run key `k`.
-fn run_jobs(conn: &Connection, run_id: i64, k: &Key, sign: i64) -> Result<()> {
-    let Some(branch) = &k.branch else {
-        return Ok(());
-    };
-    conn.prepare_cached(RUN_JOBS_BUMP)?
-        .execute(params![k.project, branch, k.workflow, k.at, run_id, sign])?;
-    if sign > 0 {
-        conn.prepare_cached(RUN_JOBS_DUR_ADD)?
-            .execute(params![k.project, branch, k.workflow, k.at, run_id])?;
-        return Ok(());
-    }
-    let mut jobs = conn.prepare_cached(RUN_JOBS_DURS)?;
-    let durs = jobs
-        .query_map([run_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?
+/// Adds (`sign` 1) or subtracts (-1) every job of a run under the run key `k`, whatever the
+/// run row holds now.
+fn run_jobs(
+    conn: &Connection,
+    pending: &mut Pending,
+    run_id: i64,
+    k: &Key,
+    sign: i64,
+) -> Result<()> {
+    let jobs = conn
+        .prepare_cached(RUN_JOBS)?
+        .query_map([run_id], job_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut delete = conn.prepare_cached(JOB_DUR_DELETE)?;
-    for (id, name, dur) in durs {
-        delete.execute(params![k.project, branch, k.workflow, name, dur, id])?;
+    for j in jobs {
+        job_row(
+            conn, pending, k, j.id, &j.name, &j.status, j.credits, j.dur, sign,
+        )?;
     }
     Ok(())
 }
