@@ -1,4 +1,4 @@
--- pipestat's schema, version 2: what a new database gets. An older database is brought here by the
+-- pipestat's schema, version 3: what a new database gets. An older database is brought here by the
 -- upgrades in src/db.rs (UPGRADES), which a test checks end at exactly this schema.
 --
 -- Every time is INTEGER milliseconds since the Unix epoch, UTC. Every status is one of the fixed
@@ -142,10 +142,33 @@ CREATE TABLE test_results (
 -- 150 ms on the 1M-run bench) and the bare ingest loop slower (6,111 against 8,487 runs/s), so
 -- it stays narrow.
 CREATE INDEX tests_by_job ON test_results (job_id);
--- CircleCI flaky tests (FLAKY in src/circleci/sql.rs) start from a project's failing results;
--- partial, so only failures (a small share of the rows) are indexed.
+-- Rebuilding flaky_results (below; src/store/flaky.rs: REBUILD, run by the upgrade to version
+-- 3) starts from the failing results; partial, so only failures (a small share of the rows)
+-- are indexed.
 CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)
     WHERE result = 'failure' OR result = 'error';
+
+-- CircleCI flaky tests (FLAKY in src/circleci/sql.rs; kept by src/store/flaky.rs). A group is
+-- one test (project, job name, classname, name) on one commit; this table holds every result,
+-- but skipped ones, of each group that has a failing result, with what the flaky query needs
+-- from its run and job. In (project, created_at) order, so a window is one range of it.
+CREATE TABLE flaky_results (
+    project_id INTEGER NOT NULL,  -- the run's project
+    at         INTEGER NOT NULL,  -- the run's created_at
+    result_id  INTEGER NOT NULL,  -- the result (test_results.id)
+    sha        TEXT NOT NULL,     -- the run's commit
+    job        TEXT NOT NULL,     -- the job's name
+    classname  TEXT,              -- the test's classname
+    name       TEXT NOT NULL,     -- the test's name
+    bad        INTEGER NOT NULL,  -- 1 when the result is a failure or an error, else 0
+    run_id     INTEGER NOT NULL,  -- the run (runs.id)
+    job_ms     INTEGER,           -- the job's duration, stopped_at − (started_at or created_at), never negative; NULL while not stopped
+    file       TEXT,              -- the test's file, when reported
+    suite      TEXT,              -- the test's suite, when reported
+    PRIMARY KEY (project_id, at, result_id)
+) STRICT, WITHOUT ROWID;
+-- The upkeep recomputes a commit's rows: it finds them by commit.
+CREATE INDEX flaky_results_by_commit ON flaky_results (project_id, sha);
 
 -- Zadig rollups (zadig.rs: OVERVIEW_FAST, TEST_CASES_FAST; kept by store.rs: zadig_*). They
 -- answer "which X had a job in this window" without reading the window's jobs. A bucket is a

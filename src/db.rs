@@ -14,7 +14,7 @@ const SCHEMA: &str = include_str!("../schema.sql");
 /// Upgrades of a database an earlier pipestat made, oldest first: `UPGRADES[i]` takes version
 /// i + 1 to version i + 2 (`PRAGMA user_version`). Never edit or remove an entry: append one,
 /// and change schema.sql to match (tests/it/ops.rs compares an upgraded database with a new one).
-const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2];
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3];
 
 /// The version of a database this binary makes.
 const VERSION: usize = UPGRADES.len() + 1;
@@ -49,6 +49,20 @@ fn to_v2(conn: &Connection) -> Result<()> {
             PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)) STRICT, WITHOUT ROWID;",
     )?;
     crate::store::insights::rebuild(conn)
+}
+
+/// Version 3: `flaky_results`, the results behind CircleCI's flaky tests, computed from the
+/// stored runs.
+fn to_v3(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE flaky_results (project_id INTEGER NOT NULL, at INTEGER NOT NULL,
+            result_id INTEGER NOT NULL, sha TEXT NOT NULL, job TEXT NOT NULL, classname TEXT,
+            name TEXT NOT NULL, bad INTEGER NOT NULL, run_id INTEGER NOT NULL, job_ms INTEGER,
+            file TEXT, suite TEXT,
+            PRIMARY KEY (project_id, at, result_id)) STRICT, WITHOUT ROWID;
+        CREATE INDEX flaky_results_by_commit ON flaky_results (project_id, sha);",
+    )?;
+    crate::store::flaky::rebuild(conn)
 }
 
 /// Opens (creating if missing) the database at `path`, sets it up, and migrates it.

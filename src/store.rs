@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
 
+pub mod flaky;
 pub mod insights;
 
 macro_rules! sql_enum {
@@ -58,6 +59,7 @@ pub struct Ids {
     rollups: Rollups,
     /// CircleCI rollup figures not written yet (src/store/insights.rs).
     insights: insights::Pending,
+    flaky: flaky::Pending,
 }
 
 /// Counts added to the Zadig rollups and not written yet, summed per rollup row (ordered by
@@ -248,7 +250,8 @@ pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
         row.dirty = false;
     }
     zadig_flush(conn, &mut ids.rollups)?;
-    insights::flush(conn, &mut ids.insights)
+    insights::flush(conn, &mut ids.insights)?;
+    flaky::flush(conn, &mut ids.flaky)
 }
 
 /// Whether a delivery with `new` status and stop time replaces the stored one (contract §3):
@@ -264,8 +267,8 @@ fn is_fresher(new: Status, new_stop: Option<i64>, old: Status, old_stop: Option<
     }
 }
 
-const SELECT_RUN_STATE: &str =
-    "SELECT id, status, stopped_at, workflow_id FROM runs WHERE project_id = ?1 AND ext_id = ?2";
+const SELECT_RUN_STATE: &str = "SELECT id, status, stopped_at, workflow_id, commit_sha FROM runs
+    WHERE project_id = ?1 AND ext_id = ?2";
 const INSERT_RUN: &str = "INSERT INTO runs (project_id, workflow_id, ext_id, number, branch,
     commit_sha, actor, trigger, committed_at, status, created_at, started_at, stopped_at,
     credits_used, detail_url, parameters)
@@ -328,9 +331,14 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 r.get::<_, Status>(1)?,
                 r.get::<_, Option<i64>>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
             ))
         })
         .optional()?;
+    let failing = run
+        .jobs
+        .iter()
+        .any(|j| j.tests.as_deref().is_some_and(any_failing));
     match existing {
         None => {
             let number = run.number.unwrap_or(wf.max_number + 1);
@@ -360,6 +368,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
             ])?;
             let run_id = conn.last_insert_rowid();
             insights::added(conn, &mut ids.insights, run_id, None)?;
+            flaky::mark(&mut ids.flaky, project_id, run.commit.as_deref(), failing);
             for (position, job) in run.jobs.iter().enumerate() {
                 let place = Place::of(project_id, workflow_id, job);
                 let job_id = insert_job(conn, ids, run_id, &place, position as i64, job)?;
@@ -369,7 +378,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
             }
             Ok(Upsert::Created)
         }
-        Some((run_id, old_status, old_stop, old_workflow)) => {
+        Some((run_id, old_status, old_stop, old_workflow, old_sha)) => {
             let mut updated = false;
             let mut run_workflow = old_workflow;
             if is_fresher(run.status, run.stopped_at, old_status, old_stop) {
@@ -397,9 +406,19 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     run.parameters
                 ])?;
                 insights::added(conn, &mut ids.insights, run_id, Some(old))?;
+                // A run moved to another commit takes its stored results, failing ones too.
+                let moved = run.commit != old_sha;
+                flaky::mark(
+                    &mut ids.flaky,
+                    project_id,
+                    run.commit.as_deref(),
+                    moved || failing,
+                );
                 updated = true;
                 run_workflow = workflow_id;
             }
+            // The run's commit before the write (the same as after it, unless moved).
+            flaky::mark(&mut ids.flaky, project_id, old_sha.as_deref(), failing);
             for job in &run.jobs {
                 merge_job(conn, ids, run_id, project_id, run_workflow, job)?;
             }
@@ -568,7 +587,7 @@ fn insert_tests(
 }
 
 const SELECT_RUN_FOR_TESTS: &str = "SELECT r.id, r.project_id, r.ext_id, r.created_at,
-    r.started_at, r.stopped_at, r.workflow_id
+    r.started_at, r.stopped_at, r.workflow_id, r.commit_sha
     FROM runs r JOIN projects p ON p.id = r.project_id WHERE p.slug = ?1 AND r.ext_id = ?2";
 const SELECT_JOB_BY_NAME: &str =
     "SELECT id, ext_id FROM jobs WHERE run_id = ?1 AND name = ?2 ORDER BY position LIMIT 1";
@@ -608,11 +627,18 @@ pub fn attach_tests(
                 r.get::<_, Option<i64>>(4)?,
                 r.get::<_, Option<i64>>(5)?,
                 r.get::<_, i64>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no run {run_ext_id:?} in project {slug:?}")))?;
-    let (run_id, project_id, run_ext, created_at, started_at, stopped_at, workflow_id) = run;
+    let (run_id, project_id, run_ext, created_at, started_at, stopped_at, workflow_id, sha) = run;
+    flaky::mark(
+        &mut ids.flaky,
+        project_id,
+        sha.as_deref(),
+        any_failing(tests),
+    );
     let name = job.unwrap_or("tests");
     let found = match job {
         Some(n) => conn
@@ -634,9 +660,7 @@ pub fn attach_tests(
     let (job_id, ext_id, created_job) = match found {
         Some((id, ext)) => (id, ext, false),
         None => {
-            let failed = tests
-                .iter()
-                .any(|t| matches!(t.result, TestOutcome::Failure | TestOutcome::Error));
+            let failed = any_failing(tests);
             let new = Job {
                 id: format!("{run_ext}/tests/{name}"),
                 name: name.to_owned(),
@@ -692,6 +716,13 @@ pub fn attach_tests(
         job_name,
         created_job,
     })
+}
+
+/// Whether any of `tests` failed or errored.
+fn any_failing(tests: &[TestCase]) -> bool {
+    tests
+        .iter()
+        .any(|t| matches!(t.result, TestOutcome::Failure | TestOutcome::Error))
 }
 
 fn two(r: &Row) -> rusqlite::Result<(i64, String)> {
@@ -1032,13 +1063,20 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
         run.project_key.as_deref(),
         run.default_branch.as_deref(),
     )?;
-    let existing: Option<(i64, i64)> = conn
+    let existing: Option<(i64, i64, Option<String>)> = conn
         .prepare_cached(SELECT_RUN_STATE)?
-        .query_row(params![project_id, run.id], |r| Ok((r.get(0)?, r.get(3)?)))
+        .query_row(params![project_id, run.id], |r| {
+            Ok((r.get(0)?, r.get(3)?, r.get(4)?))
+        })
         .optional()?;
     match existing {
         None => write_run(conn, ids, run),
-        Some((run_id, workflow_id)) => {
+        Some((run_id, workflow_id, sha)) => {
+            let failing = run
+                .jobs
+                .iter()
+                .any(|j| j.tests.as_deref().is_some_and(any_failing));
+            flaky::mark(&mut ids.flaky, project_id, sha.as_deref(), failing);
             for job in &run.jobs {
                 merge_job(conn, ids, run_id, project_id, workflow_id, job)?;
             }

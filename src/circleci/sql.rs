@@ -842,31 +842,14 @@ pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
 /// of flakes, the time wasted (the durations of the failing jobs on the commits where the test
 /// flaked), and the run of its latest flake. ?1 project, ?2 start, ?3 end.
 const FLAKY: &str = concat!(
-    // Only a (test, commit) with a failure in the window can flake: find those first (the
-    // window's runs, their failing results through the small partial index tests_failed), then
-    // read the results of just those tests on just those commits: the commit's runs, their job
-    // of that name, its results of that test (runs_by_commit, jobs_insights, then tests_by_job
-    // and the job's rows).
-    "WITH fails AS MATERIALIZED (SELECT DISTINCT j.name AS job, t.classname AS cls, t.name AS test,",
-    " r.commit_sha AS sha FROM test_results t",
-    " CROSS JOIN runs r ON r.id = t.run_id CROSS JOIN jobs j ON j.id = t.job_id",
-    // No run of the window has a smaller id than the smallest id among them.
-    " WHERE t.project_id = ?1 AND t.run_id >= (SELECT min(id) FROM runs",
-    " WHERE project_id = ?1 AND created_at >= ?2 AND created_at < ?3)",
-    " AND (t.result = 'failure' OR t.result = 'error')",
-    " AND r.created_at >= ?2 AND r.created_at < ?3 AND r.commit_sha IS NOT NULL),",
-    " res AS (SELECT f.job AS job, f.cls AS cls, f.test AS test, f.sha AS sha,",
-    " r.created_at AS at, t.id AS tid, r.id AS run, (t.result = 'failure' OR t.result = 'error') AS bad,",
-    " t.file AS file, t.suite AS suite, ",
-    dur!("j"),
-    " AS jdur FROM fails f",
-    " CROSS JOIN runs r INDEXED BY runs_by_commit ON r.project_id = ?1 AND r.commit_sha = f.sha",
-    " CROSS JOIN jobs j ON j.run_id = r.id AND j.name = f.job",
-    " CROSS JOIN test_results t ON t.job_id = j.id AND t.name = f.test AND t.classname IS f.cls",
-    " WHERE +r.created_at >= ?2 AND +r.created_at < ?3 AND t.result <> 'skipped'),",
-    // One window pass marks the flips; the flaky commits are those with any.
-    " flips AS MATERIALIZED (SELECT *, coalesce(bad <> LAG(bad) OVER (PARTITION BY job, cls, test, sha",
-    " ORDER BY at, tid), 0) AS flip FROM res),",
+    // flaky_results (src/store/flaky.rs) holds every result of each test on each commit where
+    // it failed: the window is one range of its primary key. One window pass marks the flips;
+    // the flaky commits are those with any.
+    "WITH flips AS MATERIALIZED (SELECT job, classname AS cls, name AS test, sha, at,",
+    " result_id AS tid, run_id AS run, bad, job_ms AS jdur, file, suite,",
+    " coalesce(bad <> LAG(bad) OVER (PARTITION BY job, classname, name, sha",
+    " ORDER BY at, result_id), 0) AS flip",
+    " FROM flaky_results WHERE project_id = ?1 AND at >= ?2 AND at < ?3),",
     " commits AS (SELECT job, cls, test, sum(flip) AS n, total(CASE WHEN bad THEN jdur ELSE 0 END) AS wasted,",
     " max(file) AS file, max(suite) AS suite FROM flips GROUP BY job, cls, test, sha HAVING sum(flip) > 0),",
     " tests AS (SELECT job, cls, test, sum(n) AS n, total(wasted) AS wasted, max(file) AS file,",

@@ -3,6 +3,7 @@
 mod apigee;
 mod auth;
 mod circleci;
+mod circleci_flaky;
 mod circleci_rollup;
 mod codearts;
 mod common;

@@ -256,8 +256,8 @@ fn schema_shape(path: &std::path::Path) -> Vec<String> {
 }
 
 /// A database made with the first schema is upgraded in place when opened: it ends with the
-/// tables, columns and indexes of a new database, and the CircleCI rollups are computed from
-/// the runs it already held.
+/// tables, columns and indexes of a new database, and the CircleCI rollups and kept flaky
+/// results are computed from the runs it already held.
 #[test]
 fn a_version_1_database_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,15 +268,20 @@ fn a_version_1_database_is_upgraded() {
          INSERT INTO projects (id, slug, key, default_branch) VALUES (1, 'gh/acme/api', 'api', 'main');
          INSERT INTO workflows (id, project_id, name, pipeline_id, max_number) VALUES (1, 1, 'ci', 'p', 3);
          -- 2026-03-01 10:00, 10:20, 10:40 (ms); r1 fails, r2 recovers 1,300 s after r1 stopped.
-         INSERT INTO runs (id, project_id, workflow_id, ext_id, number, branch, status, created_at,
-             started_at, stopped_at) VALUES
-             (1, 1, 1, 'r1', 1, 'main', 'failed', 1772359200000, 1772359200000, 1772359300000),
-             (2, 1, 1, 'r2', 2, 'main', 'success', 1772360400000, 1772360400000, 1772360600000),
-             (3, 1, 1, 'r3', 3, 'main', 'success', 1772361600000, 1772361600000, 1772361900000);
-         -- r2's job ran 120 s.
+         -- r1 and r2 built commit abc.
+         INSERT INTO runs (id, project_id, workflow_id, ext_id, number, branch, commit_sha, status,
+             created_at, started_at, stopped_at) VALUES
+             (1, 1, 1, 'r1', 1, 'main', 'abc', 'failed', 1772359200000, 1772359200000, 1772359300000),
+             (2, 1, 1, 'r2', 2, 'main', 'abc', 'success', 1772360400000, 1772360400000, 1772360600000),
+             (3, 1, 1, 'r3', 3, 'main', NULL, 'success', 1772361600000, 1772361600000, 1772361900000);
+         -- r2's job ran 120 s, r1's 60 s.
          INSERT INTO jobs (id, run_id, project_id, ext_id, position, name, kind, status,
              created_at, started_at, stopped_at) VALUES
-             (1, 2, 1, 'j', 0, 'unit', 'test', 'success', 1772360400000, 1772360400000, 1772360520000);",
+             (1, 2, 1, 'j', 0, 'unit', 'test', 'success', 1772360400000, 1772360400000, 1772360520000),
+             (2, 1, 1, 'j', 0, 'unit', 'test', 'failed', 1772359200000, 1772359200000, 1772359260000);
+         -- Test t failed in r1 and passed in r2, on the same commit: flaky.
+         INSERT INTO test_results (id, job_id, run_id, project_id, classname, name, result) VALUES
+             (1, 2, 1, 1, 'm', 't', 'failure'), (2, 1, 2, 1, 'm', 't', 'success');",
     )
     .unwrap();
     drop(conn);
@@ -296,10 +301,20 @@ fn a_version_1_database_is_upgraded() {
     ));
     assert_eq!(j.status, 200, "{}", j.text);
     assert_eq!(j.body["items"][0]["name"], "unit");
+    // 60 and 120 s.
     assert_eq!(
         j.body["items"][0]["metrics"]["duration_metrics"]["median"],
-        120
+        90
     );
+    let f = d.get("/api/v2/insights/gh/acme/api/flaky-tests");
+    assert_eq!(f.status, 200, "{}", f.text);
+    assert_eq!(f.body["total_flaky_tests"], 1, "{}", f.text);
+    let t = &f.body["flaky_tests"][0];
+    assert_eq!(t["test_name"], "t");
+    assert_eq!(t["times_flaked"], 1);
+    // Seconds of the failing job on the flaky commit: r1's 60 s.
+    assert_eq!(t["time_wasted"], 60, "{t}");
+    assert_eq!(t["workflow_id"], "r2");
 
     let fresh = tempfile::tempdir().unwrap();
     assert!(
@@ -315,6 +330,6 @@ fn a_version_1_database_is_upgraded() {
     };
     let new = fresh.path().join("pipestat.db");
     assert_eq!(version(&upgraded), version(&new));
-    assert_eq!(version(&new), 2);
+    assert_eq!(version(&new), 3);
     assert_eq!(schema_shape(&upgraded), schema_shape(&new));
 }
