@@ -151,16 +151,21 @@ CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)
 -- CircleCI flaky tests (FLAKY in src/circleci/sql.rs; kept by src/store/flaky.rs). A group is
 -- one test (project, job name, classname, name) on one commit; this table holds every result,
 -- but skipped ones, of each group that has a failing result, with what the flaky query needs
--- from its run and job. In (project, created_at) order, so a window is one range of it.
+-- from its run and job, and the previous result of its group, so the flips of a window are
+-- found without a window pass at read time. In (project, created_at) order, so a window is one
+-- range of it.
 CREATE TABLE flaky_results (
     project_id INTEGER NOT NULL,  -- the run's project
     at         INTEGER NOT NULL,  -- the run's created_at
     result_id  INTEGER NOT NULL,  -- the result (test_results.id)
+    grp        INTEGER NOT NULL,  -- the group: the smallest result_id of its rows, one integer per (commit, job, classname, name) to partition by
     sha        TEXT NOT NULL,     -- the run's commit
     job        TEXT NOT NULL,     -- the job's name
     classname  TEXT,              -- the test's classname
     name       TEXT NOT NULL,     -- the test's name
     bad        INTEGER NOT NULL,  -- 1 when the result is a failure or an error, else 0
+    prev_at    INTEGER,           -- the previous row of the group in (at, result_id) order: its at; NULL on the group's first row
+    prev_bad   INTEGER,           -- and its bad: the result flipped when prev_bad <> bad
     run_id     INTEGER NOT NULL,  -- the run (runs.id)
     job_ms     INTEGER,           -- the job's duration, stopped_at − (started_at or created_at), never negative; NULL while not stopped
     file       TEXT,              -- the test's file, when reported

@@ -56,8 +56,9 @@ fn to_v2(conn: &Connection) -> Result<()> {
 fn to_v3(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE flaky_results (project_id INTEGER NOT NULL, at INTEGER NOT NULL,
-            result_id INTEGER NOT NULL, sha TEXT NOT NULL, job TEXT NOT NULL, classname TEXT,
-            name TEXT NOT NULL, bad INTEGER NOT NULL, run_id INTEGER NOT NULL, job_ms INTEGER,
+            result_id INTEGER NOT NULL, grp INTEGER NOT NULL, sha TEXT NOT NULL, job TEXT NOT NULL, classname TEXT,
+            name TEXT NOT NULL, bad INTEGER NOT NULL, prev_at INTEGER, prev_bad INTEGER,
+            run_id INTEGER NOT NULL, job_ms INTEGER,
             file TEXT, suite TEXT,
             PRIMARY KEY (project_id, at, result_id)) STRICT, WITHOUT ROWID;
         CREATE INDEX flaky_results_by_commit ON flaky_results (project_id, sha);",

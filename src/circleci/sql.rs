@@ -838,26 +838,28 @@ pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
 
 /// Flaky tests of a project: results in the window on a known commit, per (job, classname,
 /// name, commit) in (created_at, id) order; a flake is a result that differs (pass vs fail)
-/// from the previous result of the same test on the same commit (`LAG`). Per test: the number
-/// of flakes, the time wasted (the durations of the failing jobs on the commits where the test
-/// flaked), and the run of its latest flake. ?1 project, ?2 start, ?3 end.
+/// from the previous result of the same test on the same commit in the window. Per test: the
+/// number of flakes, the time wasted (the durations of the failing jobs on the commits where
+/// the test flaked), and the run of its latest flake. ?1 project, ?2 start, ?3 end.
 const FLAKY: &str = concat!(
     // flaky_results (src/store/flaky.rs) holds every result of each test on each commit where
-    // it failed: the window is one range of its primary key. One window pass marks the flips;
-    // the flaky commits are those with any.
-    "WITH flips AS MATERIALIZED (SELECT job, classname AS cls, name AS test, sha, at,",
-    " result_id AS tid, run_id AS run, bad, job_ms AS jdur, file, suite,",
-    " coalesce(bad <> LAG(bad) OVER (PARTITION BY job, classname, name, sha",
-    " ORDER BY at, result_id), 0) AS flip",
-    " FROM flaky_results WHERE project_id = ?1 AND at >= ?2 AND at < ?3),",
-    " commits AS (SELECT job, cls, test, sum(flip) AS n, total(CASE WHEN bad THEN jdur ELSE 0 END) AS wasted,",
-    " max(file) AS file, max(suite) AS suite FROM flips GROUP BY job, cls, test, sha HAVING sum(flip) > 0),",
-    " tests AS (SELECT job, cls, test, sum(n) AS n, total(wasted) AS wasted, max(file) AS file,",
-    " max(suite) AS suite FROM commits GROUP BY job, cls, test),",
-    // Every flip is on a flaky commit: the latest flake of a test is its latest flip.
-    " latest AS (SELECT job, cls, test, at, run, ROW_NUMBER() OVER (PARTITION BY job, cls, test",
-    " ORDER BY at DESC, tid DESC) AS recency FROM flips WHERE flip)",
-    " SELECT x.job, x.cls, x.test, x.file, x.suite, x.n, x.wasted, l.at, r.ext_id, r.number, w.name",
+    // it failed, with the previous result of the same test on the same commit (LAG, kept at
+    // ingest): a result flips within the window when that previous one is in the window too
+    // (rows come in (at, id) order, so it is when its time is) and differs from it. The
+    // window is one range of the table's key; a group (a test on a commit) is one integer.
+    "WITH flips AS MATERIALIZED (SELECT grp, job, classname AS cls, name AS test, at,",
+    " result_id AS tid, run_id AS run FROM flaky_results",
+    " WHERE project_id = ?1 AND at >= ?2 AND at < ?3 AND prev_at >= ?2 AND prev_bad <> bad),",
+    // The flaky commits, and per test the failing jobs' durations on them, file and suite.
+    " commits AS MATERIALIZED (SELECT DISTINCT grp FROM flips),",
+    " tests AS (SELECT job, classname AS cls, name AS test,",
+    " total(CASE WHEN bad THEN job_ms ELSE 0 END) AS wasted, max(file) AS file, max(suite) AS suite",
+    " FROM flaky_results WHERE project_id = ?1 AND at >= ?2 AND at < ?3 AND grp IN commits",
+    " GROUP BY job, classname, name),",
+    // Per test, the number of flips and the latest one.
+    " latest AS (SELECT job, cls, test, at, run, count(*) OVER (PARTITION BY job, cls, test) AS n,",
+    " ROW_NUMBER() OVER (PARTITION BY job, cls, test ORDER BY at DESC, tid DESC) AS recency FROM flips)",
+    " SELECT x.job, x.cls, x.test, x.file, x.suite, l.n, x.wasted, l.at, r.ext_id, r.number, w.name",
     " FROM tests x JOIN latest l ON l.job = x.job AND l.cls IS x.cls AND l.test = x.test AND l.recency = 1",
     " JOIN runs r ON r.id = l.run JOIN workflows w ON w.id = r.workflow_id",
     " ORDER BY x.job, x.cls, x.test"

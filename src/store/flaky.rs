@@ -49,19 +49,24 @@ const DELETE_COMMIT: &str = "DELETE FROM flaky_results WHERE project_id = +?1 AN
 /// The rows one commit should hold, from its stored runs (?1 project, ?2 commit): every
 /// result, the window marks the groups with a failing one (NULL classnames share a
 /// partition, as in FLAKY), and those are kept.
-const COMMIT_ROWS: &str = "INSERT INTO flaky_results (project_id, at, result_id, sha, job,
-        classname, name, bad, run_id, job_ms, file, suite)
-    SELECT ?1, at, result_id, ?2, job, classname, name, bad, run_id, job_ms, file, suite
+const COMMIT_ROWS: &str = "INSERT INTO flaky_results (project_id, at, result_id, grp, sha, job,
+        classname, name, bad, prev_at, prev_bad, run_id, job_ms, file, suite)
+    SELECT ?1, at, result_id, grp, ?2, job, classname, name, bad, prev_at, prev_bad, run_id,
+        job_ms, file, suite
     FROM (SELECT r.created_at AS at, t.id AS result_id, j.name AS job, t.classname, t.name,
             (t.result = 'failure' OR t.result = 'error') AS bad, r.id AS run_id,
             CASE WHEN j.stopped_at IS NOT NULL
                 THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS job_ms,
             t.file, t.suite,
             max(t.result = 'failure' OR t.result = 'error')
-                OVER (PARTITION BY j.name, t.classname, t.name) AS failed
+                OVER (PARTITION BY j.name, t.classname, t.name) AS failed,
+            min(t.id) OVER (PARTITION BY j.name, t.classname, t.name) AS grp,
+            LAG(r.created_at) OVER g AS prev_at,
+            LAG(t.result = 'failure' OR t.result = 'error') OVER g AS prev_bad
         FROM runs r INDEXED BY runs_by_commit CROSS JOIN jobs j ON j.run_id = r.id
         CROSS JOIN test_results t ON t.job_id = j.id
-        WHERE r.project_id = +?1 AND r.commit_sha = +?2 AND t.result <> 'skipped')
+        WHERE r.project_id = +?1 AND r.commit_sha = +?2 AND t.result <> 'skipped'
+        WINDOW g AS (PARTITION BY j.name, t.classname, t.name ORDER BY r.created_at, t.id))
     WHERE failed";
 
 /// Recomputes the rows of every commit `pending` marked that holds rows or was given a
@@ -91,10 +96,12 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
 /// distinct groups of the failing results (found through the partial index tests_failed),
 /// then every result of each group, as the flaky query used to read them.
 pub const REBUILD: &str = "DELETE FROM flaky_results;
-    INSERT INTO flaky_results (project_id, at, result_id, sha, job, classname, name, bad, run_id,
-        job_ms, file, suite)
-    SELECT r.project_id, r.created_at, t.id, r.commit_sha, j.name, t.classname, t.name,
-        (t.result = 'failure' OR t.result = 'error'), r.id,
+    INSERT INTO flaky_results (project_id, at, result_id, grp, sha, job, classname, name, bad,
+        prev_at, prev_bad, run_id, job_ms, file, suite)
+    SELECT r.project_id, r.created_at, t.id, min(t.id) OVER g, r.commit_sha, j.name, t.classname,
+        t.name, (t.result = 'failure' OR t.result = 'error'),
+        LAG(r.created_at) OVER (g ORDER BY r.created_at, t.id),
+        LAG(t.result = 'failure' OR t.result = 'error') OVER (g ORDER BY r.created_at, t.id), r.id,
         CASE WHEN j.stopped_at IS NOT NULL
             THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END,
         t.file, t.suite
@@ -106,7 +113,8 @@ pub const REBUILD: &str = "DELETE FROM flaky_results;
     CROSS JOIN runs r INDEXED BY runs_by_commit ON r.project_id = g.p AND r.commit_sha = g.sha
     CROSS JOIN jobs j ON j.run_id = r.id AND j.name = g.job
     CROSS JOIN test_results t ON t.job_id = j.id AND t.name = g.test AND t.classname IS g.cls
-    WHERE t.result <> 'skipped';";
+    WHERE t.result <> 'skipped'
+    WINDOW g AS (PARTITION BY r.project_id, r.commit_sha, j.name, t.classname, t.name);";
 
 /// Computes `flaky_results` from the stored runs (the upgrade to version 3; tests compare it
 /// with the upkeep).

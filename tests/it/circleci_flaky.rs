@@ -259,7 +259,8 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
 fn kept(conn: &rusqlite::Connection) -> Vec<String> {
     let mut stmt = conn
         .prepare(
-            "SELECT concat_ws(' ', project_id, at, result_id, sha, job, quote(classname), name, bad,
+            "SELECT concat_ws(' ', project_id, at, result_id, grp, sha, job, quote(classname), name, bad,
+                quote(prev_at), quote(prev_bad),
                 run_id, quote(job_ms), quote(file), quote(suite))
              FROM flaky_results ORDER BY project_id, at, result_id",
         )
