@@ -4,8 +4,10 @@
 //! A test can only flake on a commit where it failed. A *group* is one test (project, job
 //! name, classname, name) on one commit; `flaky_results` holds every result, but skipped ones,
 //! of each group that has a failing result (failure or error) now, with what the flaky query
-//! needs from its run and job, and nothing else. The flaky route then reads one index range of
-//! a small table instead of finding a window's failures and every result of their tests.
+//! needs from its run and job, the group as one integer (`grp`, its smallest result id) and the
+//! group's previous result in (created_at, id) order (`prev_at`, `prev_bad`, by `LAG`). The
+//! flaky route then reads one index range of a small table, and finds a window's flips without
+//! a window pass: a result flipped when its previous one is in the window and differs.
 //!
 //! The rows of a commit depend only on the stored runs of that commit, so the upkeep works
 //! commit by commit: every write marks the commits of the runs it touches (`mark`: the run's
@@ -47,8 +49,8 @@ const HAS_ROWS: &str =
     "SELECT EXISTS (SELECT 1 FROM flaky_results WHERE project_id = +?1 AND sha = +?2)";
 const DELETE_COMMIT: &str = "DELETE FROM flaky_results WHERE project_id = +?1 AND sha = +?2";
 /// The rows one commit should hold, from its stored runs (?1 project, ?2 commit): every
-/// result, the window marks the groups with a failing one (NULL classnames share a
-/// partition, as in FLAKY), and those are kept.
+/// result with its group's number and previous result; a window marks the groups with a
+/// failing result (NULL classnames share a partition), and those are kept.
 const COMMIT_ROWS: &str = "INSERT INTO flaky_results (project_id, at, result_id, grp, sha, job,
         classname, name, bad, prev_at, prev_bad, run_id, job_ms, file, suite)
     SELECT ?1, at, result_id, grp, ?2, job, classname, name, bad, prev_at, prev_bad, run_id,
