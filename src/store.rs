@@ -549,7 +549,10 @@ fn merge_job(
             ])?;
             zadig_job_added(conn, ids, &place, job)?;
             insights::job_added(conn, &mut ids.insights, run_id, job_id, job)?;
-            conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
+            if job.tests.is_none() {
+                // The job keeps its stored tests: they count again at its new place.
+                zadig_stored_tests_added(conn, job_id)?;
+            }
             job_id
         }
     };
@@ -1373,6 +1376,14 @@ pub fn zadig_job_removing(conn: &Connection, job_id: i64) -> Result<()> {
 pub fn zadig_tests_removing(conn: &Connection, job_id: i64) -> Result<()> {
     conn.prepare_cached(ZADIG_CASES_JOB)?
         .execute(params![job_id, -1])?;
+    Ok(())
+}
+
+/// Adds the stored tests of a job to the test case rollup at the job's place: call it after
+/// updating a job whose tests stay (`zadig_job_removing` subtracted them at its old place).
+fn zadig_stored_tests_added(conn: &Connection, job_id: i64) -> Result<()> {
+    conn.prepare_cached(ZADIG_CASES_JOB)?
+        .execute(params![job_id, 1])?;
     Ok(())
 }
 

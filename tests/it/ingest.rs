@@ -544,3 +544,75 @@ fn rollbacks_are_stored_by_key_or_slug() {
     assert!(a.text.contains("origin_service"), "{}", a.text);
     let _: Value = a.body;
 }
+
+/// docs/api.md, "Tests replace": a job delivered again without `tests` keeps its stored test
+/// cases, also when the delivery updates it (fresher) and moves it in time; with `tests`, they
+/// replace the stored ones. The Zadig case counts follow the job to its new time.
+#[test]
+fn a_job_updated_without_tests_keeps_them() {
+    let d = Daemon::start(&["--now", "2026-03-10T00:00:00Z"]);
+    let job = |status: &str, started: &str, tests: &str| {
+        format!(
+            r#""jobs":[{{"id":"j","name":"unit","kind":"test","status":"{status}","started_at":"{started}"{tests}}}]"#
+        )
+    };
+    let two = r#","tests":[{"name":"a","result":"success"},{"name":"b","result":"failure"}]"#;
+    let a = d.post_json(
+        "/api/v1/runs",
+        &run_json("r", "running", &job("running", "2026-03-01T10:00:00Z", two)),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    let tests = |d: &Daemon| -> Vec<String> {
+        let r = d.get("/api/v1/runs/gh/acme/api/r");
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["jobs"][0]["tests"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .map(|c| format!("{} {}", c["name"], c["result"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Fresher, an hour later, without tests.
+    let a = d.post_json(
+        "/api/v1/runs",
+        &run_json(
+            "r",
+            "success",
+            &format!(
+                r#""stopped_at":"2026-03-01T11:30:00Z",{}"#,
+                job("success", "2026-03-01T11:00:00Z", "").replace(
+                    r#""started_at""#,
+                    r#""stopped_at":"2026-03-01T11:20:00Z","started_at""#
+                )
+            ),
+        ),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(tests(&d), ["\"a\" \"success\"", "\"b\" \"failure\""]);
+    crate::zadig::assert_rollups_exact(&d);
+    // With tests, they replace the stored ones.
+    let a = d.post_json(
+        "/api/v1/runs",
+        &run_json(
+            "r",
+            "success",
+            &format!(
+                r#""stopped_at":"2026-03-01T11:40:00Z",{}"#,
+                job(
+                    "success",
+                    "2026-03-01T11:00:00Z",
+                    r#","tests":[{"name":"c","result":"skipped"}]"#
+                )
+                .replace(
+                    r#""started_at""#,
+                    r#""stopped_at":"2026-03-01T11:25:00Z","started_at""#
+                )
+            ),
+        ),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(tests(&d), ["\"c\" \"skipped\""]);
+    crate::zadig::assert_rollups_exact(&d);
+}
