@@ -19,6 +19,8 @@ use crate::filter::{self, Column, Kind};
 use crate::http::{App, Method, Req, Resp};
 use crate::{ingest, times};
 
+mod rollup;
+
 /// Default and largest `limit`.
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 14_400;
@@ -900,8 +902,20 @@ struct Row {
     values: Vec<Option<f64>>,
 }
 
+/// The query for `sels`: from the hour rollups when they answer it exactly (`fast`), else by
+/// window functions over the facts.
+fn choose_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>, bool) {
+    match rollup::build_sql(q, sels, unit) {
+        Some((sql, params)) => (sql, params, true),
+        None => {
+            let (sql, params) = build_sql(q, sels, unit);
+            (sql, params, false)
+        }
+    }
+}
+
 fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Result<Vec<Row>> {
-    let (sql, params) = build_sql(q, sels, unit);
+    let (sql, params, fast) = choose_sql(q, sels, unit);
     // Without a filter the text depends only on the choice of fields, function and unit, so
     // the statement cache serves it; a filter's shape is the client's to vary, and caching
     // each would push every other surface's statements out of the cache.
@@ -932,7 +946,8 @@ fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Re
         let mut values = Vec::with_capacity(sels.len());
         for s in sels {
             match s.func {
-                Func::Pct(p) => {
+                // The fast path's percentile is one finished value.
+                Func::Pct(p) if !fast => {
                     let lo = as_f64(&take(&mut i)?);
                     let hi = as_f64(&take(&mut i)?);
                     let n = as_f64(&take(&mut i)?).map_or(0, |n| n as i64);
@@ -986,6 +1001,7 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
             _ => None,
         })
     })?;
+    conn.create_aggregate_function(rollup::PCT_FN, 2, flags, rollup::Pct)?;
     Ok(())
 }
 
@@ -995,7 +1011,7 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 pub fn explain(conn: &Connection, facts: &str, dims: &str, req: &Req) -> Result<Vec<String>> {
     let facts = Facts::named(facts).ok_or_else(|| Error::bad("facts: runs, jobs or tests"))?;
     let q = parse_query(req, facts, None, dims)?;
-    let (sql, params) = build_sql(&q, &q.sels, q.unit);
+    let (sql, params, _) = choose_sql(&q, &q.sels, q.unit);
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut depth: HashMap<i64, usize> = HashMap::new();

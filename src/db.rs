@@ -14,7 +14,7 @@ const SCHEMA: &str = include_str!("../schema.sql");
 /// Upgrades of a database an earlier pipestat made, oldest first: `UPGRADES[i]` takes version
 /// i + 1 to version i + 2 (`PRAGMA user_version`). Never edit or remove an entry: append one,
 /// and change schema.sql to match (tests/it/ops.rs compares an upgraded database with a new one).
-const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2];
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3];
 
 /// The version of a database this binary makes.
 const VERSION: usize = UPGRADES.len() + 1;
@@ -49,6 +49,25 @@ fn to_v2(conn: &Connection) -> Result<()> {
             PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)) STRICT, WITHOUT ROWID;",
     )?;
     crate::store::insights::rebuild(conn)
+}
+
+/// Version 3: the Apigee hour rollups, then computed from the stored runs and jobs.
+fn to_v3(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE apigee_run_hours (hour INTEGER NOT NULL, project_id INTEGER NOT NULL,
+            workflow_id INTEGER NOT NULL, n INTEGER NOT NULL, errors INTEGER NOT NULL,
+            successes INTEGER NOT NULL, credits REAL NOT NULL, dur_n INTEGER NOT NULL,
+            dur_sum REAL NOT NULL, queue_n INTEGER NOT NULL, queue_sum REAL NOT NULL,
+            durs BLOB NOT NULL,
+            PRIMARY KEY (hour, project_id, workflow_id)) STRICT, WITHOUT ROWID;
+        CREATE TABLE apigee_job_hours (hour INTEGER NOT NULL, project_id INTEGER NOT NULL,
+            workflow_id INTEGER NOT NULL, name TEXT NOT NULL, n INTEGER NOT NULL,
+            errors INTEGER NOT NULL, successes INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, queue_n INTEGER NOT NULL,
+            queue_sum REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (hour, project_id, workflow_id, name)) STRICT, WITHOUT ROWID;",
+    )?;
+    crate::store::apigee::rebuild(conn)
 }
 
 /// Opens (creating if missing) the database at `path`, sets it up, and migrates it.

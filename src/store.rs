@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
 
+pub mod apigee;
 pub mod insights;
 
 macro_rules! sql_enum {
@@ -58,6 +59,8 @@ pub struct Ids {
     rollups: Rollups,
     /// CircleCI rollup figures not written yet (src/store/insights.rs).
     insights: insights::Pending,
+    /// Apigee rollup changes not written yet (src/store/apigee.rs).
+    apigee: apigee::Pending,
 }
 
 /// Counts added to the Zadig rollups and not written yet, summed per rollup row (ordered by
@@ -239,7 +242,8 @@ fn ensure_pipeline_id_free(conn: &Connection, pipeline_id: &str) -> Result<()> {
 }
 
 /// Writes what `ids` holds back: the remembered highest build numbers to their workflows, and
-/// the rollup counts added since the last flush (`zadig_flush`, `insights::flush`). Call it
+/// the rollup counts added since the last flush (`zadig_flush`, `insights::flush`,
+/// `apigee::flush`). Call it
 /// before committing.
 pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
     for row in ids.workflows.values_mut().filter(|w| w.dirty) {
@@ -248,7 +252,8 @@ pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
         row.dirty = false;
     }
     zadig_flush(conn, &mut ids.rollups)?;
-    insights::flush(conn, &mut ids.insights)
+    insights::flush(conn, &mut ids.insights)?;
+    apigee::flush(conn, &mut ids.apigee)
 }
 
 /// Whether a delivery with `new` status and stop time replaces the stored one (contract §3):
@@ -360,6 +365,15 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
             ])?;
             let run_id = conn.last_insert_rowid();
             insights::added(conn, &mut ids.insights, run_id, None)?;
+            apigee::run_added(
+                conn,
+                &mut ids.apigee,
+                run_id,
+                project_id,
+                workflow_id,
+                run,
+                None,
+            )?;
             for (position, job) in run.jobs.iter().enumerate() {
                 let place = Place::of(project_id, workflow_id, job);
                 let job_id = insert_job(conn, ids, run_id, &place, position as i64, job)?;
@@ -379,6 +393,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 }
                 zadig_run_workflow(conn, run_id, workflow_id)?;
                 let old = insights::removing(conn, &mut ids.insights, run_id)?;
+                let old_workflow = apigee::run_removing(conn, &mut ids.apigee, run_id)?;
                 conn.prepare_cached(UPDATE_RUN)?.execute(params![
                     run_id,
                     workflow_id,
@@ -397,6 +412,15 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     run.parameters
                 ])?;
                 insights::added(conn, &mut ids.insights, run_id, Some(old))?;
+                apigee::run_added(
+                    conn,
+                    &mut ids.apigee,
+                    run_id,
+                    project_id,
+                    workflow_id,
+                    run,
+                    Some(old_workflow),
+                )?;
                 updated = true;
                 run_workflow = workflow_id;
             }
@@ -471,6 +495,7 @@ fn insert_job(
     let id = conn.last_insert_rowid();
     zadig_job_added(conn, ids, place, job)?;
     insights::job_added(conn, &mut ids.insights, run_id, id, job)?;
+    apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
     Ok(id)
 }
 
@@ -508,6 +533,7 @@ fn merge_job(
             }
             zadig_job_removing(conn, job_id)?;
             insights::job_removing(conn, &mut ids.insights, job_id)?;
+            apigee::job_removing(conn, &mut ids.apigee, job_id, place.workflow_id)?;
             conn.prepare_cached(UPDATE_JOB)?.execute(params![
                 job_id,
                 job.name,
@@ -530,6 +556,7 @@ fn merge_job(
             ])?;
             zadig_job_added(conn, ids, &place, job)?;
             insights::job_added(conn, &mut ids.insights, run_id, job_id, job)?;
+            apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
             conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
             job_id
         }

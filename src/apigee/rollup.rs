@@ -1,0 +1,251 @@
+//! The fast path of the Apigee surface: statistics read from the hour rollups
+//! (`apigee_run_hours`, `apigee_job_hours`, kept by src/store/apigee.rs) instead of the runs and
+//! jobs, for the requests they answer exactly (docs/apigee.md, "The fast path").
+//!
+//! A request is eligible when its facts are runs or jobs, its dimensions and the fields of its
+//! filter are among the rollup's keys (project, workflow, and job for jobs), every selection is
+//! one the rollup keeps the figures of, its time range starts and ends on whole UTC hours, and
+//! its time unit (if any) is an hour or longer at a UTC offset of whole hours, so that every
+//! bucket is a union of whole hours. Its query then groups the hour rows instead of the facts:
+//! sums and averages from the rows' sums, and minimums, maximums and percentiles of durations
+//! from their sorted blobs by the aggregate `pipestat_pct`, which computes them exactly as the
+//! window-function path does. Everything else goes the window-function path.
+
+use rusqlite::functions::{Aggregate, Context};
+use rusqlite::types::{Value, ValueRef};
+
+use super::{aliases, filter, Func, Query, Sel, Unit, BUCKET_FN, HOUR, JOBS, MINUTE, RUNS};
+
+/// The aggregate `pipestat_pct(durs, p)`: over the duration blobs of a group, the p-th
+/// percentile (p in hundredths) in seconds, interpolated as docs/apigee.md defines; p = 0 is
+/// the minimum and p = 100 the maximum. NULL over no durations.
+pub(super) const PCT_FN: &str = "pipestat_pct";
+
+/// A rollup table: its FROM clause (aliased as its facts' base table, so that the dimension
+/// and filter expressions of `Facts` read its columns) and the dimensions it is keyed by.
+struct Rollup {
+    base: &'static str,
+    alias: &'static str,
+    keys: &'static [&'static str],
+}
+
+fn rollup(facts: &super::Facts) -> Option<Rollup> {
+    if std::ptr::eq(facts, &RUNS) {
+        Some(Rollup {
+            base: "apigee_run_hours r",
+            alias: "r",
+            keys: &["project", "workflow"],
+        })
+    } else if std::ptr::eq(facts, &JOBS) {
+        Some(Rollup {
+            base: "apigee_job_hours j",
+            alias: "j",
+            keys: &["project", "workflow", "job"],
+        })
+    } else {
+        None
+    }
+}
+
+/// Whether every field a filter names is one of `keys`.
+fn only_keys(e: &filter::Expr, keys: &[&str]) -> bool {
+    match e {
+        filter::Expr::Or(t) | filter::Expr::And(t) => t.iter().all(|t| only_keys(t, keys)),
+        filter::Expr::Cond(c) => keys.contains(&c.field.name),
+    }
+}
+
+/// The SQL of one selection over the hour rows aliased `a`, when the rollup keeps what it
+/// needs. Each equals what the window-function path computes over the facts (docs/apigee.md):
+/// sums and averages from the row sums (durations in ms, so divided by 1000 as the facts'
+/// expression does), extremes and percentiles of durations from the blobs, and the extremes of
+/// the 0/1 metrics from their counts.
+fn select(s: &Sel, a: &str) -> Option<String> {
+    let any = format!("total({a}.n) > 0");
+    Some(match (s.metric.name, s.func) {
+        ("run_count" | "job_count" | "message_count", Func::Sum) => format!("total({a}.n)"),
+        // Every row's value is 1.
+        ("run_count" | "job_count" | "message_count", _) => format!("(CASE WHEN {any} THEN 1 END)"),
+        ("duration", Func::Sum) => format!("total({a}.dur_sum) / 1000.0"),
+        ("duration", Func::Avg) => format!("total({a}.dur_sum) / 1000.0 / total({a}.dur_n)"),
+        ("duration", Func::Min) => format!("{PCT_FN}({a}.durs, 0)"),
+        ("duration", Func::Max) => format!("{PCT_FN}({a}.durs, 100)"),
+        ("duration", Func::Pct(p)) => format!("{PCT_FN}({a}.durs, {p})"),
+        ("queue_time", Func::Sum) => format!("total({a}.queue_sum) / 1000.0"),
+        ("queue_time", Func::Avg) => format!("total({a}.queue_sum) / 1000.0 / total({a}.queue_n)"),
+        ("credits", Func::Sum) => format!("total({a}.credits)"),
+        ("credits", Func::Avg) => format!("total({a}.credits) / total({a}.n)"),
+        ("is_error" | "is_success", f) => {
+            let col = if s.metric.name == "is_error" {
+                "errors"
+            } else {
+                "successes"
+            };
+            match f {
+                Func::Sum => format!("total({a}.{col})"),
+                Func::Avg => format!("total({a}.{col}) / total({a}.n)"),
+                Func::Min => format!("(CASE WHEN {any} THEN total({a}.{col}) = total({a}.n) END)"),
+                Func::Max => format!("(CASE WHEN {any} THEN total({a}.{col}) > 0 END)"),
+                Func::Pct(_) => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The fast query for `sels` and its parameters, or None when the request is not eligible.
+/// Result columns: one per dimension, the bucket (with `unit`), then one per selection (a
+/// percentile is one finished value, not the three columns of the window-function path).
+pub(super) fn build_sql(
+    q: &Query,
+    sels: &[Sel],
+    unit: Option<Unit>,
+) -> Option<(String, Vec<Value>)> {
+    let t = rollup(q.facts)?;
+    let a = t.alias;
+    let whole_hours = q.start.rem_euclid(HOUR) == 0 && q.end.rem_euclid(HOUR) == 0;
+    let unit_ok = match unit {
+        None => true,
+        Some(Unit::Second | Unit::Minute) => false,
+        Some(_) => i64::from(q.tzo) * MINUTE % HOUR == 0,
+    };
+    let dims_ok = q.dims.iter().all(|d| t.keys.contains(&d.name));
+    let filter_ok = q.filter.as_ref().map_or(true, |e| only_keys(e, t.keys));
+    if !(whole_hours && unit_ok && dims_ok && filter_ok) {
+        return None;
+    }
+    let exprs = sels
+        .iter()
+        .map(|s| select(s, a))
+        .collect::<Option<Vec<_>>>()?;
+
+    let mut params = vec![
+        Value::Integer(q.start.div_euclid(HOUR)),
+        Value::Integer(q.end.div_euclid(HOUR)),
+    ];
+    let mut conds = vec![format!("{a}.hour >= ?1 AND {a}.hour < ?2 AND {a}.n > 0")];
+    if let Some(p) = &q.project {
+        params.push(Value::Text(p.clone()));
+        let n = params.len();
+        conds.push(format!("(p.key = ?{n} OR p.slug = ?{n})"));
+    }
+    let mut cols: Vec<String> = q
+        .dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("{} AS d{i}", d.sql))
+        .collect();
+    let mut group: Vec<String> = (0..q.dims.len()).map(|i| format!("d{i}")).collect();
+    if let Some(unit) = unit {
+        // Every bucket boundary is a whole hour, so the bucket of an hour's start is the
+        // bucket of every time in that hour.
+        let time = format!("({a}.hour * {HOUR})");
+        let b = match unit.fixed() {
+            Some((width, shift)) => {
+                params.push(Value::Integer(i64::from(q.tzo) * MINUTE + shift));
+                params.push(Value::Integer(width));
+                let (s, w) = (params.len() - 1, params.len());
+                format!("(({time} + ?{s}) / ?{w}) * ?{w} - ?{s}")
+            }
+            None => {
+                params.push(Value::Integer(i64::from(q.tzo)));
+                params.push(Value::Integer(unit.code()));
+                let (tz, u) = (params.len() - 1, params.len());
+                format!("{BUCKET_FN}({time}, ?{u}, ?{tz})")
+            }
+        };
+        cols.push(format!("{b} AS b"));
+        group.push("b".into());
+    }
+    if let Some(e) = &q.filter {
+        conds.push(filter::to_sql(e, super::REGEXP_FN, &mut params));
+    }
+    cols.extend(exprs);
+    // The projects and workflows tables, when a dimension or the filter names them.
+    let mut from = t.base.to_owned();
+    let need: Vec<char> = cols.iter().chain(&conds).flat_map(|s| aliases(s)).collect();
+    if need.contains(&'p') {
+        from.push_str(&format!(" JOIN projects p ON p.id = {a}.project_id"));
+    }
+    if need.contains(&'w') {
+        from.push_str(&format!(" JOIN workflows w ON w.id = {a}.workflow_id"));
+    }
+    let mut sql = format!(
+        "SELECT {} FROM {from} WHERE {}",
+        cols.join(", "),
+        conds.join(" AND ")
+    );
+    if !group.is_empty() {
+        sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
+    }
+    Some((sql, params))
+}
+
+/// `pipestat_pct`: see [`PCT_FN`].
+pub(super) struct Pct;
+
+/// One group's durations so far (ms): all of them for a percentile, or the extreme alone.
+pub(super) struct Durations {
+    p: i64,
+    all: Vec<i64>,
+    extreme: Option<i64>,
+}
+
+impl Aggregate<Durations, Option<f64>> for Pct {
+    fn init(&self, ctx: &mut Context<'_>) -> rusqlite::Result<Durations> {
+        Ok(Durations {
+            p: ctx.get(1)?,
+            all: Vec::new(),
+            extreme: None,
+        })
+    }
+
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut Durations) -> rusqlite::Result<()> {
+        let ValueRef::Blob(blob) = ctx.get_raw(0) else {
+            return Ok(());
+        };
+        let mut durs = crate::store::apigee::durations(blob);
+        // A blob is sorted: its first duration is its least, its last its greatest.
+        match acc.p {
+            0 => {
+                if let Some(v) = durs.next() {
+                    acc.extreme = Some(acc.extreme.map_or(v, |e| e.min(v)));
+                }
+            }
+            100 => {
+                if let Some(v) = durs.next_back() {
+                    acc.extreme = Some(acc.extreme.map_or(v, |e| e.max(v)));
+                }
+            }
+            _ => acc.all.extend(durs),
+        }
+        Ok(())
+    }
+
+    fn finalize(
+        &self,
+        _: &mut Context<'_>,
+        acc: Option<Durations>,
+    ) -> rusqlite::Result<Option<f64>> {
+        let Some(mut acc) = acc else {
+            return Ok(None);
+        };
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        if acc.p == 0 || acc.p == 100 {
+            return Ok(acc.extreme.map(secs));
+        }
+        let n = acc.all.len();
+        if n == 0 {
+            return Ok(None);
+        }
+        // The same ranks and interpolation as the window-function path (run_sql): the values
+        // at 0-based ranks floor((n - 1) p / 100) and the next, in seconds.
+        let n = n as i64;
+        let k = ((n - 1) * acc.p / 100) as usize;
+        let (_, lo, rest) = acc.all.select_nth_unstable(k);
+        let lo = secs(*lo);
+        let hi = rest.iter().min().map(|&v| secs(v));
+        let frac = ((n - 1) * acc.p % 100) as f64 / 100.0;
+        Ok(Some(lo + frac * (hi.unwrap_or(lo) - lo)))
+    }
+}
