@@ -45,6 +45,8 @@ fn main() {
         .max(1);
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the database read-only");
+    // The fast path's aggregate, for the query plans.
+    pipestat::apigee::register_functions(&conn).expect("register the SQL functions");
     let (runs, jobs, newest): (i64, i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM jobs), (SELECT max(created_at) FROM runs)",

@@ -51,21 +51,22 @@ fn to_v2(conn: &Connection) -> Result<()> {
     crate::store::insights::rebuild(conn)
 }
 
-/// Version 3: the Apigee hour rollups, then computed from the stored runs and jobs.
+/// Version 3: the Apigee rollups (hour and day rows of runs and jobs), then computed from the
+/// stored runs and jobs.
 fn to_v3(conn: &Connection) -> Result<()> {
     conn.execute_batch(
-        "CREATE TABLE apigee_run_hours (hour INTEGER NOT NULL, project_id INTEGER NOT NULL,
-            workflow_id INTEGER NOT NULL, n INTEGER NOT NULL, errors INTEGER NOT NULL,
-            successes INTEGER NOT NULL, credits REAL NOT NULL, dur_n INTEGER NOT NULL,
-            dur_sum REAL NOT NULL, queue_n INTEGER NOT NULL, queue_sum REAL NOT NULL,
-            durs BLOB NOT NULL,
-            PRIMARY KEY (hour, project_id, workflow_id)) STRICT, WITHOUT ROWID;
-        CREATE TABLE apigee_job_hours (hour INTEGER NOT NULL, project_id INTEGER NOT NULL,
-            workflow_id INTEGER NOT NULL, name TEXT NOT NULL, n INTEGER NOT NULL,
+        "CREATE TABLE apigee_run_rollup (span INTEGER NOT NULL, at INTEGER NOT NULL,
+            project_id INTEGER NOT NULL, workflow_id INTEGER NOT NULL, n INTEGER NOT NULL,
             errors INTEGER NOT NULL, successes INTEGER NOT NULL, credits REAL NOT NULL,
             dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, queue_n INTEGER NOT NULL,
             queue_sum REAL NOT NULL, durs BLOB NOT NULL,
-            PRIMARY KEY (hour, project_id, workflow_id, name)) STRICT, WITHOUT ROWID;",
+            PRIMARY KEY (span, at, project_id, workflow_id)) STRICT, WITHOUT ROWID;
+        CREATE TABLE apigee_job_rollup (span INTEGER NOT NULL, at INTEGER NOT NULL,
+            project_id INTEGER NOT NULL, workflow_id INTEGER NOT NULL, name TEXT NOT NULL,
+            n INTEGER NOT NULL, errors INTEGER NOT NULL, successes INTEGER NOT NULL,
+            credits REAL NOT NULL, dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL,
+            queue_n INTEGER NOT NULL, queue_sum REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (span, at, project_id, workflow_id, name)) STRICT, WITHOUT ROWID;",
     )?;
     crate::store::apigee::rebuild(conn)
 }

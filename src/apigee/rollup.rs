@@ -1,20 +1,23 @@
-//! The fast path of the Apigee surface: statistics read from the hour rollups
-//! (`apigee_run_hours`, `apigee_job_hours`, kept by src/store/apigee.rs) instead of the runs and
-//! jobs, for the requests they answer exactly (docs/apigee.md, "The fast path").
+//! The fast path of the Apigee surface: statistics read from the rollups (`apigee_run_rollup`,
+//! `apigee_job_rollup`, kept by src/store/apigee.rs) instead of the runs and jobs, for the
+//! requests they answer exactly (docs/apigee.md, "The fast path").
 //!
 //! A request is eligible when its facts are runs or jobs, its dimensions and the fields of its
 //! filter are among the rollup's keys (project, workflow, and job for jobs), every selection is
 //! one the rollup keeps the figures of, its time range starts and ends on whole UTC hours, and
 //! its time unit (if any) is an hour or longer at a UTC offset of whole hours, so that every
-//! bucket is a union of whole hours. Its query then groups the hour rows instead of the facts:
-//! sums and averages from the rows' sums, and minimums, maximums and percentiles of durations
-//! from their sorted blobs by the aggregate `pipestat_pct`, which computes them exactly as the
-//! window-function path does. Everything else goes the window-function path.
+//! bucket is a union of whole hours. It reads the day rows when the range is whole UTC days and
+//! every bucket a union of UTC days (no unit, or a day or longer at offset 0), else the hour
+//! rows. Its query groups those rows instead of the facts: sums and averages from the rows'
+//! sums, minimums, maximums and percentiles of durations from their sorted blobs by the
+//! aggregate `pipestat_pct`, which computes them exactly as the window-function path does.
+//! Everything else goes the window-function path.
 
 use rusqlite::functions::{Aggregate, Context};
 use rusqlite::types::{Value, ValueRef};
 
-use super::{aliases, filter, Func, Query, Sel, Unit, BUCKET_FN, HOUR, JOBS, MINUTE, RUNS};
+use super::{aliases, filter, Func, Query, Sel, Unit, BUCKET_FN, DAY, HOUR, JOBS, MINUTE, RUNS};
+use crate::store::apigee::Durations;
 
 /// The aggregate `pipestat_pct(durs, p)`: over the duration blobs of a group, the p-th
 /// percentile (p in hundredths) in seconds, interpolated as docs/apigee.md defines; p = 0 is
@@ -32,13 +35,13 @@ struct Rollup {
 fn rollup(facts: &super::Facts) -> Option<Rollup> {
     if std::ptr::eq(facts, &RUNS) {
         Some(Rollup {
-            base: "apigee_run_hours r",
+            base: "apigee_run_rollup r",
             alias: "r",
             keys: &["project", "workflow"],
         })
     } else if std::ptr::eq(facts, &JOBS) {
         Some(Rollup {
-            base: "apigee_job_hours j",
+            base: "apigee_job_rollup j",
             alias: "j",
             keys: &["project", "workflow", "job"],
         })
@@ -103,15 +106,27 @@ pub(super) fn build_sql(
 ) -> Option<(String, Vec<Value>)> {
     let t = rollup(q.facts)?;
     let a = t.alias;
-    let whole_hours = q.start.rem_euclid(HOUR) == 0 && q.end.rem_euclid(HOUR) == 0;
-    let unit_ok = match unit {
-        None => true,
-        Some(Unit::Second | Unit::Minute) => false,
-        Some(_) => i64::from(q.tzo) * MINUTE % HOUR == 0,
+    let on = |width: i64| q.start.rem_euclid(width) == 0 && q.end.rem_euclid(width) == 0;
+    let hours_ok = on(HOUR)
+        && match unit {
+            None => true,
+            Some(Unit::Second | Unit::Minute) => false,
+            Some(_) => i64::from(q.tzo) * MINUTE % HOUR == 0,
+        };
+    let days_ok = on(DAY)
+        && match unit {
+            None => true,
+            Some(Unit::Second | Unit::Minute | Unit::Hour) => false,
+            Some(_) => q.tzo == 0,
+        };
+    let span = match (days_ok, hours_ok) {
+        (true, _) => 24,
+        (false, true) => 1,
+        (false, false) => return None,
     };
     let dims_ok = q.dims.iter().all(|d| t.keys.contains(&d.name));
     let filter_ok = q.filter.as_ref().map_or(true, |e| only_keys(e, t.keys));
-    if !(whole_hours && unit_ok && dims_ok && filter_ok) {
+    if !(dims_ok && filter_ok) {
         return None;
     }
     let exprs = sels
@@ -122,8 +137,11 @@ pub(super) fn build_sql(
     let mut params = vec![
         Value::Integer(q.start.div_euclid(HOUR)),
         Value::Integer(q.end.div_euclid(HOUR)),
+        Value::Integer(span),
     ];
-    let mut conds = vec![format!("{a}.hour >= ?1 AND {a}.hour < ?2 AND {a}.n > 0")];
+    let mut conds = vec![format!(
+        "{a}.span = ?3 AND {a}.at >= ?1 AND {a}.at < ?2 AND {a}.n > 0"
+    )];
     if let Some(p) = &q.project {
         params.push(Value::Text(p.clone()));
         let n = params.len();
@@ -137,9 +155,9 @@ pub(super) fn build_sql(
         .collect();
     let mut group: Vec<String> = (0..q.dims.len()).map(|i| format!("d{i}")).collect();
     if let Some(unit) = unit {
-        // Every bucket boundary is a whole hour, so the bucket of an hour's start is the
-        // bucket of every time in that hour.
-        let time = format!("({a}.hour * {HOUR})");
+        // Every bucket boundary is a whole span, so the bucket of a span's start is the
+        // bucket of every time in that span.
+        let time = format!("({a}.at * {HOUR})");
         let b = match unit.fixed() {
             Some((width, shift)) => {
                 params.push(Value::Integer(i64::from(q.tzo) * MINUTE + shift));
@@ -184,57 +202,92 @@ pub(super) fn build_sql(
 /// `pipestat_pct`: see [`PCT_FN`].
 pub(super) struct Pct;
 
-/// One group's durations so far (ms): all of them for a percentile, or the extreme alone.
-pub(super) struct Durations {
+/// One group so far: the blobs of its rows (copied; SQLite owns them only during a step) and
+/// where each starts, or for p = 0 or 100 only the extreme so far.
+pub(super) struct Blobs {
     p: i64,
-    all: Vec<i64>,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
     extreme: Option<i64>,
 }
 
-impl Aggregate<Durations, Option<f64>> for Pct {
-    fn init(&self, ctx: &mut Context<'_>) -> rusqlite::Result<Durations> {
-        Ok(Durations {
+impl Blobs {
+    fn each(&self) -> impl Iterator<Item = Durations<'_>> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(a, &b)| Durations::of(&self.bytes[a..b]))
+    }
+
+    /// The value at 0-based rank `k` of all the durations (fewer than k + 1: None): the least
+    /// v with at least k + 1 durations at most v, found by halving [least, greatest], each
+    /// step counting by a binary search in every (sorted) blob.
+    fn at_rank(&self, k: usize) -> Option<i64> {
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        let mut n = 0;
+        for d in self.each().filter(|d| !d.is_empty()) {
+            lo = lo.min(d.get(0));
+            hi = hi.max(d.get(d.len() - 1));
+            n += d.len();
+        }
+        if k >= n {
+            return None;
+        }
+        // Invariant: fewer than k + 1 durations are below lo; at least k + 1 are at most hi.
+        while lo < hi {
+            let mid = (i128::from(lo) + (i128::from(hi) - i128::from(lo)) / 2) as i64;
+            if self.each().map(|d| d.count_le(mid)).sum::<usize>() > k {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Some(lo)
+    }
+}
+
+impl Aggregate<Blobs, Option<f64>> for Pct {
+    fn init(&self, ctx: &mut Context<'_>) -> rusqlite::Result<Blobs> {
+        Ok(Blobs {
             p: ctx.get(1)?,
-            all: Vec::new(),
+            bytes: Vec::new(),
+            ends: Vec::new(),
             extreme: None,
         })
     }
 
-    fn step(&self, ctx: &mut Context<'_>, acc: &mut Durations) -> rusqlite::Result<()> {
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut Blobs) -> rusqlite::Result<()> {
         let ValueRef::Blob(blob) = ctx.get_raw(0) else {
             return Ok(());
         };
-        let mut durs = crate::store::apigee::durations(blob);
+        let d = Durations::of(blob);
+        if d.is_empty() {
+            return Ok(());
+        }
         // A blob is sorted: its first duration is its least, its last its greatest.
         match acc.p {
-            0 => {
-                if let Some(v) = durs.next() {
-                    acc.extreme = Some(acc.extreme.map_or(v, |e| e.min(v)));
-                }
-            }
+            0 => acc.extreme = Some(acc.extreme.map_or(d.get(0), |e| e.min(d.get(0)))),
             100 => {
-                if let Some(v) = durs.next_back() {
-                    acc.extreme = Some(acc.extreme.map_or(v, |e| e.max(v)));
-                }
+                let last = d.get(d.len() - 1);
+                acc.extreme = Some(acc.extreme.map_or(last, |e| e.max(last)));
             }
-            _ => acc.all.extend(durs),
+            _ => {
+                acc.bytes.extend_from_slice(blob);
+                acc.ends.push(acc.bytes.len());
+            }
         }
         Ok(())
     }
 
-    fn finalize(
-        &self,
-        _: &mut Context<'_>,
-        acc: Option<Durations>,
-    ) -> rusqlite::Result<Option<f64>> {
-        let Some(mut acc) = acc else {
+    fn finalize(&self, _: &mut Context<'_>, acc: Option<Blobs>) -> rusqlite::Result<Option<f64>> {
+        let Some(acc) = acc else {
             return Ok(None);
         };
         let secs = |ms: i64| ms as f64 / 1000.0;
         if acc.p == 0 || acc.p == 100 {
             return Ok(acc.extreme.map(secs));
         }
-        let n = acc.all.len();
+        let n: usize = acc.each().map(|d| d.len()).sum();
         if n == 0 {
             return Ok(None);
         }
@@ -242,9 +295,10 @@ impl Aggregate<Durations, Option<f64>> for Pct {
         // at 0-based ranks floor((n - 1) p / 100) and the next, in seconds.
         let n = n as i64;
         let k = ((n - 1) * acc.p / 100) as usize;
-        let (_, lo, rest) = acc.all.select_nth_unstable(k);
-        let lo = secs(*lo);
-        let hi = rest.iter().min().map(|&v| secs(v));
+        let Some(lo) = acc.at_rank(k).map(secs) else {
+            return Ok(None);
+        };
+        let hi = acc.at_rank(k + 1).map(secs);
         let frac = ((n - 1) * acc.p % 100) as f64 / 100.0;
         Ok(Some(lo + frac * (hi.unwrap_or(lo) - lo)))
     }

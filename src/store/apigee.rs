@@ -1,24 +1,30 @@
-//! Upkeep of the Apigee hour rollups (schema.sql: `apigee_run_hours`, `apigee_job_hours`), read
+//! Upkeep of the Apigee rollups (schema.sql: `apigee_run_rollup`, `apigee_job_rollup`), read
 //! by src/apigee/rollup.rs.
 //!
-//! A row adds up the runs (or jobs) of one project, workflow (and job name) and UTC hour of the
-//! facts' time, and keeps their durations whole, sorted, in a blob. As in src/store/insights.rs,
-//! a run or job subtracts itself before it is updated (`run_removing`, `job_removing`, which
-//! read the stored row) and adds itself once written (`run_added`, `job_added`, from the values
-//! written); a run that changes workflow moves its jobs, since a job counts in its run's
-//! workflow. Changes are summed per row in memory (`Pending`, kept in `store::Ids`), durations
-//! added and removed listed per row, and `flush` writes each row touched once, before the
-//! transaction commits. `rebuild` computes the same rows from the stored runs and jobs in SQL
-//! alone, for the schema upgrade and for the tests that compare the two.
+//! A row adds up the runs (or jobs) of one project, workflow (and job name) over one span of
+//! time, a UTC hour or a UTC day of the facts' time, and keeps their durations whole, sorted,
+//! in a blob; each run or job counts in its hour's row and in its day's. As in
+//! src/store/insights.rs, a run or job subtracts itself before it is updated (`run_removing`,
+//! `job_removing`, which read the stored row) and adds itself once written (`run_added`,
+//! `job_added`, from the values written); a run that changes workflow moves its jobs, since a
+//! job counts in its run's workflow. Changes are summed per row in memory (`Pending`, kept in
+//! `store::Ids`), durations added and removed listed per row, and `flush` writes each row
+//! touched once, before the transaction commits. `rebuild` computes the same rows from the
+//! stored runs and jobs with one GROUP BY per table and span, for the schema upgrade and for
+//! the tests that compare the two.
 
 use std::collections::BTreeMap;
 
+use rusqlite::functions::{Aggregate, Context};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{Error, Result};
 use crate::model::{Job, Run};
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// The spans of the rows, in hours: an hour and a day.
+pub const SPANS: [i64; 2] = [1, 24];
 
 /// The additive figures of a row: n, errors, successes, credits, dur_n, dur_sum, queue_n,
 /// queue_sum. Kept as f64 like the REAL columns; the counts are small integers, exact in an f64.
@@ -37,17 +43,26 @@ struct Delta {
 /// calls `flush` before committing).
 #[derive(Default)]
 pub struct Pending {
-    /// apigee_run_hours: (hour, project, workflow).
-    runs: BTreeMap<(i64, i64, i64), Delta>,
-    /// apigee_job_hours: (hour, project, workflow, name).
-    jobs: BTreeMap<(i64, i64, i64, String), Delta>,
+    /// apigee_run_rollup: (span, at, project, workflow).
+    runs: BTreeMap<(i64, i64, i64, i64), Delta>,
+    /// apigee_job_rollup: (span, at, project, workflow, name).
+    jobs: BTreeMap<(i64, i64, i64, i64, String), Delta>,
 }
 
-/// A run's or job's share of its row: its hour, its figures and its duration.
+/// A run's or job's share of its rows: its hour, its figures and its duration.
 struct Fact {
     hour: i64,
     sums: Sums,
     dur: Option<i64>,
+}
+
+impl Fact {
+    /// The (span, at) of each row the fact counts in: `at` is the span's first hour.
+    fn spans(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        SPANS
+            .into_iter()
+            .map(|span| (span, self.hour - self.hour.rem_euclid(span)))
+    }
 }
 
 /// The figures of a run or job from its stored values, with the metrics of docs/apigee.md:
@@ -133,11 +148,7 @@ pub fn run_removing(conn: &Connection, pending: &mut Pending, run_id: i64) -> Re
             fact(created, &status, created, r.get(4)?, r.get(5)?, r.get(6)?),
         ))
     })?;
-    pending
-        .runs
-        .entry((f.hour, project, workflow))
-        .or_default()
-        .apply(&f, -1.0);
+    bump_run(pending, project, workflow, &f, -1.0);
     Ok(workflow)
 }
 
@@ -153,31 +164,40 @@ pub fn run_added(
     run: &Run,
     old_workflow: Option<i64>,
 ) -> Result<()> {
-    let f = run_fact(run);
-    pending
-        .runs
-        .entry((f.hour, project, workflow))
-        .or_default()
-        .apply(&f, 1.0);
+    bump_run(pending, project, workflow, &run_fact(run), 1.0);
     if let Some(old) = old_workflow.filter(|&w| w != workflow) {
         let jobs = conn
             .prepare_cached(RUN_JOBS)?
             .query_map([run_id], stored_job)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (project, name, f) in jobs {
-            bump_job(pending, project, old, name.clone(), &f, -1.0);
-            bump_job(pending, project, workflow, name, &f, 1.0);
+            bump_job(pending, project, old, &name, &f, -1.0);
+            bump_job(pending, project, workflow, &name, &f, 1.0);
         }
     }
     Ok(())
 }
 
-fn bump_job(pending: &mut Pending, project: i64, workflow: i64, name: String, f: &Fact, s: f64) {
-    pending
-        .jobs
-        .entry((f.hour, project, workflow, name))
-        .or_default()
-        .apply(f, s);
+/// Adds (`sign` 1) or subtracts (-1) a run's fact to its rows.
+fn bump_run(pending: &mut Pending, project: i64, workflow: i64, f: &Fact, sign: f64) {
+    for (span, at) in f.spans() {
+        pending
+            .runs
+            .entry((span, at, project, workflow))
+            .or_default()
+            .apply(f, sign);
+    }
+}
+
+/// Adds (`sign` 1) or subtracts (-1) a job's fact to its rows.
+fn bump_job(pending: &mut Pending, project: i64, workflow: i64, name: &str, f: &Fact, sign: f64) {
+    for (span, at) in f.spans() {
+        pending
+            .jobs
+            .entry((span, at, project, workflow, name.to_owned()))
+            .or_default()
+            .apply(f, sign);
+    }
 }
 
 /// A stored job as the rollup sees it: project, name and fact (SELECT_JOB, RUN_JOBS).
@@ -213,96 +233,162 @@ pub fn job_removing(
     let (project, name, f) = conn
         .prepare_cached(SELECT_JOB)?
         .query_row([job_id], stored_job)?;
-    bump_job(pending, project, workflow, name, &f, -1.0);
+    bump_job(pending, project, workflow, &name, &f, -1.0);
     Ok(())
 }
 
 /// Counts a job just inserted or updated as `job` into its row, under its run's `workflow`.
 pub fn job_added(pending: &mut Pending, project: i64, workflow: i64, job: &Job) {
-    let f = job_fact(job);
-    bump_job(pending, project, workflow, job.name.clone(), &f, 1.0);
+    bump_job(pending, project, workflow, &job.name, &job_fact(job), 1.0);
 }
 
-/// The durations a `durs` blob holds, in its order.
-pub fn durations(blob: &[u8]) -> impl DoubleEndedIterator<Item = i64> + '_ {
-    blob.chunks_exact(8)
-        .map(|c| i64::from_be_bytes(c.try_into().expect("chunks of 8")))
+/// The durations of a `durs` blob (schema.sql): ascending, each read by its index.
+pub struct Durations<'a> {
+    width: usize,
+    base: i64,
+    body: &'a [u8],
 }
 
-/// `old` (a row's blob) without the durations of `del` and with those of `add`, still sorted.
+impl<'a> Durations<'a> {
+    /// Reads a blob; one that is not in the format (never written by pipestat) reads as empty.
+    pub fn of(blob: &'a [u8]) -> Durations<'a> {
+        let empty = Durations {
+            width: 8,
+            base: 0,
+            body: &[],
+        };
+        let Some((&width, rest)) = blob.split_first() else {
+            return empty;
+        };
+        let width = usize::from(width);
+        if !(1..=8).contains(&width) || rest.len() < 8 || (rest.len() - 8) % width != 0 {
+            return empty;
+        }
+        let (base, body) = rest.split_at(8);
+        Durations {
+            width,
+            base: i64::from_be_bytes(base.try_into().expect("8 bytes")),
+            body,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.body.len() / self.width
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// The `i`-th least duration (ms).
+    pub fn get(&self, i: usize) -> i64 {
+        let bytes = &self.body[i * self.width..(i + 1) * self.width];
+        let offset = bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        self.base.wrapping_add(offset as i64)
+    }
+
+    /// How many durations are at most `v`.
+    pub fn count_le(&self, v: i64) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.get(mid) <= v {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// The blob of ascending durations `sorted`: empty when there are none; else one byte w, the
+/// least duration as 8 bytes big-endian (the base), then each duration less the base as w bytes
+/// big-endian, w the fewest bytes that hold the greatest such difference.
+pub fn encode(sorted: &[i64]) -> Vec<u8> {
+    let (Some(&base), Some(&last)) = (sorted.first(), sorted.last()) else {
+        return Vec::new();
+    };
+    let range = last.wrapping_sub(base) as u64;
+    let width = (8 - range.leading_zeros() as usize / 8).max(1);
+    let mut out = Vec::with_capacity(9 + width * sorted.len());
+    out.push(width as u8);
+    out.extend_from_slice(&base.to_be_bytes());
+    for v in sorted {
+        out.extend_from_slice(&(v.wrapping_sub(base) as u64).to_be_bytes()[8 - width..]);
+    }
+    out
+}
+
+/// `old` (a row's blob) without the durations of `del` and with those of `add`, encoded anew.
 /// A duration to remove that the row does not hold means the rollup lost step with the rows:
 /// an internal error, so that the write rolls back rather than store a wrong row.
-fn merge(old: &[u8], mut add: Vec<i64>, mut del: Vec<i64>) -> Result<Vec<u8>> {
-    add.sort_unstable();
+fn merge(old: &[u8], add: Vec<i64>, mut del: Vec<i64>) -> Result<Vec<u8>> {
+    let mut all: Vec<i64> = Durations::of(old).iter().chain(add).collect();
+    all.sort_unstable();
     del.sort_unstable();
-    // A duration removed and added again by the same transaction cancels out first.
-    let (mut a2, mut d2) = (Vec::with_capacity(add.len()), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < add.len() || j < del.len() {
-        match (add.get(i), del.get(j)) {
-            (Some(a), Some(d)) if a == d => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(d)) if a < d => {
-                a2.push(*a);
-                i += 1;
-            }
-            (Some(a), None) => {
-                a2.push(*a);
-                i += 1;
-            }
-            (_, Some(d)) => {
-                d2.push(*d);
-                j += 1;
-            }
-            (None, None) => unreachable!("the loop condition"),
-        }
-    }
-    let mut out = Vec::with_capacity(old.len() + 8 * a2.len());
-    let (mut adds, mut dels) = (a2.into_iter().peekable(), d2.into_iter().peekable());
-    for v in durations(old) {
-        while let Some(a) = adds.next_if(|a| *a <= v) {
-            out.extend_from_slice(&a.to_be_bytes());
-        }
-        if dels.next_if_eq(&v).is_some() {
-            continue;
-        }
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-    for a in adds {
-        out.extend_from_slice(&a.to_be_bytes());
-    }
+    // Both ascending: keep each value that is not the next one to delete.
+    let mut dels = del.into_iter().peekable();
+    all.retain(|v| dels.next_if_eq(v).is_none());
     if dels.next().is_some() {
         return Err(Error::Internal(
             "the Apigee rollup lost step with the stored rows (a duration to remove is missing)"
                 .into(),
         ));
     }
-    Ok(out)
+    Ok(encode(&all))
 }
 
-const RUN_DURS: &str = "SELECT durs FROM apigee_run_hours
-    WHERE hour = ?1 AND project_id = ?2 AND workflow_id = ?3";
-const JOB_DURS: &str = "SELECT durs FROM apigee_job_hours
-    WHERE hour = ?1 AND project_id = ?2 AND workflow_id = ?3 AND name = ?4";
-// ?12 (?13 for jobs) is the row's new blob, or NULL when its durations did not change.
-const ADD_RUN_HOUR: &str = "INSERT INTO apigee_run_hours (hour, project_id, workflow_id, n,
-    errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, coalesce(?12, x''))
-    ON CONFLICT (hour, project_id, workflow_id) DO UPDATE SET n = n + excluded.n,
-        errors = errors + excluded.errors, successes = successes + excluded.successes,
-        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
-        dur_sum = dur_sum + excluded.dur_sum, queue_n = queue_n + excluded.queue_n,
-        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?12, durs)";
-const ADD_JOB_HOUR: &str = "INSERT INTO apigee_job_hours (hour, project_id, workflow_id, name, n,
+/// The aggregate `pipestat_durs(ms)`: the blob of the non-NULL values of a group, for
+/// `rebuild` (registered on every connection by `apigee::register_functions`).
+pub const DURS_FN: &str = "pipestat_durs";
+
+pub struct DursAgg;
+
+impl Aggregate<Vec<i64>, Vec<u8>> for DursAgg {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<Vec<i64>> {
+        Ok(Vec::new())
+    }
+
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut Vec<i64>) -> rusqlite::Result<()> {
+        if let Some(v) = ctx.get::<Option<i64>>(0)? {
+            acc.push(v);
+        }
+        Ok(())
+    }
+
+    fn finalize(&self, _: &mut Context<'_>, acc: Option<Vec<i64>>) -> rusqlite::Result<Vec<u8>> {
+        let mut all = acc.unwrap_or_default();
+        all.sort_unstable();
+        Ok(encode(&all))
+    }
+}
+
+const RUN_DURS: &str = "SELECT durs FROM apigee_run_rollup
+    WHERE span = ?1 AND at = ?2 AND project_id = ?3 AND workflow_id = ?4";
+const JOB_DURS: &str = "SELECT durs FROM apigee_job_rollup
+    WHERE span = ?1 AND at = ?2 AND project_id = ?3 AND workflow_id = ?4 AND name = ?5";
+// ?13 (?14 for jobs) is the row's new blob, or NULL when its durations did not change.
+const ADD_RUN_ROW: &str = "INSERT INTO apigee_run_rollup (span, at, project_id, workflow_id, n,
     errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, coalesce(?13, x''))
-    ON CONFLICT (hour, project_id, workflow_id, name) DO UPDATE SET n = n + excluded.n,
+    ON CONFLICT (span, at, project_id, workflow_id) DO UPDATE SET n = n + excluded.n,
         errors = errors + excluded.errors, successes = successes + excluded.successes,
         credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
         dur_sum = dur_sum + excluded.dur_sum, queue_n = queue_n + excluded.queue_n,
         queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?13, durs)";
+const ADD_JOB_ROW: &str = "INSERT INTO apigee_job_rollup (span, at, project_id, workflow_id, name,
+    n, errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, coalesce(?14, x''))
+    ON CONFLICT (span, at, project_id, workflow_id, name) DO UPDATE SET n = n + excluded.n,
+        errors = errors + excluded.errors, successes = successes + excluded.successes,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, queue_n = queue_n + excluded.queue_n,
+        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?14, durs)";
 
 /// The new blob of a row whose durations changed (None when none did), from its stored one.
 fn new_durs(
@@ -325,11 +411,12 @@ fn new_durs(
 pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     let Pending { runs, jobs } = std::mem::take(pending);
     let int = |v: f64| v as i64;
-    for ((h, p, w), d) in runs {
+    for ((span, at, p, w), d) in runs {
         let s = d.sums;
-        let durs = new_durs(conn, RUN_DURS, params![h, p, w], d)?;
-        conn.prepare_cached(ADD_RUN_HOUR)?.execute(params![
-            h,
+        let durs = new_durs(conn, RUN_DURS, params![span, at, p, w], d)?;
+        conn.prepare_cached(ADD_RUN_ROW)?.execute(params![
+            span,
+            at,
             p,
             w,
             int(s[0]),
@@ -343,11 +430,12 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             durs
         ])?;
     }
-    for ((h, p, w, name), d) in jobs {
+    for ((span, at, p, w, name), d) in jobs {
         let s = d.sums;
-        let durs = new_durs(conn, JOB_DURS, params![h, p, w, name], d)?;
-        conn.prepare_cached(ADD_JOB_HOUR)?.execute(params![
-            h,
+        let durs = new_durs(conn, JOB_DURS, params![span, at, p, w, name], d)?;
+        conn.prepare_cached(ADD_JOB_ROW)?.execute(params![
+            span,
+            at,
             p,
             w,
             name,
@@ -365,41 +453,43 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     Ok(())
 }
 
-/// The rollups recomputed from the stored runs and jobs, in SQL alone (independently of the
-/// functions above): for a database filled before they existed, and for tests. A blob is the
-/// row's durations in ascending order, each printed as 16 hex digits (printf's `%X` prints a
-/// negative number in two's complement) and the whole decoded by unhex().
-pub const REBUILD: &str = "
-    DELETE FROM apigee_run_hours;
-    INSERT INTO apigee_run_hours (hour, project_id, workflow_id, n, errors, successes, credits,
-        dur_n, dur_sum, queue_n, queue_sum, durs)
-    SELECT (created_at - (created_at % 3600000 + 3600000) % 3600000) / 3600000 AS hour,
-        project_id, workflow_id, count(*),
+/// ?1 span: the run rows of that span, recomputed from the stored runs (independently of the
+/// functions above, but for the blob encoding, `pipestat_durs`). `h` is the run's hour.
+const REBUILD_RUNS: &str = "INSERT INTO apigee_run_rollup (span, at, project_id, workflow_id,
+        n, errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
+    SELECT ?1, h - (h % ?1 + ?1) % ?1 AS at, project_id, workflow_id, count(*),
         sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'success'),
-        total(credits_used), count(d), total(d), count(q), total(q),
-        coalesce(unhex(group_concat(iif(d IS NULL, NULL, printf('%016X', d)), '' ORDER BY d)), x'')
-    FROM (SELECT project_id, workflow_id, status, created_at, credits_used,
+        total(credits_used), count(d), total(d), count(q), total(q), pipestat_durs(d)
+    FROM (SELECT project_id, workflow_id, status, credits_used,
+            (created_at - (created_at % 3600000 + 3600000) % 3600000) / 3600000 AS h,
             stopped_at - coalesce(started_at, created_at) AS d, started_at - created_at AS q
         FROM runs)
-    GROUP BY hour, project_id, workflow_id;
-    DELETE FROM apigee_job_hours;
-    INSERT INTO apigee_job_hours (hour, project_id, workflow_id, name, n, errors, successes,
-        credits, dur_n, dur_sum, queue_n, queue_sum, durs)
-    SELECT (t - (t % 3600000 + 3600000) % 3600000) / 3600000 AS hour,
-        j.project_id, r.workflow_id, j.name, count(*),
+    GROUP BY at, project_id, workflow_id";
+/// ?1 span: the job rows of that span; a job's hour is that of coalesce(started_at, created_at),
+/// its workflow its run's.
+const REBUILD_JOBS: &str = "INSERT INTO apigee_job_rollup (span, at, project_id, workflow_id,
+        name, n, errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
+    SELECT ?1, h - (h % ?1 + ?1) % ?1 AS at, j.project_id, r.workflow_id, j.name, count(*),
         sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'),
         sum(j.status = 'success'), total(j.credits_used), count(d), total(d), count(q), total(q),
-        coalesce(unhex(group_concat(iif(d IS NULL, NULL, printf('%016X', d)), '' ORDER BY d)), x'')
+        pipestat_durs(d)
     FROM (SELECT run_id, project_id, name, status, credits_used,
-            coalesce(started_at, created_at) AS t,
+            (coalesce(started_at, created_at)
+                - (coalesce(started_at, created_at) % 3600000 + 3600000) % 3600000) / 3600000 AS h,
             stopped_at - coalesce(started_at, created_at) AS d, started_at - created_at AS q
         FROM jobs) j
     JOIN runs r ON r.id = j.run_id
-    GROUP BY hour, j.project_id, r.workflow_id, j.name;";
+    GROUP BY at, j.project_id, r.workflow_id, j.name";
 
-/// Recomputes the Apigee rollups from the stored runs and jobs.
+/// Recomputes the Apigee rollups from the stored runs and jobs, for a database filled before
+/// they existed and for tests. The connection needs `pipestat_durs` (every connection `db`
+/// opens has it; see `apigee::register_functions`).
 pub fn rebuild(conn: &Connection) -> Result<()> {
-    conn.execute_batch(REBUILD)?;
+    conn.execute_batch("DELETE FROM apigee_run_rollup; DELETE FROM apigee_job_rollup;")?;
+    for span in SPANS {
+        conn.execute(REBUILD_RUNS, [span])?;
+        conn.execute(REBUILD_JOBS, [span])?;
+    }
     Ok(())
 }
 
@@ -407,33 +497,39 @@ pub fn rebuild(conn: &Connection) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn blob(v: &[i64]) -> Vec<u8> {
-        v.iter().flat_map(|d| d.to_be_bytes()).collect()
+    #[test]
+    fn blobs_round_trip_in_the_fewest_bytes() {
+        for v in [
+            vec![],
+            vec![7],
+            vec![-5, -5, 3, 250],
+            vec![0, 255],
+            vec![0, 256],
+            vec![100, 16_777_315],
+            vec![i64::MIN, -1, 0, i64::MAX],
+        ] {
+            let blob = encode(&v);
+            let d = Durations::of(&blob);
+            assert_eq!(d.iter().collect::<Vec<_>>(), v);
+            for x in [-6, -5, 0, 3, 255, 256, 1_000_000] {
+                assert_eq!(d.count_le(x), v.iter().filter(|&&y| y <= x).count());
+            }
+        }
+        // One byte of width, eight of base, then the differences 0, 8, 255: one byte each.
+        assert_eq!(encode(&[-5, 3, 250]).len(), 1 + 8 + 3);
+        assert_eq!(encode(&[0, 256]).len(), 1 + 8 + 2 * 2);
+        assert_eq!(encode(&[i64::MIN, i64::MAX]).len(), 1 + 8 + 2 * 8);
     }
 
     #[test]
     fn merge_removes_adds_and_keeps_order() {
-        let old = blob(&[-5, 3, 3, 40]);
+        let old = encode(&[-5, 3, 3, 40]);
         assert_eq!(
             merge(&old, vec![7, 3, -9], vec![40, 3]).unwrap(),
-            blob(&[-9, -5, 3, 3, 7])
+            encode(&[-9, -5, 3, 3, 7])
         );
         // Added and removed by the same transaction: no trace, even on an empty row.
-        assert_eq!(merge(&[], vec![8], vec![8]).unwrap(), blob(&[]));
+        assert_eq!(merge(&[], vec![8], vec![8]).unwrap(), encode(&[]));
         assert!(merge(&old, vec![], vec![4]).is_err());
-    }
-
-    #[test]
-    fn the_sql_blob_is_the_rust_blob() {
-        let conn = Connection::open_in_memory().unwrap();
-        let sql = "SELECT unhex(group_concat(printf('%016X', v), '' ORDER BY v))
-            FROM (SELECT 1000 AS v UNION ALL SELECT -3 UNION ALL SELECT 0
-                  UNION ALL SELECT 9007199254740993 UNION ALL SELECT -1)";
-        let got: Vec<u8> = conn.query_row(sql, [], |r| r.get(0)).unwrap();
-        assert_eq!(got, blob(&[-3, -1, 0, 1000, 9_007_199_254_740_993]));
-        assert_eq!(
-            durations(&got).collect::<Vec<_>>(),
-            [-3, -1, 0, 1000, 9_007_199_254_740_993]
-        );
     }
 }
