@@ -17,7 +17,9 @@
 //! Queries:
 //! 1. runs by workflow, `select=sum(run_count),p95(duration)&timeUnit=day` over 90 days;
 //! 2. the 10 jobs with the highest p95 duration over the same 90 days (`topk=10`);
-//! 3. for scale: query 1 without the percentile (`select=sum(run_count)` only).
+//! 3. for scale: query 1 without the percentile (`select=sum(run_count)` only);
+//! 4. and 5. queries 1 and 2 over the same 90 days of a clock at UTC−5 (`tzo=-300`), whose days
+//!    are not UTC days: the Apigee rollups answer them from their hour rows, not their day rows.
 
 mod common;
 
@@ -85,6 +87,18 @@ fn main() {
             "runs",
             "workflow",
             "select=sum(run_count)&timeUnit=day".to_owned(),
+        ),
+        (
+            "query 1 at tzo=-300 (local days: hour rows)",
+            "runs",
+            "workflow",
+            "select=sum(run_count),p95(duration)&timeUnit=day&tzo=-300".to_owned(),
+        ),
+        (
+            "query 2 at tzo=-300 (local days: hour rows)",
+            "jobs",
+            "job",
+            "select=p95(duration)&topk=10&tzo=-300".to_owned(),
         ),
     ];
 

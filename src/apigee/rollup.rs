@@ -246,6 +246,22 @@ impl Blobs {
     }
 }
 
+impl Blobs {
+    /// The value at rank k + 1, given `v` at rank k: `v` again when more than k + 1 durations
+    /// are at most v, else the least duration above v (None when there is none).
+    fn next_rank(&self, k: usize, v: i64) -> Option<i64> {
+        if self.each().map(|d| d.count_le(v)).sum::<usize>() > k + 1 {
+            return Some(v);
+        }
+        self.each()
+            .filter_map(|d| {
+                let i = d.count_le(v);
+                (i < d.len()).then(|| d.get(i))
+            })
+            .min()
+    }
+}
+
 impl Aggregate<Blobs, Option<f64>> for Pct {
     fn init(&self, ctx: &mut Context<'_>) -> rusqlite::Result<Blobs> {
         Ok(Blobs {
@@ -295,10 +311,10 @@ impl Aggregate<Blobs, Option<f64>> for Pct {
         // at 0-based ranks floor((n - 1) p / 100) and the next, in seconds.
         let n = n as i64;
         let k = ((n - 1) * acc.p / 100) as usize;
-        let Some(lo) = acc.at_rank(k).map(secs) else {
+        let Some(v) = acc.at_rank(k) else {
             return Ok(None);
         };
-        let hi = acc.at_rank(k + 1).map(secs);
+        let (lo, hi) = (secs(v), acc.next_rank(k, v).map(secs));
         let frac = ((n - 1) * acc.p % 100) as f64 / 100.0;
         Ok(Some(lo + frac * (hi.unwrap_or(lo) - lo)))
     }
