@@ -509,6 +509,11 @@ fn what_stays_on_the_window_functions() {
 /// h = 0.95, so 40 + 0.95 · 60 = 97. Then the 100 s run is redelivered (a later start, the
 /// same stop: a shorter 50 s, so the old duration must leave the rollup): March 2nd's p95 is
 /// 40 + 0.95 · 10 = 49.5 and the whole range's 40 + 0.8 · 10 = 48.
+///
+/// At UTC+1 (`tzo=60`, answered from the hour rows) a local day starts at 23:00 UTC: the local
+/// 1st holds a and b (10, 20 s: p95 = 10 + 0.95 · 10 = 19.5), the local 2nd c, d and e (30, 40,
+/// 100 s: h = 1.9, so 40 + 0.9 · 60 = 94; after the redelivery 40 + 0.9 · 10 = 49), and f, at
+/// 01:00 local on the 3rd, is outside the local range.
 #[test]
 fn percentiles_on_the_fast_path_hand_worked() {
     let d = Daemon::start(&[]);
@@ -573,6 +578,14 @@ fn percentiles_on_the_fast_path_hand_worked() {
         series(&get(&d, &daily)),
         [(d1, "29".to_owned()), (d2, "97".to_owned())]
     );
+    let local = format!("{daily}&tzo=60");
+    let local_q = local.split_once('?').unwrap().1;
+    assert!(reads_rollup(&conn, "runs", "workflow", local_q));
+    let (l1, l2) = (d1 - HOUR, d2 - HOUR);
+    assert_eq!(
+        series(&get(&d, &local)),
+        [(l1, "19.5".to_owned()), (l2, "94".to_owned())]
+    );
 
     let e = t("2026-03-02T12:30:00Z");
     post(
@@ -592,6 +605,10 @@ fn percentiles_on_the_fast_path_hand_worked() {
     assert_eq!(
         series(&get(&d, &daily)),
         [(d1, "29".to_owned()), (d2, "49.5".to_owned())]
+    );
+    assert_eq!(
+        series(&get(&d, &local)),
+        [(l1, "19.5".to_owned()), (l2, "49".to_owned())]
     );
     assert_eq!(values(&get(&d, &path)), ["48", "30", "10", "50", "30"]);
 }
