@@ -4,7 +4,8 @@
 //! selections, a time range and optionally a time unit and a filter. Its query is assembled
 //! from fixed fragments only: the FROM clause, dimension and metric expressions come from the
 //! fixed tables below, the filter from [`crate::filter::to_sql`] (whitelisted columns, bound
-//! values), percentiles from window functions. docs/apigee.md has every definition.
+//! values), percentiles from window functions. A request the Apigee rollups answer exactly is
+//! answered from them instead (`rollup`, the fast path). docs/apigee.md has every definition.
 
 use std::collections::HashMap;
 
@@ -971,7 +972,8 @@ fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Re
 }
 
 /// Registers this module's SQL functions on a new connection (called by `db` for every
-/// connection it opens).
+/// connection it opens): the filter's regex, the calendar buckets, the fast path's percentile
+/// aggregate, and the rollups' blob encoder their rebuild uses.
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function(REGEXP_FN, 2, flags, |ctx| {

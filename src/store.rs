@@ -243,8 +243,7 @@ fn ensure_pipeline_id_free(conn: &Connection, pipeline_id: &str) -> Result<()> {
 
 /// Writes what `ids` holds back: the remembered highest build numbers to their workflows, and
 /// the rollup counts added since the last flush (`zadig_flush`, `insights::flush`,
-/// `apigee::flush`). Call it
-/// before committing.
+/// `apigee::flush`). Call it before committing.
 pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
     for row in ids.workflows.values_mut().filter(|w| w.dirty) {
         conn.prepare_cached(UPDATE_MAX_NUMBER)?
