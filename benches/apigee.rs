@@ -19,7 +19,9 @@
 //! 2. the 10 jobs with the highest p95 duration over the same 90 days (`topk=10`);
 //! 3. for scale: query 1 without the percentile (`select=sum(run_count)` only);
 //! 4. and 5. queries 1 and 2 over the same 90 days of a clock at UTC−5 (`tzo=-300`), whose days
-//!    are not UTC days: the Apigee rollups answer them from their hour rows, not their day rows.
+//!    are not UTC days: the Apigee rollups answer query 4's local days from their hour rows, and
+//!    query 5 (no buckets) from the day rows of the 89 whole UTC days inside the range and the
+//!    hour rows of its 19 + 5 other hours.
 
 mod common;
 
@@ -95,7 +97,7 @@ fn main() {
             "select=sum(run_count),p95(duration)&timeUnit=day&tzo=-300".to_owned(),
         ),
         (
-            "query 2 at tzo=-300 (local days: hour rows)",
+            "query 2 at tzo=-300 (day rows and the edge hours)",
             "jobs",
             "job",
             "select=p95(duration)&topk=10&tzo=-300".to_owned(),

@@ -6,9 +6,10 @@
 //! filter are among the rollup's keys (project, workflow, and job for jobs), every selection is
 //! one the rollup keeps the figures of, its time range starts and ends on whole UTC hours, and
 //! its time unit (if any) is an hour or longer at a UTC offset of whole hours, so that every
-//! bucket is a union of whole hours. It reads the day rows when the range is whole UTC days and
-//! every bucket a union of UTC days (no unit, or a day or longer at offset 0), else the hour
-//! rows. Its query groups those rows instead of the facts: sums and averages from the rows'
+//! bucket is a union of whole hours. With a unit it reads the day rows when the range is whole
+//! UTC days and every bucket a union of UTC days (a day or longer at offset 0), else the hour
+//! rows; without one, the day rows of the whole UTC days inside the range and the hour rows of
+//! the hours around them. Its query groups those rows instead of the facts: sums and averages from the rows'
 //! sums, minimums, maximums and percentiles of durations from their sorted blobs by the
 //! aggregate `pipestat_pct`, which computes them exactly as the window-function path does.
 //! Everything else goes the window-function path.
@@ -24,10 +25,11 @@ use crate::store::apigee::Durations;
 /// the minimum and p = 100 the maximum. NULL over no durations.
 pub(super) const PCT_FN: &str = "pipestat_pct";
 
-/// A rollup table: its FROM clause (aliased as its facts' base table, so that the dimension
-/// and filter expressions of `Facts` read its columns) and the dimensions it is keyed by.
+/// A rollup table, the alias it is read under (that of its facts' base table, so that the
+/// dimension and filter expressions of `Facts` read its columns) and the dimensions it is keyed
+/// by.
 struct Rollup {
-    base: &'static str,
+    table: &'static str,
     alias: &'static str,
     keys: &'static [&'static str],
 }
@@ -35,13 +37,13 @@ struct Rollup {
 fn rollup(facts: &super::Facts) -> Option<Rollup> {
     if std::ptr::eq(facts, &RUNS) {
         Some(Rollup {
-            base: "apigee_run_rollup r",
+            table: "apigee_run_rollup",
             alias: "r",
             keys: &["project", "workflow"],
         })
     } else if std::ptr::eq(facts, &JOBS) {
         Some(Rollup {
-            base: "apigee_job_rollup j",
+            table: "apigee_job_rollup",
             alias: "j",
             keys: &["project", "workflow", "job"],
         })
@@ -119,11 +121,9 @@ pub(super) fn build_sql(
             Some(Unit::Second | Unit::Minute | Unit::Hour) => false,
             Some(_) => q.tzo == 0,
         };
-    let span = match (days_ok, hours_ok) {
-        (true, _) => 24,
-        (false, true) => 1,
-        (false, false) => return None,
-    };
+    if !hours_ok {
+        return None;
+    }
     let dims_ok = q.dims.iter().all(|d| t.keys.contains(&d.name));
     let filter_ok = q.filter.as_ref().map_or(true, |e| only_keys(e, t.keys));
     if !(dims_ok && filter_ok) {
@@ -134,14 +134,36 @@ pub(super) fn build_sql(
         .map(|s| select(s, a))
         .collect::<Option<Vec<_>>>()?;
 
-    let mut params = vec![
-        Value::Integer(q.start.div_euclid(HOUR)),
-        Value::Integer(q.end.div_euclid(HOUR)),
-        Value::Integer(span),
-    ];
-    let mut conds = vec![format!(
-        "{a}.span = ?3 AND {a}.at >= ?1 AND {a}.at < ?2 AND {a}.n > 0"
-    )];
+    // The rows read, in hours since the epoch: with a time unit, the day rows when every bucket
+    // is a union of UTC days, else the hour rows, of [?1, ?2); without one, the day rows of
+    // the whole UTC days [?3, ?4) inside the range and the hour rows of the rest.
+    let (start_h, end_h) = (q.start.div_euclid(HOUR), q.end.div_euclid(HOUR));
+    let mut params = vec![Value::Integer(start_h), Value::Integer(end_h)];
+    let table = t.table;
+    let from_rows = if unit.is_some() {
+        params.push(Value::Integer(if days_ok { 24 } else { 1 }));
+        format!("{table} {a}")
+    } else {
+        let first_day = start_h + (24 - start_h.rem_euclid(24)) % 24;
+        let last_day = end_h - end_h.rem_euclid(24);
+        let (d1, d2) = if first_day < last_day {
+            (first_day, last_day)
+        } else {
+            (end_h, end_h)
+        };
+        params.push(Value::Integer(d1));
+        params.push(Value::Integer(d2));
+        format!(
+            "(SELECT * FROM {table} WHERE span = 24 AND at >= ?3 AND at < ?4 \
+             UNION ALL SELECT * FROM {table} WHERE span = 1 AND at >= ?1 AND at < ?3 \
+             UNION ALL SELECT * FROM {table} WHERE span = 1 AND at >= ?4 AND at < ?2) {a}"
+        )
+    };
+    let mut conds = vec![if unit.is_some() {
+        format!("{a}.span = ?3 AND {a}.at >= ?1 AND {a}.at < ?2 AND {a}.n > 0")
+    } else {
+        format!("{a}.n > 0")
+    }];
     if let Some(p) = &q.project {
         params.push(Value::Text(p.clone()));
         let n = params.len();
@@ -180,7 +202,7 @@ pub(super) fn build_sql(
     }
     cols.extend(exprs);
     // The projects and workflows tables, when a dimension or the filter names them.
-    let mut from = t.base.to_owned();
+    let mut from = from_rows;
     let need: Vec<char> = cols.iter().chain(&conds).flat_map(|s| aliases(s)).collect();
     if need.contains(&'p') {
         from.push_str(&format!(" JOIN projects p ON p.id = {a}.project_id"));

@@ -277,7 +277,7 @@ fn reads_rollup(conn: &rusqlite::Connection, facts: &str, dims: &str, query: &st
             .iter()
             .any(|x| l.contains(x))
     });
-    assert!(fast != facts_read, "{plan:#?}");
+    assert!(fast || facts_read, "{plan:#?}");
     fast
 }
 
