@@ -903,7 +903,7 @@ struct Row {
     values: Vec<Option<f64>>,
 }
 
-/// The query for `sels`: from the hour rollups when they answer it exactly (`fast`), else by
+/// The query for `sels`: from the Apigee rollups when they answer it exactly (`fast`), else by
 /// window functions over the facts.
 fn choose_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>, bool) {
     match rollup::build_sql(q, sels, unit) {

@@ -1,4 +1,4 @@
-//! The Apigee hour rollups (src/store/apigee.rs) and the fast path that reads them
+//! The Apigee rollups (src/store/apigee.rs) and the fast path that reads them
 //! (src/apigee/rollup.rs), against independent computations: a rebuild of the rollups in SQL,
 //! the window-function path over the runs and jobs themselves, and a hand-worked case.
 
