@@ -1,4 +1,4 @@
--- pipestat's schema, version 3: what a new database gets. An older database is brought here by the
+-- pipestat's schema, version 4: what a new database gets. An older database is brought here by the
 -- upgrades in src/db.rs (UPGRADES), which a test checks end at exactly this schema.
 --
 -- Every time is INTEGER milliseconds since the Unix epoch, UTC. Every status is one of the fixed
@@ -299,6 +299,58 @@ CREATE TABLE insights_job_durs (
     job_id      INTEGER NOT NULL, -- jobs.id
     at          INTEGER NOT NULL, -- runs.created_at of the job's run, for the window
     PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)
+) STRICT, WITHOUT ROWID;
+
+-- Apigee rollups (src/apigee/rollup.rs; kept by src/store/apigee.rs): the runs, and the jobs,
+-- of one project and workflow (and job name) whose time falls in one span of time, an hour or
+-- a day (UTC), added up, so that a statistics request whose dimensions, filter, functions and
+-- time range these rows can answer exactly never reads the runs or jobs themselves
+-- (docs/apigee.md, "The fast path"). Each run and job counts in the row of its hour and in the
+-- row of its day: hour rows serve ranges and buckets on whole hours at any whole-hour offset,
+-- day rows (24 times fewer) those on whole UTC days. The facts' time is a run's created_at, a
+-- job's coalesce(started_at, created_at); a job counts in its run's workflow. Every write of a
+-- run or job subtracts what it stored before and adds what it stores now (a run that changes
+-- workflow moves its jobs), so a row always describes the stored rows; a row whose n fell to 0
+-- stays, and readers skip it. Durations are kept whole, so that minimums, maximums and
+-- percentiles survive removals: `durs` holds every duration of the row in milliseconds,
+-- ascending, as one byte w, the least duration (8 bytes, big-endian two's complement), then
+-- each duration less the least in w bytes big-endian, w the fewest bytes that hold the largest
+-- difference (so any one is read by its index); no durations, no bytes. Sums are REAL like
+-- total(): exact for whole milliseconds below 2^53, and no input can overflow them.
+CREATE TABLE apigee_run_rollup (
+    span        INTEGER NOT NULL, -- the row's length in hours: 1 (an hour) or 24 (a UTC day)
+    at          INTEGER NOT NULL, -- its first hour, hours since 1970-01-01 UTC (a multiple of span)
+    project_id  INTEGER NOT NULL, -- projects.id
+    workflow_id INTEGER NOT NULL, -- workflows.id
+    n           INTEGER NOT NULL, -- runs created in the span
+    errors      INTEGER NOT NULL, -- of which failed, error or timeout (the metric is_error)
+    successes   INTEGER NOT NULL, -- of which success (is_success)
+    credits     REAL NOT NULL,    -- sum of credits_used
+    dur_n       INTEGER NOT NULL, -- runs with a duration (a stopped_at)
+    dur_sum     REAL NOT NULL,    -- sum of their durations, stopped_at − (started_at or created_at), ms
+    queue_n     INTEGER NOT NULL, -- runs with a queue time (a started_at)
+    queue_sum   REAL NOT NULL,    -- sum of their queue times, started_at − created_at, ms
+    durs        BLOB NOT NULL,    -- the dur_n durations, ms, ascending, encoded as above
+    PRIMARY KEY (span, at, project_id, workflow_id)
+) STRICT, WITHOUT ROWID;
+
+-- The same for jobs, per job name, in the span of the job's own time and its run's workflow.
+CREATE TABLE apigee_job_rollup (
+    span        INTEGER NOT NULL, -- 1 (an hour) or 24 (a UTC day)
+    at          INTEGER NOT NULL, -- the span's first hour, hours since 1970-01-01 UTC
+    project_id  INTEGER NOT NULL, -- jobs.project_id
+    workflow_id INTEGER NOT NULL, -- workflows.id of the jobs' run
+    name        TEXT NOT NULL,    -- jobs.name
+    n           INTEGER NOT NULL, -- jobs whose coalesce(started_at, created_at) is in the span
+    errors      INTEGER NOT NULL, -- of which failed, error or timeout
+    successes   INTEGER NOT NULL, -- of which success
+    credits     REAL NOT NULL,    -- sum of credits_used
+    dur_n       INTEGER NOT NULL, -- jobs with a duration (a stopped_at)
+    dur_sum     REAL NOT NULL,    -- sum of their durations, stopped_at − (started_at or created_at), ms
+    queue_n     INTEGER NOT NULL, -- jobs with a queue time (a started_at)
+    queue_sum   REAL NOT NULL,    -- sum of their queue times, started_at − created_at, ms
+    durs        BLOB NOT NULL,    -- the dur_n durations, ms, ascending, encoded as above
+    PRIMARY KEY (span, at, project_id, workflow_id, name)
 ) STRICT, WITHOUT ROWID;
 
 -- Zadig-shaped rollback records.

@@ -17,7 +17,11 @@
 //! Queries:
 //! 1. runs by workflow, `select=sum(run_count),p95(duration)&timeUnit=day` over 90 days;
 //! 2. the 10 jobs with the highest p95 duration over the same 90 days (`topk=10`);
-//! 3. for scale: query 1 without the percentile (`select=sum(run_count)` only).
+//! 3. for scale: query 1 without the percentile (`select=sum(run_count)` only);
+//! 4. and 5. queries 1 and 2 over the same 90 days of a clock at UTC−5 (`tzo=-300`), whose days
+//!    are not UTC days: the Apigee rollups answer query 4's local days from their hour rows, and
+//!    query 5 (no buckets) from the day rows of the 89 whole UTC days inside the range and the
+//!    hour rows of its 19 + 5 other hours.
 
 mod common;
 
@@ -45,6 +49,8 @@ fn main() {
         .max(1);
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the database read-only");
+    // The fast path's aggregate, for the query plans.
+    pipestat::apigee::register_functions(&conn).expect("register the SQL functions");
     let (runs, jobs, newest): (i64, i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM jobs), (SELECT max(created_at) FROM runs)",
@@ -83,6 +89,18 @@ fn main() {
             "runs",
             "workflow",
             "select=sum(run_count)&timeUnit=day".to_owned(),
+        ),
+        (
+            "query 1 at tzo=-300 (local days: hour rows)",
+            "runs",
+            "workflow",
+            "select=sum(run_count),p95(duration)&timeUnit=day&tzo=-300".to_owned(),
+        ),
+        (
+            "query 2 at tzo=-300 (day rows and the edge hours)",
+            "jobs",
+            "job",
+            "select=p95(duration)&topk=10&tzo=-300".to_owned(),
         ),
     ];
 

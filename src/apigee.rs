@@ -4,7 +4,8 @@
 //! selections, a time range and optionally a time unit and a filter. Its query is assembled
 //! from fixed fragments only: the FROM clause, dimension and metric expressions come from the
 //! fixed tables below, the filter from [`crate::filter::to_sql`] (whitelisted columns, bound
-//! values), percentiles from window functions. docs/apigee.md has every definition.
+//! values), percentiles from window functions. A request the Apigee rollups answer exactly is
+//! answered from them instead (`rollup`, the fast path). docs/apigee.md has every definition.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::filter::{self, Column, Kind};
 use crate::http::{App, Method, Req, Resp};
 use crate::{ingest, times};
+
+mod rollup;
 
 /// Default and largest `limit`.
 const DEFAULT_LIMIT: usize = 1000;
@@ -900,8 +903,20 @@ struct Row {
     values: Vec<Option<f64>>,
 }
 
+/// The query for `sels`: from the Apigee rollups when they answer it exactly (`fast`), else by
+/// window functions over the facts.
+fn choose_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>, bool) {
+    match rollup::build_sql(q, sels, unit) {
+        Some((sql, params)) => (sql, params, true),
+        None => {
+            let (sql, params) = build_sql(q, sels, unit);
+            (sql, params, false)
+        }
+    }
+}
+
 fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Result<Vec<Row>> {
-    let (sql, params) = build_sql(q, sels, unit);
+    let (sql, params, fast) = choose_sql(q, sels, unit);
     // Without a filter the text depends only on the choice of fields, function and unit, so
     // the statement cache serves it; a filter's shape is the client's to vary, and caching
     // each would push every other surface's statements out of the cache.
@@ -932,7 +947,8 @@ fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Re
         let mut values = Vec::with_capacity(sels.len());
         for s in sels {
             match s.func {
-                Func::Pct(p) => {
+                // The fast path's percentile is one finished value.
+                Func::Pct(p) if !fast => {
                     let lo = as_f64(&take(&mut i)?);
                     let hi = as_f64(&take(&mut i)?);
                     let n = as_f64(&take(&mut i)?).map_or(0, |n| n as i64);
@@ -956,7 +972,8 @@ fn run_sql(conn: &Connection, q: &Query, sels: &[Sel], unit: Option<Unit>) -> Re
 }
 
 /// Registers this module's SQL functions on a new connection (called by `db` for every
-/// connection it opens).
+/// connection it opens): the filter's regex, the calendar buckets, the fast path's percentile
+/// aggregate, and the rollups' blob encoder their rebuild uses.
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function(REGEXP_FN, 2, flags, |ctx| {
@@ -986,6 +1003,14 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
             _ => None,
         })
     })?;
+    conn.create_aggregate_function(rollup::PCT_FN, 2, flags, rollup::Pct)?;
+    // The rollups' blob encoder, for their rebuild (src/store/apigee.rs).
+    conn.create_aggregate_function(
+        crate::store::apigee::DURS_FN,
+        1,
+        flags,
+        crate::store::apigee::DursAgg,
+    )?;
     Ok(())
 }
 
@@ -995,7 +1020,7 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 pub fn explain(conn: &Connection, facts: &str, dims: &str, req: &Req) -> Result<Vec<String>> {
     let facts = Facts::named(facts).ok_or_else(|| Error::bad("facts: runs, jobs or tests"))?;
     let q = parse_query(req, facts, None, dims)?;
-    let (sql, params) = build_sql(&q, &q.sels, q.unit);
+    let (sql, params, _) = choose_sql(&q, &q.sels, q.unit);
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut depth: HashMap<i64, usize> = HashMap::new();

@@ -14,7 +14,7 @@ const SCHEMA: &str = include_str!("../schema.sql");
 /// Upgrades of a database an earlier pipestat made, oldest first: `UPGRADES[i]` takes version
 /// i + 1 to version i + 2 (`PRAGMA user_version`). Never edit or remove an entry: append one,
 /// and change schema.sql to match (tests/it/ops.rs compares an upgraded database with a new one).
-const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3];
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4];
 
 /// The version of a database this binary makes.
 const VERSION: usize = UPGRADES.len() + 1;
@@ -64,6 +64,26 @@ fn to_v3(conn: &Connection) -> Result<()> {
         CREATE INDEX flaky_results_by_commit ON flaky_results (project_id, sha);",
     )?;
     crate::store::flaky::rebuild(conn)
+}
+
+/// Version 4: the Apigee rollups (hour and day rows of runs and jobs), then computed from the
+/// stored runs and jobs.
+fn to_v4(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE apigee_run_rollup (span INTEGER NOT NULL, at INTEGER NOT NULL,
+            project_id INTEGER NOT NULL, workflow_id INTEGER NOT NULL, n INTEGER NOT NULL,
+            errors INTEGER NOT NULL, successes INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, queue_n INTEGER NOT NULL,
+            queue_sum REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (span, at, project_id, workflow_id)) STRICT, WITHOUT ROWID;
+        CREATE TABLE apigee_job_rollup (span INTEGER NOT NULL, at INTEGER NOT NULL,
+            project_id INTEGER NOT NULL, workflow_id INTEGER NOT NULL, name TEXT NOT NULL,
+            n INTEGER NOT NULL, errors INTEGER NOT NULL, successes INTEGER NOT NULL,
+            credits REAL NOT NULL, dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL,
+            queue_n INTEGER NOT NULL, queue_sum REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (span, at, project_id, workflow_id, name)) STRICT, WITHOUT ROWID;",
+    )?;
+    crate::store::apigee::rebuild(conn)
 }
 
 /// Opens (creating if missing) the database at `path`, sets it up, and migrates it.

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
 
+pub mod apigee;
 pub mod flaky;
 pub mod insights;
 
@@ -60,6 +61,8 @@ pub struct Ids {
     /// CircleCI rollup figures not written yet (src/store/insights.rs).
     insights: insights::Pending,
     flaky: flaky::Pending,
+    /// Apigee rollup changes not written yet (src/store/apigee.rs).
+    apigee: apigee::Pending,
 }
 
 /// Counts added to the Zadig rollups and not written yet, summed per rollup row (ordered by
@@ -241,8 +244,8 @@ fn ensure_pipeline_id_free(conn: &Connection, pipeline_id: &str) -> Result<()> {
 }
 
 /// Writes what `ids` holds back: the remembered highest build numbers to their workflows, and
-/// the rollup counts added since the last flush (`zadig_flush`, `insights::flush`). Call it
-/// before committing.
+/// the rollup counts added since the last flush (`zadig_flush`, `insights::flush`,
+/// `apigee::flush`). Call it before committing.
 pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
     for row in ids.workflows.values_mut().filter(|w| w.dirty) {
         conn.prepare_cached(UPDATE_MAX_NUMBER)?
@@ -251,7 +254,8 @@ pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
     }
     zadig_flush(conn, &mut ids.rollups)?;
     insights::flush(conn, &mut ids.insights)?;
-    flaky::flush(conn, &mut ids.flaky)
+    flaky::flush(conn, &mut ids.flaky)?;
+    apigee::flush(conn, &mut ids.apigee)
 }
 
 /// Whether a delivery with `new` status and stop time replaces the stored one (contract §3):
@@ -369,6 +373,15 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
             let run_id = conn.last_insert_rowid();
             insights::added(conn, &mut ids.insights, run_id, None)?;
             flaky::mark(&mut ids.flaky, project_id, run.commit.as_deref(), failing);
+            apigee::run_added(
+                conn,
+                &mut ids.apigee,
+                run_id,
+                project_id,
+                workflow_id,
+                run,
+                None,
+            )?;
             for (position, job) in run.jobs.iter().enumerate() {
                 let place = Place::of(project_id, workflow_id, job);
                 let job_id = insert_job(conn, ids, run_id, &place, position as i64, job)?;
@@ -388,6 +401,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 }
                 zadig_run_workflow(conn, run_id, workflow_id)?;
                 let old = insights::removing(conn, &mut ids.insights, run_id)?;
+                let old_workflow = apigee::run_removing(conn, &mut ids.apigee, run_id)?;
                 conn.prepare_cached(UPDATE_RUN)?.execute(params![
                     run_id,
                     workflow_id,
@@ -414,6 +428,15 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                     run.commit.as_deref(),
                     moved || failing,
                 );
+                apigee::run_added(
+                    conn,
+                    &mut ids.apigee,
+                    run_id,
+                    project_id,
+                    workflow_id,
+                    run,
+                    Some(old_workflow),
+                )?;
                 updated = true;
                 run_workflow = workflow_id;
             }
@@ -490,6 +513,7 @@ fn insert_job(
     let id = conn.last_insert_rowid();
     zadig_job_added(conn, ids, place, job)?;
     insights::job_added(conn, &mut ids.insights, run_id, id, job)?;
+    apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
     Ok(id)
 }
 
@@ -527,6 +551,7 @@ fn merge_job(
             }
             zadig_job_removing(conn, job_id)?;
             insights::job_removing(conn, &mut ids.insights, job_id)?;
+            apigee::job_removing(conn, &mut ids.apigee, job_id, place.workflow_id)?;
             conn.prepare_cached(UPDATE_JOB)?.execute(params![
                 job_id,
                 job.name,
@@ -549,6 +574,7 @@ fn merge_job(
             ])?;
             zadig_job_added(conn, ids, &place, job)?;
             insights::job_added(conn, &mut ids.insights, run_id, job_id, job)?;
+            apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
             if job.tests.is_none() {
                 // The job keeps its stored tests: they count again at its new place.
                 zadig_stored_tests_added(conn, job_id)?;

@@ -1,6 +1,7 @@
 //! Integration tests: the real `pipestat` binary, a real SQLite file in a temp dir, real HTTP.
 
 mod apigee;
+mod apigee_rollup;
 mod auth;
 mod circleci;
 mod circleci_flaky;

@@ -256,8 +256,8 @@ fn schema_shape(path: &std::path::Path) -> Vec<String> {
 }
 
 /// A database made with the first schema is upgraded in place when opened: it ends with the
-/// tables, columns and indexes of a new database, and the CircleCI rollups and kept flaky
-/// results are computed from the runs it already held.
+/// tables, columns and indexes of a new database, and the CircleCI and Apigee rollups and the
+/// kept flaky results are computed from the runs it already held.
 #[test]
 fn a_version_1_database_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,6 +315,20 @@ fn a_version_1_database_is_upgraded() {
     // Seconds of the failing job on the flaky commit: r1's 60 s.
     assert_eq!(t["time_wasted"], 60, "{t}");
     assert_eq!(t["workflow_id"], "r2");
+    // The Apigee rollups too: the same three runs and their job, on the fast path (whole hours).
+    let a = d.get("/v1/organizations/all/environments/runs/stats/?select=run_count,p50(duration)&timeRange=03/01/2026+00:00~03/02/2026+00:00");
+    assert_eq!(a.status, 200, "{}", a.text);
+    let m = &a.body["environments"][0]["metrics"];
+    assert_eq!(
+        (&m[0]["values"][0], &m[1]["values"][0]),
+        (&"3".into(), &"200".into())
+    );
+    let a = d.get("/v1/organizations/all/environments/jobs/stats/job?select=max(duration)&timeRange=03/01/2026+00:00~03/02/2026+00:00");
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.body["environments"][0]["dimensions"][0]["metrics"][0]["values"][0],
+        "120"
+    );
 
     let fresh = tempfile::tempdir().unwrap();
     assert!(
@@ -330,6 +344,6 @@ fn a_version_1_database_is_upgraded() {
     };
     let new = fresh.path().join("pipestat.db");
     assert_eq!(version(&upgraded), version(&new));
-    assert_eq!(version(&new), 3);
+    assert_eq!(version(&new), 4);
     assert_eq!(schema_shape(&upgraded), schema_shape(&new));
 }

@@ -1,0 +1,614 @@
+//! The Apigee rollups (src/store/apigee.rs) and the fast path that reads them
+//! (src/apigee/rollup.rs), against independent computations: a rebuild of the rollups in SQL,
+//! the window-function path over the runs and jobs themselves, and a hand-worked case.
+
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use pipestat::http::{Method, Req};
+use pipestat::times::format_rfc3339;
+use serde_json::Value;
+
+use crate::common::Daemon;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+/// 2026-03-01T00:00:00Z.
+const BASE: i64 = 1_772_323_200_000;
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+fn at(v: Option<i64>) -> String {
+    v.map_or("null".to_owned(), |ms| {
+        format!("\"{}\"", format_rfc3339(ms))
+    })
+}
+
+fn post(d: &Daemon, runs: &[String]) {
+    let a = d.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
+/// A small deterministic generator (64-bit LCG, Knuth's constants).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> i64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n) as i64
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.next(from.len() as u64) as usize]
+    }
+}
+
+const PROJECTS: [&str; 2] = ["gh/acme/api", "gh/acme/web"];
+const WORKFLOWS: [&str; 3] = ["build", "deploy", "nightly"];
+const NAMES: [&str; 4] = ["compile", "test", "lint", "ship"];
+const STATUSES: [&str; 9] = [
+    "success", "success", "success", "failed", "failed", "error", "timeout", "canceled", "running",
+];
+
+/// Up to three jobs (ids j0..j2, so a redelivery may update or add them) with any name,
+/// status and times around `from`: some never started, some not stopped, some stopped before
+/// they were created (a negative duration), durations with odd milliseconds.
+fn random_jobs(g: &mut Lcg, from: i64, fresher: bool) -> String {
+    let jobs: Vec<String> = (0..g.next(4))
+        .map(|i| {
+            let status = if fresher {
+                g.pick(&["success", "failed", "canceled"])
+            } else {
+                g.pick(&STATUSES)
+            };
+            let created = from + g.next(3_600) * 1_000;
+            let started = (g.next(4) > 0).then(|| created + g.next(120) * 1_000);
+            let stopped = (status != "running").then(|| match started {
+                Some(s) => s + g.next(900) * 1_000 + g.next(1_000),
+                None => created + g.next(900) * 1_000 - 300_000,
+            });
+            format!(
+                r#"{{"id":"j{i}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{}}}"#,
+                g.pick(&NAMES),
+                at(Some(created)),
+                at(started),
+                at(stopped),
+                g.next(5)
+            )
+        })
+        .collect();
+    format!("[{}]", jobs.join(","))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_json(
+    id: &str,
+    project: &str,
+    wf: &str,
+    status: &str,
+    created: i64,
+    started: Option<i64>,
+    stopped: Option<i64>,
+    credits: i64,
+    jobs: &str,
+) -> String {
+    format!(
+        r#"{{"id":"{id}","project":"{project}","workflow":"{wf}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{credits},"jobs":{jobs}}}"#,
+        at(Some(created)),
+        at(started),
+        at(stopped)
+    )
+}
+
+/// Runs with jobs over four days in two projects and three workflows, with ties in
+/// created_at; then redeliveries that change status, times (so durations), created_at (across
+/// hours and days), workflow, and the jobs' names and times; and JUnit reports that create a
+/// test job in some runs.
+fn random_history(d: &Daemon, seed: u64) {
+    let mut g = Lcg(seed);
+    let mut state = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..300 {
+        let created = BASE + g.next(4 * 24 * 60) * 60_000 + g.next(2) * 1_500;
+        let status = g.pick(&STATUSES);
+        let started = (g.next(5) > 0).then(|| created + g.next(60) * 1_000);
+        let stopped = (status != "running").then(|| match started {
+            Some(s) => s + g.next(1_800) * 1_000 + g.next(1_000),
+            None => created + g.next(1_800) * 1_000 - 120_000,
+        });
+        let project = g.pick(&PROJECTS);
+        let id = format!("r{i}");
+        let jobs = random_jobs(&mut g, created, false);
+        let wf = g.pick(&WORKFLOWS);
+        batch.push(run_json(
+            &id,
+            project,
+            wf,
+            status,
+            created,
+            started,
+            stopped,
+            g.next(20),
+            &jobs,
+        ));
+        state.push((id, project, created, started, stopped));
+        if batch.len() == 29 {
+            post(d, &batch);
+            batch.clear();
+        }
+    }
+    post(d, &batch);
+    batch.clear();
+    // Redeliveries: a terminal status with a stop no earlier than the stored one wins.
+    for _ in 0..120 {
+        let k = g.next(state.len() as u64) as usize;
+        let (id, project, created, started, stopped) = state[k].clone();
+        let status = g.pick(&["success", "failed", "error", "timeout", "canceled"]);
+        let stop = stopped.unwrap_or(created).max(created) + g.next(3) * 60_000;
+        let created = if g.next(3) == 0 {
+            created + (g.next(600) - 300) * 60_000
+        } else {
+            created
+        };
+        let started = match g.next(3) {
+            0 => None,
+            _ => Some(started.unwrap_or(created).min(stop) - g.next(600) * 1_000),
+        };
+        let jobs = random_jobs(&mut g, created, true);
+        let wf = g.pick(&WORKFLOWS);
+        batch.push(run_json(
+            &id,
+            project,
+            wf,
+            status,
+            created,
+            started,
+            Some(stop),
+            g.next(20),
+            &jobs,
+        ));
+        state[k] = (id, project, created, started, Some(stop));
+        if batch.len() == 10 {
+            post(d, &batch);
+            batch.clear();
+        }
+    }
+    post(d, &batch);
+    for (id, project, ..) in state.iter().step_by(17) {
+        let xml = br#"<testsuite name="s"><testcase name="a" time="1.5"/></testsuite>"#;
+        let path = format!("/api/v1/runs/{project}/{id}/tests?job=junit");
+        let a = d.call(
+            "POST",
+            &path,
+            &[("Content-Type", "application/xml")],
+            Some(xml),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+}
+
+/// Every rollup row that counts something, in a fixed order, blobs in hex.
+fn kept(conn: &rusqlite::Connection) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT concat_ws(' ', 'run', span, at, project_id, workflow_id, n, errors,
+                successes, credits, dur_n, dur_sum, queue_n, queue_sum, hex(durs))
+                FROM apigee_run_rollup WHERE n <> 0
+             UNION ALL SELECT concat_ws(' ', 'job', span, at, project_id, workflow_id, name, n,
+                errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, hex(durs))
+                FROM apigee_job_rollup WHERE n <> 0
+             ORDER BY 1",
+        )
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn upkeep_matches_a_rebuild() {
+    let d = Daemon::start(&[]);
+    random_history(&d, 11);
+    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    // The rebuild encodes blobs with pipestat_durs.
+    pipestat::apigee::register_functions(&conn).unwrap();
+    let before = kept(&conn);
+    let jobs = before.iter().filter(|r| r.starts_with("job ")).count();
+    assert!(jobs > 100 && before.len() - jobs > 100, "{}", before.len());
+    let tx = conn.transaction().unwrap();
+    pipestat::store::apigee::rebuild(&tx).unwrap();
+    let after = kept(&tx);
+    // The first difference, rather than two lists of hundreds of rows.
+    if let Some((a, b)) = before.iter().zip(&after).find(|(a, b)| a != b) {
+        panic!("kept at ingest:\n  {a}\nrebuilt:\n  {b}");
+    }
+    assert_eq!(before.len(), after.len());
+    tx.rollback().unwrap();
+}
+
+/// `MM/DD/YYYY HH:MM` of UTC milliseconds.
+fn apigee_time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap();
+    format!(
+        "{:02}/{:02}/{:04} {:02}:{:02}",
+        u8::from(t.month()),
+        t.day(),
+        t.year(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// A request carrying only a query string, for `apigee::explain`.
+fn req(query: &str) -> Req {
+    let query = query
+        .split('&')
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8()
+                .unwrap()
+                .into_owned();
+            (k.to_owned(), v)
+        })
+        .collect();
+    Req {
+        method: Method::Get,
+        segments: Vec::new(),
+        query,
+        content_type: None,
+        body: Vec::new(),
+        headers: Vec::new(),
+        token: None,
+    }
+}
+
+/// Whether the query SQLite would run for a request reads the rollups (by their primary key,
+/// which starts with the span; the plan names tables by their alias).
+fn reads_rollup(conn: &rusqlite::Connection, facts: &str, dims: &str, query: &str) -> bool {
+    let plan = pipestat::apigee::explain(conn, facts, dims, &req(query)).unwrap();
+    let fast = plan.iter().any(|l| l.contains("PRIMARY KEY (span=?"));
+    let facts_read = plan.iter().any(|l| {
+        ["runs_by_time", "SCAN r", "SCAN j", "SCAN t"]
+            .iter()
+            .any(|x| l.contains(x))
+    });
+    assert!(fast || facts_read, "{plan:#?}");
+    fast
+}
+
+fn get(d: &Daemon, path: &str) -> Value {
+    let a = d.get(path);
+    assert_eq!(a.status, 200, "{path}: {}", a.text);
+    a.body
+}
+
+/// The same requests through the fast path and, with a filter on a non-key column that every
+/// row passes (`status isnot null`: no run or job lacks a status), through the
+/// window-function path: the answers must be the same JSON, across facts, dimensions,
+/// functions, time units, offsets, ranges, a key filter, topk, sort, sortby, limit and offset.
+#[test]
+fn fast_path_answers_as_the_window_functions_do() {
+    let d = Daemon::start(&[]);
+    random_history(&d, 5);
+    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    pipestat::apigee::register_functions(&conn).unwrap();
+
+    let mut g = Lcg(2024);
+    let sels = |facts: &str| -> Vec<String> {
+        let count = if facts == "runs" {
+            "run_count"
+        } else {
+            "job_count"
+        };
+        let mut v: Vec<String> = [
+            "duration",
+            "sum(duration)",
+            "avg(duration)",
+            "min(duration)",
+            "max(duration)",
+            "p50(duration)",
+            "p95(duration)",
+            "p99(duration)",
+            "sum(queue_time)",
+            "avg(queue_time)",
+            "credits",
+            "avg(credits)",
+            "sum(is_error)",
+            "avg(is_error)",
+            "min(is_error)",
+            "max(is_success)",
+            "avg(is_success)",
+            "message_count",
+            "min(message_count)",
+            "p95(message_count)",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        v.push(count.to_owned());
+        v.push(format!("avg({count})"));
+        v
+    };
+    let mut checked = 0;
+    let mut days = 0;
+    for i in 0..160 {
+        let facts = if i % 2 == 0 { "runs" } else { "jobs" };
+        let keys: &[&str] = if facts == "runs" {
+            &["project", "workflow"]
+        } else {
+            &["project", "workflow", "job"]
+        };
+        let mut dims: Vec<&str> = keys.iter().copied().filter(|_| g.next(2) == 0).collect();
+        if g.next(2) == 0 {
+            dims.reverse();
+        }
+        let all = sels(facts);
+        let select: Vec<String> = (0..1 + g.next(3))
+            .map(|_| all[g.next(all.len() as u64) as usize].clone())
+            .collect();
+        let unit = g.pick(&["", "", "hour", "day", "week", "month", "quarter", "year"]);
+        let tzo = g.pick(&["0", "0", "60", "-120", "540", "-720"]);
+        // Whole hours in UTC (at tzo +9h the local start is 9 hours later); half of the
+        // ranges whole UTC days.
+        let (start, end) = if g.next(2) == 0 {
+            let start = BASE - DAY + g.next(5 * 24) * HOUR;
+            (start, start + (1 + g.next(4 * 24)) * HOUR)
+        } else {
+            let start = BASE - DAY + g.next(5) * DAY;
+            (start, start + (1 + g.next(4)) * DAY)
+        };
+        let off = tzo.parse::<i64>().unwrap() * 60_000;
+        let range = format!("{}~{}", apigee_time(start + off), apigee_time(end + off));
+        let mut q = format!(
+            "select={}&timeRange={}&tzo={tzo}",
+            enc(&select.join(",")),
+            enc(&range)
+        );
+        if !unit.is_empty() {
+            q.push_str(&format!("&timeUnit={unit}"));
+        }
+        if g.next(3) == 0 {
+            q.push_str(&format!("&topk={}", 1 + g.next(5)));
+        }
+        if g.next(2) == 0 {
+            q.push_str(&format!("&sort={}", g.pick(&["ASC", "DESC", "asc"])));
+        }
+        if g.next(3) == 0 {
+            let s = &select[g.next(select.len() as u64) as usize];
+            q.push_str(&format!("&sortby={}", enc(s)));
+        }
+        if g.next(4) == 0 {
+            q.push_str(&format!("&limit={}&offset={}", 1 + g.next(4), g.next(3)));
+        }
+        if g.next(2) == 0 {
+            q.push_str("&tsAscending=true");
+        }
+        let key_filter = match g.next(4) {
+            0 => Some("workflow ne 'deploy'"),
+            1 if facts == "jobs" => Some("(job in ('compile','ship') or project eq 'gh/acme/web')"),
+            _ => None,
+        };
+        let org = if g.next(4) == 0 { "web" } else { "all" };
+        let path = |filter: Option<String>| {
+            let f = filter.map_or(String::new(), |f| format!("&filter={}", enc(&f)));
+            format!(
+                "/v1/organizations/{org}/environments/{facts}/stats/{}?{q}{f}",
+                dims.join(",")
+            )
+        };
+        let fast_q = match key_filter {
+            Some(f) => format!("{q}&filter={}", enc(f)),
+            None => q.clone(),
+        };
+        let forced = match key_filter {
+            Some(f) => format!("({f}) and (status isnot null)"),
+            None => "status isnot null".to_owned(),
+        };
+        // `explain` takes the project from the path; the fast path and the plan need no
+        // project to tell the two paths apart.
+        if org == "all" {
+            assert!(
+                reads_rollup(&conn, facts, &dims.join(","), &fast_q),
+                "not on the fast path: {fast_q}"
+            );
+            let forced_q = format!("{q}&filter={}", enc(&forced));
+            assert!(!reads_rollup(&conn, facts, &dims.join(","), &forced_q));
+        }
+        // The day rows serve whole UTC days bucketed by UTC days or longer; the hour rows the rest.
+        if start % DAY == 0 && end % DAY == 0 && (unit.is_empty() || (unit != "hour" && tzo == "0"))
+        {
+            days += 1;
+        }
+        let fast = get(&d, &path(key_filter.map(str::to_owned)));
+        let exact = get(&d, &path(Some(forced)));
+        assert_eq!(
+            fast,
+            exact,
+            "{facts} {} ?{q} filter {key_filter:?}",
+            dims.join(",")
+        );
+        if fast["environments"][0].to_string().contains('.') {
+            checked += 1;
+        }
+    }
+    // Most answers hold fractions, not only zeros; both spans of rows answered some.
+    assert!(checked > 80, "{checked}");
+    assert!((30..130).contains(&days), "{days}");
+}
+
+/// The fast path is taken only when it answers exactly.
+#[test]
+fn what_stays_on_the_window_functions() {
+    let d = Daemon::start(&[]);
+    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    pipestat::apigee::register_functions(&conn).unwrap();
+    let r = "timeRange=03/01/2026+00:00~03/02/2026+00:00";
+    let fast = |facts: &str, dims: &str, q: &str| reads_rollup(&conn, facts, dims, q);
+    assert!(fast(
+        "runs",
+        "workflow",
+        &format!("select=p95(duration)&{r}")
+    ));
+    assert!(fast(
+        "jobs",
+        "job,project",
+        &format!("select=p50(duration)&{r}&timeUnit=month&tzo=-300")
+    ));
+    assert!(fast(
+        "runs",
+        "",
+        &format!("select=sum(queue_time)&{r}&filter=workflow+eq+'ci'")
+    ));
+    // A dimension, a filter field or a function the rollup lacks.
+    assert!(!fast(
+        "runs",
+        "branch",
+        &format!("select=sum(duration)&{r}")
+    ));
+    assert!(!fast(
+        "jobs",
+        "job",
+        &format!("select=sum(duration)&{r}&filter=kind+eq+'build'")
+    ));
+    assert!(!fast("runs", "", &format!("select=p95(queue_time)&{r}")));
+    assert!(!fast("runs", "", &format!("select=max(credits)&{r}")));
+    assert!(!fast("runs", "", &format!("select=p50(is_error)&{r}")));
+    assert!(!fast("tests", "job", &format!("select=sum(duration)&{r}")));
+    // A range off whole hours, a unit below an hour, an offset of a half hour.
+    assert!(!fast(
+        "runs",
+        "",
+        "select=run_count&timeRange=03/01/2026+00:30~03/02/2026+00:00"
+    ));
+    assert!(!fast(
+        "runs",
+        "",
+        &format!("select=run_count&{r}&timeUnit=minute")
+    ));
+    assert!(!fast(
+        "runs",
+        "",
+        &format!("select=run_count&{r}&timeUnit=day&tzo=330")
+    ));
+    // Without a unit the offset only moves the range, which stays on whole hours.
+    assert!(!fast("runs", "", &format!("select=run_count&{r}&tzo=330")));
+    assert!(fast("runs", "", &format!("select=run_count&{r}&tzo=300")));
+}
+
+/// Hand-worked, on the fast path: workflow ci has five runs whose durations are 10, 20, 30 s
+/// (on March 1st, in three different hours) and 40, 100 s (on March 2nd); a sixth, of 1,000 s,
+/// was created on March 3rd, outside the range.
+///
+/// Over both days, p95: h = (5 − 1) · 0.95 = 3.8, so 40 + 0.8 · (100 − 40) = 88; p50: h = 2,
+/// so 30. On March 1st, p95: h = 2 · 0.95 = 1.9, so 20 + 0.9 · 10 = 29; on March 2nd:
+/// h = 0.95, so 40 + 0.95 · 60 = 97. Then the 100 s run is redelivered (a later start, the
+/// same stop: a shorter 50 s, so the old duration must leave the rollup): March 2nd's p95 is
+/// 40 + 0.95 · 10 = 49.5 and the whole range's 40 + 0.8 · 10 = 48.
+///
+/// At UTC+1 (`tzo=60`, answered from the hour rows) a local day starts at 23:00 UTC: the local
+/// 1st holds a and b (10, 20 s: p95 = 10 + 0.95 · 10 = 19.5), the local 2nd c, d and e (30, 40,
+/// 100 s: h = 1.9, so 40 + 0.9 · 60 = 94; after the redelivery 40 + 0.9 · 10 = 49), and f, at
+/// 01:00 local on the 3rd, is outside the local range.
+#[test]
+fn percentiles_on_the_fast_path_hand_worked() {
+    let d = Daemon::start(&[]);
+    let t = |s: &str| pipestat::times::parse_rfc3339(s).unwrap();
+    let mut runs = Vec::new();
+    for (id, created, secs) in [
+        ("a", "2026-03-01T01:10:00Z", 10),
+        ("b", "2026-03-01T05:00:00Z", 20),
+        ("c", "2026-03-01T23:59:59Z", 30),
+        ("d", "2026-03-02T00:00:00Z", 40),
+        ("e", "2026-03-02T12:30:00Z", 100),
+        ("f", "2026-03-03T00:00:00Z", 1000),
+    ] {
+        let c = t(created);
+        runs.push(run_json(
+            id,
+            "gh/acme/api",
+            "ci",
+            "success",
+            c,
+            Some(c),
+            Some(c + secs * 1000),
+            0,
+            "[]",
+        ));
+    }
+    post(&d, &runs);
+    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    pipestat::apigee::register_functions(&conn).unwrap();
+    let range = "timeRange=03/01/2026+00:00~03/03/2026+00:00";
+    let sel = "select=p95(duration),p50(duration),min(duration),max(duration),avg(duration)";
+    let q = format!("{sel}&{range}");
+    assert!(reads_rollup(&conn, "runs", "workflow", &q));
+    let path = format!("/v1/organizations/all/environments/runs/stats/workflow?{q}");
+    let values = |body: &Value| -> Vec<String> {
+        body["environments"][0]["dimensions"][0]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["values"][0].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(values(&get(&d, &path)), ["88", "30", "10", "100", "40"]);
+    let daily = format!(
+        "/v1/organizations/all/environments/runs/stats/workflow?select=p95(duration)&{range}&timeUnit=day&tsAscending=true"
+    );
+    let series = |body: &Value| -> Vec<(i64, String)> {
+        body["environments"][0]["dimensions"][0]["metrics"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["timestamp"].as_i64().unwrap(),
+                    v["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (d1, d2) = (t("2026-03-01T00:00:00Z"), t("2026-03-02T00:00:00Z"));
+    assert_eq!(
+        series(&get(&d, &daily)),
+        [(d1, "29".to_owned()), (d2, "97".to_owned())]
+    );
+    let local = format!("{daily}&tzo=60");
+    let local_q = local.split_once('?').unwrap().1;
+    assert!(reads_rollup(&conn, "runs", "workflow", local_q));
+    let (l1, l2) = (d1 - HOUR, d2 - HOUR);
+    assert_eq!(
+        series(&get(&d, &local)),
+        [(l1, "19.5".to_owned()), (l2, "94".to_owned())]
+    );
+
+    let e = t("2026-03-02T12:30:00Z");
+    post(
+        &d,
+        &[run_json(
+            "e",
+            "gh/acme/api",
+            "ci",
+            "success",
+            e,
+            Some(e + 50_000),
+            Some(e + 100_000),
+            0,
+            "[]",
+        )],
+    );
+    assert_eq!(
+        series(&get(&d, &daily)),
+        [(d1, "29".to_owned()), (d2, "49.5".to_owned())]
+    );
+    assert_eq!(
+        series(&get(&d, &local)),
+        [(l1, "19.5".to_owned()), (l2, "49".to_owned())]
+    );
+    assert_eq!(values(&get(&d, &path)), ["48", "30", "10", "50", "30"]);
+}
