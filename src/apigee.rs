@@ -734,6 +734,26 @@ fn buckets(q: &Query, unit: Unit) -> Result<Vec<i64>> {
 /// A window frame covering every row of the partition.
 const WHOLE_PARTITION: &str = "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING";
 
+/// The SQL of the start of the `unit` bucket (at UTC offset `tzo` minutes) that the time
+/// expression `time` (milliseconds) falls in, its values bound as parameters appended to
+/// `params`: plain arithmetic for units of a fixed width, else the registered `BUCKET_FN`.
+fn bucket_sql(time: &str, unit: Unit, tzo: i32, params: &mut Vec<Value>) -> String {
+    match unit.fixed() {
+        Some((width, shift)) => {
+            params.push(Value::Integer(i64::from(tzo) * MINUTE + shift));
+            params.push(Value::Integer(width));
+            let (s, w) = (params.len() - 1, params.len());
+            format!("(({time} + ?{s}) / ?{w}) * ?{w} - ?{s}")
+        }
+        None => {
+            params.push(Value::Integer(i64::from(tzo)));
+            params.push(Value::Integer(unit.code()));
+            let (t, u) = (params.len() - 1, params.len());
+            format!("{BUCKET_FN}({time}, ?{u}, ?{t})")
+        }
+    }
+}
+
 /// The statistics query for `sels` and its parameters. Result columns: one per dimension, the
 /// bucket (with `unit`), then one per sum/avg/min/max selection and three per percentile
 /// (the value at the lower rank, at the next rank, and the count of values).
@@ -754,20 +774,7 @@ fn build_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>
         .collect();
     let mut group: Vec<String> = (0..q.dims.len()).map(|i| format!("d{i}")).collect();
     if let Some(unit) = unit {
-        let b = match unit.fixed() {
-            Some((width, shift)) => {
-                params.push(Value::Integer(i64::from(q.tzo) * MINUTE + shift));
-                params.push(Value::Integer(width));
-                let (s, w) = (params.len() - 1, params.len());
-                format!("(({time} + ?{s}) / ?{w}) * ?{w} - ?{s}")
-            }
-            None => {
-                params.push(Value::Integer(i64::from(q.tzo)));
-                params.push(Value::Integer(unit.code()));
-                let (t, u) = (params.len() - 1, params.len());
-                format!("{BUCKET_FN}({time}, ?{u}, ?{t})")
-            }
-        };
+        let b = bucket_sql(time, unit, q.tzo, &mut params);
         cols.push(format!("{b} AS b"));
         group.push("b".into());
     }

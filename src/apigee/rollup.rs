@@ -17,7 +17,7 @@
 use rusqlite::functions::{Aggregate, Context};
 use rusqlite::types::{Value, ValueRef};
 
-use super::{aliases, filter, Func, Query, Sel, Unit, BUCKET_FN, DAY, HOUR, JOBS, MINUTE, RUNS};
+use super::{aliases, bucket_sql, filter, Func, Query, Sel, Unit, DAY, HOUR, JOBS, MINUTE, RUNS};
 use crate::store::apigee::Durations;
 
 /// The aggregate `pipestat_pct(durs, p)`: over the duration blobs of a group, the p-th
@@ -180,20 +180,7 @@ pub(super) fn build_sql(
         // Every bucket boundary is a whole span, so the bucket of a span's start is the
         // bucket of every time in that span.
         let time = format!("({a}.at * {HOUR})");
-        let b = match unit.fixed() {
-            Some((width, shift)) => {
-                params.push(Value::Integer(i64::from(q.tzo) * MINUTE + shift));
-                params.push(Value::Integer(width));
-                let (s, w) = (params.len() - 1, params.len());
-                format!("(({time} + ?{s}) / ?{w}) * ?{w} - ?{s}")
-            }
-            None => {
-                params.push(Value::Integer(i64::from(q.tzo)));
-                params.push(Value::Integer(unit.code()));
-                let (tz, u) = (params.len() - 1, params.len());
-                format!("{BUCKET_FN}({time}, ?{u}, ?{tz})")
-            }
-        };
+        let b = bucket_sql(&time, unit, q.tzo, &mut params);
         cols.push(format!("{b} AS b"));
         group.push("b".into());
     }

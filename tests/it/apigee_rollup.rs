@@ -7,7 +7,7 @@ use pipestat::http::{Method, Req};
 use pipestat::times::format_rfc3339;
 use serde_json::Value;
 
-use crate::common::Daemon;
+use crate::common::{Daemon, Lcg};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 86_400_000;
@@ -27,23 +27,6 @@ fn at(v: Option<i64>) -> String {
 fn post(d: &Daemon, runs: &[String]) {
     let a = d.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
     assert_eq!(a.status, 200, "{}", a.text);
-}
-
-/// A small deterministic generator (64-bit LCG, Knuth's constants).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> i64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % n) as i64
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.next(from.len() as u64) as usize]
-    }
 }
 
 const PROJECTS: [&str; 2] = ["gh/acme/api", "gh/acme/web"];

@@ -5,24 +5,11 @@
 
 use pipestat::times::format_rfc3339;
 
-use crate::common::Daemon;
+use crate::common::{Daemon, Lcg};
 
 const DAY: i64 = 86_400_000;
 /// 2026-03-01T00:00:00Z.
 const BASE: i64 = 1_772_323_200_000;
-
-/// A small deterministic generator (64-bit LCG, Knuth's constants).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> i64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % n) as i64
-    }
-}
 
 /// The shape of a history: how many commits its runs share, and one result in how many fails.
 #[derive(Clone, Copy)]

@@ -7,7 +7,7 @@ use pipestat::circleci::{job_figures, workflow_figures, workflow_figures_exact};
 use pipestat::times::format_rfc3339;
 use serde_json::Value;
 
-use crate::common::Daemon;
+use crate::common::{Daemon, Lcg};
 
 const DAY: i64 = 86_400_000;
 /// 2026-03-01T00:00:00Z.
@@ -109,19 +109,6 @@ fn a_window_that_cuts_a_failure_streak() {
             let s = &get(&d, &format!("{p}/ci/summary{q}"))["metrics"];
             assert_eq!(s["mttr"], mttr, "summary {q}");
         }
-    }
-}
-
-/// A small deterministic generator (64-bit LCG, Knuth's constants).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> i64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % n) as i64
     }
 }
 

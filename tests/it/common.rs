@@ -203,3 +203,22 @@ pub fn run_json(id: &str, status: &str, extra: &str) -> String {
         r#"{{"id":"{id}","project":"gh/acme/api","workflow":"ci","status":"{status}","created_at":"2026-03-01T10:00:00Z"{sep}{extra}}}"#
     )
 }
+
+/// A small deterministic generator for random histories (64-bit LCG, Knuth's constants).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in 0..n.
+    pub fn next(&mut self, n: u64) -> i64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n) as i64
+    }
+
+    /// One of `from`.
+    pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.next(from.len() as u64) as usize]
+    }
+}
