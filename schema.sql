@@ -137,10 +137,9 @@ CREATE TABLE test_results (
 ) STRICT;
 -- A job's tests (read-back, test metrics, the test side of every statistic). No index by test
 -- name: every statistic reaches tests through their jobs, and one made the bare ingest loop of
--- benches/ingest.rs about a third slower (20 random index pages touched per run). Widening this
--- one to (job_id, name, classname, result) made CircleCI flaky tests faster (p95 127 against
--- 150 ms on the 1M-run bench) and the bare ingest loop slower (6,111 against 8,487 runs/s), so
--- it stays narrow.
+-- benches/ingest.rs about a third slower (20 random index pages touched per run); widening
+-- this one to (job_id, name, classname, result) slowed that loop by 28 % (6,111 against 8,487
+-- runs/s), so it stays narrow.
 CREATE INDEX tests_by_job ON test_results (job_id);
 -- Rebuilding flaky_results (below; src/store/flaky.rs: REBUILD, run by the upgrade to version
 -- 3) starts from the failing results; partial, so only failures (a small share of the rows)
