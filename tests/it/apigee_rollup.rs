@@ -4,10 +4,9 @@
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use pipestat::http::{Method, Req};
-use pipestat::times::format_rfc3339;
 use serde_json::Value;
 
-use crate::common::{Daemon, Lcg};
+use crate::common::{json_time, Daemon, Lcg};
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 86_400_000;
@@ -16,17 +15,6 @@ const BASE: i64 = 1_772_323_200_000;
 
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
-}
-
-fn at(v: Option<i64>) -> String {
-    v.map_or("null".to_owned(), |ms| {
-        format!("\"{}\"", format_rfc3339(ms))
-    })
-}
-
-fn post(d: &Daemon, runs: &[String]) {
-    let a = d.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
-    assert_eq!(a.status, 200, "{}", a.text);
 }
 
 const PROJECTS: [&str; 2] = ["gh/acme/api", "gh/acme/web"];
@@ -56,9 +44,9 @@ fn random_jobs(g: &mut Lcg, from: i64, fresher: bool) -> String {
             format!(
                 r#"{{"id":"j{i}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{}}}"#,
                 g.pick(&NAMES),
-                at(Some(created)),
-                at(started),
-                at(stopped),
+                json_time(Some(created)),
+                json_time(started),
+                json_time(stopped),
                 g.next(5)
             )
         })
@@ -80,9 +68,9 @@ fn run_json(
 ) -> String {
     format!(
         r#"{{"id":"{id}","project":"{project}","workflow":"{wf}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{credits},"jobs":{jobs}}}"#,
-        at(Some(created)),
-        at(started),
-        at(stopped)
+        json_time(Some(created)),
+        json_time(started),
+        json_time(stopped)
     )
 }
 
@@ -119,11 +107,11 @@ fn random_history(d: &Daemon, seed: u64) {
         ));
         state.push((id, project, created, started, stopped));
         if batch.len() == 29 {
-            post(d, &batch);
+            d.post_runs(&batch);
             batch.clear();
         }
     }
-    post(d, &batch);
+    d.post_runs(&batch);
     batch.clear();
     // Redeliveries: a terminal status with a stop no earlier than the stored one wins.
     for _ in 0..120 {
@@ -155,11 +143,11 @@ fn random_history(d: &Daemon, seed: u64) {
         ));
         state[k] = (id, project, created, started, Some(stop));
         if batch.len() == 10 {
-            post(d, &batch);
+            d.post_runs(&batch);
             batch.clear();
         }
     }
-    post(d, &batch);
+    d.post_runs(&batch);
     for (id, project, ..) in state.iter().step_by(17) {
         let xml = br#"<testsuite name="s"><testcase name="a" time="1.5"/></testsuite>"#;
         let path = format!("/api/v1/runs/{project}/{id}/tests?job=junit");
@@ -262,12 +250,6 @@ fn reads_rollup(conn: &rusqlite::Connection, facts: &str, dims: &str, query: &st
     });
     assert!(fast || facts_read, "{plan:#?}");
     fast
-}
-
-fn get(d: &Daemon, path: &str) -> Value {
-    let a = d.get(path);
-    assert_eq!(a.status, 200, "{path}: {}", a.text);
-    a.body
 }
 
 /// The same requests through the fast path and, with a filter on a non-key column that every
@@ -407,8 +389,8 @@ fn fast_path_answers_as_the_window_functions_do() {
         {
             days += 1;
         }
-        let fast = get(&d, &path(key_filter.map(str::to_owned)));
-        let exact = get(&d, &path(Some(forced)));
+        let fast = d.get_ok(&path(key_filter.map(str::to_owned)));
+        let exact = d.get_ok(&path(Some(forced)));
         assert_eq!(
             fast,
             exact,
@@ -523,7 +505,7 @@ fn percentiles_on_the_fast_path_hand_worked() {
             "[]",
         ));
     }
-    post(&d, &runs);
+    d.post_runs(&runs);
     let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
     pipestat::apigee::register_functions(&conn).unwrap();
     let range = "timeRange=03/01/2026+00:00~03/03/2026+00:00";
@@ -539,7 +521,7 @@ fn percentiles_on_the_fast_path_hand_worked() {
             .map(|m| m["values"][0].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(values(&get(&d, &path)), ["88", "30", "10", "100", "40"]);
+    assert_eq!(values(&d.get_ok(&path)), ["88", "30", "10", "100", "40"]);
     let daily = format!(
         "/v1/organizations/all/environments/runs/stats/workflow?select=p95(duration)&{range}&timeUnit=day&tsAscending=true"
     );
@@ -558,7 +540,7 @@ fn percentiles_on_the_fast_path_hand_worked() {
     };
     let (d1, d2) = (t("2026-03-01T00:00:00Z"), t("2026-03-02T00:00:00Z"));
     assert_eq!(
-        series(&get(&d, &daily)),
+        series(&d.get_ok(&daily)),
         [(d1, "29".to_owned()), (d2, "97".to_owned())]
     );
     let local = format!("{daily}&tzo=60");
@@ -566,32 +548,29 @@ fn percentiles_on_the_fast_path_hand_worked() {
     assert!(reads_rollup(&conn, "runs", "workflow", local_q));
     let (l1, l2) = (d1 - HOUR, d2 - HOUR);
     assert_eq!(
-        series(&get(&d, &local)),
+        series(&d.get_ok(&local)),
         [(l1, "19.5".to_owned()), (l2, "94".to_owned())]
     );
 
     let e = t("2026-03-02T12:30:00Z");
-    post(
-        &d,
-        &[run_json(
-            "e",
-            "gh/acme/api",
-            "ci",
-            "success",
-            e,
-            Some(e + 50_000),
-            Some(e + 100_000),
-            0,
-            "[]",
-        )],
-    );
+    d.post_runs(&[run_json(
+        "e",
+        "gh/acme/api",
+        "ci",
+        "success",
+        e,
+        Some(e + 50_000),
+        Some(e + 100_000),
+        0,
+        "[]",
+    )]);
     assert_eq!(
-        series(&get(&d, &daily)),
+        series(&d.get_ok(&daily)),
         [(d1, "29".to_owned()), (d2, "49.5".to_owned())]
     );
     assert_eq!(
-        series(&get(&d, &local)),
+        series(&d.get_ok(&local)),
         [(l1, "19.5".to_owned()), (l2, "49".to_owned())]
     );
-    assert_eq!(values(&get(&d, &path)), ["48", "30", "10", "50", "30"]);
+    assert_eq!(values(&d.get_ok(&path)), ["48", "30", "10", "50", "30"]);
 }

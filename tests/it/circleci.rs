@@ -54,17 +54,6 @@ fn run(
     o + "}"
 }
 
-fn post(d: &Daemon, runs: &[String]) {
-    let a = d.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
-    assert_eq!(a.status, 200, "{}", a.text);
-}
-
-fn get(d: &Daemon, path: &str) -> Value {
-    let a = d.get(path);
-    assert_eq!(a.status, 200, "{path}: {}", a.text);
-    a.body
-}
-
 fn close(a: &Value, b: f64) {
     let a = a.as_f64().unwrap_or_else(|| panic!("{a} is not a number"));
     assert!((a - b).abs() < 1e-9, "{a} != {b}");
@@ -123,12 +112,11 @@ fn ci_runs() -> Vec<String> {
 #[test]
 fn workflow_metrics_by_the_definitions() {
     let d = daemon();
-    post(&d, &ci_runs());
+    d.post_runs(&ci_runs());
     // 2026-03-01 alone: a date as end-date includes its day, so the window is 1 day.
-    let body = get(
-        &d,
-        &format!("{P}/workflows?start-date=2026-03-01&end-date=2026-03-01"),
-    );
+    let body = d.get_ok(&format!(
+        "{P}/workflows?start-date=2026-03-01&end-date=2026-03-01"
+    ));
     assert_eq!(body["next_page_token"], Value::Null);
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{body}");
@@ -169,11 +157,10 @@ fn workflow_metrics_by_the_definitions() {
 #[test]
 fn mttr_is_per_branch_over_all_branches() {
     let d = daemon();
-    post(&d, &ci_runs());
-    let body = get(
-        &d,
-        &format!("{P}/workflows?all-branches=true&start-date=2026-03-01&end-date=2026-03-01"),
-    );
+    d.post_runs(&ci_runs());
+    let body = d.get_ok(&format!(
+        "{P}/workflows?all-branches=true&start-date=2026-03-01&end-date=2026-03-01"
+    ));
     let m = &body["items"][0]["metrics"];
     // All 8 runs of the day; successes r3, r5, f3; failures r1, f1, f2.
     assert_eq!(m["total_runs"], 8);
@@ -186,10 +173,9 @@ fn mttr_is_per_branch_over_all_branches() {
     assert_eq!(m["total_recoveries"], 2);
     assert_eq!(m["mttr"], 1280);
     // The same through an explicit branch.
-    let feat = get(
-        &d,
-        &format!("{P}/workflows?branch=feat&start-date=2026-03-01&end-date=2026-03-01"),
-    );
+    let feat = d.get_ok(&format!(
+        "{P}/workflows?branch=feat&start-date=2026-03-01&end-date=2026-03-01"
+    ));
     assert_eq!(feat["items"][0]["metrics"]["mttr"], 1260);
     assert_eq!(feat["items"][0]["metrics"]["total_runs"], 3);
 }
@@ -200,29 +186,26 @@ fn ties_and_a_single_run() {
     // Two runs created at the same instant: ties go by run id, so "t-a" (failed) comes before
     // "t-b" (success) although t-b is stored first: one recovery, from 11:00:10 to 11:00:40 = 30 s.
     // Then a single run of 2.5 s in workflow "solo": every figure is 2.5 → 3 (half away from zero).
-    post(
-        &d,
-        &[
-            run(
-                "t-b", "tie", "main", "success", "11:00:00", "11:00:00", "11:00:40", 0, "",
-            ),
-            run(
-                "t-a", "tie", "main", "failed", "11:00:00", "11:00:00", "11:00:10", 0, "",
-            ),
-            run(
-                "s1",
-                "solo",
-                "main",
-                "success",
-                "12:00:00",
-                "12:00:00.000",
-                "12:00:02.500",
-                0,
-                "",
-            ),
-        ],
-    );
-    let body = get(&d, &format!("{P}/workflows"));
+    d.post_runs(&[
+        run(
+            "t-b", "tie", "main", "success", "11:00:00", "11:00:00", "11:00:40", 0, "",
+        ),
+        run(
+            "t-a", "tie", "main", "failed", "11:00:00", "11:00:00", "11:00:10", 0, "",
+        ),
+        run(
+            "s1",
+            "solo",
+            "main",
+            "success",
+            "12:00:00",
+            "12:00:00.000",
+            "12:00:02.500",
+            0,
+            "",
+        ),
+    ]);
+    let body = d.get_ok(&format!("{P}/workflows"));
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     // Sorted by name: solo, tie.
@@ -244,13 +227,12 @@ fn ties_and_a_single_run() {
 #[test]
 fn summary_trends_against_the_previous_window() {
     let d = daemon();
-    post(&d, &ci_runs());
+    d.post_runs(&ci_runs());
     // last-7-days: [03-03, 03-10] holds c1 only (100 s, 4 credits, success); the previous 7 days
     // [02-24, 03-03) hold r1..r5 of main (see workflow_metrics_by_the_definitions).
-    let s = get(
-        &d,
-        &format!("{P}/workflows/ci/summary?reporting-window=last-7-days"),
-    );
+    let s = d.get_ok(&format!(
+        "{P}/workflows/ci/summary?reporting-window=last-7-days"
+    ));
     let m = &s["metrics"];
     assert_eq!(m["total_runs"], 1);
     assert_eq!(m["window_start"], "2026-03-05T12:00:00.000Z");
@@ -268,13 +250,12 @@ fn summary_trends_against_the_previous_window() {
     assert_eq!(s["workflow_names"], json!(["ci"]));
 
     // Previous window empty, current not: -1.0; both empty: 1.0.
-    let s = get(
-        &d,
-        &format!("{P}/workflows/ci/summary?start-date=2026-03-01&end-date=2026-03-01"),
-    );
+    let s = d.get_ok(&format!(
+        "{P}/workflows/ci/summary?start-date=2026-03-01&end-date=2026-03-01"
+    ));
     close(&s["trends"]["total_runs"], -1.0);
     close(&s["trends"]["mttr"], -1.0);
-    let s = get(&d, &format!("{P}/workflows/ci/summary?branch=nothing"));
+    let s = d.get_ok(&format!("{P}/workflows/ci/summary?branch=nothing"));
     assert_eq!(s["metrics"]["total_runs"], 0);
     close(&s["metrics"]["success_rate"], 0.0);
     for k in [
@@ -287,9 +268,7 @@ fn summary_trends_against_the_previous_window() {
         close(&s["trends"][k], 1.0);
     }
     // branches= (repeated) selects a set: main and feat on 2026-03-01 are the 8 runs.
-    let s = get(
-        &d,
-        &format!("{P}/workflows/ci/summary?branches=main&branches=feat&start-date=2026-03-01&end-date=2026-03-01"),
+    let s = d.get_ok(&format!("{P}/workflows/ci/summary?branches=main&branches=feat&start-date=2026-03-01&end-date=2026-03-01"),
     );
     assert_eq!(s["metrics"]["total_runs"], 8);
     assert_eq!(s["metrics"]["mttr"], 1280);
@@ -324,8 +303,8 @@ fn recent_runs_page_across_a_boundary() {
             "",
         ));
     }
-    post(&d, &runs);
-    let first = get(&d, &format!("{P}/workflows/many"));
+    d.post_runs(&runs);
+    let first = d.get_ok(&format!("{P}/workflows/many"));
     let items = first["items"].as_array().unwrap();
     assert_eq!(items.len(), 100);
     // Newest first: m149, still running.
@@ -340,7 +319,7 @@ fn recent_runs_page_across_a_boundary() {
     assert_eq!(items[1]["branch"], "main");
     assert_eq!(items[1]["credits_used"], 1);
     let token = first["next_page_token"].as_str().expect("a next page");
-    let second = get(&d, &format!("{P}/workflows/many?page-token={token}"));
+    let second = d.get_ok(&format!("{P}/workflows/many?page-token={token}"));
     let rest = second["items"].as_array().unwrap();
     assert_eq!(rest.len(), 50);
     assert_eq!(second["next_page_token"], Value::Null);
@@ -365,35 +344,32 @@ fn jobs_metrics_job_runs_and_time_series() {
             build.0, build.1
         )
     };
-    post(
-        &d,
-        &[
-            // build: 60 s and 120 s; unit-test fails once of two.
-            run(
-                "j1",
-                "ci",
-                "main",
-                "failed",
-                "10:00:00",
-                "10:00:00",
-                "10:05:00",
-                4,
-                &jobs(("2026-03-01T10:00:00Z", "2026-03-01T10:01:00Z"), "failed"),
-            ),
-            run(
-                "j2",
-                "ci",
-                "main",
-                "success",
-                "2026-03-02T10:00:00Z",
-                "2026-03-02T10:00:00Z",
-                "2026-03-02T10:05:00Z",
-                4,
-                &jobs(("2026-03-02T10:00:00Z", "2026-03-02T10:02:00Z"), "success"),
-            ),
-        ],
-    );
-    let body = get(&d, &format!("{P}/workflows/ci/jobs"));
+    d.post_runs(&[
+        // build: 60 s and 120 s; unit-test fails once of two.
+        run(
+            "j1",
+            "ci",
+            "main",
+            "failed",
+            "10:00:00",
+            "10:00:00",
+            "10:05:00",
+            4,
+            &jobs(("2026-03-01T10:00:00Z", "2026-03-01T10:01:00Z"), "failed"),
+        ),
+        run(
+            "j2",
+            "ci",
+            "main",
+            "success",
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T10:05:00Z",
+            4,
+            &jobs(("2026-03-02T10:00:00Z", "2026-03-02T10:02:00Z"), "success"),
+        ),
+    ]);
+    let body = d.get_ok(&format!("{P}/workflows/ci/jobs"));
     let items = body["items"].as_array().unwrap();
     let names: Vec<&str> = items.iter().map(|j| j["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["build", "hold", "unit-test"]);
@@ -409,26 +385,24 @@ fn jobs_metrics_job_runs_and_time_series() {
     close(&items[2]["metrics"]["success_rate"], 0.5);
     assert_eq!(items[2]["metrics"]["failed_runs"], 1);
     // job-name is a substring filter.
-    let body = get(&d, &format!("{P}/workflows/ci/jobs?job-name=test"));
+    let body = d.get_ok(&format!("{P}/workflows/ci/jobs?job-name=test"));
     assert_eq!(body["items"].as_array().unwrap().len(), 1);
     assert_eq!(body["items"][0]["name"], "unit-test");
 
     // Recent runs of one job, newest first; the approval job marks its runs.
-    let body = get(&d, &format!("{P}/workflows/ci/jobs/build"));
+    let body = d.get_ok(&format!("{P}/workflows/ci/jobs/build"));
     let runs = body["items"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(runs[0]["duration"], 120);
     assert_eq!(runs[0]["started_at"], "2026-03-02T10:00:00.000Z");
     assert_eq!(runs[1]["duration"], 60);
     assert_eq!(runs[0]["status"], "success");
-    let wf = get(&d, &format!("{P}/workflows/ci"));
+    let wf = d.get_ok(&format!("{P}/workflows/ci"));
     assert_eq!(wf["items"][0]["is_approval"], true);
 
     // Daily series: build has one run on each of 03-01 and 03-02.
-    let body = get(
-        &d,
-        "/api/v2/insights/time-series/gh/acme/api/workflows/ci/jobs?granularity=daily",
-    );
+    let body =
+        d.get_ok("/api/v2/insights/time-series/gh/acme/api/workflows/ci/jobs?granularity=daily");
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 6, "3 jobs × 2 days: {body}");
     assert_eq!(items[0]["name"], "build");
@@ -441,10 +415,8 @@ fn jobs_metrics_job_runs_and_time_series() {
     assert_eq!(m["duration_metrics"]["total"], 60);
     close(&m["throughput"], 1.0);
     // Hourly: 1 run in a 1/24-day bucket is 24 runs a day.
-    let body = get(
-        &d,
-        "/api/v2/insights/time-series/gh/acme/api/workflows/ci/jobs?granularity=hourly",
-    );
+    let body =
+        d.get_ok("/api/v2/insights/time-series/gh/acme/api/workflows/ci/jobs?granularity=hourly");
     close(&body["items"][0]["metrics"]["throughput"], 24.0);
     assert_eq!(body["items"][0]["timestamp"], "2026-03-01T10:00:00.000Z");
 }
@@ -509,8 +481,8 @@ fn test_metrics_over_the_ten_most_recent_runs() {
             ],
         ));
     }
-    post(&d, &runs);
-    let m = get(&d, &format!("{P}/workflows/t/test-metrics"));
+    d.post_runs(&runs);
+    let m = d.get_ok(&format!("{P}/workflows/t/test-metrics"));
     // 10 runs × 3 tests.
     assert_eq!(m["total_test_runs"], 30);
     assert_eq!(m["average_test_count"], 3);
@@ -549,25 +521,22 @@ fn test_metrics_over_the_ten_most_recent_runs() {
 #[test]
 fn flaky_means_pass_and_fail_on_the_same_commit_within_14_days() {
     let d = daemon();
-    post(
-        &d,
-        &[
-            // x fails then passes on commit k1: flaky, once.
-            test_run(
-                "x1",
-                "2026-03-05T00:00:00Z",
-                "k1",
-                &[("x", "failure", 1.0), ("y", "failure", 1.0)],
-            ),
-            test_run("x2", "2026-03-05T01:00:00Z", "k1", &[("x", "success", 1.0)]),
-            // y failed on k1 (above) but passes only on k2: never both on one commit.
-            test_run("y2", "2026-03-05T02:00:00Z", "k2", &[("y", "success", 1.0)]),
-            // z flaked on k3, but 20 days ago: outside the 14 days.
-            test_run("z1", "2026-02-18T00:00:00Z", "k3", &[("z", "failure", 1.0)]),
-            test_run("z2", "2026-02-18T01:00:00Z", "k3", &[("z", "success", 1.0)]),
-        ],
-    );
-    let f = get(&d, &format!("{P}/flaky-tests"));
+    d.post_runs(&[
+        // x fails then passes on commit k1: flaky, once.
+        test_run(
+            "x1",
+            "2026-03-05T00:00:00Z",
+            "k1",
+            &[("x", "failure", 1.0), ("y", "failure", 1.0)],
+        ),
+        test_run("x2", "2026-03-05T01:00:00Z", "k1", &[("x", "success", 1.0)]),
+        // y failed on k1 (above) but passes only on k2: never both on one commit.
+        test_run("y2", "2026-03-05T02:00:00Z", "k2", &[("y", "success", 1.0)]),
+        // z flaked on k3, but 20 days ago: outside the 14 days.
+        test_run("z1", "2026-02-18T00:00:00Z", "k3", &[("z", "failure", 1.0)]),
+        test_run("z2", "2026-02-18T01:00:00Z", "k3", &[("z", "success", 1.0)]),
+    ]);
+    let f = d.get_ok(&format!("{P}/flaky-tests"));
     assert_eq!(f["total_flaky_tests"], 1, "{f}");
     let t = &f["flaky_tests"][0];
     assert_eq!(t["test_name"], "x");
@@ -588,7 +557,7 @@ fn flaky_means_pass_and_fail_on_the_same_commit_within_14_days() {
         assert!(t.get(k).is_some(), "{k}");
     }
     // And test-metrics marks it.
-    let m = get(&d, &format!("{P}/workflows/t/test-metrics"));
+    let m = d.get_ok(&format!("{P}/workflows/t/test-metrics"));
     let x = m["most_failed_tests"]
         .as_array()
         .unwrap()
@@ -631,27 +600,24 @@ fn flaky_run(id: &str, at: &str, commit: &str, result: &str, mins: u32, file: &s
 #[test]
 fn flaky_counts_every_flip_and_the_failing_jobs_of_flaky_commits() {
     let d = daemon();
-    post(
-        &d,
-        &[
-            // Posted first, so its id is the smallest of the window's runs.
-            flaky_run("b2", "03-06T01", "k2", "failure", 15, ""),
-            // k1: fail, pass, fail, fail, pass: flips at a2, a3 and a5.
-            flaky_run("a1", "03-05T00", "k1", "failure", 10, ""),
-            flaky_run("a2", "03-05T01", "k1", "success", 5, ""),
-            flaky_run("a3", "03-05T02", "k1", "failure", 20, "x_a.rs"),
-            flaky_run("a4", "03-05T03", "k1", "failure", 30, ""),
-            flaky_run("a5", "03-05T04", "k1", "success", 5, ""),
-            // k2: pass then fail (b2, above): one flip.
-            flaky_run("b1", "03-06T00", "k2", "success", 5, ""),
-            // k3: failures only, so not a flaky commit: its job time and file do not count.
-            flaky_run("c1", "03-07T00", "k3", "failure", 40, "zzz.rs"),
-            // k4 flaked 20 days ago, outside the 14 days, posted last (the largest id).
-            flaky_run("e1", "02-18T00", "k4", "failure", 50, ""),
-            flaky_run("e2", "02-18T01", "k4", "success", 5, ""),
-        ],
-    );
-    let f = get(&d, &format!("{P}/flaky-tests"));
+    d.post_runs(&[
+        // Posted first, so its id is the smallest of the window's runs.
+        flaky_run("b2", "03-06T01", "k2", "failure", 15, ""),
+        // k1: fail, pass, fail, fail, pass: flips at a2, a3 and a5.
+        flaky_run("a1", "03-05T00", "k1", "failure", 10, ""),
+        flaky_run("a2", "03-05T01", "k1", "success", 5, ""),
+        flaky_run("a3", "03-05T02", "k1", "failure", 20, "x_a.rs"),
+        flaky_run("a4", "03-05T03", "k1", "failure", 30, ""),
+        flaky_run("a5", "03-05T04", "k1", "success", 5, ""),
+        // k2: pass then fail (b2, above): one flip.
+        flaky_run("b1", "03-06T00", "k2", "success", 5, ""),
+        // k3: failures only, so not a flaky commit: its job time and file do not count.
+        flaky_run("c1", "03-07T00", "k3", "failure", 40, "zzz.rs"),
+        // k4 flaked 20 days ago, outside the 14 days, posted last (the largest id).
+        flaky_run("e1", "02-18T00", "k4", "failure", 50, ""),
+        flaky_run("e2", "02-18T01", "k4", "success", 5, ""),
+    ]);
+    let f = d.get_ok(&format!("{P}/flaky-tests"));
     assert_eq!(f["total_flaky_tests"], 1, "{f}");
     let t = &f["flaky_tests"][0];
     assert_eq!(t["test_name"], "x");
@@ -668,19 +634,16 @@ fn flaky_counts_every_flip_and_the_failing_jobs_of_flaky_commits() {
 #[test]
 fn branches_pages_and_org_summary() {
     let d = daemon();
-    post(&d, &ci_runs());
-    post(
-        &d,
-        &[r#"{"id":"w1","project":"github/acme/web","workflow":"deploy","status":"success","created_at":"2026-03-01T09:00:00Z","started_at":"2026-03-01T09:00:00Z","stopped_at":"2026-03-01T09:00:10Z","credits_used":7}"#.to_owned()],
+    d.post_runs(&ci_runs());
+    d.post_runs(&[r#"{"id":"w1","project":"github/acme/web","workflow":"deploy","status":"success","created_at":"2026-03-01T09:00:00Z","started_at":"2026-03-01T09:00:00Z","stopped_at":"2026-03-01T09:00:10Z","credits_used":7}"#.to_owned()],
     );
-    let b = get(&d, &format!("{P}/branches"));
+    let b = d.get_ok(&format!("{P}/branches"));
     assert_eq!(b["branches"], json!(["feat", "main"]));
     assert_eq!(b["project_id"].as_str().unwrap().len(), 36);
-    let b = get(&d, &format!("{P}/branches?workflow-name=nope"));
+    let b = d.get_ok(&format!("{P}/branches?workflow-name=nope"));
     assert_eq!(b["branches"], json!([]));
 
-    let p = get(
-        &d,
+    let p = d.get_ok(
         "/api/v2/insights/pages/gh/acme/api/summary?reporting-window=last-30-days&branches=feat",
     );
     let pm = &p["project_data"]["metrics"];
@@ -707,7 +670,7 @@ fn branches_pages_and_org_summary() {
         "/api/v2/insights/gh/acme/summary",
         "/api/v2/insights/github%2Facme/summary",
     ] {
-        let o = get(&d, path);
+        let o = d.get_ok(path);
         assert_eq!(o["all_projects"], json!(["api", "web"]), "{path}");
         assert_eq!(o["org_data"]["metrics"]["total_runs"], 10);
         assert_eq!(o["org_data"]["metrics"]["total_credits_used"], 41);
@@ -717,7 +680,7 @@ fn branches_pages_and_org_summary() {
             10
         );
     }
-    let o = get(&d, "/api/v2/insights/gh/acme/summary?project-names=web");
+    let o = d.get_ok("/api/v2/insights/gh/acme/summary?project-names=web");
     assert_eq!(o["org_data"]["metrics"]["total_runs"], 1);
     assert_eq!(o["org_project_data"].as_array().unwrap().len(), 1);
 }
@@ -725,7 +688,7 @@ fn branches_pages_and_org_summary() {
 #[test]
 fn slugs_escaped_aliased_and_unknown() {
     let d = daemon();
-    post(&d, &ci_runs());
+    d.post_runs(&ci_runs());
     for path in [
         "/api/v2/insights/gh/acme/api/workflows",
         "/api/v2/insights/github/acme/api/workflows",
@@ -769,7 +732,7 @@ fn slugs_escaped_aliased_and_unknown() {
 #[test]
 fn every_bad_parameter_is_a_400_naming_it() {
     let d = daemon();
-    post(&d, &ci_runs());
+    d.post_runs(&ci_runs());
     let cases = [
         ("workflows?reporting-window=last-week", "reporting-window"),
         ("workflows?reporting-window=", "reporting-window"),
@@ -837,7 +800,7 @@ fn every_bad_parameter_is_a_400_naming_it() {
 #[test]
 fn circle_token_and_basic_auth() {
     let d = daemon();
-    post(&d, &ci_runs());
+    d.post_runs(&ci_runs());
     let out = pipestat(
         d.dir.path(),
         &[
@@ -888,9 +851,7 @@ fn absurd_values_never_make_a_5xx() {
     // Credits at i64::MAX twice overflow any integer sum; a stop in the year 9999 makes a huge
     // duration. Every route still answers 200 (sums saturate).
     let max = i64::MAX;
-    post(
-        &d,
-        &[
+    d.post_runs(&[
             run(
                 "a1",
                 "ci",
@@ -932,14 +893,14 @@ fn absurd_values_never_make_a_5xx() {
         let a = d.get(&path);
         assert_eq!(a.status, 200, "{path}: {}", a.text);
     }
-    let w = get(&d, &format!("{P}/workflows"));
+    let w = d.get_ok(&format!("{P}/workflows"));
     assert_eq!(w["items"][0]["metrics"]["total_credits_used"], json!(max));
 }
 
 #[test]
 fn org_slug_with_an_unknown_vcs_is_a_400_naming_it() {
     let d = daemon();
-    post(&d, &ci_runs());
+    d.post_runs(&ci_runs());
     for path in [
         "/api/v2/insights/svn/acme/summary",
         "/api/v2/insights/svn%2Facme/summary",
@@ -954,7 +915,7 @@ fn org_slug_with_an_unknown_vcs_is_a_400_naming_it() {
         );
     }
     // Aliases still name the same org.
-    let o = get(&d, "/api/v2/insights/github/acme/summary");
+    let o = d.get_ok("/api/v2/insights/github/acme/summary");
     assert_eq!(o["all_projects"], json!(["api"]));
 }
 
@@ -965,14 +926,12 @@ fn org_totals_saturate_across_projects() {
     let d = daemon();
     let max = i64::MAX;
     for repo in ["api", "web"] {
-        post(
-            &d,
-            &[format!(
+        d.post_runs(&[format!(
                 r#"{{"id":"x","project":"gh/acme/{repo}","workflow":"ci","status":"success","created_at":"2026-03-01T10:00:00Z","stopped_at":"2026-03-01T10:00:10Z","credits_used":{max}}}"#
             )],
         );
     }
-    let o = get(&d, "/api/v2/insights/gh/acme/summary");
+    let o = d.get_ok("/api/v2/insights/gh/acme/summary");
     assert_eq!(o["org_data"]["metrics"]["total_credits_used"], json!(max));
     assert_eq!(o["org_data"]["metrics"]["total_runs"], 2);
     assert_eq!(

@@ -3,9 +3,7 @@
 //! redeliveries and JUnit uploads: the kept table against its rebuild (a different statement),
 //! and the route's query against a window query over the raw results.
 
-use pipestat::times::format_rfc3339;
-
-use crate::common::{Daemon, Lcg};
+use crate::common::{json_time, Daemon, Lcg};
 
 const DAY: i64 = 86_400_000;
 /// 2026-03-01T00:00:00Z.
@@ -40,10 +38,6 @@ const CASES: [(Option<&str>, &str); 4] = [
     (None, "t3"),
     (Some("pkg.B"), "t1"),
 ];
-fn at(ms: i64) -> String {
-    format!("\"{}\"", format_rfc3339(ms))
-}
-
 fn opt(v: Option<&str>) -> String {
     v.map_or("null".to_owned(), |s| format!("\"{s}\""))
 }
@@ -89,9 +83,9 @@ fn random_job(
     format!(
         r#"{{"id":"{id}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{}{tests}}}"#,
         names[g.next(names.len() as u64) as usize],
-        at(from),
-        at(from),
-        at(stopped)
+        json_time(Some(from)),
+        json_time(Some(from)),
+        json_time(Some(stopped))
     )
 }
 
@@ -107,18 +101,10 @@ fn run(
     format!(
         r#"{{"id":"{id}","project":"gh/acme/api","workflow":"ci","branch":"main","commit":{},"status":"{status}","created_at":{},"stopped_at":{},"jobs":[{}]}}"#,
         opt(commit),
-        at(created),
-        at(stopped),
+        json_time(Some(created)),
+        json_time(Some(stopped)),
         jobs.join(",")
     )
-}
-
-fn post(d: &Daemon, runs: &[String]) {
-    if runs.is_empty() {
-        return;
-    }
-    let a = d.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
-    assert_eq!(a.status, 200, "{}", a.text);
 }
 
 /// 160 runs over four days on five commits (and some on none), then redeliveries that move runs
@@ -155,11 +141,11 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
         batch.push(run(&id, status, commit.as_deref(), created, stopped, &jobs));
         state.push((id, created, stopped));
         if batch.len() == 23 {
-            post(d, &batch);
+            d.post_runs(&batch);
             batch.clear();
         }
     }
-    post(d, &batch);
+    d.post_runs(&batch);
     batch.clear();
     for step in 0..90 {
         let k = g.next(state.len() as u64) as usize;
@@ -200,14 +186,14 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
                 )];
                 batch.push(
                     run(&id, "running", Some("c0"), created, stopped, &jobs).replace(
-                        &format!(r#","stopped_at":{}"#, at(stopped)),
+                        &format!(r#","stopped_at":{}"#, json_time(Some(stopped))),
                         r#","stopped_at":null"#,
                     ),
                 );
             }
             // A JUnit report replaces the results of the run's job "unit" (created if missing).
             _ => {
-                post(d, &batch);
+                d.post_runs(&batch);
                 batch.clear();
                 let mut cases = String::new();
                 for (cls, name) in CASES {
@@ -236,11 +222,11 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
             }
         }
         if batch.len() == 7 {
-            post(d, &batch);
+            d.post_runs(&batch);
             batch.clear();
         }
     }
-    post(d, &batch);
+    d.post_runs(&batch);
 }
 
 fn kept(conn: &rusqlite::Connection) -> Vec<String> {

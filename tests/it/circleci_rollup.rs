@@ -4,19 +4,13 @@
 
 use pipestat::circleci::sql::{Branches, Scope};
 use pipestat::circleci::{job_figures, workflow_figures, workflow_figures_exact};
-use pipestat::times::format_rfc3339;
 use serde_json::Value;
 
-use crate::common::{Daemon, Lcg};
+use crate::common::{json_time, Daemon, Lcg};
 
 const DAY: i64 = 86_400_000;
 /// 2026-03-01T00:00:00Z.
 const BASE: i64 = 1_772_323_200_000;
-
-fn post(d: &Daemon, runs: &[String]) {
-    let a = d.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
-    assert_eq!(a.status, 200, "{}", a.text);
-}
 
 #[allow(clippy::too_many_arguments)]
 fn run(
@@ -34,12 +28,6 @@ fn run(
     )
 }
 
-fn at(v: Option<i64>) -> String {
-    v.map_or("null".to_owned(), |ms| {
-        format!("\"{}\"", format_rfc3339(ms))
-    })
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run_with_jobs(
     id: &str,
@@ -55,16 +43,10 @@ fn run_with_jobs(
     let branch = branch.map_or("null".to_owned(), |b| format!("\"{b}\""));
     format!(
         r#"{{"id":"{id}","project":"gh/acme/api","workflow":"{wf}","branch":{branch},"status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{credits},"jobs":{jobs}}}"#,
-        at(Some(created)),
-        at(started),
-        at(stopped)
+        json_time(Some(created)),
+        json_time(started),
+        json_time(stopped)
     )
-}
-
-fn get(d: &Daemon, path: &str) -> Value {
-    let a = d.get(path);
-    assert_eq!(a.status, 200, "{path}: {}", a.text);
-    a.body
 }
 
 /// Hand-worked: on main, workflow ci,
@@ -82,16 +64,13 @@ fn a_window_that_cuts_a_failure_streak() {
     let r = |id: &str, status: &str, c: i64, s: i64| {
         run(id, "ci", Some("main"), status, c, Some(c), Some(s), 1)
     };
-    post(
-        &d,
-        &[
-            r("a1", "failed", h(1, 23, 0), h(1, 23, 10)),
-            r("a2", "failed", h(2, 1, 0), h(2, 1, 5)),
-            r("a3", "success", h(2, 2, 0), h(2, 2, 20)),
-            r("a4", "failed", h(3, 10, 0), h(3, 10, 10)),
-            r("a5", "success", h(3, 11, 0), h(3, 11, 30)),
-        ],
-    );
+    d.post_runs(&[
+        r("a1", "failed", h(1, 23, 0), h(1, 23, 10)),
+        r("a2", "failed", h(2, 1, 0), h(2, 1, 5)),
+        r("a3", "success", h(2, 2, 0), h(2, 2, 20)),
+        r("a4", "failed", h(3, 10, 0), h(3, 10, 10)),
+        r("a5", "success", h(3, 11, 0), h(3, 11, 30)),
+    ]);
     let p = "/api/v2/insights/gh/acme/api/workflows";
     let cases = [
         // (start-date, total_recoveries, mttr)
@@ -103,10 +82,10 @@ fn a_window_that_cuts_a_failure_streak() {
     for (start, n, mttr) in cases {
         for branch in ["", "&all-branches=true"] {
             let q = format!("?start-date={start}&end-date=2026-03-03{branch}");
-            let m = &get(&d, &format!("{p}{q}"))["items"][0]["metrics"];
+            let m = &d.get_ok(&format!("{p}{q}"))["items"][0]["metrics"];
             assert_eq!(m["total_recoveries"], n, "{q}");
             assert_eq!(m["mttr"], mttr, "{q}");
-            let s = &get(&d, &format!("{p}/ci/summary{q}"))["metrics"];
+            let s = &d.get_ok(&format!("{p}/ci/summary{q}"))["metrics"];
             assert_eq!(s["mttr"], mttr, "summary {q}");
         }
     }
@@ -133,9 +112,9 @@ fn random_jobs(g: &mut Lcg, from: i64, fresher: bool) -> String {
             format!(
                 r#"{{"id":"j{i}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{}}}"#,
                 names[g.next(4) as usize],
-                at(Some(from)),
-                at(started),
-                at(stopped),
+                json_time(Some(from)),
+                json_time(started),
+                json_time(stopped),
                 g.next(5)
             )
         })
@@ -175,11 +154,11 @@ fn random_history(d: &Daemon, seed: u64) {
         ));
         state.push((id, created, started, stopped));
         if batch.len() == 37 {
-            post(d, &batch);
+            d.post_runs(&batch);
             batch.clear();
         }
     }
-    post(d, &batch);
+    d.post_runs(&batch);
     batch.clear();
     // Redeliveries: a terminal status with a stop no earlier than the stored one wins.
     for _ in 0..150 {
@@ -210,11 +189,11 @@ fn random_history(d: &Daemon, seed: u64) {
         ));
         state[k] = (id, created, started, Some(stop));
         if batch.len() == 10 {
-            post(d, &batch);
+            d.post_runs(&batch);
             batch.clear();
         }
     }
-    post(d, &batch);
+    d.post_runs(&batch);
 }
 
 /// The rollup rows and kept recoveries, in a fixed order.

@@ -83,6 +83,19 @@ impl Daemon {
         )
     }
 
+    /// POSTs `runs` (JSON objects) as one array to `/api/v1/runs` and expects a 200.
+    pub fn post_runs(&self, runs: &[String]) {
+        let a = self.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+
+    /// GETs `path`, expects a 200, and returns the body.
+    pub fn get_ok(&self, path: &str) -> Value {
+        let a = self.get(path);
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+        a.body
+    }
+
     /// One request with any method, headers and body.
     pub fn call(
         &self,
@@ -221,4 +234,11 @@ impl Lcg {
     pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.next(from.len() as u64) as usize]
     }
+}
+
+/// A time in milliseconds as a JSON value: an RFC 3339 string, or null.
+pub fn json_time(ms: Option<i64>) -> String {
+    ms.map_or("null".to_owned(), |ms| {
+        format!("\"{}\"", pipestat::times::format_rfc3339(ms))
+    })
 }

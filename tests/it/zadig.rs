@@ -294,12 +294,6 @@ fn loaded() -> Daemon {
     d
 }
 
-fn ok(d: &Daemon, path: &str) -> Value {
-    let a = d.get(path);
-    assert_eq!(a.status, 200, "{path}: {}", a.text);
-    a.body
-}
-
 /// A daily series as (date, total, success, failure) tuples.
 fn days(body: &Value, key: &str, names: [&str; 3]) -> Vec<(String, i64, i64, i64)> {
     body[key]
@@ -327,7 +321,7 @@ const BUILD: [&str; 3] = ["total", "success", "failure"];
 fn build_counts_finished_jobs_per_day() {
     let d = loaded();
     let range = "startDate=1709510400&endDate=1709769600";
-    let b = ok(&d, &format!("/openapi/statistics/build?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/build?{range}"));
     // UTC, all projects. 03-04: b1 success, b2 failed. 03-05: b5 timeout (created_at counts),
     // w1 success. 03-06: b3 canceled (b4 running is not finished). 03-07: w2 error.
     // total 6 finished, success 2 (b1, w1); total >= success + failure (b3 is neither).
@@ -351,7 +345,7 @@ fn build_counts_finished_jobs_per_day() {
         "start_time=1709510400&end_time=1709769600&productNames=api".to_owned(),
         "startTime=1709510400&endTime=1709769600&project_name=gh/acme/api".to_owned(),
     ] {
-        let b = ok(&d, &format!("/openapi/statistics/build?{q}"));
+        let b = d.get_ok(&format!("/openapi/statistics/build?{q}"));
         // api only: 03-04 b1, b2; 03-05 b5; 03-06 b3.
         assert_eq!(
             days(&b, "data", BUILD),
@@ -368,14 +362,13 @@ fn build_counts_finished_jobs_per_day() {
     }
     // Both projects, repeated and comma-separated, count as all.
     for q in ["productNames=api&productNames=web", "productNames=api,web"] {
-        let b = ok(&d, &format!("/openapi/statistics/build?{range}&{q}"));
+        let b = d.get_ok(&format!("/openapi/statistics/build?{range}&{q}"));
         assert_eq!(b["total"], 6, "{q}");
     }
     // A project that does not exist: zeros, not an error.
-    let b = ok(
-        &d,
-        &format!("/openapi/statistics/build?{range}&projectKey=nope"),
-    );
+    let b = d.get_ok(&format!(
+        "/openapi/statistics/build?{range}&projectKey=nope"
+    ));
     assert_eq!(b["total"], 0);
     assert_eq!(b["data"].as_array().unwrap().len(), 4);
 }
@@ -387,10 +380,9 @@ fn days_move_with_the_offset() {
     // tzo=60 (UTC+01:00): both dates fall on the same local days (03-04 01:00 and 03-07 01:00),
     // so the days are 03-04..03-07, but b2 (03-04 23:30Z) is 03-05 00:30 there.
     // api: 03-04 b1; 03-05 b2 failed + b5 timeout; 03-06 b3 canceled.
-    let b = ok(
-        &d,
-        &format!("/openapi/statistics/build?{range}&projectKey=api&tzo=60"),
-    );
+    let b = d.get_ok(&format!(
+        "/openapi/statistics/build?{range}&projectKey=api&tzo=60"
+    ));
     assert_eq!(
         days(&b, "data", BUILD),
         vec![
@@ -403,10 +395,9 @@ fn days_move_with_the_offset() {
     // tzo=-60 (UTC-01:00): 1709510400 is 03-03 23:00 there and 1709769600 is 03-06 23:00, so the
     // days are 03-03..03-06; w2 (03-07 00:30Z) is 03-06 23:30 and now falls inside.
     // web: 03-05 w1 success, 03-06 w2 error.
-    let b = ok(
-        &d,
-        &format!("/openapi/statistics/build?{range}&projectKey=web&tzo=-60"),
-    );
+    let b = d.get_ok(&format!(
+        "/openapi/statistics/build?{range}&projectKey=web&tzo=-60"
+    ));
     assert_eq!(
         days(&b, "data", BUILD),
         vec![
@@ -419,10 +410,7 @@ fn days_move_with_the_offset() {
     // --utc-offset sets the same default for every request.
     let d2 = Daemon::start(&["--now", "2024-03-07T12:00:00Z", "--utc-offset", "+01:00"]);
     d2.post_json("/api/v1/runs", &dataset().to_string());
-    let b = ok(
-        &d2,
-        &format!("/openapi/statistics/build?{range}&projectKey=api"),
-    );
+    let b = d2.get_ok(&format!("/openapi/statistics/build?{range}&projectKey=api"));
     assert_eq!(
         b["data"][1],
         json!({"date": "2024-03-05", "total": 2, "success": 0, "failure": 2})
@@ -433,7 +421,7 @@ fn days_move_with_the_offset() {
 fn the_default_window_is_the_30_days_ending_today() {
     let d = loaded();
     // Today is 2024-03-07 at UTC; 29 days before is 2024-02-07 (2024 is a leap year).
-    let b = ok(&d, "/openapi/statistics/build");
+    let b = d.get_ok("/openapi/statistics/build");
     let data = b["data"].as_array().unwrap();
     assert_eq!(data.len(), 30);
     assert_eq!(data[0]["date"], "2024-02-07");
@@ -448,7 +436,7 @@ fn deploys_respect_the_range_and_releases_are_production_deploys() {
     let range = "startDate=1709510400&endDate=1709769600";
     // d1 03-04 success; d2 failed + d3 success 03-05; d5 skipped 03-06 (finished, neither).
     // d4 (03-10) is outside the range and is not counted (Zadig would count it).
-    let b = ok(&d, &format!("/openapi/statistics/deploy?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/deploy?{range}"));
     assert_eq!(
         days(&b, "data", BUILD),
         vec![
@@ -464,10 +452,7 @@ fn deploys_respect_the_range_and_releases_are_production_deploys() {
     );
 
     // Releases: production deploys only, so d1 (staging) drops out: d2, d3 on 03-05, d5 on 03-06.
-    let r = ok(
-        &d,
-        "/openapi/statistics/v2/release?start_time=1709510400&end_time=1709769600",
-    );
+    let r = d.get_ok("/openapi/statistics/v2/release?start_time=1709510400&end_time=1709769600");
     let names = ["total", "success_count", "fail_count"];
     assert_eq!(
         days(&r, "daily_stat", names),
@@ -483,8 +468,7 @@ fn deploys_respect_the_range_and_releases_are_production_deploys() {
         (json!(3), json!(1))
     );
     // The other spellings, one project: web has d5 only in range.
-    let r = ok(
-        &d,
+    let r = d.get_ok(
         "/openapi/statistics/v2/release?startTime=1709510400&endTime=1709769600&projectKey=web",
     );
     assert_eq!(
@@ -501,10 +485,7 @@ fn deploys_respect_the_range_and_releases_are_production_deploys() {
 fn tests_per_iso_week() {
     let d = loaded();
     // 03-06 (a Wednesday) .. 03-12 (a Tuesday): ISO weeks of Monday 03-04 and Monday 03-11.
-    let b = ok(
-        &d,
-        "/openapi/statistics/test?startDate=1709683200&endDate=1710201600",
-    );
+    let b = d.get_ok("/openapi/statistics/test?startDate=1709683200&endDate=1710201600");
     // Week 03-04 holds t1 success (03-06) and t2 failed (03-10, a Sunday); week 03-11 holds
     // t3 timeout and t4 error. t5 is running, t6 is outside the range.
     assert_eq!(
@@ -521,10 +502,8 @@ fn tests_per_iso_week() {
     // api: (s,c,a) (s,c,b) from t1, (-,c,c) from t2, t3 repeats (s,c,b): 3; web's (s,c,a): 1.
     assert_eq!(b["case_count"], 4);
 
-    let b = ok(
-        &d,
-        "/openapi/statistics/test?startDate=1709683200&endDate=1710201600&projectKey=api",
-    );
+    let b =
+        d.get_ok("/openapi/statistics/test?startDate=1709683200&endDate=1710201600&projectKey=api");
     assert_eq!(b["case_count"], 3);
     assert_eq!(b["exec_count"], 3);
     // (100 + 200 + 301) / 3 = 200.33 s: 200.
@@ -540,16 +519,15 @@ fn overview_counts_what_was_active_in_the_range() {
     // Clusters of those deploys: c-stg, c-prod. Services: api, web. Workflows: api/ci,
     // api/release, api/nightly, web/ci, web/deploy. Envs: api/staging, api/prod, web/prod.
     // Artifacts: img/api:1 (b1 and d1), img/api:2, img/web:1.
-    let b = ok(&d, &format!("/openapi/statistics/overview?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/overview?{range}"));
     assert_eq!(
         b,
         json!({"project_count": 2, "cluster_count": 2, "service_count": 2,
                "workflow_count": 5, "env_count": 3, "artifact_count": 3})
     );
-    let b = ok(
-        &d,
-        &format!("/openapi/statistics/overview?{range}&projectKey=web"),
-    );
+    let b = d.get_ok(&format!(
+        "/openapi/statistics/overview?{range}&projectKey=web"
+    ));
     assert_eq!(
         b,
         json!({"project_count": 1, "cluster_count": 1, "service_count": 1,
@@ -562,7 +540,7 @@ fn an_empty_range_is_zeros() {
     let d = loaded();
     // 2020-01-01T00:00Z .. 2020-01-03T00:00Z: three days with nothing in them.
     let range = "startDate=1577836800&endDate=1578009600";
-    let b = ok(&d, &format!("/openapi/statistics/build?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/build?{range}"));
     assert_eq!(b["total"], 0);
     assert_eq!(
         b["data"],
@@ -572,22 +550,19 @@ fn an_empty_range_is_zeros() {
             {"date": "2020-01-03", "total": 0, "success": 0, "failure": 0},
         ])
     );
-    let b = ok(&d, &format!("/openapi/statistics/deploy?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/deploy?{range}"));
     assert_eq!(b["data"].as_array().unwrap().len(), 3);
     // 2020-01-01 was a Wednesday: its ISO week starts Monday 2019-12-30.
-    let b = ok(&d, &format!("/openapi/statistics/test?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/test?{range}"));
     assert_eq!(
         b,
         json!({"case_count": 0, "exec_count": 0, "success_count": 0, "average_runtime": 0,
                "data": [{"date": "2019-12-30", "success_count": 0, "timeout_count": 0, "failed_count": 0}]})
     );
-    let b = ok(&d, &format!("/openapi/statistics/overview?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/overview?{range}"));
     assert_eq!(b["project_count"], 0);
     assert_eq!(b["artifact_count"], 0);
-    let b = ok(
-        &d,
-        "/openapi/statistics/v2/release?start_time=1577836800&end_time=1578009600",
-    );
+    let b = d.get_ok("/openapi/statistics/v2/release?start_time=1577836800&end_time=1578009600");
     assert_eq!(
         (
             b["total"].clone(),
@@ -595,13 +570,13 @@ fn an_empty_range_is_zeros() {
         ),
         (json!(0), 3)
     );
-    let b = ok(&d, "/openapi/statistics/v2/rollback/detail?startTime=1577836800&endTime=1578009600&pageNum=1&pageSize=10");
+    let b = d.get_ok("/openapi/statistics/v2/rollback/detail?startTime=1577836800&endTime=1578009600&pageNum=1&pageSize=10");
     assert_eq!(b, json!({"total": 0, "data": []}));
     // A fresh database answers zeros too.
     let fresh = Daemon::start(&[]);
-    assert_eq!(ok(&fresh, "/openapi/statistics/build")["total"], 0);
+    assert_eq!(fresh.get_ok("/openapi/statistics/build")["total"], 0);
     assert_eq!(
-        ok(&fresh, "/openapi/statistics/overview")["project_count"],
+        fresh.get_ok("/openapi/statistics/overview")["project_count"],
         0
     );
 }
@@ -625,7 +600,7 @@ fn rollbacks_newest_first_in_pages() {
     let d = loaded();
     // [1709546400, 1709719200] holds rb1 and rb4 at its very edges, rb2 and rb3 inside; not rb5.
     let base = "/openapi/statistics/v2/rollback/detail?startTime=1709546400&endTime=1709719200";
-    let page = |n: i64, size: i64| ok(&d, &format!("{base}&pageNum={n}&pageSize={size}"));
+    let page = |n: i64, size: i64| d.get_ok(&format!("{base}&pageNum={n}&pageSize={size}"));
     let (rb1, rb2, rb3, rb4) = (
         ("api".to_owned(), 1_709_546_400),
         ("api".to_owned(), 1_709_632_800),
@@ -656,16 +631,15 @@ fn rollbacks_newest_first_in_pages() {
                "create_by": {"name": "ann"}, "create_time": 1_709_719_200})
     );
     // Filters: project and environment; service.
-    let b = ok(
-        &d,
-        &format!("{base}&pageNum=1&pageSize=10&projectKey=api&envName=production"),
-    );
+    let b = d.get_ok(&format!(
+        "{base}&pageNum=1&pageSize=10&projectKey=api&envName=production"
+    ));
     assert_eq!(b["total"], 2);
     assert_eq!(rollback_services(&b), vec![rb4, rb2]);
-    let b = ok(&d, &format!("{base}&pageNum=1&pageSize=10&serviceName=web"));
+    let b = d.get_ok(&format!("{base}&pageNum=1&pageSize=10&serviceName=web"));
     assert_eq!(rollback_services(&b), vec![rb3]);
     // One second less at the end leaves rb4 out.
-    let b = ok(&d, "/openapi/statistics/v2/rollback/detail?startTime=1709546400&endTime=1709719199&pageNum=1&pageSize=10");
+    let b = d.get_ok("/openapi/statistics/v2/rollback/detail?startTime=1709546400&endTime=1709719199&pageNum=1&pageSize=10");
     assert_eq!(b["total"], 3);
 }
 
@@ -745,10 +719,10 @@ fn every_bad_parameter_is_a_400_naming_it() {
 fn demo_data_answers_sensibly() {
     let d = Daemon::start(&["--demo", "--now", "2026-03-01T12:00:00Z"]);
     for path in ["overview", "build", "deploy", "test"] {
-        let b = ok(&d, &format!("/openapi/statistics/{path}"));
+        let b = d.get_ok(&format!("/openapi/statistics/{path}"));
         assert!(b.is_object(), "{path}: {b}");
     }
-    let build = ok(&d, "/openapi/statistics/build");
+    let build = d.get_ok("/openapi/statistics/build");
     let data = build["data"].as_array().unwrap();
     assert_eq!(data.len(), 30);
     // The series adds up to the total, and every day is within it.
@@ -759,7 +733,7 @@ fn demo_data_answers_sensibly() {
         let t = e["total"].as_i64().unwrap();
         assert!(e["success"].as_i64().unwrap() + e["failure"].as_i64().unwrap() <= t);
     }
-    let overview = ok(&d, "/openapi/statistics/overview");
+    let overview = d.get_ok("/openapi/statistics/overview");
     assert!(
         overview["project_count"].as_i64().unwrap() >= 2,
         "{overview}"
@@ -769,19 +743,13 @@ fn demo_data_answers_sensibly() {
         "{overview}"
     );
     // 2026-01-30T12:00Z .. 2026-03-01T12:00Z.
-    let r = ok(
-        &d,
-        "/openapi/statistics/v2/release?start_time=1769774400&end_time=1772366400",
-    );
+    let r = d.get_ok("/openapi/statistics/v2/release?start_time=1769774400&end_time=1772366400");
     assert!(r["total"].as_i64().unwrap() > 0, "{r}");
     assert_eq!(r["daily_stat"].as_array().unwrap().len(), 31);
-    let rb = ok(
-        &d,
-        "/openapi/statistics/v2/rollback/detail?pageNum=1&pageSize=5",
-    );
+    let rb = d.get_ok("/openapi/statistics/v2/rollback/detail?pageNum=1&pageSize=5");
     assert!(rb["total"].as_i64().unwrap() > 0, "{rb}");
     assert!(rb["data"].as_array().unwrap().len() <= 5);
-    let t = ok(&d, "/openapi/statistics/test");
+    let t = d.get_ok("/openapi/statistics/test");
     assert!(t["case_count"].as_i64().unwrap() > 0, "{t}");
     assert!(t["exec_count"].as_i64().unwrap() >= t["success_count"].as_i64().unwrap());
 }
@@ -791,14 +759,14 @@ fn demo_data_answers_sensibly() {
 /// lies at whole hours in the middle of days, so the one-minute shift changes nothing.
 fn rollup_matches_exact(d: &Daemon, query: &str) -> (Value, Value) {
     for path in ["build", "deploy", "v2/release"] {
-        let fast = ok(d, &format!("/openapi/statistics/{path}?{query}"));
-        let exact = ok(d, &format!("/openapi/statistics/{path}?{query}&tzo=1"));
+        let fast = d.get_ok(&format!("/openapi/statistics/{path}?{query}"));
+        let exact = d.get_ok(&format!("/openapi/statistics/{path}?{query}&tzo=1"));
         assert_eq!(fast, exact, "{path}?{query}");
     }
     let mut answers = Vec::new();
     for path in ["overview", "test"] {
-        let fast = ok(d, &format!("/openapi/statistics/{path}?{query}"));
-        let exact = ok(d, &format!("/openapi/statistics/{path}?{query}&tzo=1"));
+        let fast = d.get_ok(&format!("/openapi/statistics/{path}?{query}"));
+        let exact = d.get_ok(&format!("/openapi/statistics/{path}?{query}&tzo=1"));
         assert_eq!(fast, exact, "{path}?{query}");
         answers.push(fast);
     }
@@ -988,13 +956,13 @@ fn rollups_stay_exact_under_stale_deliveries_and_changed_jobs() {
     assert_eq!(t["case_count"], 0);
     assert_eq!(t["exec_count"], 1);
     assert_eq!(o["artifact_count"], 1);
-    let b = ok(&d, &format!("/openapi/statistics/build?{range}"));
+    let b = d.get_ok(&format!("/openapi/statistics/build?{range}"));
     // t (success) and b (still failed) on 03-05.
     assert_eq!(
         (b["total"].clone(), b["success"].clone()),
         (json!(2), json!(1))
     );
-    let r = ok(&d, &format!("/openapi/statistics/v2/release?{range}"));
+    let r = d.get_ok(&format!("/openapi/statistics/v2/release?{range}"));
     assert_eq!(r["total"], 0);
     assert_rollups_exact(&d);
 
