@@ -163,21 +163,16 @@ fn random_history(d: &Daemon, seed: u64) {
 
 /// Every rollup row that counts something, in a fixed order, blobs in hex.
 fn kept(conn: &rusqlite::Connection) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT concat_ws(' ', 'run', span, at, project_id, workflow_id, n, errors,
+    crate::common::strings(
+        conn,
+        "SELECT concat_ws(' ', 'run', span, at, project_id, workflow_id, n, errors,
                 successes, credits, dur_n, dur_sum, queue_n, queue_sum, hex(durs))
                 FROM apigee_run_rollup WHERE n <> 0
              UNION ALL SELECT concat_ws(' ', 'job', span, at, project_id, workflow_id, name, n,
                 errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, hex(durs))
                 FROM apigee_job_rollup WHERE n <> 0
              ORDER BY 1",
-        )
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+    )
 }
 
 #[test]

@@ -230,18 +230,13 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
 }
 
 fn kept(conn: &rusqlite::Connection) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT concat_ws(' ', project_id, at, result_id, grp, sha, job, quote(classname), name, bad,
+    crate::common::strings(
+        conn,
+        "SELECT concat_ws(' ', project_id, at, result_id, grp, sha, job, quote(classname), name, bad,
                 quote(prev_at), quote(prev_bad),
                 run_id, quote(job_ms), quote(file), quote(suite))
              FROM flaky_results ORDER BY project_id, at, result_id",
-        )
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+    )
 }
 
 /// Flaky tests by the definition, from the raw tables: every result (not skipped) in the

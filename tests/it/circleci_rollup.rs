@@ -198,9 +198,9 @@ fn random_history(d: &Daemon, seed: u64) {
 
 /// The rollup rows and kept recoveries, in a fixed order.
 fn kept(conn: &rusqlite::Connection) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT concat_ws(' ', 'day', project_id, branch, workflow_id, day, total, ok, bad,
+    crate::common::strings(
+        conn,
+        "SELECT concat_ws(' ', 'day', project_id, branch, workflow_id, day, total, ok, bad,
                 canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
                 FROM insights_days WHERE total <> 0
              UNION ALL SELECT concat_ws(' ', 'run', id, rec_from, rec_ms) FROM runs
@@ -211,12 +211,7 @@ fn kept(conn: &rusqlite::Connection) -> Vec<String> {
              UNION ALL SELECT concat_ws(' ', 'job dur', project_id, branch, workflow_id, name, dur,
                 job_id, at) FROM insights_job_durs
              ORDER BY 1",
-        )
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+    )
 }
 
 #[test]

@@ -242,3 +242,12 @@ pub fn json_time(ms: Option<i64>) -> String {
         format!("\"{}\"", pipestat::times::format_rfc3339(ms))
     })
 }
+
+/// The first column of every row `sql` returns, as text, in the order it returns them.
+pub fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}

@@ -787,9 +787,9 @@ pub fn assert_rollups_exact(d: &Daemon) {
 
 /// The rows of the rollups that count something, in a fixed order.
 fn rollup_rows(conn: &rusqlite::Connection) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT 'workflow ' || workflow_id || ' ' || bucket || ' ' || n
+    crate::common::strings(
+        conn,
+        "SELECT 'workflow ' || workflow_id || ' ' || bucket || ' ' || n
                 FROM zadig_workflow_buckets WHERE n <> 0
              UNION ALL SELECT concat_ws(' ', 'series', project_id, kind, bucket, production,
                 finished, success, timeout, failed, duration_ms, timed)
@@ -799,12 +799,7 @@ fn rollup_rows(conn: &rusqlite::Connection) -> Vec<String> {
              UNION ALL SELECT concat_ws(' ', 'case', case_id, bucket, n)
                 FROM zadig_case_buckets WHERE n <> 0
              ORDER BY 1",
-        )
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+    )
 }
 
 #[test]
