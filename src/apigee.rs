@@ -734,6 +734,37 @@ fn buckets(q: &Query, unit: Unit) -> Result<Vec<i64>> {
 /// A window frame covering every row of the partition.
 const WHOLE_PARTITION: &str = "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING";
 
+/// What both statistics queries (this one and the rollups' in rollup.rs) group by: the
+/// project condition (pushed to `conds`), one column per dimension (d0, d1, …) and, with
+/// `unit`, the bucket of the time expression `time` (b). Returns the columns and the GROUP BY
+/// terms.
+fn grouping(
+    q: &Query,
+    time: &str,
+    unit: Option<Unit>,
+    params: &mut Vec<Value>,
+    conds: &mut Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    if let Some(p) = &q.project {
+        params.push(Value::Text(p.clone()));
+        let n = params.len();
+        conds.push(format!("(p.key = ?{n} OR p.slug = ?{n})"));
+    }
+    let mut cols: Vec<String> = q
+        .dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("{} AS d{i}", d.sql))
+        .collect();
+    let mut group: Vec<String> = (0..q.dims.len()).map(|i| format!("d{i}")).collect();
+    if let Some(unit) = unit {
+        let b = bucket_sql(time, unit, q.tzo, params);
+        cols.push(format!("{b} AS b"));
+        group.push("b".into());
+    }
+    (cols, group)
+}
+
 /// The SQL of the start of the `unit` bucket (at UTC offset `tzo` minutes) that the time
 /// expression `time` (milliseconds) falls in, its values bound as parameters appended to
 /// `params`: plain arithmetic for units of a fixed width, else the registered `BUCKET_FN`.
@@ -761,23 +792,7 @@ fn build_sql(q: &Query, sels: &[Sel], unit: Option<Unit>) -> (String, Vec<Value>
     let time = q.facts.time;
     let mut params = vec![Value::Integer(q.start), Value::Integer(q.end)];
     let mut conds = vec![format!("{time} >= ?1 AND {time} < ?2")];
-    if let Some(p) = &q.project {
-        params.push(Value::Text(p.clone()));
-        let n = params.len();
-        conds.push(format!("(p.key = ?{n} OR p.slug = ?{n})"));
-    }
-    let mut cols: Vec<String> = q
-        .dims
-        .iter()
-        .enumerate()
-        .map(|(i, d)| format!("{} AS d{i}", d.sql))
-        .collect();
-    let mut group: Vec<String> = (0..q.dims.len()).map(|i| format!("d{i}")).collect();
-    if let Some(unit) = unit {
-        let b = bucket_sql(time, unit, q.tzo, &mut params);
-        cols.push(format!("{b} AS b"));
-        group.push("b".into());
-    }
+    let (mut cols, group) = grouping(q, time, unit, &mut params, &mut conds);
     // Each metric selected is computed once per row, as m0, m1, …
     let mut metrics: Vec<&'static Column> = Vec::new();
     for s in sels {

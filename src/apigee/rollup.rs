@@ -17,7 +17,7 @@
 use rusqlite::functions::{Aggregate, Context};
 use rusqlite::types::{Value, ValueRef};
 
-use super::{aliases, bucket_sql, filter, Func, Query, Sel, Unit, DAY, HOUR, JOBS, MINUTE, RUNS};
+use super::{aliases, filter, grouping, Func, Query, Sel, Unit, DAY, HOUR, JOBS, MINUTE, RUNS};
 use crate::store::apigee::Durations;
 
 /// The aggregate `pipestat_pct(durs, p)`: over the duration blobs of a group, the p-th
@@ -164,26 +164,10 @@ pub(super) fn build_sql(
     } else {
         format!("{a}.n > 0")
     }];
-    if let Some(p) = &q.project {
-        params.push(Value::Text(p.clone()));
-        let n = params.len();
-        conds.push(format!("(p.key = ?{n} OR p.slug = ?{n})"));
-    }
-    let mut cols: Vec<String> = q
-        .dims
-        .iter()
-        .enumerate()
-        .map(|(i, d)| format!("{} AS d{i}", d.sql))
-        .collect();
-    let mut group: Vec<String> = (0..q.dims.len()).map(|i| format!("d{i}")).collect();
-    if let Some(unit) = unit {
-        // Every bucket boundary is a whole span, so the bucket of a span's start is the
-        // bucket of every time in that span.
-        let time = format!("({a}.at * {HOUR})");
-        let b = bucket_sql(&time, unit, q.tzo, &mut params);
-        cols.push(format!("{b} AS b"));
-        group.push("b".into());
-    }
+    // Every bucket boundary is a whole span, so the bucket of a span's start is the bucket of
+    // every time in that span.
+    let time = format!("({a}.at * {HOUR})");
+    let (mut cols, group) = grouping(q, &time, unit, &mut params, &mut conds);
     if let Some(e) = &q.filter {
         conds.push(filter::to_sql(e, super::REGEXP_FN, &mut params));
     }
