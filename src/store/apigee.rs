@@ -327,7 +327,13 @@ pub fn encode(sorted: &[i64]) -> Vec<u8> {
 /// `old` (a row's blob) without the durations of `del` and with those of `add`, encoded anew.
 /// A duration to remove that the row does not hold means the rollup lost step with the rows:
 /// an internal error, so that the write rolls back rather than store a wrong row.
-fn merge(old: &[u8], add: Vec<i64>, mut del: Vec<i64>) -> Result<Vec<u8>> {
+fn merge(old: &[u8], mut add: Vec<i64>, mut del: Vec<i64>) -> Result<Vec<u8>> {
+    add.sort_unstable();
+    if del.is_empty() {
+        if let Some(spliced) = splice(old, &add) {
+            return Ok(spliced);
+        }
+    }
     let mut all: Vec<i64> = Durations::of(old).iter().chain(add).collect();
     all.sort_unstable();
     del.sort_unstable();
@@ -341,6 +347,35 @@ fn merge(old: &[u8], add: Vec<i64>, mut del: Vec<i64>) -> Result<Vec<u8>> {
         ));
     }
     Ok(encode(&all))
+}
+
+/// `merge` without decoding, for the usual case at ingest: durations only added (`sorted`,
+/// ascending), none below the blob's base and none beyond what its width holds, so the base
+/// and width stay those `encode` would choose. The new slots are spliced in among the stored
+/// ones, whose bytes are copied as they are. None when that does not apply.
+fn splice(old: &[u8], sorted: &[i64]) -> Option<Vec<u8>> {
+    let stored = Durations::of(old);
+    let (&least, &greatest) = (sorted.first()?, sorted.last()?);
+    if stored.is_empty() || least < stored.base {
+        return None;
+    }
+    let width = stored.width;
+    let range = greatest.wrapping_sub(stored.base) as u64;
+    if width < 8 && range >> (8 * width) != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(old.len() + width * sorted.len());
+    out.extend_from_slice(&old[..old.len() - stored.body.len()]);
+    let mut copied = 0;
+    for &v in sorted {
+        // The stored durations up to v go before it; `sorted` ascending keeps this monotone.
+        let before = stored.count_le(v);
+        out.extend_from_slice(&stored.body[copied * width..before * width]);
+        copied = before;
+        out.extend_from_slice(&(v.wrapping_sub(stored.base) as u64).to_be_bytes()[8 - width..]);
+    }
+    out.extend_from_slice(&stored.body[copied * width..]);
+    Some(out)
 }
 
 /// The aggregate `pipestat_durs(ms)`: the blob of the non-NULL values of a group, for
@@ -531,5 +566,45 @@ mod tests {
         // Added and removed by the same transaction: no trace, even on an empty row.
         assert_eq!(merge(&[], vec![8], vec![8]).unwrap(), encode(&[]));
         assert!(merge(&old, vec![], vec![4]).is_err());
+    }
+
+    /// Additions take the splice whenever the base and width hold them, and the result is
+    /// always the blob of the sorted union, as encoded from scratch.
+    #[test]
+    fn additions_spliced_in_equal_the_blob_encoded_anew() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut spliced = 0;
+        for round in 0..2_000 {
+            // Spans that need 1, 2, 3 or 8 bytes of width.
+            let span = [200, 60_000, 16_000_000, u64::MAX / 4][round % 4];
+            let base = next(1_000) as i64;
+            let old: Vec<i64> = (0..next(40)).map(|_| base + next(span) as i64).collect();
+            let add: Vec<i64> = (0..1 + next(5))
+                .map(|_| base - 20 + next(span + span / 8) as i64)
+                .collect();
+            let mut sorted_old = old.clone();
+            sorted_old.sort_unstable();
+            let blob = encode(&sorted_old);
+            let mut union: Vec<i64> = old.iter().chain(&add).copied().collect();
+            union.sort_unstable();
+            let mut sorted_add = add.clone();
+            sorted_add.sort_unstable();
+            spliced += usize::from(splice(&blob, &sorted_add).is_some());
+            assert_eq!(merge(&blob, add, vec![]).unwrap(), encode(&union), "round {round}");
+        }
+        // Both ways were taken often.
+        assert!((500..1_900).contains(&spliced), "{spliced} of 2,000 spliced");
+        // Below the base, or beyond the width: never spliced.
+        let blob = encode(&[10, 20, 255]);
+        assert!(splice(&blob, &[9]).is_none());
+        assert!(splice(&blob, &[266]).is_none());
+        assert_eq!(splice(&blob, &[10, 265]).unwrap(), encode(&[10, 10, 20, 255, 265]));
+        assert!(splice(&[], &[1]).is_none());
     }
 }
