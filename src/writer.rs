@@ -554,7 +554,11 @@ mod tests {
         assert!(r2[0].recv().unwrap().is_err());
         drop(committed);
         syncer.join().unwrap();
-        assert_eq!(flushes.load(Ordering::SeqCst), 1, "no flush after a failed one");
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            1,
+            "no flush after a failed one"
+        );
     }
 
     #[test]

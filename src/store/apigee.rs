@@ -596,15 +596,25 @@ mod tests {
             let mut sorted_add = add.clone();
             sorted_add.sort_unstable();
             spliced += usize::from(splice(&blob, &sorted_add).is_some());
-            assert_eq!(merge(&blob, add, vec![]).unwrap(), encode(&union), "round {round}");
+            assert_eq!(
+                merge(&blob, add, vec![]).unwrap(),
+                encode(&union),
+                "round {round}"
+            );
         }
         // Both ways were taken often.
-        assert!((500..1_900).contains(&spliced), "{spliced} of 2,000 spliced");
+        assert!(
+            (500..1_900).contains(&spliced),
+            "{spliced} of 2,000 spliced"
+        );
         // Below the base, or beyond the width: never spliced.
         let blob = encode(&[10, 20, 255]);
         assert!(splice(&blob, &[9]).is_none());
         assert!(splice(&blob, &[266]).is_none());
-        assert_eq!(splice(&blob, &[10, 265]).unwrap(), encode(&[10, 10, 20, 255, 265]));
+        assert_eq!(
+            splice(&blob, &[10, 265]).unwrap(),
+            encode(&[10, 10, 20, 255, 265])
+        );
         assert!(splice(&[], &[1]).is_none());
     }
 }
