@@ -14,6 +14,8 @@
 //! 5. The same runs parsed in-process (JSON to model only), and written in-process through
 //!    `commands::write_batch` (the store path of `import`, without reading and parsing).
 //! 6. A bare rusqlite loop inserting the same rows into the same schema in one transaction.
+//! 7. The same loop with every secondary index dropped (tables, keys and UNIQUE constraints
+//!    only): what the rows alone cost in SQLite on this machine.
 //!
 //! Every run has 5 jobs; all 20 of its test cases belong to its one test job.
 
@@ -134,7 +136,7 @@ fn main() {
 
     // Phase 3 reads the daemon's memory, then stops it cleanly.
     let after_array = server.memory_kb();
-    let (log_lines, writer_line) = server.stop();
+    let (log_lines, writer_line, syncer_line) = server.stop();
     let stored = count_rows(&served_db);
     assert_eq!(
         stored.0,
@@ -200,14 +202,23 @@ fn main() {
 
     // Phase 6 measures the physical limit: SQLite alone.
     let bare_db = dir.path().join("bare.db");
-    let secs = bare_loop(&bare_db, &runs);
-    drop(runs);
+    let secs = bare_loop(&bare_db, &runs, Indexes::All);
     let bare_rate = import_runs as f64 / secs;
     table.row(
         "bare rusqlite loop (one transaction)",
         import_runs,
         secs,
         "prepared cached INSERTs, same schema and pragmas".to_owned(),
+    );
+    // Phase 7: the same loop on the tables alone, every secondary index dropped.
+    let tables_db = dir.path().join("tables.db");
+    let secs = bare_loop(&tables_db, &runs, Indexes::KeysOnly);
+    drop(runs);
+    table.row(
+        "  the same loop without secondary indexes",
+        import_runs,
+        secs,
+        "tables, keys and UNIQUE constraints only".to_owned(),
     );
 
     table.print();
@@ -233,6 +244,7 @@ fn main() {
     );
     // The daemon's own account of its group commits, over both HTTP phases.
     println!("  daemon {writer_line}");
+    println!("  daemon {syncer_line}");
     println!("  load average after the bench: {}", load_average());
     println!("  goals: import and array POSTs >= 20,000 runs/s; single POSTs >= 3,000 runs/s");
 }
@@ -514,7 +526,7 @@ impl Server {
 
     /// Sends SIGTERM, waits for a clean exit, and returns how many lines the daemon logged and
     /// the writer's summary line (groups committed, time spent).
-    fn stop(mut self) -> (usize, String) {
+    fn stop(mut self) -> (usize, String, String) {
         let killed = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -524,11 +536,12 @@ impl Server {
         self.stopped = true;
         assert!(status.success(), "the daemon exited with {status}");
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let writer = log
-            .lines()
-            .find_map(|l| l.find("writer: ").map(|i| l[i..].to_owned()))
-            .unwrap_or_else(|| "writer: no summary logged".to_owned());
-        (log.lines().count(), writer)
+        let summary = |who: &str| {
+            log.lines()
+                .find_map(|l| l.find(who).map(|i| l[i..].to_owned()))
+                .unwrap_or_else(|| format!("{who}no summary logged"))
+        };
+        (log.lines().count(), summary("writer: "), summary("syncer: "))
     }
 }
 
@@ -628,9 +641,18 @@ fn store_path(db: &Path, runs: &[Run]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// Which indexes of the schema the bare loop keeps.
+#[derive(Clone, Copy, PartialEq)]
+enum Indexes {
+    /// The schema as it is.
+    All,
+    /// Every `CREATE INDEX` dropped: what the rows cost without the statistics' indexes.
+    KeysOnly,
+}
+
 /// SQLite alone: the same rows inserted with prepared cached statements in one transaction,
 /// on the same schema and pragmas as the daemon's. Projects and workflows exist beforehand.
-fn bare_loop(db: &Path, runs: &[Run]) -> f64 {
+fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
     let mut conn = Connection::open(db).expect("open the database");
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -644,6 +666,17 @@ fn bare_loop(db: &Path, runs: &[Run]) -> f64 {
     )
     .expect("pragmas");
     conn.execute_batch(SCHEMA).expect("the schema");
+    if indexes == Indexes::KeysOnly {
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .expect("the index names");
+        assert!(!names.is_empty(), "the schema has secondary indexes");
+        for name in names {
+            conn.execute_batch(&format!("DROP INDEX \"{name}\""))
+                .expect("drop an index");
+        }
+    }
 
     let mut ids: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
     for run in runs {

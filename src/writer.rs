@@ -125,7 +125,14 @@ impl Writer {
                     Ok(syncer) => {
                         run(conn, &rx, &counter, &committed);
                         drop(committed);
-                        let _ = syncer.join();
+                        if let Ok(s) = syncer.join() {
+                            log::info!(
+                                "syncer: {} flushes of the WAL for {} answers, {:.2} s flushing",
+                                s.flushes,
+                                s.answers,
+                                s.flushing.as_secs_f64()
+                            );
+                        }
                     }
                     Err(e) => log::error!("cannot start the syncer thread: {e}"),
                 }
@@ -188,6 +195,14 @@ fn open_wal(conn: &Connection) -> Result<File> {
         .map_err(|e| Error::Internal(format!("cannot open the WAL file {wal}: {e}")))
 }
 
+/// What the syncer did, logged when it stops.
+#[derive(Default)]
+struct SyncStats {
+    flushes: u64,
+    answers: u64,
+    flushing: Duration,
+}
+
 /// The syncer: for every batch of committed groups waiting, one flush of the WAL file to the
 /// disk, then their answers. After a failed flush every later write is answered with an
 /// error too: which pages reached the disk is no longer known.
@@ -195,14 +210,20 @@ fn sync_loop(
     wal: &File,
     committed: &mpsc::Receiver<Vec<Answer>>,
     flush: impl Fn(&File) -> std::io::Result<()>,
-) {
+) -> SyncStats {
+    let mut stats = SyncStats::default();
     let mut failed: Option<String> = None;
     while let Ok(mut batch) = committed.recv() {
         while let Ok(more) = committed.try_recv() {
             batch.extend(more);
         }
+        stats.answers += batch.len() as u64;
         if failed.is_none() {
-            if let Err(e) = flush(wal) {
+            let started = Instant::now();
+            let flushed = flush(wal);
+            stats.flushes += 1;
+            stats.flushing += started.elapsed();
+            if let Err(e) = flushed {
                 log::error!("fsync of the WAL failed, refusing writes until restarted: {e}");
                 failed = Some(format!("fsync of the WAL failed: {e}"));
             }
@@ -216,6 +237,7 @@ fn sync_loop(
             let _ = reply.send(result);
         }
     }
+    stats
 }
 
 fn run(
@@ -516,11 +538,12 @@ mod tests {
         committed.send(b).unwrap();
         drop(committed);
         let flushes = AtomicUsize::new(0);
-        sync_loop(&wal, &to_sync, |_| {
+        let stats = sync_loop(&wal, &to_sync, |_| {
             flushes.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
         assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        assert_eq!((stats.flushes, stats.answers), (1, 4));
         for r in ra.iter().chain(&rb) {
             assert!(r.recv().unwrap().is_ok());
         }
