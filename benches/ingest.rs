@@ -541,7 +541,11 @@ impl Server {
                 .find_map(|l| l.find(who).map(|i| l[i..].to_owned()))
                 .unwrap_or_else(|| format!("{who}no summary logged"))
         };
-        (log.lines().count(), summary("writer: "), summary("syncer: "))
+        (
+            log.lines().count(),
+            summary("writer: "),
+            summary("syncer: "),
+        )
     }
 }
 

@@ -1,6 +1,7 @@
 //! The daemon: worker threads over tiny_http, authentication, limits, routing, responses and
 //! the error shapes of every surface. Only this module knows tiny_http.
 
+use std::cell::{Ref, RefCell};
 use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -50,7 +51,8 @@ pub struct Req {
     pub segments: Vec<String>,
     pub query: Vec<(String, String)>,
     pub content_type: Option<String>,
-    pub body: Vec<u8>,
+    /// Read through `body()`; `drop_body` frees it once parsed.
+    pub body: RefCell<Vec<u8>>,
     /// Request headers as sent (names in their original case; compare them ignoring case).
     pub headers: Vec<(String, String)>,
     /// The token presented, or None in open mode.
@@ -58,6 +60,17 @@ pub struct Req {
 }
 
 impl Req {
+    /// The request body (empty after `drop_body`).
+    pub fn body(&self) -> Ref<'_, Vec<u8>> {
+        self.body.borrow()
+    }
+
+    /// Frees the body once it has been parsed, so that a large one is not held in memory while
+    /// its write waits for the writer.
+    pub fn drop_body(&self) {
+        self.body.take();
+    }
+
     /// The first value of a query parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query
@@ -445,7 +458,7 @@ fn prepare(app: &App, conn: &Connection, rq: &mut tiny_http::Request, url: &str)
         segments,
         query,
         content_type,
-        body,
+        body: RefCell::new(body),
         headers,
         token,
     })

@@ -68,7 +68,8 @@ fn post_runs(app: &App, req: &Req) -> Result<Resp> {
             "application/jsonl",
         ],
     )?;
-    let runs = ingest::parse_runs(&req.body, ndjson)?;
+    let runs = ingest::parse_runs(&req.body(), ndjson)?;
+    req.drop_body();
     let accepted = runs.len();
     match app.writer.submit(Write::Runs(runs))? {
         Written::Runs(c) => Ok(Resp::json(
@@ -81,7 +82,8 @@ fn post_runs(app: &App, req: &Req) -> Result<Resp> {
 
 fn post_rollbacks(app: &App, req: &Req) -> Result<Resp> {
     require_json(req, &[])?;
-    let rollbacks = ingest::parse_rollbacks(&req.body)?;
+    let rollbacks = ingest::parse_rollbacks(&req.body())?;
+    req.drop_body();
     match app.writer.submit(Write::Rollbacks(rollbacks))? {
         Written::Rollbacks(n) => Ok(Resp::json(200, &json!({"accepted": n}))),
         _ => Err(Error::Internal("unexpected writer answer".into())),
@@ -104,8 +106,8 @@ fn post_tests(app: &App, req: &Req, path: &[&str], id: &str) -> Result<Resp> {
         }
     }
     let slug = slug_of(path)?;
-    let tests =
-        junit::parse(&req.body).map_err(|e| Error::bad(format!("malformed JUnit report: {e}")))?;
+    let tests = junit::parse(&req.body())
+        .map_err(|e| Error::bad(format!("malformed JUnit report: {e}")))?;
     let count = |o: TestOutcome| tests.iter().filter(|t| t.result == o).count();
     let summary = json!({
         "cases": tests.len(),
@@ -239,7 +241,7 @@ fn list_tokens(conn: &Connection) -> Result<Resp> {
 
 fn create_token(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     require_json(req, &[])?;
-    let body = ingest::parse_json(&req.body).map_err(Error::BadRequest)?;
+    let body = ingest::parse_json(&req.body()).map_err(Error::BadRequest)?;
     let field = |k: &str| {
         body.get(k)
             .and_then(Value::as_str)

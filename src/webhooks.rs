@@ -122,9 +122,10 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// body whose `payload` field holds the JSON.
 fn payload(req: &Req) -> Result<Value> {
     let json = match req.media_type().as_deref() {
-        None | Some("application/json") => req.body.clone(),
+        None | Some("application/json") => req.body().clone(),
         Some("application/x-www-form-urlencoded") => {
-            let text = std::str::from_utf8(&req.body)
+            let body = req.body();
+            let text = std::str::from_utf8(&body)
                 .map_err(|_| Error::bad("form body is not valid UTF-8"))?;
             let field = text
                 .split('&')

@@ -17,7 +17,7 @@ pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
         "github-secret",
         "PIPESTAT_GITHUB_SECRET",
     )?;
-    verify_github(secret, &req.body, req.header("X-Hub-Signature-256"))?;
+    verify_github(secret, &req.body(), req.header("X-Hub-Signature-256"))?;
     let event = req
         .header("X-GitHub-Event")
         .ok_or_else(|| Error::bad("missing X-GitHub-Event header"))?;

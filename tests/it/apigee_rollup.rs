@@ -227,7 +227,7 @@ fn req(query: &str) -> Req {
         segments: Vec::new(),
         query,
         content_type: None,
-        body: Vec::new(),
+        body: Default::default(),
         headers: Vec::new(),
         token: None,
     }
