@@ -114,6 +114,8 @@ pub fn immediate<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>)
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(30))?;
     // WAL lets readers run beside the one writer; FULL makes each commit durable on return.
+    // (The writer thread of `serve` switches its own connection to NORMAL and flushes the WAL
+    // itself before answering: src/writer.rs.)
     // Checkpoints every 8,000 pages (32 MB of WAL) rather than SQLite's 1,000: bulk loads
     // spend less time copying pages back, at the cost of a larger WAL file between them.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
