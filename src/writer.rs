@@ -18,8 +18,9 @@
 //! database file before the WAL is reused. Readers may see a group's rows a moment before
 //! its requests are answered; a write that is never answered may be lost to a power cut, as
 //! with any commit still on its way to the disk. If an fsync fails, the syncer answers the
-//! waiting requests with an error and refuses every later write until pipestat restarts,
-//! since after a failed fsync the kernel no longer says which pages reached the disk.
+//! requests waiting for it with an error, and the writer writes nothing more, answering every
+//! later write with an error until pipestat restarts: after a failed fsync the kernel no
+//! longer says which pages reached the disk.
 //!
 //! A worker announces a write request as soon as it starts on it (`Writer::announce`), before
 //! reading and validating its body. Before committing, the writer waits for the announced
@@ -29,7 +30,7 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -118,12 +119,14 @@ impl Writer {
             .name("writer".into())
             .spawn(move || {
                 let (committed, to_sync) = mpsc::channel();
+                let disk_failed = Arc::new(AtomicBool::new(false));
+                let flag = disk_failed.clone();
                 let syncer = std::thread::Builder::new()
                     .name("syncer".into())
-                    .spawn(move || sync_loop(&wal, &to_sync, |f| f.sync_data()));
+                    .spawn(move || sync_loop(&wal, &to_sync, &flag, |f| f.sync_data()));
                 match syncer {
                     Ok(syncer) => {
-                        run(conn, &rx, &counter, &committed);
+                        run(conn, &rx, &counter, &committed, &disk_failed);
                         drop(committed);
                         if let Ok(s) = syncer.join() {
                             log::info!(
@@ -204,11 +207,13 @@ struct SyncStats {
 }
 
 /// The syncer: for every batch of committed groups waiting, one flush of the WAL file to the
-/// disk, then their answers. After a failed flush every later write is answered with an
-/// error too: which pages reached the disk is no longer known.
+/// disk, then their answers. After a failed flush it sets `disk_failed`, so that the writer
+/// writes nothing more, and answers every write still reaching it with an error: which pages
+/// reached the disk is no longer known.
 fn sync_loop(
     wal: &File,
     committed: &mpsc::Receiver<Vec<Answer>>,
+    disk_failed: &AtomicBool,
     flush: impl Fn(&File) -> std::io::Result<()>,
 ) -> SyncStats {
     let mut stats = SyncStats::default();
@@ -226,6 +231,7 @@ fn sync_loop(
             if let Err(e) = flushed {
                 log::error!("fsync of the WAL failed, refusing writes until restarted: {e}");
                 failed = Some(format!("fsync of the WAL failed: {e}"));
+                disk_failed.store(true, Ordering::SeqCst);
             }
         }
         for (reply, result) in batch {
@@ -245,11 +251,21 @@ fn run(
     rx: &mpsc::Receiver<Pending>,
     preparing: &AtomicUsize,
     committed: &mpsc::Sender<Vec<Answer>>,
+    disk_failed: &AtomicBool,
 ) {
     let mut stats = Stats::default();
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let group = gather(first, rx, preparing, started + MAX_WAIT);
+        if disk_failed.load(Ordering::SeqCst) {
+            // Nothing more is written after a failed fsync (see `sync_loop`).
+            for p in group {
+                let _ = p.reply.send(Err(Error::Internal(
+                    "an fsync of the WAL failed; writes are refused until pipestat restarts".into(),
+                )));
+            }
+            continue;
+        }
         let gathered = Instant::now();
         let writes: Vec<&Write> = group.iter().map(|p| &p.write).collect();
         let results = commit_group(&mut conn, &writes);
@@ -506,7 +522,7 @@ mod tests {
         let (flushing, flush_started) = mpsc::channel();
         let (go, may_return) = mpsc::channel::<()>();
         let syncer = std::thread::spawn(move || {
-            sync_loop(&wal, &to_sync, |_| {
+            sync_loop(&wal, &to_sync, &AtomicBool::new(false), |_| {
                 flushing.send(()).unwrap();
                 may_return.recv().unwrap();
                 Ok(())
@@ -538,7 +554,7 @@ mod tests {
         committed.send(b).unwrap();
         drop(committed);
         let flushes = AtomicUsize::new(0);
-        let stats = sync_loop(&wal, &to_sync, |_| {
+        let stats = sync_loop(&wal, &to_sync, &AtomicBool::new(false), |_| {
             flushes.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
@@ -554,10 +570,11 @@ mod tests {
         let wal = tempfile::tempfile().unwrap();
         let (committed, to_sync) = mpsc::channel();
         let flushes = Arc::new(AtomicUsize::new(0));
+        let disk_failed = Arc::new(AtomicBool::new(false));
         let syncer = {
-            let flushes = flushes.clone();
+            let (flushes, flag) = (flushes.clone(), disk_failed.clone());
             std::thread::spawn(move || {
-                sync_loop(&wal, &to_sync, |_| {
+                sync_loop(&wal, &to_sync, &flag, |_| {
                     // The first flush fails; any later one would succeed.
                     match flushes.fetch_add(1, Ordering::SeqCst) {
                         0 => Err(std::io::Error::other("EIO")),
@@ -582,6 +599,36 @@ mod tests {
             1,
             "no flush after a failed one"
         );
+        assert!(disk_failed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn after_a_failed_flush_the_writer_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db::open(&dir.path().join("w.db")).unwrap();
+        let (queue, rx) = mpsc::channel();
+        let (committed, to_sync) = mpsc::channel();
+        let (reply, answer) = mpsc::sync_channel(1);
+        queue
+            .send(Pending {
+                write: Write::Runs(vec![run("a")]),
+                reply,
+            })
+            .unwrap();
+        drop(queue);
+        super::run(
+            conn,
+            &rx,
+            &AtomicUsize::new(0),
+            &committed,
+            &AtomicBool::new(true),
+        );
+        let e = answer.recv().unwrap().err().expect("refused");
+        assert!(e.to_string().contains("writes are refused"), "{e}");
+        // Refused by the writer itself: nothing went to the syncer, nothing was stored.
+        assert!(to_sync.try_recv().is_err());
+        let conn = db::open(&dir.path().join("w.db")).unwrap();
+        assert!(stored(&conn).is_empty());
     }
 
     #[test]
