@@ -198,6 +198,11 @@ fn open_wal(conn: &Connection) -> Result<File> {
         .map_err(|e| Error::Internal(format!("cannot open the WAL file {wal}: {e}")))
 }
 
+/// The answer to a write after a failed fsync of the WAL.
+fn refused() -> Error {
+    Error::Internal("an fsync of the WAL failed; writes are refused until pipestat restarts".into())
+}
+
 /// What the syncer did, logged when it stops.
 #[derive(Default)]
 struct SyncStats {
@@ -217,27 +222,27 @@ fn sync_loop(
     flush: impl Fn(&File) -> std::io::Result<()>,
 ) -> SyncStats {
     let mut stats = SyncStats::default();
-    let mut failed: Option<String> = None;
     while let Ok(mut batch) = committed.recv() {
         while let Ok(more) = committed.try_recv() {
             batch.extend(more);
         }
         stats.answers += batch.len() as u64;
-        if failed.is_none() {
+        if !disk_failed.load(Ordering::SeqCst) {
             let started = Instant::now();
             let flushed = flush(wal);
             stats.flushes += 1;
             stats.flushing += started.elapsed();
             if let Err(e) = flushed {
                 log::error!("fsync of the WAL failed, refusing writes until restarted: {e}");
-                failed = Some(format!("fsync of the WAL failed: {e}"));
                 disk_failed.store(true, Ordering::SeqCst);
             }
         }
+        let failed = disk_failed.load(Ordering::SeqCst);
         for (reply, result) in batch {
-            let result = match &failed {
-                Some(why) => result.and(Err(Error::Internal(why.clone()))),
-                None => result,
+            let result = if failed {
+                result.and(Err(refused()))
+            } else {
+                result
             };
             // A worker that gave up waiting is not an error of the syncer.
             let _ = reply.send(result);
@@ -260,9 +265,7 @@ fn run(
         if disk_failed.load(Ordering::SeqCst) {
             // Nothing more is written after a failed fsync (see `sync_loop`).
             for p in group {
-                let _ = p.reply.send(Err(Error::Internal(
-                    "an fsync of the WAL failed; writes are refused until pipestat restarts".into(),
-                )));
+                let _ = p.reply.send(Err(refused()));
             }
             continue;
         }
