@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 
 use common::{load_average, machine, percentile_ms, Server};
-use pipestat::http::{Method, Req};
+use pipestat::http::Req;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -150,22 +150,7 @@ fn main() {
 
 /// A request carrying only a query string, for `apigee::explain`.
 fn req(query: &str) -> Req {
-    let query = query
-        .split('&')
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.to_owned(), v.replace('+', " "))
-        })
-        .collect();
-    Req {
-        method: Method::Get,
-        segments: Vec::new(),
-        query,
-        content_type: None,
-        body: Default::default(),
-        headers: Vec::new(),
-        token: None,
-    }
+    Req::with_query(query)
 }
 
 /// Apigee's `MM/DD/YYYY HH:MM` for UTC milliseconds.

@@ -3,7 +3,7 @@
 //! the window-function path over the runs and jobs themselves, and a hand-worked case.
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use pipestat::http::{Method, Req};
+use pipestat::http::Req;
 use serde_json::Value;
 
 use crate::common::{json_time, Daemon, Lcg};
@@ -211,26 +211,7 @@ fn apigee_time(ms: i64) -> String {
 
 /// A request carrying only a query string, for `apigee::explain`.
 fn req(query: &str) -> Req {
-    let query = query
-        .split('&')
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8()
-                .unwrap()
-                .into_owned();
-            (k.to_owned(), v)
-        })
-        .collect();
-    Req {
-        method: Method::Get,
-        segments: Vec::new(),
-        query,
-        content_type: None,
-        body: Default::default(),
-        headers: Vec::new(),
-        token: None,
-    }
+    Req::with_query(query)
 }
 
 /// Whether the query SQLite would run for a request reads the rollups (by their primary key,
