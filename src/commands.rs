@@ -122,8 +122,9 @@ pub fn import(db_path: &Path, file: &str) -> Result<()> {
     };
     let started = Instant::now();
     let (batches, received) = std::sync::mpsc::sync_channel::<Parsed>(2);
-    // Written batches go back to the reading thread to be freed there: freeing 5,000 runs is
-    // allocator work the writing thread need not do.
+    // Written batches go back to the reading thread, which allocated them, to be freed there:
+    // freeing 5,000 runs is allocator work (in the reading thread's malloc arena, whose lock
+    // it would take) that the writing thread need not do.
     let (written, spent) = std::sync::mpsc::channel::<Vec<Run>>();
     let reader = std::thread::Builder::new()
         .name("import-reader".into())
