@@ -1,7 +1,7 @@
 //! The daemon: worker threads over tiny_http, authentication, limits, routing, responses and
 //! the error shapes of every surface. Only this module knows tiny_http.
 
-use std::cell::{Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -340,11 +340,13 @@ fn handle(app: &App, conn: &Connection, mut rq: tiny_http::Request) {
     let url = rq.url().to_owned();
     let path = url.split('?').next().unwrap_or("").to_owned();
     let surface = Surface::of(&path);
+    let body_len = Cell::new(0);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // Every write arrives as a POST: the writer waits briefly for announced requests
         // before it commits, so concurrent ones share a commit. Withdrawn on return.
         let _announced = (*rq.method() == tiny_http::Method::Post).then(|| app.writer.announce());
         let req = prepare(app, conn, &mut rq, &url)?;
+        body_len.set(req.body().len());
         route(app, conn, &req)
     }));
     let resp = match outcome {
@@ -366,6 +368,7 @@ fn handle(app: &App, conn: &Connection, mut rq: tiny_http::Request) {
         resp.status,
         started.elapsed().as_millis()
     );
+    let large = body_len.get().max(resp.body.len()) > LARGE_BODY;
     let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
     let content_type =
         tiny_http::Header::from_bytes("Content-Type", resp.content_type).expect("valid header");
@@ -378,7 +381,33 @@ fn handle(app: &App, conn: &Connection, mut rq: tiny_http::Request) {
     if let Err(e) = rq.respond(out) {
         log::debug!("could not send the response: {e}");
     }
+    if large {
+        release_freed_memory();
+    }
 }
+
+/// A request or answer body larger than this makes its worker return freed memory to the
+/// system once it has answered (`release_freed_memory`).
+const LARGE_BODY: usize = 1 << 20;
+
+/// glibc gives each thread that contends for the allocator an arena of its own, and keeps in
+/// each arena what was freed there. The daemon keeps that default: its workers parse while the
+/// writer writes, both allocating all the time, and with one arena for every thread they waited
+/// on its lock (measured in docs/benchmarks.md: 1,000-run array POSTs about a third slower,
+/// single POSTs about a third slower). But then a large request, handled once by each worker,
+/// would stay resident once per arena. So after answering one, a worker hands the free pages of
+/// every arena back to the system (`malloc_trim`, a millisecond or two, for large bodies only).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the system;
+    // it takes each arena's lock and touches no memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
 
 /// The scope a path needs, or None for the probes and webhooks.
 fn scope_for(method: Method, segments: &[String]) -> Option<Scope> {
