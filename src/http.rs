@@ -202,6 +202,7 @@ fn reason(status: u16) -> &'static str {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn serve(cfg: Serve) -> Result<()> {
+    large_allocations_mapped();
     let conn = db::open(&cfg.db)?;
     if cfg.demo {
         if store::is_empty(&conn)? {
@@ -390,13 +391,27 @@ fn handle(app: &App, conn: &Connection, mut rq: tiny_http::Request) {
 /// system once it has answered (`release_freed_memory`).
 const LARGE_BODY: usize = 1 << 20;
 
-/// glibc gives each thread that contends for the allocator an arena of its own, and keeps in
-/// each arena what was freed there. The daemon keeps that default: its workers parse while the
-/// writer writes, both allocating all the time, and with one arena for every thread they waited
-/// on its lock (measured in docs/benchmarks.md: 1,000-run array POSTs about a third slower,
-/// single POSTs about a third slower). But then a large request, handled once by each worker,
-/// would stay resident once per arena. So after answering one, a worker hands the free pages of
-/// every arena back to the system (`malloc_trim`, a millisecond or two, for large bodies only).
+// glibc gives each thread that contends for the allocator an arena of its own, and keeps in
+// each arena what was freed there. The daemon keeps that default: its workers parse while the
+// writer writes, both allocating all the time, and with one arena for every thread they waited
+// on its lock (docs/benchmarks.md: array and single POSTs each about a quarter slower). Two
+// settings keep the memory of many arenas bounded (same page: VmHWM after the array POSTs
+// 47.8–49.4 MB with both, up to 60.6 MB with the second alone):
+// - `large_allocations_mapped`: a large buffer (a request body, a parsed array's vector) is
+//   mapped on its own at any size, and unmapped when freed. glibc's default raises this
+//   threshold to the largest block freed so far, after which such buffers stay in their arena.
+// - `release_freed_memory`: after a large request, its worker hands the free pages of every
+//   arena back to the system (`malloc_trim`, a millisecond or two, for large bodies only).
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn large_allocations_mapped() {
+    // Allocations from 256 KiB up get pages of their own, returned to the system when freed.
+    // SAFETY: mallopt only sets an allocator parameter, under the allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the system;
@@ -405,6 +420,9 @@ fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn large_allocations_mapped() {}
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_freed_memory() {}
