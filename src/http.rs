@@ -401,7 +401,7 @@ const LARGE_BODY: usize = 1 << 20;
 //   mapped on its own at any size, and unmapped when freed. glibc's default raises this
 //   threshold to the largest block freed so far, after which such buffers stay in their arena.
 // - `release_freed_memory`: after a large request, its worker hands the free pages of every
-//   arena back to the system (`malloc_trim`, a millisecond or two, for large bodies only).
+//   arena back to the system (`malloc_trim`, one to three milliseconds, for large bodies only).
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn large_allocations_mapped() {
