@@ -14,6 +14,9 @@
 //! 5. The same runs parsed in-process (JSON to model only), and written in-process through
 //!    `commands::write_batch` (the store path of `import`, without reading and parsing).
 //! 6. A bare rusqlite loop inserting the same rows into the same schema in one transaction.
+//!    Phases 4 and 6 take turns `PIPESTAT_BENCH_ROUNDS` times (default 3), each on a fresh
+//!    database, and each round's ratio compares the two: the machine's speed drifts between
+//!    phases a minute apart by more than the gap being measured.
 //! 7. The same loop with every secondary index dropped (tables, keys and UNIQUE constraints
 //!    only): what the rows alone cost in SQLite on this machine.
 //!
@@ -61,6 +64,7 @@ fn main() {
     let single_runs = scaled(SINGLE_RUNS, scale).max(SINGLE_CLIENTS);
     let array_posts = scaled(ARRAY_POSTS, scale).max(ARRAY_CLIENTS);
     let import_runs = scaled(IMPORT_RUNS, scale).max(1);
+    let import_rounds = env_rounds();
     let daemon_threads = std::env::var("PIPESTAT_BENCH_THREADS").ok();
     let bin = env!("CARGO_BIN_EXE_pipestat");
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -144,7 +148,7 @@ fn main() {
         "the daemon lost runs"
     );
 
-    // Phase 4 runs `pipestat import` of an NDJSON file into a fresh database.
+    // The NDJSON file that phase 4 imports: the same runs again, after those served.
     let ndjson = dir.path().join("runs.ndjson");
     {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&ndjson).expect("create"));
@@ -155,67 +159,54 @@ fn main() {
         out.flush().expect("write NDJSON");
     }
     let file_mb = std::fs::metadata(&ndjson).expect("stat").len() as f64 / 1e6;
-    let imported_db = dir.path().join("imported.db");
-    let started = Instant::now();
-    let out = Command::new(bin)
-        .args(["import", "--db"])
-        .arg(&imported_db)
-        .arg(&ndjson)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run pipestat import");
-    let secs = started.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "pipestat import failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        count_rows(&imported_db).0,
-        import_runs as i64,
-        "import lost runs"
-    );
-    let import_rate = import_runs as f64 / secs;
-    table.row(
-        "pipestat import FILE (whole process)",
-        import_runs,
-        secs,
-        format!("{file_mb:.0} MB of NDJSON, 5,000-run transactions"),
-    );
 
-    // Phase 5 shows where import's time goes, in-process.
+    // Phase 5 shows where import's time goes, in-process; its parsed runs feed the loops.
     let (parse_secs, runs) = parse_file(&ndjson);
     table.row(
-        "  of which: JSON to model only (1 thread)",
+        "JSON to model only (1 thread)",
         import_runs,
         parse_secs,
-        "parse_json + run_from_json".to_owned(),
+        "parse_json + run_from_json, as import's reader".to_owned(),
     );
     let store_db = dir.path().join("store.db");
     let secs = store_path(&store_db, &runs);
     table.row(
-        "  of which: store path only (pre-parsed)",
+        "store path only (pre-parsed)",
         import_runs,
         secs,
         "commands::write_batch, 5,000-run transactions".to_owned(),
     );
 
-    // Phase 6 measures the physical limit: SQLite alone.
-    let bare_db = dir.path().join("bare.db");
-    let secs = bare_loop(&bare_db, &runs, Indexes::All);
-    let bare_rate = import_runs as f64 / secs;
-    table.row(
-        "bare rusqlite loop (one transaction)",
-        import_runs,
-        secs,
-        "prepared cached INSERTs, same schema and pragmas".to_owned(),
-    );
+    // Phases 4 and 6 take turns, each on a fresh database: `pipestat import`, then the
+    // physical limit, SQLite alone. This machine's speed drifts over a minute by more than
+    // the gap between the two, so each round's ratio compares neighbours in time.
+    let mut rounds = Vec::new();
+    for round in 1..=import_rounds {
+        let imported_db = dir.path().join(format!("imported-{round}.db"));
+        let secs = import(bin, &imported_db, &ndjson, import_runs);
+        table.row(
+            &format!("pipestat import FILE, round {round}"),
+            import_runs,
+            secs,
+            format!("whole process, {file_mb:.0} MB of NDJSON, 5,000-run transactions"),
+        );
+        let import_rate = import_runs as f64 / secs;
+        let bare_db = dir.path().join(format!("bare-{round}.db"));
+        let secs = bare_loop(&bare_db, &runs, Indexes::All);
+        table.row(
+            &format!("bare rusqlite loop, round {round}"),
+            import_runs,
+            secs,
+            "one transaction, prepared cached INSERTs, same schema and pragmas".to_owned(),
+        );
+        rounds.push((import_rate, import_runs as f64 / secs));
+    }
     // Phase 7: the same loop on the tables alone, every secondary index dropped.
     let tables_db = dir.path().join("tables.db");
     let secs = bare_loop(&tables_db, &runs, Indexes::KeysOnly);
     drop(runs);
     table.row(
-        "  the same loop without secondary indexes",
+        "bare loop without secondary indexes",
         import_runs,
         secs,
         "tables, keys and UNIQUE constraints only".to_owned(),
@@ -223,12 +214,21 @@ fn main() {
 
     table.print();
     println!();
+    let ratios: Vec<String> = rounds
+        .iter()
+        .map(|(import, bare)| format!("{:.2}x", bare / import))
+        .collect();
+    let import_rate = median(rounds.iter().map(|r| r.0).collect());
+    let bare_rate = median(rounds.iter().map(|r| r.1).collect());
     println!(
-        "  bare loop / import:       {:.2}x   (goal: import within 1.5x)",
-        bare_rate / import_rate
+        "  import (median of {import_rounds}): {import_rate:.0} runs/s; bare loop (median): {bare_rate:.0} runs/s"
     );
     println!(
-        "  bare loop / array POSTs:  {:.2}x   (goal: array POSTs within 1.5x)",
+        "  bare loop / import:       {}   (each round; goal: import within 1.5x)",
+        ratios.join(", ")
+    );
+    println!(
+        "  bare loop / array POSTs:  {:.2}x   (against the median bare loop; goal: within 1.5x)",
         bare_rate / array_rate
     );
     for (when, (hwm, rss)) in [("single", after_single), ("array", after_array)] {
@@ -258,6 +258,50 @@ fn env_scale() -> f64 {
             _ => panic!("PIPESTAT_BENCH_SCALE: expected a positive number, got {s:?}"),
         },
     }
+}
+
+/// Returns `PIPESTAT_BENCH_ROUNDS`, how many times import and the bare loop take turns (3
+/// when unset).
+fn env_rounds() -> usize {
+    match std::env::var("PIPESTAT_BENCH_ROUNDS") {
+        Err(_) => 3,
+        Ok(s) => match s.parse::<usize>() {
+            Ok(v) if v > 0 => v,
+            _ => panic!("PIPESTAT_BENCH_ROUNDS: expected a positive whole number, got {s:?}"),
+        },
+    }
+}
+
+/// The median of some rates (the mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs `pipestat import` of `ndjson` into a fresh database at `db` as a whole process, checks
+/// that every run arrived, and returns its wall time in seconds.
+fn import(bin: &str, db: &Path, ndjson: &Path, runs: usize) -> f64 {
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .args(["import", "--db"])
+        .arg(db)
+        .arg(ndjson)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pipestat import");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "pipestat import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count_rows(db).0, runs as i64, "import lost runs");
+    secs
 }
 
 fn scaled(base: f64, scale: f64) -> usize {
