@@ -97,6 +97,40 @@ impl Ids {
     pub fn clear(&mut self) {
         *self = Ids::default();
     }
+
+    /// A transaction's memory that starts from what committed transactions learned: test case
+    /// and artifact numbers, which stay true once committed (their rows are never deleted).
+    pub fn resume(known: Known) -> Ids {
+        Ids {
+            cases: known.cases,
+            artifacts: known.artifacts,
+            ..Ids::default()
+        }
+    }
+
+    /// The numbers this transaction looked up or created, to `resume` the next one from; call
+    /// it only once the transaction committed. Forgets them all past `KNOWN_MAX` entries, so
+    /// that a writer's memory stays bounded.
+    pub fn into_known(self) -> Known {
+        if self.cases.len() + self.artifacts.len() > KNOWN_MAX {
+            return Known::default();
+        }
+        Known {
+            cases: self.cases,
+            artifacts: self.artifacts,
+        }
+    }
+}
+
+/// How many test case and artifact numbers `Known` holds at most (some 150 bytes each).
+const KNOWN_MAX: usize = 20_000;
+
+/// Test case and artifact numbers of committed transactions, kept by a long-lived writer
+/// (`serve`'s) so that each group of requests does not look up again the 20 cases of a run.
+#[derive(Default)]
+pub struct Known {
+    cases: HashMap<(i64, Option<String>, Option<String>, String), i64>,
+    artifacts: HashMap<String, i64>,
 }
 
 /// The default CodeArts pipeline id: the first 128 bits of SHA-256 of "<slug>/<workflow>", in hex.

@@ -40,7 +40,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::model::{Rollback, Run, TestCase};
-use crate::store::{self, Attached, Counts, Ids};
+use crate::store::{self, Attached, Counts, Ids, Known};
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 256;
@@ -259,6 +259,7 @@ fn run(
     disk_failed: &AtomicBool,
 ) {
     let mut stats = Stats::default();
+    let mut known = Known::default();
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let group = gather(first, rx, preparing, started + MAX_WAIT);
@@ -271,7 +272,7 @@ fn run(
         }
         let gathered = Instant::now();
         let writes: Vec<&Write> = group.iter().map(|p| &p.write).collect();
-        let results = commit_group(&mut conn, &writes);
+        let results = commit_group(&mut conn, &mut known, &writes);
         stats.groups += 1;
         stats.writes += group.len() as u64;
         stats.largest = stats.largest.max(group.len());
@@ -328,15 +329,21 @@ fn gather(
 /// Applies every write of a group and commits once. The common case, where every write
 /// succeeds, runs in one IMMEDIATE transaction with no savepoints. When one write fails, that
 /// transaction is rolled back and the group is replayed with a savepoint per write, so the
-/// failing request rolls back alone and the others still land.
-fn commit_group(conn: &mut Connection, writes: &[&Write]) -> Vec<Result<Written>> {
-    match all_or_nothing(conn, writes) {
+/// failing request rolls back alone and the others still land. `known` holds the test case
+/// and artifact numbers of the groups committed before; it ends with this group's, once it
+/// committed, and empty otherwise.
+fn commit_group(
+    conn: &mut Connection,
+    known: &mut Known,
+    writes: &[&Write],
+) -> Vec<Result<Written>> {
+    match all_or_nothing(conn, known, writes) {
         Ok(results) => results,
         Err(Replay::Commit(e)) => {
             log::error!("commit failed: {e}");
             all_failed(writes.len(), &e)
         }
-        Err(Replay::OneFailed) => one_by_one(conn, writes),
+        Err(Replay::OneFailed) => one_by_one(conn, known, writes),
     }
 }
 
@@ -355,12 +362,13 @@ fn all_failed(n: usize, e: &dyn std::fmt::Display) -> Vec<Result<Written>> {
 
 fn all_or_nothing(
     conn: &mut Connection,
+    known: &mut Known,
     writes: &[&Write],
 ) -> Result<Vec<Result<Written>>, Replay> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| Replay::Commit(e.into()))?;
-    let mut ids = Ids::default();
+    let mut ids = Ids::resume(std::mem::take(known));
     let mut results = Vec::with_capacity(writes.len());
     for write in writes {
         // Dropping `tx` on the early return rolls everything back.
@@ -371,10 +379,11 @@ fn all_or_nothing(
     // The rollup counts of the whole group, each row written once.
     store::flush(&tx, &mut ids).map_err(|_| Replay::OneFailed)?;
     tx.commit().map_err(|e| Replay::Commit(e.into()))?;
+    *known = ids.into_known();
     Ok(results)
 }
 
-fn one_by_one(conn: &mut Connection, writes: &[&Write]) -> Vec<Result<Written>> {
+fn one_by_one(conn: &mut Connection, known: &mut Known, writes: &[&Write]) -> Vec<Result<Written>> {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => return all_failed(writes.len(), &e),
@@ -395,7 +404,11 @@ fn one_by_one(conn: &mut Connection, writes: &[&Write]) -> Vec<Result<Written>> 
         results.push(result);
     }
     match tx.commit() {
-        Ok(()) => results,
+        Ok(()) => {
+            // Only the numbers of released savepoints are left: failures cleared theirs.
+            *known = ids.into_known();
+            results
+        }
         Err(e) => {
             log::error!("commit failed: {e}");
             all_failed(writes.len(), &e)
@@ -460,7 +473,7 @@ mod tests {
             tests: Vec::new(),
         };
         let (a, b) = (Write::Runs(vec![run("a")]), Write::Runs(vec![run("b")]));
-        let results = commit_group(&mut conn, &[&a, &bad, &b]);
+        let results = commit_group(&mut conn, &mut Known::default(), &[&a, &bad, &b]);
         let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
         assert_eq!(ok, [true, false, true]);
         assert_eq!(stored(&conn), ["a", "b"]);
@@ -657,7 +670,7 @@ mod tests {
             Write::Runs(vec![run("a")]),
             Write::Runs(vec![run("b"), run("c")]),
         );
-        let results = commit_group(&mut conn, &[&a, &b]);
+        let results = commit_group(&mut conn, &mut Known::default(), &[&a, &b]);
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(stored(&conn), ["a", "b", "c"]);
     }

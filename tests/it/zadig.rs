@@ -973,3 +973,42 @@ fn rollups_stay_exact_under_stale_deliveries_and_changed_jobs() {
     assert_eq!(t["case_count"], 2);
     assert_rollups_exact(&d);
 }
+
+#[test]
+fn case_and_artifact_numbers_of_a_rolled_back_write_are_forgotten() {
+    // The writer remembers the numbers of test cases and artifacts from one group to the next;
+    // a write that fails rolls back the rows it created, and their numbers must go with them.
+    let d = Daemon::start(&["--now", "2024-03-07T12:00:00Z"]);
+    let case =
+        |name: &str| json!({"suite": "s", "classname": "c", "name": name, "result": "success"});
+    let run = |id: &str, workflow: &str, cases: Vec<Value>, image: &str| {
+        json!({"id": id, "project": "gh/acme/api", "workflow": workflow, "status": "success",
+            "created_at": "2024-03-05T09:00:00Z", "stopped_at": "2024-03-05T10:00:00Z",
+            "jobs": [{"id": "t", "name": "t", "kind": "test", "status": "success",
+                      "started_at": "2024-03-05T09:10:00Z", "stopped_at": "2024-03-05T09:20:00Z",
+                      "tests": cases},
+                     {"id": "d", "name": "d", "kind": "deploy", "status": "success",
+                      "started_at": "2024-03-05T09:30:00Z", "stopped_at": "2024-03-05T09:40:00Z",
+                      "artifacts": [image]}]})
+    };
+    // The first run creates case "z" and artifact "img/z"; the second claims the first's
+    // pipeline id from another workflow, so the whole request fails and stores nothing.
+    let mut thief = run("x2", "other", vec![], "img/y");
+    thief["pipeline_id"] = json!(pipestat::store::default_pipeline_id("gh/acme/api", "ci"));
+    let body = json!([run("x1", "ci", vec![case("z")], "img/z"), thief]);
+    let a = d.post_json("/api/v1/runs", &body.to_string());
+    assert_eq!(a.status / 100, 4, "{}", a.text);
+    assert_eq!(d.get("/api/v1/runs/gh/acme/api/x1").status, 404);
+    // A new case and a new artifact now take the numbers the rolled-back rows had; "z" and
+    // "img/z" must get numbers of their own.
+    let body = run("x3", "ci", vec![case("w"), case("z")], "img/w");
+    let a = d.post_json("/api/v1/runs", &body.to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    let body = run("x4", "ci", vec![case("z")], "img/z");
+    let a = d.post_json("/api/v1/runs", &body.to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_rollups_exact(&d);
+    let (o, t) = rollup_matches_exact(&d, "startDate=1709510400&endDate=1709769600");
+    assert_eq!(t["case_count"], 2);
+    assert_eq!(o["artifact_count"], 2);
+}
