@@ -57,6 +57,8 @@ pub struct Ids {
     cases: HashMap<(i64, Option<String>, Option<String>, String), i64>,
     /// zadig_artifacts.id by name.
     artifacts: HashMap<String, i64>,
+    /// About how much memory `cases` and `artifacts` hold.
+    number_bytes: usize,
     rollups: Rollups,
     /// CircleCI rollup figures not written yet (src/store/insights.rs).
     insights: insights::Pending,
@@ -104,26 +106,31 @@ impl Ids {
         Ids {
             cases: known.cases,
             artifacts: known.artifacts,
+            number_bytes: known.bytes,
             ..Ids::default()
         }
     }
 
     /// The numbers this transaction looked up or created, to `resume` the next one from; call
-    /// it only once the transaction committed. Forgets them all past `KNOWN_MAX` entries, so
-    /// that a writer's memory stays bounded.
+    /// it only once the transaction committed. Forgets them all once they hold more than
+    /// `KNOWN_MAX_BYTES`, so that a writer's memory stays bounded.
     pub fn into_known(self) -> Known {
-        if self.cases.len() + self.artifacts.len() > KNOWN_MAX {
+        if self.number_bytes > KNOWN_MAX_BYTES {
             return Known::default();
         }
         Known {
             cases: self.cases,
             artifacts: self.artifacts,
+            bytes: self.number_bytes,
         }
     }
 }
 
-/// How many test case and artifact numbers `Known` holds at most (some 150 bytes each).
-const KNOWN_MAX: usize = 20_000;
+/// About how much memory the numbers `Known` keeps may take: names are up to 1 KiB, so this
+/// is over 1,300 test cases at the least, and some 20,000 with 100 bytes of names each.
+const KNOWN_MAX_BYTES: usize = 4 << 20;
+/// What one remembered number takes beside its names: the map's slot and the strings' heads.
+const NUMBER_OVERHEAD: usize = 100;
 
 /// Test case and artifact numbers of committed transactions, kept by a long-lived writer
 /// (`serve`'s) so that each group of requests does not look up again the 20 cases of a run.
@@ -131,6 +138,7 @@ const KNOWN_MAX: usize = 20_000;
 pub struct Known {
     cases: HashMap<(i64, Option<String>, Option<String>, String), i64>,
     artifacts: HashMap<String, i64>,
+    bytes: usize,
 }
 
 /// The default CodeArts pipeline id: the first 128 bits of SHA-256 of "<slug>/<workflow>", in hex.
@@ -1327,6 +1335,7 @@ fn zadig_job_added(conn: &Connection, ids: &mut Ids, place: &Place, job: &Job) -
                         conn.last_insert_rowid()
                     }
                 };
+                ids.number_bytes += NUMBER_OVERHEAD + name.len();
                 ids.artifacts.insert(name.clone(), id);
                 id
             }
@@ -1379,6 +1388,10 @@ fn zadig_tests_added(
                         conn.last_insert_rowid()
                     }
                 };
+                ids.number_bytes += NUMBER_OVERHEAD
+                    + key.1.as_ref().map_or(0, String::len)
+                    + key.2.as_ref().map_or(0, String::len)
+                    + key.3.len();
                 ids.cases.insert(key, id);
                 id
             }
@@ -1518,6 +1531,40 @@ pub fn zadig_rebuild(conn: &Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_numbers_are_kept_up_to_their_memory_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::db::open(&dir.path().join("k.db")).unwrap();
+        let place = Place {
+            project_id: 1,
+            workflow_id: 1,
+            kind: Kind::Test,
+            bucket: 0,
+        };
+        let case = |name: String| TestCase {
+            suite: None,
+            classname: Some("c".into()),
+            name,
+            file: None,
+            result: crate::model::TestOutcome::Success,
+            duration: None,
+            message: None,
+        };
+        // 1,000 cases of 1,000-byte names and 1 byte of classname: about 1.1 MB.
+        let tests: Vec<TestCase> = (0..1_000).map(|i| case(format!("{i:01000}"))).collect();
+        let mut ids = Ids::default();
+        zadig_tests_added(&conn, &mut ids, &place, &tests).unwrap();
+        assert_eq!(ids.number_bytes, 1_000 * (NUMBER_OVERHEAD + 1_001));
+        let known = ids.into_known();
+        assert_eq!(known.cases.len(), 1_000);
+        // The next transaction starts from them, and adds three times as many: over 4 MiB.
+        let mut ids = Ids::resume(known);
+        let more: Vec<TestCase> = (1_000..4_000).map(|i| case(format!("{i:01000}"))).collect();
+        zadig_tests_added(&conn, &mut ids, &place, &more).unwrap();
+        assert_eq!(ids.cases.len(), 4_000);
+        assert!(ids.into_known().cases.is_empty());
+    }
 
     #[test]
     fn freshness_rule() {
