@@ -53,12 +53,8 @@ pub struct Counts {
 pub struct Ids {
     projects: HashMap<String, ProjectRow>,
     workflows: HashMap<(i64, String), WorkflowRow>,
-    /// zadig_test_cases.id by (project, suite, classname, name).
-    cases: HashMap<(i64, Option<String>, Option<String>, String), i64>,
-    /// zadig_artifacts.id by name.
-    artifacts: HashMap<String, i64>,
-    /// About how much memory `cases` and `artifacts` hold.
-    number_bytes: usize,
+    /// Test case and artifact numbers looked up or created.
+    known: Known,
     rollups: Rollups,
     /// CircleCI rollup figures not written yet (src/store/insights.rs).
     insights: insights::Pending,
@@ -104,9 +100,7 @@ impl Ids {
     /// and artifact numbers, which stay true once committed (their rows are never deleted).
     pub fn resume(known: Known) -> Ids {
         Ids {
-            cases: known.cases,
-            artifacts: known.artifacts,
-            number_bytes: known.bytes,
+            known,
             ..Ids::default()
         }
     }
@@ -115,14 +109,10 @@ impl Ids {
     /// it only once the transaction committed. Forgets them all once they hold more than
     /// `KNOWN_MAX_BYTES`, so that a writer's memory stays bounded.
     pub fn into_known(self) -> Known {
-        if self.number_bytes > KNOWN_MAX_BYTES {
+        if self.known.bytes > KNOWN_MAX_BYTES {
             return Known::default();
         }
-        Known {
-            cases: self.cases,
-            artifacts: self.artifacts,
-            bytes: self.number_bytes,
-        }
+        self.known
     }
 }
 
@@ -136,9 +126,29 @@ const NUMBER_OVERHEAD: usize = 100;
 /// (`serve`'s) so that each group of requests does not look up again the 20 cases of a run.
 #[derive(Default)]
 pub struct Known {
-    cases: HashMap<(i64, Option<String>, Option<String>, String), i64>,
+    /// zadig_test_cases.id by (project, suite, classname, name).
+    cases: HashMap<CaseKey, i64>,
+    /// zadig_artifacts.id by name.
     artifacts: HashMap<String, i64>,
+    /// About how much memory `cases` and `artifacts` hold.
     bytes: usize,
+}
+
+type CaseKey = (i64, Option<String>, Option<String>, String);
+
+impl Known {
+    fn add_case(&mut self, key: CaseKey, id: i64) {
+        self.bytes += NUMBER_OVERHEAD
+            + key.1.as_ref().map_or(0, String::len)
+            + key.2.as_ref().map_or(0, String::len)
+            + key.3.len();
+        self.cases.insert(key, id);
+    }
+
+    fn add_artifact(&mut self, name: &str, id: i64) {
+        self.bytes += NUMBER_OVERHEAD + name.len();
+        self.artifacts.insert(name.to_owned(), id);
+    }
 }
 
 /// The default CodeArts pipeline id: the first 128 bits of SHA-256 of "<slug>/<workflow>", in hex.
@@ -1321,7 +1331,7 @@ fn zadig_job_added(conn: &Connection, ids: &mut Ids, place: &Place, job: &Job) -
         if artifacts[..i].contains(name) {
             continue;
         }
-        let id = match ids.artifacts.get(name.as_str()) {
+        let id = match ids.known.artifacts.get(name.as_str()) {
             Some(id) => *id,
             None => {
                 let found = conn
@@ -1335,8 +1345,7 @@ fn zadig_job_added(conn: &Connection, ids: &mut Ids, place: &Place, job: &Job) -
                         conn.last_insert_rowid()
                     }
                 };
-                ids.number_bytes += NUMBER_OVERHEAD + name.len();
-                ids.artifacts.insert(name.clone(), id);
+                ids.known.add_artifact(name, id);
                 id
             }
         };
@@ -1366,7 +1375,7 @@ fn zadig_tests_added(
             t.classname.clone(),
             t.name.clone(),
         );
-        let case_id = match ids.cases.get(&key) {
+        let case_id = match ids.known.cases.get(&key) {
             Some(id) => *id,
             None => {
                 let found = conn
@@ -1388,11 +1397,7 @@ fn zadig_tests_added(
                         conn.last_insert_rowid()
                     }
                 };
-                ids.number_bytes += NUMBER_OVERHEAD
-                    + key.1.as_ref().map_or(0, String::len)
-                    + key.2.as_ref().map_or(0, String::len)
-                    + key.3.len();
-                ids.cases.insert(key, id);
+                ids.known.add_case(key, id);
                 id
             }
         };
@@ -1555,14 +1560,14 @@ mod tests {
         let tests: Vec<TestCase> = (0..1_000).map(|i| case(format!("{i:01000}"))).collect();
         let mut ids = Ids::default();
         zadig_tests_added(&conn, &mut ids, &place, &tests).unwrap();
-        assert_eq!(ids.number_bytes, 1_000 * (NUMBER_OVERHEAD + 1_001));
+        assert_eq!(ids.known.bytes, 1_000 * (NUMBER_OVERHEAD + 1_001));
         let known = ids.into_known();
         assert_eq!(known.cases.len(), 1_000);
         // The next transaction starts from them, and adds three times as many: over 4 MiB.
         let mut ids = Ids::resume(known);
         let more: Vec<TestCase> = (1_000..4_000).map(|i| case(format!("{i:01000}"))).collect();
         zadig_tests_added(&conn, &mut ids, &place, &more).unwrap();
-        assert_eq!(ids.cases.len(), 4_000);
+        assert_eq!(ids.known.cases.len(), 4_000);
         assert!(ids.into_known().cases.is_empty());
     }
 
