@@ -18,7 +18,7 @@ use time::{Date, Month};
 use crate::error::{Error, Result};
 use crate::filter::{self, Column, Kind};
 use crate::http::{App, Method, Req, Resp};
-use crate::{ingest, times};
+use crate::{fields, ingest, times};
 
 mod rollup;
 
@@ -318,7 +318,7 @@ fn project_exists(conn: &Connection, key_or_slug: &str) -> Result<bool> {
 
 /// At most 100 characters of a client's value, for error messages.
 fn clip(s: &str) -> String {
-    ingest::clip(s, 100)
+    fields::clip(s, 100)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,20 +3,11 @@
 //! No SQL and no HTTP here. Every rejection names the item and the field, e.g.
 //! `item 2: field "jobs[0].status": unknown value "done"; expected one of queued, running, …`.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::fields::{Obj, MAX_ID, MAX_NAME, MAX_TEXT, MAX_URL};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
-use crate::times;
-
-/// Longest accepted id (run, job, rollback).
-const MAX_ID: usize = 256;
-/// Longest accepted name-like string (project, workflow, branch, job name, …).
-const MAX_NAME: usize = 1024;
-/// Longest accepted URL.
-const MAX_URL: usize = 8192;
-/// Longest accepted free text (error messages, test messages).
-const MAX_TEXT: usize = 65_536;
 /// Most jobs in one run and test cases in one job.
 const MAX_JOBS: usize = 10_000;
 const MAX_TESTS: usize = 1_000_000;
@@ -124,15 +115,6 @@ pub fn parse_rollbacks(body: &[u8]) -> Result<Vec<Rollback>> {
     }
 }
 
-/// At most `max` characters of a client's value, to quote it back in a message; `…` marks a cut.
-pub fn clip(s: &str, max: usize) -> String {
-    let mut out: String = s.chars().take(max).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
-}
-
 /// Canonicalizes a project slug: `vcs/org/repo` with vcs aliases, or `org/repo` meaning GitHub.
 /// GitLab slugs may have nested groups (`gl/group/subgroup/repo`).
 pub fn canonical_slug(slug: &str) -> Result<String, String> {
@@ -181,10 +163,9 @@ pub fn run_from_json(v: &Value) -> Result<Run, String> {
     let stopped_at = o.opt_time("stopped_at")?;
     check_order(&o, started_at, stopped_at)?;
     let pipeline_id = o.opt_str("pipeline_id", MAX_ID)?;
-    let jobs = match o.get("jobs") {
+    let jobs = match o.array("jobs", MAX_JOBS)? {
         None => Vec::new(),
-        Some(v) => {
-            let items = o.array("jobs", v, MAX_JOBS)?;
+        Some(items) => {
             let mut jobs = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 jobs.push(job_from_json(
@@ -199,24 +180,24 @@ pub fn run_from_json(v: &Value) -> Result<Run, String> {
             let mut seen = std::collections::HashMap::with_capacity(jobs.len());
             for (i, job) in jobs.iter().enumerate() {
                 if let Some(first) = seen.insert(job.id.as_str(), i) {
-                    return Err(o.err(
-                        &format!("jobs[{i}].id"),
-                        &format!("{:?} is also the id of jobs[{first}]", job.id),
-                    ));
+                    return Err(o
+                        .err(
+                            &format!("jobs[{i}].id"),
+                            &format!("{:?} is also the id of jobs[{first}]", job.id),
+                        )
+                        .into());
                 }
             }
             jobs
         }
     };
-    let parameters = match o.get("parameters") {
+    let parameters = match o.array("parameters", MAX_JOBS)? {
         None => None,
-        Some(v) => {
-            let items = o.array("parameters", v, MAX_JOBS)?;
+        Some(items) => {
             for (i, item) in items.iter().enumerate() {
-                let path = format!("parameters[{i}].");
-                Obj::new(item, &path)?.req_str("name", MAX_NAME)?;
+                Obj::new(item, format!("parameters[{i}]."))?.req_str("name", MAX_NAME)?;
             }
-            Some(v.to_string())
+            o.get("parameters").map(Value::to_string)
         }
     };
     Ok(Run {
@@ -254,10 +235,9 @@ fn job_from_json(
     let started_at = o.opt_time("started_at")?;
     let stopped_at = o.opt_time("stopped_at")?;
     check_order(&o, started_at, stopped_at)?;
-    let tests = match o.get("tests") {
+    let tests = match o.array("tests", MAX_TESTS)? {
         None => None,
-        Some(v) => {
-            let items = o.array("tests", v, MAX_TESTS)?;
+        Some(items) => {
             let mut tests = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 tests.push(test_from_json(item, &format!("{path}tests[{i}]."))?);
@@ -265,16 +245,17 @@ fn job_from_json(
             Some(tests)
         }
     };
-    let artifacts = match o.get("artifacts") {
+    let artifacts = match o.array("artifacts", MAX_JOBS)? {
         None => None,
-        Some(v) => {
-            let items = o.array("artifacts", v, MAX_JOBS)?;
+        Some(items) => {
             let mut names = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 match item.as_str() {
                     Some(s) if !s.is_empty() && s.len() <= MAX_URL => names.push(s.to_owned()),
                     _ => {
-                        return Err(o.err(&format!("artifacts[{i}]"), "expected a non-empty string"))
+                        return Err(o
+                            .err(&format!("artifacts[{i}]"), "expected a non-empty string")
+                            .into())
                     }
                 }
             }
@@ -314,9 +295,9 @@ fn test_from_json(v: &Value, path: &str) -> Result<TestCase, String> {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(d) if d >= 0.0 && d.is_finite() => Some(d),
-            _ => return Err(o.err("duration", "expected seconds >= 0")),
+            _ => return Err(o.err("duration", "expected seconds >= 0").into()),
         },
-        Some(_) => return Err(o.err("duration", "expected a number of seconds")),
+        Some(_) => return Err(o.err("duration", "expected a number of seconds").into()),
     };
     Ok(TestCase {
         name: o.req_str("name", MAX_NAME)?,
@@ -351,156 +332,17 @@ fn rollback_from_json(v: &Value) -> Result<Rollback, String> {
         operation_type: o.opt_str("operation_type", MAX_NAME)?,
         service: o.opt_str("service", MAX_NAME)?,
         service_type: o.opt_str("service_type", MAX_NAME)?,
-        origin_service: o.opt_object("origin_service")?,
-        update_service: o.opt_object("update_service")?,
-        create_by: o.opt_object("create_by")?,
+        origin_service: o.opt_object_text("origin_service")?,
+        update_service: o.opt_object_text("update_service")?,
+        create_by: o.opt_object_text("create_by")?,
         created_at: o.req_time("created_at")?,
     })
 }
 
 fn check_order(o: &Obj, started: Option<i64>, stopped: Option<i64>) -> Result<(), String> {
     match (started, stopped) {
-        (Some(a), Some(b)) if b < a => Err(o.err("stopped_at", "is before started_at")),
+        (Some(a), Some(b)) if b < a => Err(o.err("stopped_at", "is before started_at").into()),
         _ => Ok(()),
-    }
-}
-
-/// A JSON object being validated, with the path prefix used in messages.
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: &'a str,
-}
-
-impl<'a> Obj<'a> {
-    fn new(v: &'a Value, path: &'a str) -> Result<Obj<'a>, String> {
-        match v {
-            Value::Object(map) => Ok(Obj { map, path }),
-            _ if path.is_empty() => Err("expected a JSON object".to_owned()),
-            _ => Err(format!(
-                "field \"{}\": expected an object",
-                path.trim_end_matches('.')
-            )),
-        }
-    }
-
-    fn err(&self, key: &str, msg: &str) -> String {
-        format!("field \"{}{key}\": {msg}", self.path)
-    }
-
-    /// The value of `key`, treating an explicit `null` as absent.
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn array(&self, key: &str, v: &'a Value, max: usize) -> Result<&'a Vec<Value>, String> {
-        match v {
-            Value::Array(items) if items.len() <= max => Ok(items),
-            Value::Array(_) => Err(self.err(key, &format!("more than {max} items"))),
-            _ => Err(self.err(key, "expected an array")),
-        }
-    }
-
-    fn opt_str(&self, key: &str, max: usize) -> Result<Option<String>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.len() > max => {
-                Err(self.err(key, &format!("longer than {max} bytes")))
-            }
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.err(key, "expected a string")),
-        }
-    }
-
-    fn req_str_allow_empty(&self, key: &str, max: usize) -> Result<String, String> {
-        self.opt_str(key, max)?
-            .ok_or_else(|| self.err(key, "is required"))
-    }
-
-    fn req_str(&self, key: &str, max: usize) -> Result<String, String> {
-        let s = self.req_str_allow_empty(key, max)?;
-        if s.is_empty() {
-            return Err(self.err(key, "must not be empty"));
-        }
-        Ok(s)
-    }
-
-    fn opt_int(&self, key: &str, min: i64) -> Result<Option<i64>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(i) if i >= min => Ok(Some(i)),
-                _ => Err(self.err(key, &format!("expected an integer >= {min}"))),
-            },
-            Some(_) => Err(self.err(key, "expected an integer")),
-        }
-    }
-
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(self.err(key, "expected true or false")),
-        }
-    }
-
-    fn opt_object(&self, key: &str) -> Result<Option<String>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
-            Some(_) => Err(self.err(key, "expected an object")),
-        }
-    }
-
-    fn opt_time(&self, key: &str) -> Result<Option<i64>, String> {
-        let parsed = match self.get(key) {
-            None => return Ok(None),
-            Some(Value::String(s)) => times::parse_rfc3339(s),
-            Some(Value::Number(n)) => n.as_i64().and_then(times::from_unix_seconds),
-            Some(_) => None,
-        };
-        parsed.map(Some).ok_or_else(|| {
-            self.err(key, "expected an RFC 3339 time (e.g. \"2026-01-31T12:00:00Z\") or integer Unix seconds, 1970..9999")
-        })
-    }
-
-    fn req_time(&self, key: &str) -> Result<i64, String> {
-        self.opt_time(key)?
-            .ok_or_else(|| self.err(key, "is required"))
-    }
-
-    fn opt_enum<T>(
-        &self,
-        key: &str,
-        parse: fn(&str) -> Option<T>,
-        names: &[&str],
-    ) -> Result<Option<T>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => parse(s).map(Some).ok_or_else(|| {
-                let shown = clip(s, 64);
-                self.err(
-                    key,
-                    &format!(
-                        "unknown value {shown:?}; expected one of {}",
-                        names.join(", ")
-                    ),
-                )
-            }),
-            Some(_) => Err(self.err(
-                key,
-                &format!("expected a string, one of {}", names.join(", ")),
-            )),
-        }
-    }
-
-    fn req_enum<T>(
-        &self,
-        key: &str,
-        parse: fn(&str) -> Option<T>,
-        names: &[&str],
-    ) -> Result<T, String> {
-        self.opt_enum(key, parse, names)?
-            .ok_or_else(|| self.err(key, "is required"))
     }
 }
 

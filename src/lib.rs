@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod error;
+pub mod fields;
 pub mod filter;
 pub mod http;
 pub mod ingest;

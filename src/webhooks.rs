@@ -14,10 +14,11 @@ mod gitlab;
 use hmac::{Hmac, Mac};
 use percent_encoding::percent_decode_str;
 use rusqlite::Connection;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::error::{Error, Result};
+use crate::fields::{self, Obj};
 use crate::http::{App, Method, Req, Resp};
 use crate::ingest;
 use crate::model::{Kind, Run, Status};
@@ -25,13 +26,6 @@ use crate::times;
 use crate::writer::{Write, Written};
 
 type HmacSha256 = Hmac<Sha256>;
-
-/// Longest accepted id (run, job).
-const MAX_ID: usize = 256;
-/// Longest accepted name-like string.
-const MAX_NAME: usize = 1024;
-/// Longest accepted URL or free text.
-const MAX_TEXT: usize = 8192;
 
 /// Answers `/webhooks/*`; `rest` is the path after that prefix.
 pub fn route(app: &App, _conn: &Connection, req: &Req, rest: &[&str]) -> Result<Resp> {
@@ -161,7 +155,7 @@ fn ignored(event: &str, why: &str) -> Resp {
 
 /// At most 64 characters of a client's word, to quote it back in an answer.
 fn clip(s: &str) -> String {
-    ingest::clip(s, 64)
+    fields::clip(s, 64)
 }
 
 /// Commits the write and answers what it did.
@@ -188,144 +182,6 @@ fn write_run(app: &App, event: &str, run: Run) -> Result<Resp> {
 fn merge_jobs(app: &App, event: &str, run: Run) -> Result<Resp> {
     let (project, id) = (run.project.clone(), run.id.clone());
     commit(app, event, &project, &id, Write::JobsIntoRun(Box::new(run)))
-}
-
-/// A JSON object of a payload being read, with its path for messages
-/// (`field "workflow_run.created_at": …`).
-#[derive(Clone)]
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    /// The path of this object, with a trailing dot ("" for the payload itself).
-    path: String,
-}
-
-impl<'a> Obj<'a> {
-    fn root(v: &'a Value) -> Result<Obj<'a>> {
-        Obj::at(v, String::new())
-    }
-
-    /// The object `v` found at `path` (with a trailing dot).
-    fn at(v: &'a Value, path: String) -> Result<Obj<'a>> {
-        match v {
-            Value::Object(map) => Ok(Obj { map, path }),
-            _ if path.is_empty() => Err(Error::bad("the payload must be a JSON object")),
-            _ => Err(Error::bad(format!(
-                "field \"{}\": expected an object",
-                path.trim_end_matches('.')
-            ))),
-        }
-    }
-
-    fn err(&self, key: &str, msg: &str) -> Error {
-        Error::bad(format!("field \"{}{key}\": {msg}", self.path))
-    }
-
-    /// The member `key`, an explicit null counting as absent.
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// The object member `key`, if present.
-    fn opt_obj(&self, key: &str) -> Result<Option<Obj<'a>>> {
-        self.get(key)
-            .map(|v| Obj::at(v, format!("{}{key}.", self.path)))
-            .transpose()
-    }
-
-    fn obj(&self, key: &str) -> Result<Obj<'a>> {
-        self.opt_obj(key)?
-            .ok_or_else(|| self.err(key, "is required"))
-    }
-
-    /// The objects of the array member `key` (none when absent).
-    fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>> {
-        match self.get(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Obj::at(v, format!("{}{key}[{i}].", self.path)))
-                .collect(),
-            Some(_) => Err(self.err(key, "expected an array")),
-        }
-    }
-
-    fn opt_str_max(&self, key: &str, max: usize) -> Result<Option<String>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.len() > max => {
-                Err(self.err(key, &format!("longer than {max} bytes")))
-            }
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.err(key, "expected a string")),
-        }
-    }
-
-    /// An optional name-like string; an empty one counts as absent.
-    fn opt_str(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.opt_str_max(key, MAX_NAME)?.filter(|s| !s.is_empty()))
-    }
-
-    /// An optional URL or text; an empty one counts as absent.
-    fn opt_text(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.opt_str_max(key, MAX_TEXT)?.filter(|s| !s.is_empty()))
-    }
-
-    fn req_str(&self, key: &str) -> Result<String> {
-        self.opt_str(key)?
-            .ok_or_else(|| self.err(key, "is required (a non-empty string)"))
-    }
-
-    /// An id: a JSON integer >= 0 or a non-empty string, as text.
-    fn opt_id(&self, key: &str) -> Result<Option<String>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Number(n)) if n.as_u64().is_some() => Ok(Some(n.to_string())),
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID => Ok(Some(s.clone())),
-            Some(_) => Err(self.err(key, "expected an id (an integer or a non-empty string)")),
-        }
-    }
-
-    fn req_id(&self, key: &str) -> Result<String> {
-        self.opt_id(key)?
-            .ok_or_else(|| self.err(key, "is required"))
-    }
-
-    fn opt_int(&self, key: &str) -> Result<Option<i64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|i| i >= 0) => Ok(n.as_i64()),
-            Some(_) => Err(self.err(key, "expected an integer >= 0")),
-        }
-    }
-
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(self.err(key, "expected true or false")),
-        }
-    }
-
-    /// An optional time, read by `parse` (RFC 3339 for GitHub; GitLab's forms too for GitLab).
-    fn opt_time(&self, key: &str, parse: fn(&str) -> Option<i64>) -> Result<Option<i64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => parse(s)
-                .map(Some)
-                .ok_or_else(|| self.err(key, "expected a time such as \"2026-01-31T12:00:00Z\"")),
-            Some(_) => Err(self.err(key, "expected a time string")),
-        }
-    }
-
-    /// A string one level down, such as a user's `login`.
-    fn nested_str(&self, key: &str, inner: &str) -> Result<Option<String>> {
-        match self.opt_obj(key)? {
-            Some(o) => o.opt_str(inner),
-            None => Ok(None),
-        }
-    }
 }
 
 /// The canonical project slug for a CI system's repository path.

@@ -32,7 +32,7 @@ pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
         }
     }
     let body = payload(req)?;
-    let root = Obj::root(&body)?;
+    let root = Obj::new(&body, "")?;
     match event {
         "workflow_run" => {
             let repo = root.obj("repository")?;
@@ -48,8 +48,8 @@ pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
 fn project_of(repo: &Obj) -> Result<String> {
     slug(
         "gh",
-        &repo.req_str("full_name")?,
-        &format!("{}full_name", repo.path),
+        &repo.req_name("full_name")?,
+        &repo.field_path("full_name"),
     )
 }
 
@@ -64,7 +64,7 @@ fn run_id(id: &str, attempt: i64) -> String {
 
 /// `conclusion` when there is one, else `status` (contract §3.2).
 fn status_of(o: &Obj) -> Result<Status> {
-    if let Some(c) = o.opt_str("conclusion")? {
+    if let Some(c) = o.opt_name("conclusion")? {
         return Ok(match c.as_str() {
             "success" => Status::Success,
             "failure" => Status::Failed,
@@ -76,7 +76,7 @@ fn status_of(o: &Obj) -> Result<Status> {
             _ => Status::Error,
         });
     }
-    match o.opt_str("status")?.as_deref() {
+    match o.opt_name("status")?.as_deref() {
         Some("requested" | "queued" | "pending") => Ok(Status::Queued),
         Some("waiting") => Ok(Status::Waiting),
         Some("in_progress") => Ok(Status::Running),
@@ -84,28 +84,30 @@ fn status_of(o: &Obj) -> Result<Status> {
         Some("completed") => Ok(Status::Error),
         Some(other) => {
             let shown = clip(other);
-            Err(o.err(
-                "status",
-                &format!(
-                    "unknown value {shown:?}; expected requested, queued, pending, waiting, \
+            Err(o
+                .err(
+                    "status",
+                    &format!(
+                        "unknown value {shown:?}; expected requested, queued, pending, waiting, \
                      in_progress or completed"
-                ),
-            ))
+                    ),
+                )
+                .into())
         }
-        None => Err(o.err("status", "is required")),
+        None => Err(o.err("status", "is required").into()),
     }
 }
 
 /// A run from a `workflow_run` object (the event's, or the snapshot a deployment carries).
 fn run_of(repo: &Obj, wr: &Obj, workflow: Option<Obj>) -> Result<Run> {
     let project = project_of(repo)?;
-    let attempt = wr.opt_int("run_attempt")?.unwrap_or(1);
+    let attempt = wr.opt_int("run_attempt", 0)?.unwrap_or(1);
     let id = run_id(&wr.req_id("id")?, attempt);
     let status = status_of(wr)?;
     let created = wr
-        .opt_time("created_at", rfc3339)?
+        .opt_time_by("created_at", rfc3339)?
         .ok_or_else(|| wr.err("created_at", "is required"))?;
-    let run_started = wr.opt_time("run_started_at", rfc3339)?;
+    let run_started = wr.opt_time_by("run_started_at", rfc3339)?;
     // A re-run attempt happens when it starts, not when the first attempt was created.
     let created_at = if attempt > 1 {
         run_started.unwrap_or(created)
@@ -116,28 +118,28 @@ fn run_of(repo: &Obj, wr: &Obj, workflow: Option<Obj>) -> Result<Run> {
         status,
         created_at,
         run_started,
-        wr.opt_time("updated_at", rfc3339)?,
+        wr.opt_time_by("updated_at", rfc3339)?,
     );
     // The workflow's name; runs of a nameless workflow fall back to the workflow object's
     // name, then to the workflow file's path.
     let workflow_name = match workflow {
-        Some(w) => w.opt_str("name")?,
+        Some(w) => w.opt_name("name")?,
         None => None,
     };
     let workflow = wr
-        .opt_str("name")?
+        .opt_name("name")?
         .or(workflow_name)
-        .or(wr.opt_str("path")?)
+        .or(wr.opt_name("path")?)
         .unwrap_or_default();
     let committed_at = match wr.opt_obj("head_commit")? {
-        Some(c) => c.opt_time("timestamp", rfc3339)?,
+        Some(c) => c.opt_time_by("timestamp", rfc3339)?,
         None => None,
     };
-    let actor = match wr.nested_str("triggering_actor", "login")? {
+    let actor = match wr.nested_name("triggering_actor", "login")? {
         Some(a) => Some(a),
-        None => wr.nested_str("actor", "login")?,
+        None => wr.nested_name("actor", "login")?,
     };
-    let detail_url = wr.opt_text("html_url")?.map(|u| {
+    let detail_url = wr.opt_url("html_url")?.map(|u| {
         if attempt > 1 {
             format!("{u}/attempts/{attempt}")
         } else {
@@ -148,14 +150,14 @@ fn run_of(repo: &Obj, wr: &Obj, workflow: Option<Obj>) -> Result<Run> {
         id,
         project,
         project_key: None,
-        default_branch: repo.opt_str("default_branch")?,
+        default_branch: repo.opt_name("default_branch")?,
         workflow,
         pipeline_id: None,
-        number: wr.opt_int("run_number")?,
-        branch: wr.opt_str("head_branch")?,
-        commit: wr.opt_str("head_sha")?,
+        number: wr.opt_int("run_number", 0)?,
+        branch: wr.opt_name("head_branch")?,
+        commit: wr.opt_name("head_sha")?,
         actor,
-        trigger: wr.opt_str("event")?,
+        trigger: wr.opt_name("event")?,
         committed_at,
         status,
         created_at,
@@ -175,25 +177,25 @@ fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
     let wj = root.obj("workflow_job")?;
     let deployment = root.opt_obj("deployment")?;
     let project = project_of(&repo)?;
-    let attempt = wj.opt_int("run_attempt")?.unwrap_or(1);
+    let attempt = wj.opt_int("run_attempt", 0)?.unwrap_or(1);
     let run_ext = wj.req_id("run_id")?;
     let status = status_of(&wj)?;
-    let created = match wj.opt_time("created_at", rfc3339)? {
+    let created = match wj.opt_time_by("created_at", rfc3339)? {
         Some(t) => t,
         None => wj
-            .opt_time("started_at", rfc3339)?
+            .opt_time_by("started_at", rfc3339)?
             .ok_or_else(|| wj.err("created_at", "is required"))?,
     };
     let (started_at, stopped_at) = span(
         status,
         created,
-        wj.opt_time("started_at", rfc3339)?,
-        wj.opt_time("completed_at", rfc3339)?,
+        wj.opt_time_by("started_at", rfc3339)?,
+        wj.opt_time_by("completed_at", rfc3339)?,
     );
-    let name = wj.req_str("name")?;
+    let name = wj.req_name("name")?;
     let (kind, env, production) = match &deployment {
         Some(d) => {
-            let env = d.opt_str("environment")?;
+            let env = d.opt_name("environment")?;
             let flagged = d.opt_bool("production_environment")?.unwrap_or(false);
             let production = is_production(env.as_deref(), flagged);
             (Kind::Deploy, env, production)
@@ -202,7 +204,7 @@ fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
     };
     let failed = !matches!(status, Status::Success | Status::Skipped) && status.is_terminal();
     let error_code = if failed {
-        wj.opt_str("conclusion")?
+        wj.opt_name("conclusion")?
     } else {
         None
     };
@@ -217,7 +219,7 @@ fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
         started_at,
         stopped_at,
         credits_used: 0,
-        detail_url: wj.opt_text("html_url")?,
+        detail_url: wj.opt_url("html_url")?,
         error_code,
         error_msg,
         env,
@@ -228,7 +230,7 @@ fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
         artifacts: None,
         tests: None,
     };
-    let detail_url = repo.opt_text("html_url")?.map(|u| {
+    let detail_url = repo.opt_url("html_url")?.map(|u| {
         let base = format!("{u}/actions/runs/{run_ext}");
         if attempt > 1 {
             format!("{base}/attempts/{attempt}")
@@ -240,12 +242,12 @@ fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
         id: run_id(&run_ext, attempt),
         project,
         project_key: None,
-        default_branch: repo.opt_str("default_branch")?,
-        workflow: wj.opt_str("workflow_name")?.unwrap_or_default(),
+        default_branch: repo.opt_name("default_branch")?,
+        workflow: wj.opt_name("workflow_name")?.unwrap_or_default(),
         pipeline_id: None,
         number: None,
-        branch: wj.opt_str("head_branch")?,
-        commit: wj.opt_str("head_sha")?,
+        branch: wj.opt_name("head_branch")?,
+        commit: wj.opt_name("head_sha")?,
         actor: None,
         trigger: None,
         committed_at: None,
@@ -264,8 +266,8 @@ fn workflow_job(app: &App, root: &Obj) -> Result<Resp> {
 /// `step "NAME" failed` for the first failed step of a job, if the payload lists one.
 fn failed_step(wj: &Obj) -> Result<Option<String>> {
     for step in wj.objects("steps")? {
-        if step.opt_str("conclusion")?.as_deref() == Some("failure") {
-            if let Some(name) = step.opt_str("name")? {
+        if step.opt_name("conclusion")?.as_deref() == Some("failure") {
+            if let Some(name) = step.opt_name("name")? {
                 return Ok(Some(format!("step {name:?} failed")));
             }
         }
@@ -279,7 +281,7 @@ fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
     let repo = root.obj("repository")?;
     let ds = root.obj("deployment_status")?;
     let dep = root.obj("deployment")?;
-    let state = ds.req_str("state")?;
+    let state = ds.req_name("state")?;
     let status = match state.as_str() {
         "success" => Status::Success,
         "failure" => Status::Failed,
@@ -295,36 +297,38 @@ fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
         }
         other => {
             let shown = clip(other);
-            return Err(ds.err(
-                "state",
-                &format!(
-                    "unknown value {shown:?}; expected success, failure, error, in_progress, \
+            return Err(ds
+                .err(
+                    "state",
+                    &format!(
+                        "unknown value {shown:?}; expected success, failure, error, in_progress, \
                      queued, pending, waiting or inactive"
-                ),
-            ));
+                    ),
+                )
+                .into());
         }
     };
     let dep_id = dep.req_id("id")?;
-    let status_time = ds.opt_time("created_at", rfc3339)?;
-    let created = match dep.opt_time("created_at", rfc3339)? {
+    let status_time = ds.opt_time_by("created_at", rfc3339)?;
+    let created = match dep.opt_time_by("created_at", rfc3339)? {
         Some(t) => t,
         None => status_time.ok_or_else(|| dep.err("created_at", "is required"))?,
     };
     let (started_at, stopped_at) = span(status, created, Some(created), status_time);
-    let env = match ds.opt_str("environment")? {
+    let env = match ds.opt_name("environment")? {
         Some(e) => Some(e),
-        None => dep.opt_str("environment")?,
+        None => dep.opt_name("environment")?,
     };
-    let task = dep.opt_str("task")?.unwrap_or_else(|| "deploy".to_owned());
+    let task = dep.opt_name("task")?.unwrap_or_else(|| "deploy".to_owned());
     let name = match &env {
         Some(e) => format!("{task} {e}"),
         None => task.clone(),
     };
     let flagged = dep.opt_bool("production_environment")?.unwrap_or(false);
     let failed = matches!(status, Status::Failed | Status::Error);
-    let detail_url = match ds.opt_text("log_url")? {
+    let detail_url = match ds.opt_url("log_url")? {
         Some(u) => Some(u),
-        None => ds.opt_text("target_url")?,
+        None => ds.opt_url("target_url")?,
     };
     let id = format!("deployment-{dep_id}");
     let job = Job {
@@ -347,7 +351,7 @@ fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
         production: is_production(env.as_deref(), flagged),
         env,
         cluster: None,
-        service: repo.opt_str("name")?,
+        service: repo.opt_name("name")?,
         service_type: None,
         artifacts: None,
         tests: None,
@@ -361,13 +365,13 @@ fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
         id,
         project: project_of(&repo)?,
         project_key: None,
-        default_branch: repo.opt_str("default_branch")?,
+        default_branch: repo.opt_name("default_branch")?,
         workflow: task,
         pipeline_id: None,
         number: None,
-        branch: dep.opt_str("ref")?,
-        commit: dep.opt_str("sha")?,
-        actor: dep.nested_str("creator", "login")?,
+        branch: dep.opt_name("ref")?,
+        commit: dep.opt_name("sha")?,
+        actor: dep.nested_name("creator", "login")?,
         trigger: Some("deployment".to_owned()),
         committed_at: None,
         status,

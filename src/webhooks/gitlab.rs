@@ -10,6 +10,7 @@ use super::{
     write_run, Obj,
 };
 use crate::error::{Error, Result};
+use crate::fields::MAX_TEXT;
 use crate::http::{App, Req, Resp};
 use crate::model::{Job, Kind, Run, Status};
 use crate::times;
@@ -40,9 +41,9 @@ pub(super) fn handle(app: &App, req: &Req) -> Result<Resp> {
         }
     };
     let body = payload(req)?;
-    let root = Obj::root(&body)?;
+    let root = Obj::new(&body, "")?;
     let kind = if kind.is_empty() {
-        match root.opt_str("object_kind")?.as_deref() {
+        match root.opt_name("object_kind")?.as_deref() {
             Some("pipeline") => "pipeline",
             Some("build") => "build",
             _ => {
@@ -99,7 +100,7 @@ fn parse_offset(z: &str) -> Option<i32> {
 
 /// GitLab's pipeline and job statuses.
 fn status_of(o: &Obj, key: &str) -> Result<Status> {
-    match o.opt_str(key)?.as_deref() {
+    match o.opt_name(key)?.as_deref() {
         Some("created" | "waiting_for_resource" | "preparing" | "pending" | "scheduled") => {
             Ok(Status::Queued)
         }
@@ -118,17 +119,18 @@ fn status_of(o: &Obj, key: &str) -> Result<Status> {
                     "unknown value {shown:?}; expected created, waiting_for_resource, preparing, \
                      pending, scheduled, manual, running, canceling, success, failed, canceled or skipped"
                 ),
-            ))
+            )
+            .into())
         }
-        None => Err(o.err(key, "is required")),
+        None => Err(o.err(key, "is required").into()),
     }
 }
 
 /// The user who started it: `username`, else `name`.
 fn actor(root: &Obj) -> Result<Option<String>> {
-    Ok(match root.nested_str("user", "username")? {
+    Ok(match root.nested_name("user", "username")? {
         Some(u) => Some(u),
-        None => root.nested_str("user", "name")?,
+        None => root.nested_name("user", "name")?,
     })
 }
 
@@ -137,8 +139,8 @@ fn actor(root: &Obj) -> Result<Option<String>> {
 fn environment(o: &Obj) -> Result<(Option<String>, bool)> {
     match o.opt_obj("environment")? {
         Some(e) => {
-            let name = e.opt_str("name")?;
-            let tier = e.opt_str("deployment_tier")?;
+            let name = e.opt_name("name")?;
+            let tier = e.opt_name("deployment_tier")?;
             let production = is_production(name.as_deref(), tier.as_deref() == Some("production"));
             Ok((name, production))
         }
@@ -151,15 +153,15 @@ fn pipeline(root: &Obj) -> Result<Run> {
     let project = root.obj("project")?;
     let slug = slug(
         "gl",
-        &project.req_str("path_with_namespace")?,
+        &project.req_name("path_with_namespace")?,
         "project.path_with_namespace",
     )?;
     let id = attrs.req_id("id")?;
     let status = status_of(&attrs, "status")?;
     let created_at = attrs
-        .opt_time("created_at", gitlab_time)?
+        .opt_time_by("created_at", gitlab_time)?
         .ok_or_else(|| attrs.err("created_at", "is required"))?;
-    let web_url = project.opt_text("web_url")?;
+    let web_url = project.opt_url("web_url")?;
     let mut jobs = root
         .objects("builds")?
         .iter()
@@ -173,43 +175,43 @@ fn pipeline(root: &Obj) -> Result<Run> {
             pair[0].id
         )));
     }
-    let started = match attrs.opt_time("started_at", gitlab_time)? {
+    let started = match attrs.opt_time_by("started_at", gitlab_time)? {
         Some(t) => Some(t),
         None => jobs.iter().filter_map(|j| j.started_at).min(),
     };
-    let finished = attrs.opt_time("finished_at", gitlab_time)?;
+    let finished = attrs.opt_time_by("finished_at", gitlab_time)?;
     let (started_at, stopped_at) = span(status, created_at, started, finished);
     let tag = attrs.opt_bool("tag")?.unwrap_or(false);
     let committed_at = match root.opt_obj("commit")? {
-        Some(c) => c.opt_time("timestamp", gitlab_time)?,
+        Some(c) => c.opt_time_by("timestamp", gitlab_time)?,
         None => None,
     };
     let mut parameters = Vec::new();
     for v in attrs.objects("variables")? {
-        let name = v.req_str("key")?;
-        let value = v.opt_str_max("value", super::MAX_TEXT)?;
+        let name = v.req_name("key")?;
+        let value = v.opt_str("value", MAX_TEXT)?;
         parameters.push(json!({"name": name, "value": value}));
     }
-    let detail_url = match attrs.opt_text("url")? {
+    let detail_url = match attrs.opt_url("url")? {
         Some(u) => Some(u),
         None => web_url.as_ref().map(|w| format!("{w}/-/pipelines/{id}")),
     };
     Ok(Run {
-        number: match attrs.opt_int("iid")? {
+        number: match attrs.opt_int("iid", 0)? {
             Some(n) => Some(n),
             None => id.parse().ok(),
         },
         project: slug,
         project_key: None,
-        default_branch: project.opt_str("default_branch")?,
+        default_branch: project.opt_name("default_branch")?,
         workflow: attrs
-            .opt_str("name")?
+            .opt_name("name")?
             .unwrap_or_else(|| DEFAULT_WORKFLOW.to_owned()),
         pipeline_id: None,
-        branch: if tag { None } else { attrs.opt_str("ref")? },
-        commit: attrs.opt_str("sha")?,
+        branch: if tag { None } else { attrs.opt_name("ref")? },
+        commit: attrs.opt_name("sha")?,
         actor: actor(root)?,
-        trigger: attrs.opt_str("source")?,
+        trigger: attrs.opt_name("source")?,
         committed_at,
         status,
         created_at,
@@ -261,12 +263,12 @@ const JOB_HOOK: JobMembers = JobMembers {
 /// start, else its finish, else `undated`. `web_url` is the project's page.
 fn job_of(o: &Obj, m: &JobMembers, undated: i64, web_url: Option<&str>) -> Result<Job> {
     let id = o.req_id(m.id)?;
-    let name = o.req_str(m.name)?;
-    let stage = o.opt_str(m.stage)?;
+    let name = o.req_name(m.name)?;
+    let stage = o.opt_name(m.stage)?;
     let status = status_of(o, m.status)?;
-    let created = o.opt_time(m.created_at, gitlab_time)?;
-    let started = o.opt_time(m.started_at, gitlab_time)?;
-    let finished = o.opt_time(m.finished_at, gitlab_time)?;
+    let created = o.opt_time_by(m.created_at, gitlab_time)?;
+    let started = o.opt_time_by(m.started_at, gitlab_time)?;
+    let finished = o.opt_time_by(m.finished_at, gitlab_time)?;
     let created_at = created.or(started).or(finished).unwrap_or(undated);
     let (started_at, stopped_at) = span(status, created_at, started, finished);
     let (env, production) = environment(o)?;
@@ -278,7 +280,7 @@ fn job_of(o: &Obj, m: &JobMembers, undated: i64, web_url: Option<&str>) -> Resul
     Ok(Job {
         detail_url: web_url.map(|w| format!("{w}/-/jobs/{id}")),
         error_code: if status == Status::Failed {
-            o.opt_str(m.failure_reason)?
+            o.opt_name(m.failure_reason)?
         } else {
             None
         },
@@ -307,12 +309,12 @@ fn job_of(o: &Obj, m: &JobMembers, undated: i64, web_url: Option<&str>) -> Resul
 fn job_hook_project(root: &Obj) -> Result<(String, Option<String>)> {
     let project = root.opt_obj("project")?;
     if let Some(p) = &project {
-        if let Some(path) = p.opt_str("path_with_namespace")? {
+        if let Some(path) = p.opt_name("path_with_namespace")? {
             let s = slug("gl", &path, "project.path_with_namespace")?;
-            return Ok((s, p.opt_str("default_branch")?));
+            return Ok((s, p.opt_name("default_branch")?));
         }
     }
-    if let Some(home) = root.nested_str("repository", "homepage")? {
+    if let Some(home) = root.nested_name("repository", "homepage")? {
         let path = home
             .split_once("://")
             .map_or(home.as_str(), |(_, rest)| rest)
@@ -323,7 +325,7 @@ fn job_hook_project(root: &Obj) -> Result<(String, Option<String>)> {
             return Ok((slug("gl", path, "repository.homepage")?, None));
         }
     }
-    let name = root.req_str("project_name")?;
+    let name = root.req_name("project_name")?;
     Ok((slug("gl", &name, "project_name")?, None))
 }
 
@@ -332,7 +334,7 @@ fn job_hook_project(root: &Obj) -> Result<(String, Option<String>)> {
 fn job_hook(root: &Obj, now: i64) -> Result<Run> {
     let (project, default_branch) = job_hook_project(root)?;
     let pipeline_id = root.req_id("pipeline_id")?;
-    let home = root.nested_str("repository", "homepage")?;
+    let home = root.nested_name("repository", "homepage")?;
     let job = job_of(root, &JOB_HOOK, now, home.as_deref())?;
     let tag = root.opt_bool("tag")?.unwrap_or(false);
     Ok(Run {
@@ -344,8 +346,8 @@ fn job_hook(root: &Obj, now: i64) -> Result<Run> {
         default_branch,
         workflow: DEFAULT_WORKFLOW.to_owned(),
         pipeline_id: None,
-        branch: if tag { None } else { root.opt_str("ref")? },
-        commit: root.opt_str("sha")?,
+        branch: if tag { None } else { root.opt_name("ref")? },
+        commit: root.opt_name("sha")?,
         actor: actor(root)?,
         trigger: None,
         committed_at: None,

@@ -824,6 +824,69 @@ fn malformed_deliveries_are_400_and_store_nothing() {
 }
 
 #[test]
+fn payload_members_have_the_native_limits() {
+    let d = daemon("2020-10-20T00:00:00Z");
+    let base = read_json("github/workflow_run/completed.payload.json");
+    // (member, value, the words the 400 must hold): each refused, naming the member's path.
+    let cases = [
+        (
+            "name",
+            json!("w".repeat(1025)),
+            "field \"workflow_run.name\": longer than 1024 bytes",
+        ),
+        (
+            "html_url",
+            json!(format!("https://x/{}", "u".repeat(8192))),
+            "field \"workflow_run.html_url\": longer than 8192 bytes",
+        ),
+        (
+            "run_number",
+            json!("163"),
+            "field \"workflow_run.run_number\": expected an integer",
+        ),
+        (
+            "run_number",
+            json!(-1),
+            "field \"workflow_run.run_number\": expected an integer >= 0",
+        ),
+        ("id", json!(""), "field \"workflow_run.id\": expected an id"),
+    ];
+    for (member, value, words) in cases {
+        let mut v = base.clone();
+        v["workflow_run"][member] = value;
+        let a = github(&d, "workflow_run", &serde_json::to_vec(&v).unwrap());
+        assert_eq!(a.status, 400, "{member}: {}", a.text);
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(words), "{member}: {}", a.text);
+    }
+    assert!(all_runs(&d).is_empty());
+    // At the limit, the run is stored.
+    let mut v = base.clone();
+    v["workflow_run"]["html_url"] = json!("u".repeat(8192));
+    let a = github(&d, "workflow_run", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 200, "{}", a.text);
+    let r = run(&d, "gh/octo-org/octo-repo", "289782451");
+    assert_eq!(r["detail_url"].as_str().map(str::len), Some(8192));
+    // A pipeline variable's value is free text: up to 65536 bytes.
+    let mut v = read_json("gitlab/pipeline_hook.json");
+    v["object_attributes"]["variables"][0]["value"] = json!("v".repeat(65_536));
+    let a = gitlab(&d, "Pipeline Hook", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 200, "{}", a.text);
+    let r = run(&d, GITLAB, "31");
+    assert_eq!(
+        r["parameters"][0]["value"].as_str().map(str::len),
+        Some(65_536)
+    );
+    v["object_attributes"]["variables"][0]["value"] = json!("v".repeat(65_537));
+    let a = gitlab(&d, "Pipeline Hook", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert_eq!(
+        a.body["error"]["message"],
+        "field \"object_attributes.variables[0].value\": longer than 65536 bytes"
+    );
+}
+
+#[test]
 fn a_form_encoded_github_delivery_is_read_too() {
     let d = daemon("2020-10-20T00:00:00Z");
     let json = read("github/workflow_run/completed.payload.json");
