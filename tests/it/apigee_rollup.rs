@@ -162,7 +162,7 @@ fn random_history(d: &Daemon, seed: u64) {
 }
 
 /// Every rollup row that counts something, in a fixed order, blobs in hex.
-fn kept(conn: &rusqlite::Connection) -> Vec<String> {
+pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
     crate::common::strings(
         conn,
         "SELECT concat_ws(' ', 'run', span, at, project_id, workflow_id, n, errors,

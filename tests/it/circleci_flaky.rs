@@ -229,7 +229,7 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
     d.post_runs(&batch);
 }
 
-fn kept(conn: &rusqlite::Connection) -> Vec<String> {
+pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
     crate::common::strings(
         conn,
         "SELECT concat_ws(' ', project_id, at, result_id, grp, sha, job, quote(classname), name, bad,

@@ -197,7 +197,7 @@ fn random_history(d: &Daemon, seed: u64) {
 }
 
 /// The rollup rows and kept recoveries, in a fixed order.
-fn kept(conn: &rusqlite::Connection) -> Vec<String> {
+pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
     crate::common::strings(
         conn,
         "SELECT concat_ws(' ', 'day', project_id, branch, workflow_id, day, total, ok, bad,

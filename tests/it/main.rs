@@ -10,5 +10,6 @@ mod codearts;
 mod common;
 mod ingest;
 mod ops;
+mod sweep;
 mod webhooks;
 mod zadig;

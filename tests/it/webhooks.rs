@@ -20,12 +20,12 @@ fn read(rel: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn read_json(rel: &str) -> Value {
+pub fn read_json(rel: &str) -> Value {
     serde_json::from_slice(&read(rel)).expect("fixture is JSON")
 }
 
 /// A daemon with both webhook secrets and a fixed clock.
-fn daemon(now: &str) -> Daemon {
+pub fn daemon(now: &str) -> Daemon {
     Daemon::start(&[
         "--github-secret",
         GH_SECRET,
@@ -49,7 +49,7 @@ fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-fn github(d: &Daemon, event: &str, body: &[u8]) -> Answer {
+pub fn github(d: &Daemon, event: &str, body: &[u8]) -> Answer {
     let signature = sign(GH_SECRET, body);
     d.call(
         "POST",
@@ -69,7 +69,7 @@ fn github_fixture(d: &Daemon, event: &str, rel: &str) -> Answer {
     a
 }
 
-fn gitlab(d: &Daemon, event: &str, body: &[u8]) -> Answer {
+pub fn gitlab(d: &Daemon, event: &str, body: &[u8]) -> Answer {
     d.call(
         "POST",
         "/webhooks/gitlab",
