@@ -99,17 +99,23 @@ impl<'a> Obj<'a> {
             .ok_or_else(|| self.err(key, "is required"))
     }
 
+    /// The objects of the array member `key` of at most `max` items, each with its path
+    /// (`jobs[2].`).
+    pub fn opt_objects(&self, key: &str, max: usize) -> Result<Option<Vec<Obj<'a>>>> {
+        self.array(key, max)?
+            .map(|items| {
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Obj::new(v, format!("{}{key}[{i}].", self.path)))
+                    .collect()
+            })
+            .transpose()
+    }
+
     /// The objects of the array member `key` (none when absent).
     pub fn objects(&self, key: &str) -> Result<Vec<Obj<'a>>> {
-        match self.get(key) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| Obj::new(v, format!("{}{key}[{i}].", self.path)))
-                .collect(),
-            Some(_) => Err(self.err(key, "expected an array")),
-        }
+        Ok(self.opt_objects(key, usize::MAX)?.unwrap_or_default())
     }
 
     /// The object member `key` as JSON text.
@@ -179,7 +185,10 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(Some(n.to_string())),
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID => Ok(Some(s.clone())),
+            Some(Value::String(s)) if s.len() > MAX_ID => {
+                Err(self.err(key, &format!("longer than {MAX_ID} bytes")))
+            }
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
             Some(_) => Err(self.err(key, "expected an id (an integer or a non-empty string)")),
         }
     }
@@ -248,21 +257,42 @@ impl<'a> Obj<'a> {
     ) -> Result<Option<T>> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) => parse(s).map(Some).ok_or_else(|| {
-                let shown = clip(s, 64);
-                self.err(
-                    key,
-                    &format!(
-                        "unknown value {shown:?}; expected one of {}",
-                        names.join(", ")
-                    ),
-                )
-            }),
+            Some(Value::String(s)) => parse(s)
+                .map(Some)
+                .ok_or_else(|| self.unknown(key, s, &names.join(", "))),
             Some(_) => Err(self.err(
                 key,
                 &format!("expected a string, one of {}", names.join(", ")),
             )),
         }
+    }
+
+    /// One of a CI system's words, each given with what it means in `table`; an empty string
+    /// counts as absent.
+    pub fn req_word<T: Copy>(&self, key: &str, table: &[(&str, T)]) -> Result<T> {
+        let names = || {
+            let words: Vec<&str> = table.iter().map(|(w, _)| *w).collect();
+            words.join(", ")
+        };
+        match self.get(key) {
+            None => Err(self.err(key, "is required")),
+            Some(Value::String(s)) if s.is_empty() => Err(self.err(key, "is required")),
+            Some(Value::String(s)) => table
+                .iter()
+                .find(|(w, _)| w == s)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| self.unknown(key, s, &names())),
+            Some(_) => Err(self.err(key, &format!("expected a string, one of {}", names()))),
+        }
+    }
+
+    /// The refusal of `word`, quoted back clipped, as a value of member `key`.
+    fn unknown(&self, key: &str, word: &str, names: &str) -> FieldError {
+        let shown = clip(word, 64);
+        self.err(
+            key,
+            &format!("unknown value {shown:?}; expected one of {names}"),
+        )
     }
 
     pub fn req_enum<T>(
@@ -340,6 +370,37 @@ mod tests {
         assert_eq!(o.array("a", 3).unwrap().map(Vec::len), Some(3));
         assert_eq!(msg(o.array("a", 2)), "field \"x.a\": more than 2 items");
         assert_eq!(msg(o.array("s", 2)), "field \"x.s\": expected an array");
+        assert_eq!(
+            msg(o.opt_objects("a", 2)),
+            "field \"x.a\": more than 2 items"
+        );
+        assert_eq!(
+            msg(o.opt_objects("a", 3)),
+            "field \"x.a[0]\": expected an object"
+        );
+        let long = json!({"id": "i".repeat(MAX_ID + 1)});
+        assert_eq!(
+            msg(Obj::new(&long, "").unwrap().opt_id("id")),
+            format!("field \"id\": longer than {MAX_ID} bytes")
+        );
+    }
+
+    #[test]
+    fn words() {
+        const TABLE: &[(&str, u8)] = &[("a", 1), ("b", 2)];
+        let v = json!({"w": "b", "e": "", "n": 3, "u": "zz"});
+        let o = Obj::new(&v, "").unwrap();
+        assert_eq!(o.req_word("w", TABLE), Ok(2));
+        assert_eq!(msg(o.req_word("e", TABLE)), "field \"e\": is required");
+        assert_eq!(msg(o.req_word("x", TABLE)), "field \"x\": is required");
+        assert_eq!(
+            msg(o.req_word("n", TABLE)),
+            "field \"n\": expected a string, one of a, b"
+        );
+        assert_eq!(
+            msg(o.req_word("u", TABLE)),
+            "field \"u\": unknown value \"zz\"; expected one of a, b"
+        );
     }
 
     #[test]

@@ -163,39 +163,30 @@ pub fn run_from_json(v: &Value) -> Result<Run, String> {
     let stopped_at = o.opt_time("stopped_at")?;
     check_order(&o, started_at, stopped_at)?;
     let pipeline_id = o.opt_str("pipeline_id", MAX_ID)?;
-    let jobs = match o.array("jobs", MAX_JOBS)? {
+    let jobs = match o.opt_objects("jobs", MAX_JOBS)? {
         None => Vec::new(),
         Some(items) => {
-            let mut jobs = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                jobs.push(job_from_json(
-                    item,
-                    &format!("jobs[{i}]."),
-                    &id,
-                    i,
-                    created_at,
-                )?);
-            }
+            let jobs = items
+                .iter()
+                .enumerate()
+                .map(|(i, job)| job_from_json(job, &id, i, created_at))
+                .collect::<Result<Vec<Job>, String>>()?;
             // Jobs are stored by (run, job id): two with one id would be one row.
             let mut seen = std::collections::HashMap::with_capacity(jobs.len());
             for (i, job) in jobs.iter().enumerate() {
                 if let Some(first) = seen.insert(job.id.as_str(), i) {
-                    return Err(o
-                        .err(
-                            &format!("jobs[{i}].id"),
-                            &format!("{:?} is also the id of jobs[{first}]", job.id),
-                        )
-                        .into());
+                    let msg = format!("{:?} is also the id of jobs[{first}]", job.id);
+                    return Err(items[i].err("id", &msg).into());
                 }
             }
             jobs
         }
     };
-    let parameters = match o.array("parameters", MAX_JOBS)? {
+    let parameters = match o.opt_objects("parameters", MAX_JOBS)? {
         None => None,
         Some(items) => {
-            for (i, item) in items.iter().enumerate() {
-                Obj::new(item, format!("parameters[{i}]."))?.req_str("name", MAX_NAME)?;
+            for item in &items {
+                item.req_str("name", MAX_NAME)?;
             }
             o.get("parameters").map(Value::to_string)
         }
@@ -224,26 +215,18 @@ pub fn run_from_json(v: &Value) -> Result<Run, String> {
     })
 }
 
-fn job_from_json(
-    v: &Value,
-    path: &str,
-    run_id: &str,
-    index: usize,
-    run_created: i64,
-) -> Result<Job, String> {
-    let o = Obj::new(v, path)?;
+fn job_from_json(o: &Obj, run_id: &str, index: usize, run_created: i64) -> Result<Job, String> {
     let started_at = o.opt_time("started_at")?;
     let stopped_at = o.opt_time("stopped_at")?;
-    check_order(&o, started_at, stopped_at)?;
-    let tests = match o.array("tests", MAX_TESTS)? {
+    check_order(o, started_at, stopped_at)?;
+    let tests = match o.opt_objects("tests", MAX_TESTS)? {
         None => None,
-        Some(items) => {
-            let mut tests = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                tests.push(test_from_json(item, &format!("{path}tests[{i}]."))?);
-            }
-            Some(tests)
-        }
+        Some(items) => Some(
+            items
+                .iter()
+                .map(test_from_json)
+                .collect::<Result<Vec<TestCase>, String>>()?,
+        ),
     };
     let artifacts = match o.array("artifacts", MAX_JOBS)? {
         None => None,
@@ -289,10 +272,9 @@ fn job_from_json(
     })
 }
 
-fn test_from_json(v: &Value, path: &str) -> Result<TestCase, String> {
-    let o = Obj::new(v, path)?;
+fn test_from_json(o: &Obj) -> Result<TestCase, String> {
     let duration = match o.get("duration") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(d) if d >= 0.0 && d.is_finite() => Some(d),
             _ => return Err(o.err("duration", "expected seconds >= 0").into()),

@@ -149,13 +149,8 @@ fn payload(req: &Req) -> Result<Value> {
 fn ignored(event: &str, why: &str) -> Resp {
     Resp::json(
         202,
-        &json!({"ignored": clip(event), "message": format!("{why}; nothing stored")}),
+        &json!({"ignored": fields::clip(event, 64), "message": format!("{why}; nothing stored")}),
     )
-}
-
-/// At most 64 characters of a client's word, to quote it back in an answer.
-fn clip(s: &str) -> String {
-    fields::clip(s, 64)
 }
 
 /// Commits the write and answers what it did.

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{
-    clip, ignored, is_production, kind_of, merge_jobs, payload, rfc3339, slug, span, verify_github,
+    ignored, is_production, kind_of, merge_jobs, payload, rfc3339, slug, span, verify_github,
     write_run, Obj,
 };
 use crate::error::{Error, Result};
@@ -63,6 +63,17 @@ fn run_id(id: &str, attempt: i64) -> String {
 }
 
 /// `conclusion` when there is one, else `status` (contract §3.2).
+/// GitHub's run and job statuses, read when there is no conclusion.
+const RUN_STATUSES: &[(&str, Status)] = &[
+    ("requested", Status::Queued),
+    ("queued", Status::Queued),
+    ("pending", Status::Queued),
+    ("waiting", Status::Waiting),
+    ("in_progress", Status::Running),
+    // Completed without a conclusion: it ended, and nothing says it succeeded.
+    ("completed", Status::Error),
+];
+
 fn status_of(o: &Obj) -> Result<Status> {
     if let Some(c) = o.opt_name("conclusion")? {
         return Ok(match c.as_str() {
@@ -76,26 +87,7 @@ fn status_of(o: &Obj) -> Result<Status> {
             _ => Status::Error,
         });
     }
-    match o.opt_name("status")?.as_deref() {
-        Some("requested" | "queued" | "pending") => Ok(Status::Queued),
-        Some("waiting") => Ok(Status::Waiting),
-        Some("in_progress") => Ok(Status::Running),
-        // Completed without a conclusion: it ended, and nothing says it succeeded.
-        Some("completed") => Ok(Status::Error),
-        Some(other) => {
-            let shown = clip(other);
-            Err(o
-                .err(
-                    "status",
-                    &format!(
-                        "unknown value {shown:?}; expected requested, queued, pending, waiting, \
-                     in_progress or completed"
-                    ),
-                )
-                .into())
-        }
-        None => Err(o.err("status", "is required").into()),
-    }
+    Ok(o.req_word("status", RUN_STATUSES)?)
 }
 
 /// A run from a `workflow_run` object (the event's, or the snapshot a deployment carries).
@@ -277,36 +269,27 @@ fn failed_step(wj: &Obj) -> Result<Option<String>> {
 
 /// A deploy job: inside the workflow run the payload names, or else in a run of its own
 /// ("deployment-<id>", workflow named after the deployment's task).
+/// GitHub's deployment states; none for `inactive`, which is not a deployment of its own.
+const DEPLOYMENT_STATES: &[(&str, Option<Status>)] = &[
+    ("success", Some(Status::Success)),
+    ("failure", Some(Status::Failed)),
+    ("error", Some(Status::Error)),
+    ("in_progress", Some(Status::Running)),
+    ("queued", Some(Status::Queued)),
+    ("pending", Some(Status::Queued)),
+    ("waiting", Some(Status::Waiting)),
+    ("inactive", None),
+];
+
 fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
     let repo = root.obj("repository")?;
     let ds = root.obj("deployment_status")?;
     let dep = root.obj("deployment")?;
-    let state = ds.req_name("state")?;
-    let status = match state.as_str() {
-        "success" => Status::Success,
-        "failure" => Status::Failed,
-        "error" => Status::Error,
-        "in_progress" => Status::Running,
-        "queued" | "pending" => Status::Queued,
-        "waiting" => Status::Waiting,
-        "inactive" => {
-            return Ok(ignored(
-                "deployment_status",
-                "state \"inactive\" only marks an older deployment as superseded",
-            ))
-        }
-        other => {
-            let shown = clip(other);
-            return Err(ds
-                .err(
-                    "state",
-                    &format!(
-                        "unknown value {shown:?}; expected success, failure, error, in_progress, \
-                     queued, pending, waiting or inactive"
-                    ),
-                )
-                .into());
-        }
+    let Some(status) = ds.req_word("state", DEPLOYMENT_STATES)? else {
+        return Ok(ignored(
+            "deployment_status",
+            "state \"inactive\" only marks an older deployment as superseded",
+        ));
     };
     let dep_id = dep.req_id("id")?;
     let status_time = ds.opt_time_by("created_at", rfc3339)?;
@@ -342,7 +325,7 @@ fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
         stopped_at,
         credits_used: 0,
         detail_url: detail_url.clone(),
-        error_code: failed.then(|| state.clone()),
+        error_code: if failed { ds.opt_name("state")? } else { None },
         error_msg: if failed {
             ds.opt_text("description")?
         } else {

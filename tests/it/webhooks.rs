@@ -785,6 +785,35 @@ fn malformed_deliveries_are_400_and_store_nothing() {
     let a = github(&d, "workflow_run", &serde_json::to_vec(&v).unwrap());
     assert_eq!(a.status, 400, "{}", a.text);
     assert!(a.text.contains("workflow_run.status"), "{}", a.text);
+    // A deployment state and a GitLab status neither system sends: named, and the words
+    // accepted listed.
+    let mut v = read_json("github/deployment_status/payload.json");
+    v["deployment_status"]["state"] = json!("exploded");
+    let a = github(&d, "deployment_status", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.text.contains("deployment_status.state")
+            && a.text.contains("\\\"exploded\\\"")
+            && a.text.contains("inactive"),
+        "{}",
+        a.text
+    );
+    // "inactive" only supersedes an older deployment: answered, nothing stored.
+    let stored = all_runs(&d);
+    v["deployment_status"]["state"] = json!("inactive");
+    let a = github(&d, "deployment_status", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 202, "{}", a.text);
+    assert_eq!(a.body["ignored"], "deployment_status", "{}", a.text);
+    assert_eq!(all_runs(&d), stored);
+    let mut v = read_json("gitlab/job_hook.json");
+    v["build_status"] = json!("exploded");
+    let a = gitlab(&d, "Job Hook", &serde_json::to_vec(&v).unwrap());
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(
+        a.text.contains("build_status") && a.text.contains("waiting_for_callback"),
+        "{}",
+        a.text
+    );
     // A repository that is no owner/repo.
     let mut v = read_json("github/workflow_job/queued.payload.json");
     v["repository"]["full_name"] = json!("no-slash");
