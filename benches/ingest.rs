@@ -19,6 +19,9 @@
 //!    phases a minute apart by more than the gap being measured.
 //! 7. The same loop with every secondary index dropped (tables, keys and UNIQUE constraints
 //!    only): what the rows alone cost in SQLite on this machine.
+//! 8. Right after phase 1, the same loop on phase 1's runs, committing every 1, 4 and 8 runs
+//!    with `synchronous = NORMAL`, as the writer of `serve` commits its groups: the limit of
+//!    single POSTs, whose groups hold at most as many runs as there are clients.
 //!
 //! Every run has 5 jobs; all 20 of its test cases belong to its one test job.
 
@@ -115,6 +118,26 @@ fn main() {
 
     let after_single = server.memory_kb();
 
+    // Phase 8, right after phase 1 since the machine drifts: the limit of single POSTs. The
+    // writer of `serve` commits what 8 clients have in flight, at most 8 runs a group; the
+    // bare loop committing every 1, 4 and 8 runs shows what SQLite alone does at those sizes.
+    let grouped: Vec<Run> = (0..single_runs).map(|i| parse_run(&run_json(i))).collect();
+    for per_commit in [1, 4, 8] {
+        let grouped_db = dir.path().join(format!("grouped-{per_commit}.db"));
+        let secs = bare_loop(
+            &grouped_db,
+            &grouped,
+            Indexes::All,
+            Commits::Every(per_commit),
+        );
+        table.row(
+            &format!("bare loop, a commit every {per_commit} runs"),
+            grouped.len(),
+            secs,
+            "synchronous = NORMAL, as the writer of serve (no fsync)".to_owned(),
+        );
+    }
+
     // Phase 2 posts 1,000-run arrays, with ids after those of phase 1.
     let bodies: Vec<String> = (0..array_posts)
         .map(|p| {
@@ -192,7 +215,7 @@ fn main() {
         );
         let import_rate = import_runs as f64 / secs;
         let bare_db = dir.path().join(format!("bare-{round}.db"));
-        let secs = bare_loop(&bare_db, &runs, Indexes::All);
+        let secs = bare_loop(&bare_db, &runs, Indexes::All, Commits::One);
         table.row(
             &format!("bare rusqlite loop, round {round}"),
             import_runs,
@@ -203,14 +226,14 @@ fn main() {
     }
     // Phase 7: the same loop on the tables alone, every secondary index dropped.
     let tables_db = dir.path().join("tables.db");
-    let secs = bare_loop(&tables_db, &runs, Indexes::KeysOnly);
-    drop(runs);
+    let secs = bare_loop(&tables_db, &runs, Indexes::KeysOnly, Commits::One);
     table.row(
         "bare loop without secondary indexes",
         import_runs,
         secs,
         "tables, keys and UNIQUE constraints only".to_owned(),
     );
+    drop(runs);
 
     table.print();
     println!();
@@ -676,6 +699,14 @@ fn parse_file(path: &Path) -> (f64, Vec<Run>) {
     (started.elapsed().as_secs_f64(), runs)
 }
 
+/// One generated run as the model holds it.
+fn parse_run(json: &Value) -> Run {
+    let bytes = json.to_string();
+    pipestat::ingest::parse_json(bytes.as_bytes())
+        .and_then(|v| pipestat::ingest::run_from_json(&v))
+        .expect("a valid run")
+}
+
 /// Writes pre-parsed runs through pipestat's own store path, as `import` does.
 fn store_path(db: &Path, runs: &[Run]) -> f64 {
     let mut conn = pipestat::db::open(db).expect("open the database");
@@ -698,17 +729,33 @@ enum Indexes {
     KeysOnly,
 }
 
-/// SQLite alone: the same rows inserted with prepared cached statements in one transaction,
-/// on the same schema and pragmas as the daemon's. Projects and workflows exist beforehand.
-fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
-    let mut conn = Connection::open(db).expect("open the database");
+/// How the bare loop commits.
+#[derive(Clone, Copy, PartialEq)]
+enum Commits {
+    /// Every run in one transaction, `synchronous = FULL`: the limit of bulk writes.
+    One,
+    /// A transaction every this many runs, `synchronous = NORMAL`, as the writer of `serve`
+    /// commits a group (its fsync is the syncer's, off the writer's path): the limit of a
+    /// writer whose groups hold this many runs.
+    Every(usize),
+}
+
+/// SQLite alone: the same rows inserted with prepared cached statements, on the same schema
+/// and pragmas as the daemon's. Projects and workflows exist beforehand.
+fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> f64 {
+    let conn = Connection::open(db).expect("open the database");
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .expect("WAL");
     assert_eq!(mode, "wal");
+    let synchronous = match commits {
+        Commits::One => "FULL",
+        Commits::Every(_) => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}"))
+        .expect("synchronous");
     conn.execute_batch(
-        "PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
+        "PRAGMA foreign_keys = ON;
          PRAGMA cache_size = -8000;
          PRAGMA temp_store = MEMORY;",
     )
@@ -751,10 +798,13 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
         });
     }
 
+    let per_commit = match commits {
+        Commits::One => runs.len().max(1),
+        Commits::Every(n) => n,
+    };
     let started = Instant::now();
-    let tx = conn.transaction().expect("begin");
     {
-        let mut insert_run = tx
+        let mut insert_run = conn
             .prepare_cached(
                 "INSERT INTO runs (project_id, workflow_id, ext_id, number, branch, commit_sha,
                  actor, trigger, committed_at, status, created_at, started_at, stopped_at,
@@ -762,7 +812,7 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )
             .expect("prepare");
-        let mut insert_job = tx
+        let mut insert_job = conn
             .prepare_cached(
                 "INSERT INTO jobs (run_id, project_id, ext_id, position, name, stage, kind,
                  status, created_at, started_at, stopped_at, credits_used, detail_url,
@@ -772,14 +822,20 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
                  ?16, ?17, ?18, ?19, ?20, ?21)",
             )
             .expect("prepare");
-        let mut insert_test = tx
+        let mut insert_test = conn
             .prepare_cached(
                 "INSERT INTO test_results (job_id, run_id, project_id, suite, classname, name,
                  file, result, duration, message)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .expect("prepare");
-        for run in runs {
+        for (n, run) in runs.iter().enumerate() {
+            if n % per_commit == 0 {
+                if n > 0 {
+                    conn.execute_batch("COMMIT").expect("commit");
+                }
+                conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+            }
             let (project, workflow) = ids[&(run.project.as_str(), run.workflow.as_str())];
             insert_run
                 .execute(params![
@@ -801,7 +857,7 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
                     run.parameters
                 ])
                 .expect("insert a run");
-            let run_id = tx.last_insert_rowid();
+            let run_id = conn.last_insert_rowid();
             for (position, job) in run.jobs.iter().enumerate() {
                 let artifacts = job
                     .artifacts
@@ -832,7 +888,7 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
                         artifacts
                     ])
                     .expect("insert a job");
-                let job_id = tx.last_insert_rowid();
+                let job_id = conn.last_insert_rowid();
                 for t in job.tests.iter().flatten() {
                     insert_test
                         .execute(params![
@@ -852,7 +908,9 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes) -> f64 {
             }
         }
     }
-    tx.commit().expect("commit");
+    if !runs.is_empty() {
+        conn.execute_batch("COMMIT").expect("commit");
+    }
     started.elapsed().as_secs_f64()
 }
 
