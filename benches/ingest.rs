@@ -800,7 +800,7 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> f64
 
     let per_commit = match commits {
         Commits::One => runs.len().max(1),
-        Commits::Every(n) => n,
+        Commits::Every(n) => n.max(1),
     };
     let started = Instant::now();
     {
