@@ -29,16 +29,16 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use common::{load_average, machine, percentile_ms};
+use common::{load_average, machine, percentile_ms, Server};
 use pipestat::model::Run;
 
 /// The schema the daemon creates, applied as is to the bare loop's database.
@@ -91,7 +91,7 @@ fn main() {
     // The daemon runs on a fresh database, in open mode on loopback.
     let served_db = dir.path().join("served.db");
     let log_path = dir.path().join("serve.log");
-    let server = Server::start(bin, &served_db, &log_path, daemon_threads.as_deref());
+    let server = Server::logging(bin, &served_db, &log_path, daemon_threads.as_deref());
     println!(
         "  daemon pid {} at {} ({} workers)",
         server.child.id(),
@@ -530,99 +530,6 @@ fn run_json(i: usize) -> Value {
         run["parameters"] = json!([{"name": "target", "value": "staging"}]);
     }
     run
-}
-
-/// The daemon under test. Dropping it without `stop` (when a phase panics) kills it.
-struct Server {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-    stopped: bool,
-}
-
-impl Server {
-    /// Starts `pipestat serve` and waits for its "listening on" line.
-    fn start(bin: &str, db: &Path, log: &Path, threads: Option<&str>) -> Server {
-        let mut cmd = Command::new(bin);
-        cmd.arg("serve").arg("--db").arg(db).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--quota-per-minute",
-            "0",
-        ]);
-        if let Some(n) = threads {
-            cmd.args(["--threads", n]);
-        }
-        // The daemon logs one line per request; a file stands in for the journal.
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(log).expect("create the log file"))
-            .spawn()
-            .expect("start pipestat serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .expect("read the daemon's first line");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the daemon: {line:?}"))
-            .to_owned();
-        Server {
-            child,
-            base,
-            log: log.to_owned(),
-            stopped: false,
-        }
-    }
-
-    /// Returns VmHWM and VmRSS of the daemon, in KiB.
-    fn memory_kb(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read the daemon's /proc status");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmHWM:"), field("VmRSS:"))
-    }
-
-    /// Sends SIGTERM, waits for a clean exit, and returns how many lines the daemon logged and
-    /// the writer's summary line (groups committed, time spent).
-    fn stop(mut self) -> (usize, String, String) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(killed.success(), "kill -TERM failed");
-        let status = self.child.wait().expect("wait for the daemon");
-        self.stopped = true;
-        assert!(status.success(), "the daemon exited with {status}");
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let summary = |who: &str| {
-            log.lines()
-                .find_map(|l| l.find(who).map(|i| l[i..].to_owned()))
-                .unwrap_or_else(|| format!("{who}no summary logged"))
-        };
-        (
-            log.lines().count(),
-            summary("writer: "),
-            summary("syncer: "),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// POSTs every body to `/api/v1/runs` from `clients` threads, each with its own keep-alive

@@ -2,8 +2,9 @@
 //! measure. Each bench uses some of it.
 #![allow(dead_code)]
 
+use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -43,26 +44,45 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// `pipestat serve` on a database, on a free loopback port, without quota; stopped with
-/// SIGTERM when dropped.
+/// SIGTERM when dropped, or by `stop`.
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Where the daemon's log goes, when not to the bench's own stderr.
+    log: Option<PathBuf>,
+    stopped: bool,
 }
 
 impl Server {
-    /// Starts the daemon on `db` and waits for its `listening on` line.
+    /// Starts the daemon on `db`, logging warnings only to the bench's stderr, and waits for
+    /// its `listening on` line.
     pub fn start(bin: &str, db: &Path) -> Server {
-        let mut child = Command::new(bin)
-            .arg("serve")
+        Server::spawn(bin, db, None, None)
+    }
+
+    /// Starts the daemon on `db` with its whole log (a line per request, the writer's summary
+    /// at exit) in the file `log`, and `--threads N` when given.
+    pub fn logging(bin: &str, db: &Path, log: &Path, threads: Option<&str>) -> Server {
+        Server::spawn(bin, db, Some(log), threads)
+    }
+
+    fn spawn(bin: &str, db: &Path, log: Option<&Path>, threads: Option<&str>) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
             .arg("--db")
             .arg(db)
             .args(["--listen", "127.0.0.1:0", "--quota-per-minute", "0"])
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pipestat serve");
+            .stdout(Stdio::piped());
+        if let Some(n) = threads {
+            cmd.args(["--threads", n]);
+        }
+        match log {
+            // A file stands in for the journal.
+            Some(log) => cmd.stderr(File::create(log).expect("create the log file")),
+            None => cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()),
+        };
+        let mut child = cmd.spawn().expect("start pipestat serve");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped stdout"))
             .read_line(&mut line)
@@ -72,15 +92,65 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from the daemon: {line:?}"))
             .to_owned();
-        Server { child, base }
+        Server {
+            child,
+            base,
+            log: log.map(Path::to_owned),
+            stopped: false,
+        }
+    }
+
+    /// Returns VmHWM and VmRSS of the daemon, in KiB.
+    pub fn memory_kb(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the daemon's /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    /// Sends SIGTERM, waits for a clean exit, and returns how many lines the daemon logged and
+    /// the writer's and the syncer's summary lines (groups committed, time spent); with no log
+    /// file, no lines.
+    pub fn stop(mut self) -> (usize, String, String) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success(), "kill -TERM failed");
+        let status = self.child.wait().expect("wait for the daemon");
+        self.stopped = true;
+        assert!(status.success(), "the daemon exited with {status}");
+        let log = self
+            .log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let summary = |who: &str| {
+            log.lines()
+                .find_map(|l| l.find(who).map(|i| l[i..].to_owned()))
+                .unwrap_or_else(|| format!("{who}no summary logged"))
+        };
+        (
+            log.lines().count(),
+            summary("writer: "),
+            summary("syncer: "),
+        )
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        if !self.stopped {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
     }
 }
