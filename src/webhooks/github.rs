@@ -62,7 +62,6 @@ fn run_id(id: &str, attempt: i64) -> String {
     }
 }
 
-/// `conclusion` when there is one, else `status` (contract §3.2).
 /// GitHub's run and job statuses, read when there is no conclusion.
 const RUN_STATUSES: &[(&str, Status)] = &[
     ("requested", Status::Queued),
@@ -74,6 +73,7 @@ const RUN_STATUSES: &[(&str, Status)] = &[
     ("completed", Status::Error),
 ];
 
+/// `conclusion` when there is one, else `status` (contract §3.2).
 fn status_of(o: &Obj) -> Result<Status> {
     if let Some(c) = o.opt_name("conclusion")? {
         return Ok(match c.as_str() {
@@ -267,8 +267,6 @@ fn failed_step(wj: &Obj) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// A deploy job: inside the workflow run the payload names, or else in a run of its own
-/// ("deployment-<id>", workflow named after the deployment's task).
 /// GitHub's deployment states; none for `inactive`, which is not a deployment of its own.
 const DEPLOYMENT_STATES: &[(&str, Option<Status>)] = &[
     ("success", Some(Status::Success)),
@@ -281,6 +279,8 @@ const DEPLOYMENT_STATES: &[(&str, Option<Status>)] = &[
     ("inactive", None),
 ];
 
+/// A deploy job: inside the workflow run the payload names, or else in a run of its own
+/// ("deployment-<id>", workflow named after the deployment's task).
 fn deployment_status(app: &App, root: &Obj) -> Result<Resp> {
     let repo = root.obj("repository")?;
     let ds = root.obj("deployment_status")?;
