@@ -5,7 +5,7 @@
 //! name, classname, name) on one commit; `flaky_results` holds every result, but skipped ones,
 //! of each group that has a failing result (failure or error) now, with what the flaky query
 //! needs from its run and job, the group as one integer (`grp`, its smallest result id) and the
-//! group's previous result in (created_at, id) order (`prev_at`, `prev_bad`, by `LAG`). The
+//! group's previous result in (created_at, id) order (`prev_at`, `prev_bad`). The
 //! flaky route then reads one index range of a small table, and finds a window's flips without
 //! a window pass: a result flipped when its previous one is in the window and differs.
 //!
@@ -48,28 +48,32 @@ pub fn mark(pending: &mut Pending, project_id: i64, sha: Option<&str>, failing: 
 const HAS_ROWS: &str =
     "SELECT EXISTS (SELECT 1 FROM flaky_results WHERE project_id = +?1 AND sha = +?2)";
 const DELETE_COMMIT: &str = "DELETE FROM flaky_results WHERE project_id = +?1 AND sha = +?2";
-/// The rows one commit should hold, from its stored runs (?1 project, ?2 commit): every
-/// result with its group's number and previous result; a window marks the groups with a
-/// failing result (NULL classnames share a partition), and those are kept.
-const COMMIT_ROWS: &str = "INSERT INTO flaky_results (project_id, at, result_id, grp, sha, job,
+/// The results of one commit (?1 project, ?2 commit), skipped ones aside, with what a row of
+/// `flaky_results` needs from their run and job.
+const COMMIT_RESULTS: &str = "SELECT j.name, t.classname, t.name, r.created_at, t.id,
+        t.result = 'failure' OR t.result = 'error', r.id,
+        CASE WHEN j.stopped_at IS NOT NULL
+            THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END,
+        t.file, t.suite
+    FROM runs r INDEXED BY runs_by_commit CROSS JOIN jobs j ON j.run_id = r.id
+    CROSS JOIN test_results t ON t.job_id = j.id
+    WHERE r.project_id = +?1 AND r.commit_sha = +?2 AND t.result <> 'skipped'";
+const INSERT_ROW: &str = "INSERT INTO flaky_results (project_id, at, result_id, grp, sha, job,
         classname, name, bad, prev_at, prev_bad, run_id, job_ms, file, suite)
-    SELECT ?1, at, result_id, grp, ?2, job, classname, name, bad, prev_at, prev_bad, run_id,
-        job_ms, file, suite
-    FROM (SELECT r.created_at AS at, t.id AS result_id, j.name AS job, t.classname, t.name,
-            (t.result = 'failure' OR t.result = 'error') AS bad, r.id AS run_id,
-            CASE WHEN j.stopped_at IS NOT NULL
-                THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS job_ms,
-            t.file, t.suite,
-            max(t.result = 'failure' OR t.result = 'error')
-                OVER (PARTITION BY j.name, t.classname, t.name) AS failed,
-            min(t.id) OVER (PARTITION BY j.name, t.classname, t.name) AS grp,
-            LAG(r.created_at) OVER g AS prev_at,
-            LAG(t.result = 'failure' OR t.result = 'error') OVER g AS prev_bad
-        FROM runs r INDEXED BY runs_by_commit CROSS JOIN jobs j ON j.run_id = r.id
-        CROSS JOIN test_results t ON t.job_id = j.id
-        WHERE r.project_id = +?1 AND r.commit_sha = +?2 AND t.result <> 'skipped'
-        WINDOW g AS (PARTITION BY j.name, t.classname, t.name ORDER BY r.created_at, t.id))
-    WHERE failed";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// One result of a commit, as COMMIT_RESULTS reads it.
+struct Result1 {
+    /// The group: job name, classname, test name.
+    test: (String, Option<String>, String),
+    at: i64,
+    id: i64,
+    bad: bool,
+    run_id: i64,
+    job_ms: Option<i64>,
+    file: Option<String>,
+    suite: Option<String>,
+}
 
 /// Recomputes the rows of every commit `pending` marked that holds rows or was given a
 /// failing result, and empties it. Call before the transaction commits. Every such commit is
@@ -88,8 +92,60 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
         }
     }
     for (project_id, sha) in recompute {
-        conn.prepare_cached(COMMIT_ROWS)?
-            .execute(params![project_id, sha])?;
+        fill_commit(conn, project_id, &sha)?;
+    }
+    Ok(())
+}
+
+/// Writes the rows one commit should hold, from its stored results: the results of each group
+/// with a failing result, in (at, id) order, each with the group's smallest result id and the
+/// result before it. (Window functions would say the same, but cost a few times more than the
+/// reading itself on a commit of a few dozen results; `REBUILD` says it with them.)
+fn fill_commit(conn: &Connection, project_id: i64, sha: &str) -> Result<()> {
+    let mut results = conn
+        .prepare_cached(COMMIT_RESULTS)?
+        .query_map(params![project_id, sha], |r| {
+            Ok(Result1 {
+                test: (r.get(0)?, r.get(1)?, r.get(2)?),
+                at: r.get(3)?,
+                id: r.get(4)?,
+                bad: r.get(5)?,
+                run_id: r.get(6)?,
+                job_ms: r.get(7)?,
+                file: r.get(8)?,
+                suite: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    results.sort_unstable_by(|a, b| (&a.test, a.at, a.id).cmp(&(&b.test, b.at, b.id)));
+    let mut insert = conn.prepare_cached(INSERT_ROW)?;
+    for group in results.chunk_by(|a, b| a.test == b.test) {
+        if !group.iter().any(|t| t.bad) {
+            continue;
+        }
+        let grp = group.iter().map(|t| t.id).min();
+        let mut prev: Option<&Result1> = None;
+        for t in group {
+            let (job, classname, name) = &t.test;
+            insert.execute(params![
+                project_id,
+                t.at,
+                t.id,
+                grp,
+                sha,
+                job,
+                classname,
+                name,
+                t.bad,
+                prev.map(|p| p.at),
+                prev.map(|p| p.bad),
+                t.run_id,
+                t.job_ms,
+                t.file,
+                t.suite
+            ])?;
+            prev = Some(t);
+        }
     }
     Ok(())
 }
