@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::Result;
-use crate::model::Job;
+use crate::model::{Job, Run};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -183,8 +183,7 @@ fn seq_run(r: &Row) -> rusqlite::Result<SeqRun> {
         },
         status: r.get(6)?,
         credits: r.get(7)?,
-        // The duration of contract §5: stopped_at − (started_at or created_at), never negative.
-        dur: stop.map(|s| s.saturating_sub(start.unwrap_or(created)).max(0)),
+        dur: job_duration(created, start, stop),
         stop,
         rec: rec_from.map(|from| Rec { from, ms: rec_ms }),
     })
@@ -335,16 +334,35 @@ fn refresh_next_success(
     }
 }
 
-/// Counts a run just inserted (`old` None) or just updated (`old` from `removing`) into the
-/// rollups, refreshes every recovery the write can have changed, and moves the run's jobs when
-/// the update changed its branch, workflow or created_at.
+/// Counts a run just inserted (`old` None) or just updated (`old` from `removing`) as `run`
+/// (row `run_id`, in project `project` and workflow `workflow`) into the rollups, refreshes
+/// every recovery the write can have changed, and moves the run's jobs when the update changed
+/// its branch, workflow or created_at. The run is taken from the values written, which are
+/// what its row holds, with no recovery yet (INSERT_RUN and UPDATE_RUN in store.rs leave
+/// rec_from and rec_ms NULL).
 pub fn added(
     conn: &Connection,
     pending: &mut Pending,
     run_id: i64,
+    (project, workflow): (i64, i64),
+    run: &Run,
     old: Option<Key>,
 ) -> Result<()> {
-    let r = read(conn, run_id)?;
+    let r = SeqRun {
+        id: run_id,
+        key: Key {
+            project,
+            branch: run.branch.clone(),
+            workflow,
+            at: run.created_at,
+            ext: run.id.clone(),
+        },
+        status: run.status.as_str().to_owned(),
+        credits: run.credits_used,
+        dur: job_duration(run.created_at, run.started_at, run.stopped_at),
+        stop: run.stopped_at,
+        rec: None,
+    };
     bump(pending, &r, true, None, 1);
     refresh(conn, pending, &r)?;
     refresh_next_success(conn, pending, &r.key, r.id)?;
@@ -384,7 +402,8 @@ fn run_key(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key>
     Ok(k)
 }
 
-/// A job's duration as the window queries compute it.
+/// A run's or job's duration as the window queries compute it (contract §5): stopped_at −
+/// (started_at or created_at), never negative.
 fn job_duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<i64> {
     stopped.map(|s| s.saturating_sub(started.unwrap_or(created)).max(0))
 }
