@@ -6,7 +6,6 @@
 //! IMMEDIATE; they take `&Connection` because a `Transaction` derefs to one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, RandomState};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
@@ -127,12 +126,8 @@ const NUMBER_OVERHEAD: usize = 100;
 /// (`serve`'s) so that each group of requests does not look up again the 20 cases of a run.
 #[derive(Default)]
 pub struct Known {
-    /// zadig_test_cases.id by (project, suite, classname, name), filed under the hash of that
-    /// key (`case_hash`), so that looking a case up copies none of its names.
-    cases: HashMap<u64, Vec<(CaseKey, i64)>>,
-    /// How many cases `cases` holds.
-    case_count: usize,
-    hasher: RandomState,
+    /// zadig_test_cases.id by (project, suite, classname, name).
+    cases: HashMap<CaseKey, i64>,
     /// zadig_artifacts.id by name.
     artifacts: HashMap<String, i64>,
     /// About how much memory `cases` and `artifacts` hold.
@@ -142,40 +137,12 @@ pub struct Known {
 type CaseKey = (i64, Option<String>, Option<String>, String);
 
 impl Known {
-    fn case_hash(&self, project: i64, t: &TestCase) -> u64 {
-        self.hasher.hash_one((
-            project,
-            t.suite.as_deref(),
-            t.classname.as_deref(),
-            t.name.as_str(),
-        ))
-    }
-
-    fn case(&self, project: i64, t: &TestCase) -> Option<i64> {
-        let same = |(k, _): &&(CaseKey, i64)| {
-            k.0 == project
-                && k.1.as_deref() == t.suite.as_deref()
-                && k.2.as_deref() == t.classname.as_deref()
-                && k.3 == t.name
-        };
-        let filed = self.cases.get(&self.case_hash(project, t))?;
-        filed.iter().find(same).map(|(_, id)| *id)
-    }
-
-    fn add_case(&mut self, project: i64, t: &TestCase, id: i64) {
+    fn add_case(&mut self, key: CaseKey, id: i64) {
         self.bytes += NUMBER_OVERHEAD
-            + t.suite.as_ref().map_or(0, String::len)
-            + t.classname.as_ref().map_or(0, String::len)
-            + t.name.len();
-        let key = (
-            project,
-            t.suite.clone(),
-            t.classname.clone(),
-            t.name.clone(),
-        );
-        let hash = self.case_hash(project, t);
-        self.cases.entry(hash).or_default().push((key, id));
-        self.case_count += 1;
+            + key.1.as_ref().map_or(0, String::len)
+            + key.2.as_ref().map_or(0, String::len)
+            + key.3.len();
+        self.cases.insert(key, id);
     }
 
     fn add_artifact(&mut self, name: &str, id: i64) {
@@ -1453,8 +1420,14 @@ fn zadig_tests_added(
         return Ok(());
     }
     for t in tests {
-        let case_id = match ids.known.case(place.project_id, t) {
-            Some(id) => id,
+        let key = (
+            place.project_id,
+            t.suite.clone(),
+            t.classname.clone(),
+            t.name.clone(),
+        );
+        let case_id = match ids.known.cases.get(&key) {
+            Some(id) => *id,
             None => {
                 let found = conn
                     .prepare_cached(SELECT_CASE)?
@@ -1475,7 +1448,7 @@ fn zadig_tests_added(
                         conn.last_insert_rowid()
                     }
                 };
-                ids.known.add_case(place.project_id, t, id);
+                ids.known.add_case(key, id);
                 id
             }
         };
@@ -1640,13 +1613,13 @@ mod tests {
         zadig_tests_added(&conn, &mut ids, &place, &tests).unwrap();
         assert_eq!(ids.known.bytes, 1_000 * (NUMBER_OVERHEAD + 1_001));
         let known = ids.into_known();
-        assert_eq!(known.case_count, 1_000);
+        assert_eq!(known.cases.len(), 1_000);
         // The next transaction starts from them, and adds three times as many: over 4 MiB.
         let mut ids = Ids::resume(known);
         let more: Vec<TestCase> = (1_000..4_000).map(|i| case(format!("{i:01000}"))).collect();
         zadig_tests_added(&conn, &mut ids, &place, &more).unwrap();
-        assert_eq!(ids.known.case_count, 4_000);
-        assert_eq!(ids.into_known().case_count, 0);
+        assert_eq!(ids.known.cases.len(), 4_000);
+        assert!(ids.into_known().cases.is_empty());
     }
 
     #[test]
