@@ -63,7 +63,7 @@ const INSERT_ROW: &str = "INSERT INTO flaky_results (project_id, at, result_id, 
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 /// One result of a commit, as COMMIT_RESULTS reads it.
-struct Result1 {
+struct CommitResult {
     /// The group: job name, classname, test name.
     test: (String, Option<String>, String),
     at: i64,
@@ -105,7 +105,7 @@ fn fill_commit(conn: &Connection, project_id: i64, sha: &str) -> Result<()> {
     let mut results = conn
         .prepare_cached(COMMIT_RESULTS)?
         .query_map(params![project_id, sha], |r| {
-            Ok(Result1 {
+            Ok(CommitResult {
                 test: (r.get(0)?, r.get(1)?, r.get(2)?),
                 at: r.get(3)?,
                 id: r.get(4)?,
@@ -124,7 +124,7 @@ fn fill_commit(conn: &Connection, project_id: i64, sha: &str) -> Result<()> {
             continue;
         }
         let grp = group.iter().map(|t| t.id).min();
-        let mut prev: Option<&Result1> = None;
+        let mut prev: Option<&CommitResult> = None;
         for t in group {
             let (job, classname, name) = &t.test;
             insert.execute(params![

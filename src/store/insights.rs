@@ -183,7 +183,7 @@ fn seq_run(r: &Row) -> rusqlite::Result<SeqRun> {
         },
         status: r.get(6)?,
         credits: r.get(7)?,
-        dur: job_duration(created, start, stop),
+        dur: duration(created, start, stop),
         stop,
         rec: rec_from.map(|from| Rec { from, ms: rec_ms }),
     })
@@ -359,7 +359,7 @@ pub fn added(
         },
         status: run.status.as_str().to_owned(),
         credits: run.credits_used,
-        dur: job_duration(run.created_at, run.started_at, run.stopped_at),
+        dur: duration(run.created_at, run.started_at, run.stopped_at),
         stop: run.stopped_at,
         rec: None,
     };
@@ -404,7 +404,7 @@ fn run_key(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key>
 
 /// A run's or job's duration as the window queries compute it (contract §5): stopped_at −
 /// (started_at or created_at), never negative.
-fn job_duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<i64> {
+fn duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<i64> {
     stopped.map(|s| s.saturating_sub(started.unwrap_or(created)).max(0))
 }
 
@@ -431,7 +431,7 @@ fn job_from_row(r: &Row) -> rusqlite::Result<StoredJob> {
         name: r.get(1)?,
         status: r.get(2)?,
         credits: r.get(3)?,
-        dur: job_duration(r.get(4)?, r.get(5)?, r.get(6)?),
+        dur: duration(r.get(4)?, r.get(5)?, r.get(6)?),
     })
 }
 
@@ -493,7 +493,7 @@ pub fn job_added(
     job: &Job,
 ) -> Result<()> {
     let k = run_key(conn, pending, run_id)?;
-    let dur = job_duration(job.created_at, job.started_at, job.stopped_at);
+    let dur = duration(job.created_at, job.started_at, job.stopped_at);
     let status = job.status.as_str();
     job_row(
         conn,
