@@ -118,10 +118,7 @@ impl Server {
     /// the writer's and the syncer's summary lines (groups committed, time spent); with no log
     /// file, no lines.
     pub fn stop(mut self) -> (usize, String, String) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
+        let killed = self.terminate().expect("run kill");
         assert!(killed.success(), "kill -TERM failed");
         let status = self.child.wait().expect("wait for the daemon");
         self.stopped = true;
@@ -142,14 +139,19 @@ impl Server {
             summary("syncer: "),
         )
     }
+
+    /// Sends the daemon SIGTERM.
+    fn terminate(&self) -> std::io::Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         if !self.stopped {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
+            let _ = self.terminate();
             let _ = self.child.wait();
         }
     }
