@@ -268,7 +268,10 @@ CREATE TABLE insights_days (
 
 -- The same for jobs (the jobs route), per job name: a job counts on the day of its run's
 -- created_at, in its run's branch and workflow, as the window queries place it. The day
--- before the name, so that the rows one run adds sit side by side.
+-- before the name, so that the rows one run adds sit side by side. `durs` keeps the row's
+-- durations whole, so that the jobs route picks a name's minimum, maximum, median and p95 by
+-- rank from the rows of the window's days: every duration of the row in milliseconds,
+-- ascending, in the format of the Apigee rollups' `durs` below (src/store/durs.rs).
 CREATE TABLE insights_job_days (
     project_id  INTEGER NOT NULL, -- projects.id
     branch      TEXT NOT NULL,    -- runs.branch of the jobs' runs
@@ -284,20 +287,8 @@ CREATE TABLE insights_job_days (
     dur_n       INTEGER NOT NULL, -- jobs with a duration
     dur_sum     REAL NOT NULL,    -- sum of their durations, ms
     dur_sumsq   REAL NOT NULL,    -- sum of their squares, ms²
+    durs        BLOB NOT NULL,    -- their durations, stopped_at − (started_at or created_at), never negative, ms, ascending
     PRIMARY KEY (project_id, branch, workflow_id, day, name)
-) STRICT, WITHOUT ROWID;
-
--- Every job with a duration whose run has a branch, in (job name, duration) order within its
--- run's branch and workflow: the jobs route picks a name's median and p95 by rank from it.
-CREATE TABLE insights_job_durs (
-    project_id  INTEGER NOT NULL, -- projects.id
-    branch      TEXT NOT NULL,    -- runs.branch of the job's run
-    workflow_id INTEGER NOT NULL, -- workflows.id of the job's run
-    name        TEXT NOT NULL,    -- jobs.name
-    dur         INTEGER NOT NULL, -- stopped_at − (started_at or created_at), never negative, ms
-    job_id      INTEGER NOT NULL, -- jobs.id
-    at          INTEGER NOT NULL, -- runs.created_at of the job's run, for the window
-    PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)
 ) STRICT, WITHOUT ROWID;
 
 -- Apigee rollups (src/apigee/rollup.rs; kept by src/store/apigee.rs): the runs, and the jobs,

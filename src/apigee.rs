@@ -1026,12 +1026,12 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
         })
     })?;
     conn.create_aggregate_function(rollup::PCT_FN, 2, flags, rollup::Pct)?;
-    // The rollups' blob encoder, for their rebuild (src/store/apigee.rs).
+    // The rollups' blob encoder, for their rebuilds (src/store/durs.rs).
     conn.create_aggregate_function(
-        crate::store::apigee::DURS_FN,
+        crate::store::durs::DURS_FN,
         1,
         flags,
-        crate::store::apigee::DursAgg,
+        crate::store::durs::DursAgg,
     )?;
     Ok(())
 }

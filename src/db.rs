@@ -14,13 +14,15 @@ const SCHEMA: &str = include_str!("../schema.sql");
 /// Upgrades of a database an earlier pipestat made, oldest first: `UPGRADES[i]` takes version
 /// i + 1 to version i + 2 (`PRAGMA user_version`). Never edit or remove an entry: append one,
 /// and change schema.sql to match (tests/it/ops.rs compares an upgraded database with a new one).
-const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4];
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4, to_v5];
 
 /// The version of a database this binary makes.
 const VERSION: usize = UPGRADES.len() + 1;
 
 /// Version 2: the CircleCI rollups and recovery columns, and the wider run indexes behind the
-/// CircleCI routes; the rollups are then computed from the stored runs.
+/// CircleCI routes; the recoveries and run day rows are then computed from the stored runs
+/// (the job day rows, whose shape version 5 changed, by `to_v5`, which every upgrade from
+/// version 1 runs too).
 fn to_v2(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "ALTER TABLE runs ADD COLUMN rec_from INTEGER;
@@ -48,7 +50,8 @@ fn to_v2(conn: &Connection) -> Result<()> {
             job_id INTEGER NOT NULL, at INTEGER NOT NULL,
             PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)) STRICT, WITHOUT ROWID;",
     )?;
-    crate::store::insights::rebuild(conn)
+    conn.execute_batch(crate::store::insights::REBUILD)?;
+    Ok(())
 }
 
 /// Version 3: `flaky_results`, the results behind CircleCI's flaky tests, computed from the
@@ -84,6 +87,24 @@ fn to_v4(conn: &Connection) -> Result<()> {
             PRIMARY KEY (span, at, project_id, workflow_id, name)) STRICT, WITHOUT ROWID;",
     )?;
     crate::store::apigee::rebuild(conn)
+}
+
+/// Version 5: the CircleCI job day rows keep their durations in a blob (`durs`) instead of one
+/// row a job in `insights_job_durs`; the rows are computed anew from the stored jobs.
+fn to_v5(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DROP TABLE insights_job_durs;
+        DROP TABLE insights_job_days;
+        CREATE TABLE insights_job_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, name TEXT NOT NULL,
+            total INTEGER NOT NULL, ok INTEGER NOT NULL, bad INTEGER NOT NULL,
+            canceled INTEGER NOT NULL, open INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL,
+            durs BLOB NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, day, name)) STRICT, WITHOUT ROWID;",
+    )?;
+    conn.execute_batch(crate::store::insights::REBUILD_JOB_DAYS)?;
+    Ok(())
 }
 
 /// Opens (creating if missing) the database at `path`, sets it up, and migrates it.

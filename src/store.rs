@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
 
 pub mod apigee;
+pub mod durs;
 pub mod flaky;
 pub mod insights;
 
@@ -455,7 +456,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
             }
             for (job, job_id) in run.jobs.iter().zip(job_ids) {
                 let place = Place::of(project_id, workflow_id, job);
-                job_added(conn, ids, run_id, job_id, &place, job)?;
+                job_added(conn, ids, run_id, &place, job)?;
                 if let Some(tests) = &job.tests {
                     insert_tests(conn, ids, job_id, run_id, &place, tests)?;
                 }
@@ -567,7 +568,7 @@ fn insert_job(
     job: &Job,
 ) -> Result<i64> {
     let id = insert_job_row(conn, run_id, place.project_id, position, job)?;
-    job_added(conn, ids, run_id, id, place, job)?;
+    job_added(conn, ids, run_id, place, job)?;
     Ok(id)
 }
 
@@ -605,17 +606,16 @@ fn insert_job_row(
     Ok(conn.last_insert_rowid())
 }
 
-/// Counts a job just inserted as row `job_id` of run `run_id` into every rollup.
+/// Counts a job just inserted into run `run_id` into every rollup.
 fn job_added(
     conn: &Connection,
     ids: &mut Ids,
     run_id: i64,
-    job_id: i64,
     place: &Place,
     job: &Job,
 ) -> Result<()> {
     zadig_job_added(conn, ids, place, job)?;
-    insights::job_added(conn, &mut ids.insights, run_id, job_id, job)?;
+    insights::job_added(conn, &mut ids.insights, run_id, job)?;
     apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
     Ok(())
 }
@@ -676,7 +676,7 @@ fn merge_job(
                 artifacts_json(job)
             ])?;
             zadig_job_added(conn, ids, &place, job)?;
-            insights::job_added(conn, &mut ids.insights, run_id, job_id, job)?;
+            insights::job_added(conn, &mut ids.insights, run_id, job)?;
             apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
             if job.tests.is_none() {
                 // The job keeps its stored tests: they count again at its new place.

@@ -18,7 +18,7 @@ use rusqlite::functions::{Aggregate, Context};
 use rusqlite::types::{Value, ValueRef};
 
 use super::{aliases, filter, grouping, Func, Query, Sel, Unit, DAY, HOUR, JOBS, MINUTE, RUNS};
-use crate::store::apigee::Durations;
+use crate::store::durs::{Durations, Ranks};
 
 /// The aggregate `pipestat_pct(durs, p)`: over the duration blobs of a group, the p-th
 /// percentile (p in hundredths) in seconds, interpolated as docs/apigee.md defines; p = 0 is
@@ -195,72 +195,18 @@ pub(super) fn build_sql(
 /// `pipestat_pct`: see [`PCT_FN`].
 pub(super) struct Pct;
 
-/// One group so far: the blobs of its rows (copied; SQLite owns them only during a step) and
-/// where each starts, or for p = 0 or 100 only the extreme so far.
+/// One group so far: the blobs of its rows, or for p = 0 or 100 only the extreme so far.
 pub(super) struct Blobs {
     p: i64,
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
+    ranks: Ranks,
     extreme: Option<i64>,
-}
-
-impl Blobs {
-    fn each(&self) -> impl Iterator<Item = Durations<'_>> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .map(|(a, &b)| Durations::of(&self.bytes[a..b]))
-    }
-
-    /// The value at 0-based rank `k` of all the durations (fewer than k + 1: None): the least
-    /// v with at least k + 1 durations at most v, found by halving [least, greatest], each
-    /// step counting by a binary search in every (sorted) blob.
-    fn at_rank(&self, k: usize) -> Option<i64> {
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        let mut n = 0;
-        for d in self.each().filter(|d| !d.is_empty()) {
-            lo = lo.min(d.get(0));
-            hi = hi.max(d.get(d.len() - 1));
-            n += d.len();
-        }
-        if k >= n {
-            return None;
-        }
-        // Invariant: fewer than k + 1 durations are below lo; at least k + 1 are at most hi.
-        while lo < hi {
-            let mid = (i128::from(lo) + (i128::from(hi) - i128::from(lo)) / 2) as i64;
-            if self.each().map(|d| d.count_le(mid)).sum::<usize>() > k {
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        Some(lo)
-    }
-}
-
-impl Blobs {
-    /// The value at rank k + 1, given `v` at rank k: `v` again when more than k + 1 durations
-    /// are at most v, else the least duration above v (None when there is none).
-    fn next_rank(&self, k: usize, v: i64) -> Option<i64> {
-        if self.each().map(|d| d.count_le(v)).sum::<usize>() > k + 1 {
-            return Some(v);
-        }
-        self.each()
-            .filter_map(|d| {
-                let i = d.count_le(v);
-                (i < d.len()).then(|| d.get(i))
-            })
-            .min()
-    }
 }
 
 impl Aggregate<Blobs, Option<f64>> for Pct {
     fn init(&self, ctx: &mut Context<'_>) -> rusqlite::Result<Blobs> {
         Ok(Blobs {
             p: ctx.get(1)?,
-            bytes: Vec::new(),
-            ends: Vec::new(),
+            ranks: Ranks::default(),
             extreme: None,
         })
     }
@@ -280,10 +226,7 @@ impl Aggregate<Blobs, Option<f64>> for Pct {
                 let last = d.get(d.len() - 1);
                 acc.extreme = Some(acc.extreme.map_or(last, |e| e.max(last)));
             }
-            _ => {
-                acc.bytes.extend_from_slice(blob);
-                acc.ends.push(acc.bytes.len());
-            }
+            _ => acc.ranks.push(blob),
         }
         Ok(())
     }
@@ -296,7 +239,7 @@ impl Aggregate<Blobs, Option<f64>> for Pct {
         if acc.p == 0 || acc.p == 100 {
             return Ok(acc.extreme.map(secs));
         }
-        let n: usize = acc.each().map(|d| d.len()).sum();
+        let n = acc.ranks.len();
         if n == 0 {
             return Ok(None);
         }
@@ -304,10 +247,10 @@ impl Aggregate<Blobs, Option<f64>> for Pct {
         // at 0-based ranks floor((n - 1) p / 100) and the next, in seconds.
         let n = n as i64;
         let k = ((n - 1) * acc.p / 100) as usize;
-        let Some(v) = acc.at_rank(k) else {
+        let Some(v) = acc.ranks.at_rank(k) else {
             return Ok(None);
         };
-        let (lo, hi) = (secs(v), acc.next_rank(k, v).map(secs));
+        let (lo, hi) = (secs(v), acc.ranks.next_rank(k, v).map(secs));
         let frac = ((n - 1) * acc.p % 100) as f64 / 100.0;
         Ok(Some(lo + frac * (hi.unwrap_or(lo) - lo)))
     }

@@ -26,6 +26,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sql::{Agg, Dur};
 use crate::error::Result;
+use crate::store::durs::{self, Ranks};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -409,20 +410,26 @@ const JOB_LAST_AT: &str = "SELECT r.created_at FROM runs r
       AND r.created_at < +?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = +?6)
     ORDER BY r.created_at DESC LIMIT 1";
 
-/// Durations of ranks ?8 and after (at most ?9) of job ?4's jobs of runs created in [?5, ?6).
-const JOB_RANK_ASC: &str = "SELECT dur FROM insights_job_durs
-    WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND name = +?4 AND at >= +?5
-      AND at < +?6 ORDER BY dur LIMIT +?8 OFFSET +?7";
-const JOB_RANK_DESC: &str = "SELECT dur FROM insights_job_durs
-    WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND name = +?4 AND at >= +?5
-      AND at < +?6 ORDER BY dur DESC LIMIT +?8 OFFSET +?7";
+/// The duration blobs of job ?6's day rows of the whole days [?4, ?5).
+const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
+    WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND day >= +?4 AND day < +?5
+      AND name = +?6";
+
+/// The durations of the jobs named ?6 of the runs created in [?4, ?5), ascending (a partial day).
+const JOB_PART_DURS: &str =
+    "SELECT max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) AS d
+    FROM runs r JOIN jobs j ON j.run_id = r.id
+    WHERE r.project_id = +?1 AND r.branch = +?2 AND r.workflow_id = +?3 AND r.created_at >= +?4
+      AND r.created_at < +?5 AND j.name = +?6 AND j.stopped_at IS NOT NULL
+    ORDER BY d";
 
 /// The statements of the jobs path, for `EXPLAIN QUERY PLAN` in benches/circleci.rs.
 pub const BENCHED_JOBS: &[(&str, &str)] = &[
     ("jobs (rollup): JOB_DAYS", JOB_DAYS),
     ("jobs (rollup): JOB_RUNS", JOB_RUNS),
     ("jobs (rollup): JOB_FIRST_AT", JOB_FIRST_AT),
-    ("jobs (rollup): JOB_RANK_ASC", JOB_RANK_ASC),
+    ("jobs (rollup): JOB_DAY_DURS", JOB_DAY_DURS),
+    ("jobs (rollup): JOB_PART_DURS", JOB_PART_DURS),
 ];
 
 /// What the day rows and the partial days give one job name.
@@ -516,9 +523,51 @@ pub fn jobs(
             (None, Some((_, d)), _) => in_day(JOB_LAST_AT, d)?,
             (None, None, h) => h.map(|h| h.1),
         };
-        let key: [&dyn rusqlite::ToSql; 6] = [&project, &branch, &workflow, &name, &start, &end];
+        // Every duration of the window: the day rows' blobs and the partial days' jobs.
+        let mut ranks = Ranks::default();
+        let mut part = |from: i64, to: i64| -> Result<()> {
+            let ds: Vec<i64> = conn
+                .prepare_cached(JOB_PART_DURS)?
+                .query_map(params![project, branch, workflow, from, to, name], |r| {
+                    r.get(0)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            ranks.push(&durs::encode(&ds));
+            Ok(())
+        };
+        if whole {
+            if j.head.is_some() {
+                part(start, first_day * DAY_MS)?;
+            }
+            if j.tail.is_some() {
+                part(end_day * DAY_MS, end)?;
+            }
+            if j.days.is_some() {
+                let mut stmt = conn.prepare_cached(JOB_DAY_DURS)?;
+                let mut rows =
+                    stmt.query(params![project, branch, workflow, first_day, end_day, name])?;
+                while let Some(r) = rows.next()? {
+                    if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
+                        ranks.push(b);
+                    }
+                }
+            }
+        } else {
+            part(start, end)?;
+        }
+        if ranks.len() as i64 != s.dur_n {
+            return Err(crate::error::Error::Internal(format!(
+                "the job rollup counts {} durations of job {name:?}, its blobs {}",
+                s.dur_n,
+                ranks.len()
+            )));
+        }
         let dur = durations(s.dur_n, s.dur_sum, s.dur_sumsq, |k| {
-            pair(conn, (JOB_RANK_ASC, JOB_RANK_DESC), &key, s.dur_n, k)
+            let k = k as usize;
+            let v = ranks.at_rank(k).ok_or_else(|| {
+                crate::error::Error::Internal(format!("no duration of rank {k} of job {name:?}"))
+            })?;
+            Ok((v, ranks.next_rank(k, v)))
         })?;
         let agg = Agg {
             total: s.total,

@@ -1,11 +1,12 @@
 //! Upkeep of the CircleCI Insights rollups (schema.sql: `insights_days`, `runs.rec_from`,
-//! `runs.rec_ms`, `insights_job_days`, `insights_job_durs`), read by src/circleci/rollup.rs.
+//! `runs.rec_ms`, `insights_job_days`), read by src/circleci/rollup.rs.
 //!
 //! `insights_days` adds up the runs of one (project, branch, workflow) per UTC day. A run
 //! subtracts itself before it is updated (`removing`) and adds itself once written (`added`),
 //! so every row describes what is stored now, like the Zadig rollups. Jobs do the same
-//! (`job_removing`, `job_added`) in `insights_job_days` and `insights_job_durs`, under their
-//! run's branch, workflow and created_at; when an update moves a run, `added` moves its jobs.
+//! (`job_removing`, `job_added`) in `insights_job_days`, under their run's branch, workflow
+//! and created_at, the rows' duration blobs included (src/store/durs.rs); when an update moves
+//! a run, `added` moves its jobs.
 //!
 //! Recoveries (contract §5, MTTR) are kept on the runs themselves. A run's *sequence* is the
 //! finished runs (success, failed, error, timeout) of its (project, branch, workflow) in
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::durs;
 use crate::error::Result;
 use crate::model::{Job, Run};
 
@@ -39,8 +41,17 @@ pub struct Pending {
     /// insights_days: (project, branch, workflow, day).
     days: BTreeMap<(i64, String, i64, i64), Amounts>,
     /// insights_job_days: (project, branch, workflow, day, name).
-    job_days: BTreeMap<(i64, String, i64, i64, String), Amounts>,
+    job_days: BTreeMap<(i64, String, i64, i64, String), JobDelta>,
     last_run: Option<(i64, Key)>,
+}
+
+/// What the writes of one transaction changed in one job day row: its figures, and the
+/// durations (ms) to add to its blob and to take out of it.
+#[derive(Default)]
+struct JobDelta {
+    amounts: Amounts,
+    add: Vec<i64>,
+    del: Vec<i64>,
 }
 
 fn add(into: &mut Amounts, f: &Amounts) {
@@ -79,14 +90,18 @@ const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_i
         dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
         rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
         rec_sum = rec_sum + excluded.rec_sum";
+/// ?15 is the row's new blob, or NULL when its durations did not change.
 const ADD_JOB_DAY: &str = "INSERT INTO insights_job_days (project_id, branch, workflow_id, day,
-    name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+    name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, coalesce(?15, x''))
     ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
         total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
         canceled = canceled + excluded.canceled, open = open + excluded.open,
         credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
-        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq";
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
+        durs = coalesce(?15, durs)";
+const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
+    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND day = ?4 AND name = ?5";
 
 /// Writes the figures `pending` holds into the rollup tables, in key order, and empties it.
 pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
@@ -114,7 +129,13 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
         ])?;
     }
     let mut stmt = conn.prepare_cached(ADD_JOB_DAY)?;
-    for ((p, b, w, d, name), f) in job_days {
+    for ((p, b, w, d, name), delta) in job_days {
+        let JobDelta {
+            amounts: f,
+            add,
+            del,
+        } = delta;
+        let blob = durs::new_blob(conn, JOB_DAY_DURS, params![p, b, w, d, name], add, del)?;
         stmt.execute(params![
             p,
             b,
@@ -129,7 +150,8 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             f[5],
             int(f[6]),
             f[7],
-            f[8]
+            f[8],
+            blob
         ])?;
     }
     Ok(())
@@ -408,17 +430,11 @@ fn duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<
     stopped.map(|s| s.saturating_sub(started.unwrap_or(created)).max(0))
 }
 
-const ADD_JOB_DUR: &str = "INSERT INTO insights_job_durs (project_id, branch, workflow_id, name,
-    dur, job_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-/// One row of insights_job_durs, by its whole key (?6 the job).
-const JOB_DUR_DELETE: &str = "DELETE FROM insights_job_durs WHERE project_id = ?1 AND branch = ?2
-    AND workflow_id = ?3 AND name = ?4 AND dur = ?5 AND job_id = ?6";
-const SELECT_JOB: &str = "SELECT id, name, status, credits_used, created_at, started_at,
-    stopped_at, run_id FROM jobs WHERE id = ?1";
+const SELECT_JOB: &str = "SELECT name, status, credits_used, created_at, started_at, stopped_at,
+    run_id FROM jobs WHERE id = ?1";
 
-/// A stored job as the rollups see it (columns 0..=6 of SELECT_JOB and RUN_JOBS).
+/// A stored job as the rollups see it (columns 0..=5 of SELECT_JOB and RUN_JOBS).
 struct StoredJob {
-    id: i64,
     name: String,
     status: String,
     credits: i64,
@@ -427,89 +443,64 @@ struct StoredJob {
 
 fn job_from_row(r: &Row) -> rusqlite::Result<StoredJob> {
     Ok(StoredJob {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        status: r.get(2)?,
-        credits: r.get(3)?,
-        dur: duration(r.get(4)?, r.get(5)?, r.get(6)?),
+        name: r.get(0)?,
+        status: r.get(1)?,
+        credits: r.get(2)?,
+        dur: duration(r.get(3)?, r.get(4)?, r.get(5)?),
     })
 }
 
-/// Adds (`sign` 1) or subtracts (-1) one job under its run key: its figures on the run's day,
-/// and its row among the durations.
-#[allow(clippy::too_many_arguments)]
+/// Adds (`sign` 1) or subtracts (-1) one job under its run key: its figures and its duration
+/// on the run's day.
 fn job_row(
-    conn: &Connection,
     pending: &mut Pending,
     k: &Key,
-    job_id: i64,
     name: &str,
     status: &str,
     credits: i64,
     dur: Option<i64>,
     sign: i64,
-) -> Result<()> {
+) {
     let Some(branch) = &k.branch else {
-        return Ok(());
+        return;
     };
     let day = k.at.div_euclid(DAY_MS);
     let key = (k.project, branch.clone(), k.workflow, day, name.to_owned());
+    let row = pending.job_days.entry(key).or_default();
     add(
-        pending.job_days.entry(key).or_default(),
+        &mut row.amounts,
         &amounts(status, credits, dur, sign as f64),
     );
-    match dur {
-        Some(d) if sign > 0 => {
-            conn.prepare_cached(ADD_JOB_DUR)?.execute(params![
-                k.project, branch, k.workflow, name, d, job_id, k.at
-            ])?;
+    if let Some(d) = dur {
+        if sign > 0 {
+            row.add.push(d);
+        } else {
+            row.del.push(d);
         }
-        Some(d) => {
-            conn.prepare_cached(JOB_DUR_DELETE)?
-                .execute(params![k.project, branch, k.workflow, name, d, job_id])?;
-        }
-        None => {}
     }
-    Ok(())
 }
 
 /// Subtracts a stored job from the rollups: call it before the job is updated.
 pub fn job_removing(conn: &Connection, pending: &mut Pending, job_id: i64) -> Result<()> {
     let (j, run_id) = conn
         .prepare_cached(SELECT_JOB)?
-        .query_row([job_id], |r| Ok((job_from_row(r)?, r.get::<_, i64>(7)?)))?;
+        .query_row([job_id], |r| Ok((job_from_row(r)?, r.get::<_, i64>(6)?)))?;
     let k = run_key(conn, pending, run_id)?;
-    job_row(
-        conn, pending, &k, j.id, &j.name, &j.status, j.credits, j.dur, -1,
-    )
+    job_row(pending, &k, &j.name, &j.status, j.credits, j.dur, -1);
+    Ok(())
 }
 
 /// Counts a job of run `run_id`, just inserted or updated as `job`, into the rollups.
-pub fn job_added(
-    conn: &Connection,
-    pending: &mut Pending,
-    run_id: i64,
-    job_id: i64,
-    job: &Job,
-) -> Result<()> {
+pub fn job_added(conn: &Connection, pending: &mut Pending, run_id: i64, job: &Job) -> Result<()> {
     let k = run_key(conn, pending, run_id)?;
     let dur = duration(job.created_at, job.started_at, job.stopped_at);
     let status = job.status.as_str();
-    job_row(
-        conn,
-        pending,
-        &k,
-        job_id,
-        &job.name,
-        status,
-        job.credits_used,
-        dur,
-        1,
-    )
+    job_row(pending, &k, &job.name, status, job.credits_used, dur, 1);
+    Ok(())
 }
 
 /// ?1 run: its jobs, as `job_from_row` reads them.
-const RUN_JOBS: &str = "SELECT id, name, status, credits_used, created_at, started_at, stopped_at
+const RUN_JOBS: &str = "SELECT name, status, credits_used, created_at, started_at, stopped_at
     FROM jobs WHERE run_id = +?1";
 
 /// Adds (`sign` 1) or subtracts (-1) every job of a run under the run key `k`, whatever the
@@ -526,16 +517,15 @@ fn run_jobs(
         .query_map([run_id], job_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     for j in jobs {
-        job_row(
-            conn, pending, k, j.id, &j.name, &j.status, j.credits, j.dur, sign,
-        )?;
+        job_row(pending, k, &j.name, &j.status, j.credits, j.dur, sign);
     }
     Ok(())
 }
 
 /// The rollups recomputed from the stored runs, independently of the functions above: the
 /// recoveries by one window pass per sequence (as the MTTR query of src/circleci/sql.rs finds
-/// them), then the day rows. For a database filled before they existed, and for tests.
+/// them), then the day rows (the job day rows: `REBUILD_JOB_DAYS`). For a database filled
+/// before they existed, and for tests.
 pub const REBUILD: &str = "
     UPDATE runs SET rec_from = NULL, rec_ms = NULL WHERE rec_from IS NOT NULL OR rec_ms IS NOT NULL;
     WITH seq AS (SELECT id, project_id AS p, branch AS b, workflow_id AS w, created_at AS at,
@@ -566,29 +556,30 @@ pub const REBUILD: &str = "
             THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS dur FROM runs)
     WHERE branch IS NOT NULL
     GROUP BY project_id, branch, workflow_id, day;
+";
+
+/// The job day rows recomputed from the stored jobs and runs (part of `REBUILD`, and the
+/// upgrade that gave the rows their blobs). The connection needs `pipestat_durs`.
+pub const REBUILD_JOB_DAYS: &str = "
     DELETE FROM insights_job_days;
     INSERT INTO insights_job_days (project_id, branch, workflow_id, day, name, total, ok, bad,
-        canceled, open, credits, dur_n, dur_sum, dur_sumsq)
+        canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
     SELECT r.project_id, r.branch, r.workflow_id,
         (r.created_at - (r.created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
         j.name, count(*), sum(j.status = 'success'),
         sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'),
         sum(j.status = 'canceled'), sum(j.status = 'queued' OR j.status = 'running' OR j.status = 'waiting'),
-        total(j.credits_used), count(d), total(d), total(CAST(d AS REAL) * d)
+        total(j.credits_used), count(d), total(d), total(CAST(d AS REAL) * d), pipestat_durs(d)
     FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
             THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS d FROM jobs) j
     JOIN runs r ON r.id = j.run_id
     WHERE r.branch IS NOT NULL
-    GROUP BY r.project_id, r.branch, r.workflow_id, day, j.name;
-    DELETE FROM insights_job_durs;
-    INSERT INTO insights_job_durs (project_id, branch, workflow_id, name, dur, job_id, at)
-    SELECT r.project_id, r.branch, r.workflow_id, j.name,
-        max(j.stopped_at - coalesce(j.started_at, j.created_at), 0), j.id, r.created_at
-    FROM jobs j JOIN runs r ON r.id = j.run_id
-    WHERE r.branch IS NOT NULL AND j.stopped_at IS NOT NULL;";
+    GROUP BY r.project_id, r.branch, r.workflow_id, day, j.name;";
 
-/// Recomputes the CircleCI rollups from the stored runs.
+/// Recomputes the CircleCI rollups from the stored runs (the connection needs
+/// `pipestat_durs`, as every connection `db` opens has).
 pub fn rebuild(conn: &Connection) -> Result<()> {
     conn.execute_batch(REBUILD)?;
+    conn.execute_batch(REBUILD_JOB_DAYS)?;
     Ok(())
 }
