@@ -296,6 +296,29 @@ mod tests {
         assert_eq!(encode(&[i64::MIN, i64::MAX]).len(), 1 + 8 + 2 * 8);
     }
 
+    /// Every rank across several blobs is the value at that index of their sorted union.
+    #[test]
+    fn ranks_across_blobs_are_those_of_the_sorted_union() {
+        let parts: [&[i64]; 4] = [&[5, 9, 9, 300], &[], &[-2, 9, 70_000], &[1]];
+        let mut ranks = Ranks::default();
+        for p in parts {
+            ranks.push(&encode(p));
+        }
+        let union = [-2, 1, 5, 9, 9, 9, 300, 70_000];
+        assert_eq!(ranks.len(), union.len());
+        for (k, &v) in union.iter().enumerate() {
+            assert_eq!(ranks.at_rank(k), Some(v), "rank {k}");
+            assert_eq!(
+                ranks.next_rank(k, v),
+                union.get(k + 1).copied(),
+                "after rank {k}"
+            );
+        }
+        assert_eq!(ranks.at_rank(union.len()), None);
+        assert!(Ranks::default().is_empty());
+        assert_eq!(Ranks::default().at_rank(0), None);
+    }
+
     #[test]
     fn merge_removes_adds_and_keeps_order() {
         let old = encode(&[-5, 3, 3, 40]);
