@@ -12,8 +12,10 @@ use crate::error::{Error, Result};
 const SCHEMA: &str = include_str!("../schema.sql");
 
 /// Upgrades of a database an earlier pipestat made, oldest first: `UPGRADES[i]` takes version
-/// i + 1 to version i + 2 (`PRAGMA user_version`). Never edit or remove an entry: append one,
-/// and change schema.sql to match (tests/it/ops.rs compares an upgraded database with a new one).
+/// i + 1 to version i + 2 (`PRAGMA user_version`). Never remove an entry or change the tables
+/// it makes: append one, and change schema.sql to match (tests/it/ops.rs compares an upgraded
+/// database with a new one). The rebuilds an entry calls are the current code's, so an entry
+/// whose rows a later version reshapes leaves them to that version (`to_v2` and `to_v5`).
 const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4, to_v5];
 
 /// The version of a database this binary makes.
