@@ -37,6 +37,8 @@ fn main() {
         .unwrap_or(40);
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the benchmark database read-only");
+    // pipestat's SQL functions, which some of the statements explained below call.
+    pipestat::apigee::register_functions(&conn).expect("register pipestat's functions");
     let (runs, newest): (i64, i64) = conn
         .query_row("SELECT count(*), max(created_at) FROM runs", [], |r| {
             Ok((r.get(0)?, r.get(1)?))

@@ -22,11 +22,12 @@
 //! rows, two for the partial days, and per workflow with runs in the window at most eight
 //! (first and last run, four ranks, the crossing recovery), bounded by the page size.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::sql::{Agg, Dur};
 use crate::error::Result;
-use crate::store::durs::{self, Ranks};
+use crate::store::durs::Ranks;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -386,11 +387,12 @@ const JOB_DAYS: &str = "SELECT name, sum(total), sum(ok), sum(bad), sum(canceled
       AND (+?7 IS NULL OR name > +?7)
     GROUP BY name";
 
-/// The same over the jobs of the runs created in [?4, ?5), with their first and last created_at.
+/// The same over the jobs of the runs created in [?4, ?5), with their first and last created_at
+/// and their durations as a sorted blob (`pipestat_durs`, src/store/durs.rs).
 const JOB_RUNS: &str = "SELECT name, count(*), sum(status = 'success'),
     sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
     sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
-    count(d), total(d), total(CAST(d AS REAL) * d), min(at), max(at)
+    count(d), total(d), total(CAST(d AS REAL) * d), min(at), max(at), pipestat_durs(d)
     FROM (SELECT j.name, j.status, j.credits_used, r.created_at AS at,
         CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS d
       FROM runs r JOIN jobs j ON j.run_id = r.id
@@ -415,21 +417,12 @@ const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
     WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND day >= +?4 AND day < +?5
       AND name = +?6";
 
-/// The durations of the jobs named ?6 of the runs created in [?4, ?5), ascending (a partial day).
-const JOB_PART_DURS: &str =
-    "SELECT max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) AS d
-    FROM runs r JOIN jobs j ON j.run_id = r.id
-    WHERE r.project_id = +?1 AND r.branch = +?2 AND r.workflow_id = +?3 AND r.created_at >= +?4
-      AND r.created_at < +?5 AND j.name = +?6 AND j.stopped_at IS NOT NULL
-    ORDER BY d";
-
 /// The statements of the jobs path, for `EXPLAIN QUERY PLAN` in benches/circleci.rs.
 pub const BENCHED_JOBS: &[(&str, &str)] = &[
     ("jobs (rollup): JOB_DAYS", JOB_DAYS),
     ("jobs (rollup): JOB_RUNS", JOB_RUNS),
     ("jobs (rollup): JOB_FIRST_AT", JOB_FIRST_AT),
     ("jobs (rollup): JOB_DAY_DURS", JOB_DAY_DURS),
-    ("jobs (rollup): JOB_PART_DURS", JOB_PART_DURS),
 ];
 
 /// What the day rows and the partial days give one job name.
@@ -441,6 +434,8 @@ struct JobSums {
     /// First and last created_at in each partial day (before and after the whole days).
     head: Option<(i64, i64)>,
     tail: Option<(i64, i64)>,
+    /// The durations of the partial days, then those of the whole days.
+    ranks: Ranks,
 }
 
 /// Per-job-name figures of the jobs of `workflow`'s runs on `branch` created in [start, end),
@@ -470,6 +465,9 @@ pub fn jobs(
         while let Some(r) = rows.next()? {
             let e = by_name.entry(r.get(0)?).or_default();
             e.s.add(&job_sums(r)?);
+            if let ValueRef::Blob(b) = r.get_ref(12)? {
+                e.ranks.push(b);
+            }
             let span = Some((r.get(10)?, r.get(11)?));
             if head {
                 e.head = span;
@@ -497,7 +495,7 @@ pub fn jobs(
     }
 
     let mut out = Vec::new();
-    for (name, j) in by_name.into_iter().filter(|(_, j)| j.s.total > 0) {
+    for (name, mut j) in by_name.into_iter().filter(|(_, j)| j.s.total > 0) {
         if out.len() as i64 >= limit {
             break;
         }
@@ -523,37 +521,17 @@ pub fn jobs(
             (None, Some((_, d)), _) => in_day(JOB_LAST_AT, d)?,
             (None, None, h) => h.map(|h| h.1),
         };
-        // Every duration of the window: the day rows' blobs and the partial days' jobs.
-        let mut ranks = Ranks::default();
-        let mut part = |from: i64, to: i64| -> Result<()> {
-            let ds: Vec<i64> = conn
-                .prepare_cached(JOB_PART_DURS)?
-                .query_map(params![project, branch, workflow, from, to, name], |r| {
-                    r.get(0)
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            ranks.push(&durs::encode(&ds));
-            Ok(())
-        };
-        if whole {
-            if j.head.is_some() {
-                part(start, first_day * DAY_MS)?;
-            }
-            if j.tail.is_some() {
-                part(end_day * DAY_MS, end)?;
-            }
-            if j.days.is_some() {
-                let mut stmt = conn.prepare_cached(JOB_DAY_DURS)?;
-                let mut rows =
-                    stmt.query(params![project, branch, workflow, first_day, end_day, name])?;
-                while let Some(r) = rows.next()? {
-                    if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
-                        ranks.push(b);
-                    }
+        // Every duration of the window: the partial days' (from JOB_RUNS) and the day rows'.
+        let ranks = &mut j.ranks;
+        if j.days.is_some() {
+            let mut stmt = conn.prepare_cached(JOB_DAY_DURS)?;
+            let mut rows =
+                stmt.query(params![project, branch, workflow, first_day, end_day, name])?;
+            while let Some(r) = rows.next()? {
+                if let ValueRef::Blob(b) = r.get_ref(0)? {
+                    ranks.push(b);
                 }
             }
-        } else {
-            part(start, end)?;
         }
         if ranks.len() as i64 != s.dur_n {
             return Err(crate::error::Error::Internal(format!(
