@@ -325,3 +325,73 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
     assert!(compared > 100, "only {compared} non-empty comparisons");
     assert!(jobs_compared > 200, "only {jobs_compared} job comparisons");
 }
+
+/// A job day row whose duration blob lost step with its counts (written outside pipestat) is
+/// an internal error in CircleCI's error shape, not a wrong median; the daemon keeps serving.
+#[test]
+fn a_job_day_blob_out_of_step_is_an_internal_error() {
+    let d = Daemon::start(&["--now", "2026-03-10T00:00:00Z"]);
+    let job = |id: &str, c: i64, secs: i64| {
+        format!(
+            r#"[{{"id":"{id}","name":"unit","status":"success","created_at":{},"started_at":{},"stopped_at":{}}}]"#,
+            json_time(Some(c)),
+            json_time(Some(c)),
+            json_time(Some(c + secs * 1000))
+        )
+    };
+    // Jobs of 60 s on 03-01 and 120 s on 03-02: the median of the two days is 90 s.
+    let (c1, c2) = (BASE + 3_600_000, BASE + DAY + 3_600_000);
+    d.post_runs(&[
+        run_with_jobs(
+            "b1",
+            "ci",
+            Some("main"),
+            "success",
+            c1,
+            Some(c1),
+            Some(c1 + 200_000),
+            1,
+            &job("j1", c1, 60),
+        ),
+        run_with_jobs(
+            "b2",
+            "ci",
+            Some("main"),
+            "success",
+            c2,
+            Some(c2),
+            Some(c2 + 200_000),
+            1,
+            &job("j2", c2, 120),
+        ),
+    ]);
+    let p =
+        "/api/v2/insights/gh/acme/api/workflows/ci/jobs?start-date=2026-03-01&end-date=2026-03-03";
+    let ok = d.get_ok(p);
+    assert_eq!(
+        ok["items"][0]["metrics"]["duration_metrics"]["median"], 90,
+        "{ok}"
+    );
+
+    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE insights_job_days SET durs = x'' WHERE day = ?1 AND name = 'unit'",
+            [BASE / DAY],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let bad = d.get(p);
+    assert_eq!(bad.status, 500, "{}", bad.text);
+    let message = bad.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("durations of job \"unit\""),
+        "{}",
+        bad.text
+    );
+    assert_eq!(
+        d.get("/api/v2/insights/gh/acme/api/workflows?start-date=2026-03-01&end-date=2026-03-03")
+            .status,
+        200
+    );
+}
