@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use common::{load_average, machine, percentile_ms, Server};
+use common::{cpu_between, load_average, machine, own_cpu, percentile_ms, thread_cpu, Server};
 use pipestat::model::Run;
 
 /// The schema the daemon creates, applied as is to the bare loop's database.
@@ -103,7 +103,9 @@ fn main() {
     let bodies: Vec<String> = (0..single_runs).map(|i| run_json(i).to_string()).collect();
     let avg_body = bodies.iter().map(String::len).sum::<usize>() / bodies.len();
     println!("  one run is {avg_body} bytes of JSON on average");
+    let cpu_before = (thread_cpu(server.child.id()), own_cpu());
     let (secs, mut latencies) = post_all(&server.base, bodies, SINGLE_CLIENTS);
+    let single_cpu = cpu_use(&server, cpu_before, secs);
     latencies.sort_unstable();
     table.row(
         &format!("single-run POSTs ({SINGLE_CLIENTS} keep-alive clients)"),
@@ -147,7 +149,9 @@ fn main() {
         })
         .collect();
     let array_runs = array_posts * ARRAY_SIZE;
+    let cpu_before = (thread_cpu(server.child.id()), own_cpu());
     let (secs, mut latencies) = post_all(&server.base, bodies, ARRAY_CLIENTS);
+    let array_cpu = cpu_use(&server, cpu_before, secs);
     latencies.sort_unstable();
     let array_rate = array_runs as f64 / secs;
     table.row(
@@ -265,6 +269,8 @@ fn main() {
         "  served database: {} runs, {} jobs, {} test results; {log_lines} log lines",
         stored.0, stored.1, stored.2
     );
+    println!("  CPU during the single POSTs: {single_cpu}");
+    println!("  CPU during the array POSTs:  {array_cpu}");
     // The daemon's own account of its group commits, over both HTTP phases.
     println!("  daemon {writer_line}");
     println!("  daemon {syncer_line}");
@@ -578,6 +584,25 @@ fn post_all(base: &str, bodies: Vec<String>, clients: usize) -> (f64, Vec<Durati
         latencies.extend(t.join().expect("a client thread panicked"));
     }
     (started.elapsed().as_secs_f64(), latencies)
+}
+
+/// Where the CPU went during an HTTP phase of `secs` seconds: the daemon's threads by name and
+/// the bench's own client threads, against the machine's cores over the phase.
+fn cpu_use(server: &Server, before: (Vec<(String, f64)>, f64), secs: f64) -> String {
+    let daemon = cpu_between(&before.0, &thread_cpu(server.child.id()));
+    let clients = own_cpu() - before.1;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let used: f64 = daemon.iter().map(|(_, s)| s).sum::<f64>() + clients;
+    let threads: Vec<String> = daemon
+        .iter()
+        .filter(|(_, s)| *s >= 0.005)
+        .map(|(name, s)| format!("{name} {s:.2}"))
+        .collect();
+    format!(
+        "{used:.2} of {:.2} core-seconds; daemon threads (s): {}; bench clients {clients:.2} s",
+        secs * cores as f64,
+        threads.join(", ")
+    )
 }
 
 /// Counts runs, jobs and test results in a database the daemon or import wrote.

@@ -156,3 +156,64 @@ impl Drop for Server {
         }
     }
 }
+
+/// CPU seconds (user + system) a process's threads have used, summed by thread name with any
+/// `-N` suffix dropped (`worker-3` counts as `worker`), from `/proc/PID/task/*/stat`. The
+/// kernel reports them in ticks of 1/100 s (USER_HZ).
+pub fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, secs)) = parse_stat(&stat) else {
+            continue;
+        };
+        let name = match name.rsplit_once('-') {
+            Some((base, n)) if n.chars().all(|c| c.is_ascii_digit()) => base.to_owned(),
+            _ => name,
+        };
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s += secs,
+            None => by_name.push((name, secs)),
+        }
+    }
+    by_name.sort_by(|a, b| a.0.cmp(&b.0));
+    by_name
+}
+
+/// CPU seconds (user + system) this process has used, its ended threads included.
+pub fn own_cpu() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_stat(&s))
+        .map_or(0.0, |(_, secs)| secs)
+}
+
+/// The name and the user + system CPU seconds of a `stat` line: the name is between the first
+/// `(` and the last `)`, utime and stime are the 12th and 13th fields after it.
+fn parse_stat(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some((name, (ticks(11)? + ticks(12)?) as f64 / 100.0))
+}
+
+/// The CPU each name used between two `thread_cpu` readings, as `name s` pairs.
+pub fn cpu_between(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<(String, f64)> {
+    after
+        .iter()
+        .map(|(name, secs)| {
+            let was = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0.0, |(_, s)| *s);
+            (name.clone(), secs - was)
+        })
+        .collect()
+}
