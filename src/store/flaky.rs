@@ -1,4 +1,4 @@
-//! Upkeep of `flaky_results` (schema.sql), read by CircleCI's flaky tests (FLAKY in
+//! Upkeep of `flaky_results` (schema.sql), read by CircleCI's flaky tests (`flaky` in
 //! src/circleci/sql.rs).
 //!
 //! A test can only flake on a commit where it failed. A *group* is one test (project, job

@@ -50,13 +50,14 @@ fn random_tests(g: &mut Lcg, shape: Shape) -> String {
             continue;
         }
         tests.push({
-            let file = (g.next(2) == 0).then_some("t.py");
+            // Two files (and suites), so that a test's largest one is a choice.
+            let file = [None, Some("a.py"), Some("t.py")][g.next(3) as usize];
             format!(
                 r#"{{"classname":{},"name":"{name}","result":"{}","file":{},"suite":{}}}"#,
                 opt(cls),
                 result(g, shape),
                 opt(file),
-                opt(file.map(|_| "s"))
+                opt(file.map(|f| &f[..1]))
             )
         });
     }
@@ -241,7 +242,7 @@ pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
 
 /// Flaky tests by the definition, from the raw tables: every result (not skipped) in the
 /// window on a known commit, flips by LAG per test and commit, the failing jobs' durations on
-/// the commits with a flip, and the run of the latest flip.
+/// the commits with a flip, their largest file and suite, and the run of the latest flip.
 const REFERENCE: &str = "WITH res AS (SELECT j.name AS job, t.classname AS cls, t.name AS test,
         r.commit_sha AS sha, r.created_at AS at, t.id AS tid, r.id AS run,
         (t.result = 'failure' OR t.result = 'error') AS bad, t.file AS file, t.suite AS suite,
@@ -253,13 +254,15 @@ const REFERENCE: &str = "WITH res AS (SELECT j.name AS job, t.classname AS cls, 
     flips AS (SELECT *, coalesce(bad <> LAG(bad) OVER (PARTITION BY job, cls, test, sha
         ORDER BY at, tid), 0) AS flip FROM res),
     commits AS (SELECT job, cls, test, sha, sum(flip) AS n,
-        total(CASE WHEN bad THEN jdur ELSE 0 END) AS wasted FROM flips
+        total(CASE WHEN bad THEN jdur ELSE 0 END) AS wasted, max(file) AS file,
+        max(suite) AS suite FROM flips
         GROUP BY job, cls, test, sha HAVING sum(flip) > 0),
     latest AS (SELECT job, cls, test, run, at, ROW_NUMBER() OVER (PARTITION BY job, cls, test
         ORDER BY at DESC, tid DESC) AS k FROM flips WHERE flip)
-    SELECT c.job, c.cls, c.test, sum(c.n), CAST(total(c.wasted) AS INTEGER), l.at, r.ext_id
+    SELECT c.job, c.cls, c.test, sum(c.n), CAST(total(c.wasted) AS INTEGER), l.at, r.ext_id,
+        max(c.file), max(c.suite), r.number, w.name
     FROM commits c JOIN latest l ON l.job = c.job AND l.cls IS c.cls AND l.test = c.test AND l.k = 1
-    JOIN runs r ON r.id = l.run
+    JOIN runs r ON r.id = l.run JOIN workflows w ON w.id = r.workflow_id
     GROUP BY c.job, c.cls, c.test ORDER BY c.job, c.cls, c.test";
 
 /// Two shapes: a few commits where most tests fail somewhere (every commit keeps rows), and
@@ -308,14 +311,18 @@ fn check_history(seed: u64, shape: Shape) {
             .into_iter()
             .map(|f| {
                 format!(
-                    "{} {:?} {} {} {} {} {}",
+                    "{} {:?} {} {} {} {} {} {:?} {:?} {} {}",
                     f.job,
                     f.classname,
                     f.name,
                     f.times_flaked,
                     f.time_wasted,
                     f.workflow_created_at,
-                    f.workflow_id
+                    f.workflow_id,
+                    f.file,
+                    f.suite,
+                    f.pipeline_number,
+                    f.workflow_name
                 )
             })
             .collect();
@@ -324,14 +331,18 @@ fn check_history(seed: u64, shape: Shape) {
             .unwrap()
             .query_map([1, start, end], |r| {
                 Ok(format!(
-                    "{} {:?} {} {} {} {} {}",
+                    "{} {:?} {} {} {} {} {} {:?} {:?} {} {}",
                     r.get::<_, String>(0)?,
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, i64>(5)?,
-                    r.get::<_, String>(6)?
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, String>(10)?
                 ))
             })
             .unwrap()
