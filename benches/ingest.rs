@@ -641,7 +641,7 @@ fn parse_run(json: &Value) -> Run {
 
 /// Writes pre-parsed runs through pipestat's own store path, as `import` does.
 fn store_path(db: &Path, runs: &[Run]) -> f64 {
-    let mut conn = pipestat::db::open(db).expect("open the database");
+    let mut conn = pipestat::db::open_bulk(db).expect("open the database");
     let started = Instant::now();
     for batch in runs.chunks(BULK_BATCH) {
         let (counts, failures) =
@@ -673,24 +673,24 @@ enum Commits {
 }
 
 /// SQLite alone: the same rows inserted with prepared cached statements, on the same schema
-/// and pragmas as the daemon's. Projects and workflows exist beforehand.
+/// and pragmas as pipestat's: in one transaction with the page cache of `import`, in groups
+/// with the daemon's. Projects and workflows exist beforehand.
 fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> f64 {
     let conn = Connection::open(db).expect("open the database");
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .expect("WAL");
     assert_eq!(mode, "wal");
-    let synchronous = match commits {
-        Commits::One => "FULL",
-        Commits::Every(_) => "NORMAL",
+    let (synchronous, cache_kib) = match commits {
+        Commits::One => ("FULL", pipestat::db::BULK_CACHE_KIB),
+        Commits::Every(_) => ("NORMAL", 8_000),
     };
-    conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}"))
-        .expect("synchronous");
-    conn.execute_batch(
-        "PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -8000;
-         PRAGMA temp_store = MEMORY;",
-    )
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous};
+         PRAGMA cache_size = -{cache_kib};
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;"
+    ))
     .expect("pragmas");
     conn.execute_batch(SCHEMA).expect("the schema");
     if indexes == Indexes::KeysOnly {

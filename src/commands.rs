@@ -112,7 +112,7 @@ struct Parsed {
 /// `pipestat import FILE`: NDJSON runs, in large transactions; bad lines are reported and
 /// skipped. One thread reads and parses while this one writes.
 pub fn import(db_path: &Path, file: &str) -> Result<()> {
-    let mut conn = db::open(db_path)?;
+    let mut conn = db::open_bulk(db_path)?;
     let input: Box<dyn BufRead + Send> = if file == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
     } else {
@@ -230,7 +230,7 @@ pub fn fill_demo(
     seed: u64,
     now_ms: i64,
 ) -> Result<()> {
-    let mut conn = db::open(db_path)?;
+    let mut conn = db::open_bulk(db_path)?;
     let spec = demo::Spec {
         runs,
         days,
