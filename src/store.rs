@@ -548,9 +548,33 @@ const UPDATE_JOB: &str = "UPDATE jobs SET name = ?2, stage = ?3, kind = ?4, stat
     service_type = ?16, production = ?17, artifacts = ?18
     WHERE id = ?1";
 const DELETE_JOB_TESTS: &str = "DELETE FROM test_results WHERE job_id = ?1";
-const INSERT_TEST: &str = "INSERT INTO test_results (job_id, run_id, project_id, suite,
-    classname, name, file, result, duration, message)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/// The INSERTs of test results write up to 2^TEST_ROWS_LOG rows each, in power-of-two
+/// sizes (20 cases: one statement of 16 rows and one of 4): a few statements a job instead of
+/// one a case, and only TEST_ROWS_LOG + 1 of them in the statement cache.
+const TEST_ROWS_LOG: u32 = 5;
+
+/// The INSERT of 2^`log` test results, ten parameters a row.
+fn insert_tests_sql(log: u32) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=TEST_ROWS_LOG)
+            .map(|log| {
+                let rows: Vec<String> = (0..1usize << log)
+                    .map(|i| {
+                        let p: Vec<String> = (1..=10).map(|k| format!("?{}", i * 10 + k)).collect();
+                        format!("({})", p.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO test_results (job_id, run_id, project_id, suite, classname, \
+                     name, file, result, duration, message) VALUES {}",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[log as usize]
+}
 
 fn artifacts_json(job: &Job) -> Option<String> {
     job.artifacts
@@ -700,20 +724,26 @@ fn insert_tests(
     place: &Place,
     tests: &[TestCase],
 ) -> Result<()> {
-    let mut stmt = conn.prepare_cached(INSERT_TEST)?;
-    for t in tests {
-        stmt.execute(params![
-            job_id,
-            run_id,
-            place.project_id,
-            t.suite,
-            t.classname,
-            t.name,
-            t.file,
-            t.result,
-            t.duration,
-            t.message
-        ])?;
+    let mut rest = tests;
+    while !rest.is_empty() {
+        let log = rest.len().ilog2().min(TEST_ROWS_LOG);
+        let (chunk, after) = rest.split_at(1 << log);
+        rest = after;
+        let mut stmt = conn.prepare_cached(insert_tests_sql(log))?;
+        for (i, t) in chunk.iter().enumerate() {
+            let at = i * 10;
+            stmt.raw_bind_parameter(at + 1, job_id)?;
+            stmt.raw_bind_parameter(at + 2, run_id)?;
+            stmt.raw_bind_parameter(at + 3, place.project_id)?;
+            stmt.raw_bind_parameter(at + 4, &t.suite)?;
+            stmt.raw_bind_parameter(at + 5, &t.classname)?;
+            stmt.raw_bind_parameter(at + 6, &t.name)?;
+            stmt.raw_bind_parameter(at + 7, &t.file)?;
+            stmt.raw_bind_parameter(at + 8, t.result)?;
+            stmt.raw_bind_parameter(at + 9, t.duration)?;
+            stmt.raw_bind_parameter(at + 10, &t.message)?;
+        }
+        stmt.raw_execute()?;
     }
     zadig_tests_added(conn, ids, place, tests)
 }
