@@ -5,6 +5,9 @@
 //! it only panics when the daemon refuses or loses a run. `PIPESTAT_BENCH_SCALE` (a positive
 //! number, default 1) multiplies every count; `PIPESTAT_BENCH_THREADS` passes `--threads N` to
 //! the daemon (by default the daemon picks its own number of workers).
+//! `PIPESTAT_BENCH_ONLY=store` or `=bare` runs one phase alone, once, on the import's runs
+//! (made and parsed first), and prints its time and CPU: for a profiler or callgrind, whose
+//! counts do not drift with the machine (docs/benchmarks.md has the command).
 //!
 //! Phases:
 //! 1. Single-run POSTs to a running `pipestat serve`, from 8 keep-alive client threads.
@@ -14,9 +17,10 @@
 //! 5. The same runs parsed in-process (JSON to model only), and written in-process through
 //!    `commands::write_batch` (the store path of `import`, without reading and parsing).
 //! 6. A bare rusqlite loop inserting the same rows into the same schema in one transaction.
-//!    Phases 4 and 6 take turns `PIPESTAT_BENCH_ROUNDS` times (default 3), each on a fresh
-//!    database, and each round's ratio compares the two: the machine's speed drifts between
-//!    phases a minute apart by more than the gap being measured.
+//!    Phases 4, 5's store path and 6 take turns `PIPESTAT_BENCH_ROUNDS` times (default 3),
+//!    each on a fresh database, and each round's ratios compare them, in wall time and, for
+//!    the two in-process loops, in CPU time: the machine's speed drifts between phases a
+//!    minute apart by more than the gap being measured.
 //! 7. The same loop with every secondary index dropped (tables, keys and UNIQUE constraints
 //!    only): what the rows alone cost in SQLite on this machine.
 //! 8. Right after phase 1, the same loop on phase 1's runs, committing every 1, 4 and 8 runs
@@ -71,6 +75,10 @@ fn main() {
     let daemon_threads = std::env::var("PIPESTAT_BENCH_THREADS").ok();
     let bin = env!("CARGO_BIN_EXE_pipestat");
     let dir = tempfile::tempdir().expect("a temporary directory");
+    if let Ok(only) = std::env::var("PIPESTAT_BENCH_ONLY") {
+        one_phase(&only, import_runs, dir.path());
+        return;
+    }
 
     println!("pipestat ingest benchmark");
     println!("  machine: {}", machine());
@@ -195,18 +203,10 @@ fn main() {
         parse_secs,
         "parse_json + run_from_json, as import's reader".to_owned(),
     );
-    let store_db = dir.path().join("store.db");
-    let secs = store_path(&store_db, &runs);
-    table.row(
-        "store path only (pre-parsed)",
-        import_runs,
-        secs,
-        "commands::write_batch, 5,000-run transactions".to_owned(),
-    );
-
-    // Phases 4 and 6 take turns, each on a fresh database: `pipestat import`, then the
-    // physical limit, SQLite alone. This machine's speed drifts over a minute by more than
-    // the gap between the two, so each round's ratio compares neighbours in time.
+    // Phases 4, 5's store path and 6 take turns, each on a fresh database: `pipestat import`,
+    // the store path in-process, then the physical limit, SQLite alone. This machine's speed
+    // drifts over a minute by more than the gap between them, so each round's ratios compare
+    // neighbours in time.
     let mut rounds = Vec::new();
     for round in 1..=import_rounds {
         let imported_db = dir.path().join(format!("imported-{round}.db"));
@@ -218,15 +218,31 @@ fn main() {
             format!("whole process, {file_mb:.0} MB of NDJSON, 5,000-run transactions"),
         );
         let import_rate = import_runs as f64 / secs;
+        let store_db = dir.path().join(format!("store-{round}.db"));
+        let (store_secs, store_cpu) = with_cpu(|| store_path(&store_db, &runs));
+        table.row(
+            &format!("store path only (pre-parsed), round {round}"),
+            import_runs,
+            store_secs,
+            format!("commands::write_batch, 5,000-run transactions; {store_cpu:.2} s CPU"),
+        );
         let bare_db = dir.path().join(format!("bare-{round}.db"));
-        let secs = bare_loop(&bare_db, &runs, Indexes::All, Commits::One);
+        let (secs, bare_cpu) = with_cpu(|| bare_loop(&bare_db, &runs, Indexes::All, Commits::One));
         table.row(
             &format!("bare rusqlite loop, round {round}"),
             import_runs,
             secs,
-            "one transaction, prepared cached INSERTs, same schema and pragmas".to_owned(),
+            format!(
+                "one transaction, prepared cached INSERTs, same schema and pragmas; {bare_cpu:.2} s CPU"
+            ),
         );
-        rounds.push((import_rate, import_runs as f64 / secs));
+        rounds.push(Round {
+            import: import_rate,
+            store: import_runs as f64 / store_secs,
+            bare: import_runs as f64 / secs,
+            store_cpu,
+            bare_cpu,
+        });
     }
     // Phase 7: the same loop on the tables alone, every secondary index dropped.
     let tables_db = dir.path().join("tables.db");
@@ -241,18 +257,27 @@ fn main() {
 
     table.print();
     println!();
-    let ratios: Vec<String> = rounds
-        .iter()
-        .map(|(import, bare)| format!("{:.2}x", bare / import))
-        .collect();
-    let import_rate = median(rounds.iter().map(|r| r.0).collect());
-    let bare_rate = median(rounds.iter().map(|r| r.1).collect());
+    let each = |f: &dyn Fn(&Round) -> f64| -> String {
+        let ratios: Vec<String> = rounds.iter().map(|r| format!("{:.2}x", f(r))).collect();
+        ratios.join(", ")
+    };
+    let import_rate = median(rounds.iter().map(|r| r.import).collect());
+    let store_rate = median(rounds.iter().map(|r| r.store).collect());
+    let bare_rate = median(rounds.iter().map(|r| r.bare).collect());
     println!(
-        "  import (median of {import_rounds}): {import_rate:.0} runs/s; bare loop (median): {bare_rate:.0} runs/s"
+        "  medians of {import_rounds} rounds: import {import_rate:.0} runs/s, store path {store_rate:.0} runs/s, bare loop {bare_rate:.0} runs/s"
     );
     println!(
         "  bare loop / import:       {}   (each round; goal: import within 1.5x)",
-        ratios.join(", ")
+        each(&|r| r.bare / r.import)
+    );
+    println!(
+        "  bare loop / store path:   {}   (each round, wall time)",
+        each(&|r| r.bare / r.store)
+    );
+    println!(
+        "  store path / bare loop:   {}   (each round, CPU seconds of the bench process)",
+        each(&|r| r.store_cpu / r.bare_cpu)
     );
     println!(
         "  bare loop / array POSTs:  {:.2}x   (against the median bare loop; goal: within 1.5x)",
@@ -310,6 +335,40 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// One round of phases 4 to 6: rates in runs/s, CPU in seconds.
+struct Round {
+    import: f64,
+    store: f64,
+    bare: f64,
+    store_cpu: f64,
+    bare_cpu: f64,
+}
+
+/// Runs `f` and returns its result with the CPU seconds (user + system) this process used
+/// meanwhile. The bench's other threads are idle during the in-process phases.
+fn with_cpu(f: impl FnOnce() -> f64) -> (f64, f64) {
+    let before = own_cpu();
+    let secs = f();
+    (secs, own_cpu() - before)
+}
+
+/// `PIPESTAT_BENCH_ONLY`: one in-process phase alone, once, on the import's runs, so that a
+/// profiler or callgrind (`--toggle-collect='ingest::store_path'` or `'ingest::bare_loop'`)
+/// sees it and little else.
+fn one_phase(only: &str, runs: usize, dir: &Path) {
+    let parsed: Vec<Run> = (0..runs).map(|i| parse_run(&run_json(i))).collect();
+    let db = dir.join("one.db");
+    let (secs, cpu) = match only {
+        "store" => with_cpu(|| store_path(&db, &parsed)),
+        "bare" => with_cpu(|| bare_loop(&db, &parsed, Indexes::All, Commits::One)),
+        _ => panic!("PIPESTAT_BENCH_ONLY: expected store or bare, got {only:?}"),
+    };
+    println!(
+        "{only}: {runs} runs in {secs:.2} s ({:.0} runs/s), {cpu:.2} s CPU",
+        runs as f64 / secs
+    );
 }
 
 /// Runs `pipestat import` of `ndjson` into a fresh database at `db` as a whole process, checks
@@ -639,7 +698,9 @@ fn parse_run(json: &Value) -> Run {
         .expect("a valid run")
 }
 
-/// Writes pre-parsed runs through pipestat's own store path, as `import` does.
+/// Writes pre-parsed runs through pipestat's own store path, as `import` does. Never inlined,
+/// so that callgrind can count it alone (`PIPESTAT_BENCH_ONLY`).
+#[inline(never)]
 fn store_path(db: &Path, runs: &[Run]) -> f64 {
     let mut conn = pipestat::db::open_bulk(db).expect("open the database");
     let started = Instant::now();
@@ -675,6 +736,7 @@ enum Commits {
 /// SQLite alone: the same rows inserted with prepared cached statements, on the same schema
 /// and pragmas as pipestat's: in one transaction with the page cache of `import`, in groups
 /// with the daemon's. Projects and workflows exist beforehand.
+#[inline(never)]
 fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> f64 {
     let conn = Connection::open(db).expect("open the database");
     let mode: String = conn
