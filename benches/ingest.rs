@@ -139,7 +139,8 @@ fn main() {
             &grouped,
             Indexes::All,
             Commits::Every(per_commit),
-        );
+        )
+        .secs;
         table.row(
             &format!("bare loop, a commit every {per_commit} runs"),
             grouped.len(),
@@ -219,34 +220,38 @@ fn main() {
         );
         let import_rate = import_runs as f64 / secs;
         let store_db = dir.path().join(format!("store-{round}.db"));
-        let (store_secs, store_cpu) = with_cpu(|| store_path(&store_db, &runs));
+        let store = store_path(&store_db, &runs);
         table.row(
             &format!("store path only (pre-parsed), round {round}"),
             import_runs,
-            store_secs,
-            format!("commands::write_batch, 5,000-run transactions; {store_cpu:.2} s CPU"),
+            store.secs,
+            format!(
+                "commands::write_batch, 5,000-run transactions; {:.2} s CPU",
+                store.cpu
+            ),
         );
         let bare_db = dir.path().join(format!("bare-{round}.db"));
-        let (secs, bare_cpu) = with_cpu(|| bare_loop(&bare_db, &runs, Indexes::All, Commits::One));
+        let bare = bare_loop(&bare_db, &runs, Indexes::All, Commits::One);
         table.row(
             &format!("bare rusqlite loop, round {round}"),
             import_runs,
-            secs,
+            bare.secs,
             format!(
-                "one transaction, prepared cached INSERTs, same schema and pragmas; {bare_cpu:.2} s CPU"
+                "one transaction, prepared cached INSERTs, same schema and pragmas; {:.2} s CPU",
+                bare.cpu
             ),
         );
         rounds.push(Round {
             import: import_rate,
-            store: import_runs as f64 / store_secs,
-            bare: import_runs as f64 / secs,
-            store_cpu,
-            bare_cpu,
+            store: import_runs as f64 / store.secs,
+            bare: import_runs as f64 / bare.secs,
+            store_cpu: store.cpu,
+            bare_cpu: bare.cpu,
         });
     }
     // Phase 7: the same loop on the tables alone, every secondary index dropped.
     let tables_db = dir.path().join("tables.db");
-    let secs = bare_loop(&tables_db, &runs, Indexes::KeysOnly, Commits::One);
+    let secs = bare_loop(&tables_db, &runs, Indexes::KeysOnly, Commits::One).secs;
     table.row(
         "bare loop without secondary indexes",
         import_runs,
@@ -346,12 +351,34 @@ struct Round {
     bare_cpu: f64,
 }
 
-/// Runs `f` and returns its result with the CPU seconds (user + system) this process used
-/// meanwhile. The bench's other threads are idle during the in-process phases.
-fn with_cpu(f: impl FnOnce() -> f64) -> (f64, f64) {
-    let before = own_cpu();
-    let secs = f();
-    (secs, own_cpu() - before)
+/// The wall time and CPU time (user + system, of the whole bench process, whose other threads
+/// are idle during the in-process phases) of one in-process phase, between the same two
+/// points: after its database is set up, to its last commit.
+struct Timed {
+    secs: f64,
+    cpu: f64,
+}
+
+/// Where a `Timed` phase started.
+struct Clock {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: own_cpu(),
+        }
+    }
+
+    fn stop(self) -> Timed {
+        Timed {
+            secs: self.wall.elapsed().as_secs_f64(),
+            cpu: own_cpu() - self.cpu,
+        }
+    }
 }
 
 /// `PIPESTAT_BENCH_ONLY`: one in-process phase alone, once, on the import's runs, so that a
@@ -360,14 +387,16 @@ fn with_cpu(f: impl FnOnce() -> f64) -> (f64, f64) {
 fn one_phase(only: &str, runs: usize, dir: &Path) {
     let parsed: Vec<Run> = (0..runs).map(|i| parse_run(&run_json(i))).collect();
     let db = dir.join("one.db");
-    let (secs, cpu) = match only {
-        "store" => with_cpu(|| store_path(&db, &parsed)),
-        "bare" => with_cpu(|| bare_loop(&db, &parsed, Indexes::All, Commits::One)),
+    let t = match only {
+        "store" => store_path(&db, &parsed),
+        "bare" => bare_loop(&db, &parsed, Indexes::All, Commits::One),
         _ => panic!("PIPESTAT_BENCH_ONLY: expected store or bare, got {only:?}"),
     };
     println!(
-        "{only}: {runs} runs in {secs:.2} s ({:.0} runs/s), {cpu:.2} s CPU",
-        runs as f64 / secs
+        "{only}: {runs} runs in {:.2} s ({:.0} runs/s), {:.2} s CPU",
+        t.secs,
+        runs as f64 / t.secs,
+        t.cpu
     );
 }
 
@@ -701,16 +730,16 @@ fn parse_run(json: &Value) -> Run {
 /// Writes pre-parsed runs through pipestat's own store path, as `import` does. Never inlined,
 /// so that callgrind can count it alone (`PIPESTAT_BENCH_ONLY`).
 #[inline(never)]
-fn store_path(db: &Path, runs: &[Run]) -> f64 {
+fn store_path(db: &Path, runs: &[Run]) -> Timed {
     let mut conn = pipestat::db::open_bulk(db).expect("open the database");
-    let started = Instant::now();
+    let clock = Clock::start();
     for batch in runs.chunks(BULK_BATCH) {
         let (counts, failures) =
             pipestat::commands::write_batch(&mut conn, batch).expect("write a batch");
         assert!(failures.is_empty(), "runs were refused");
         assert_eq!(counts.created, batch.len() as u64);
     }
-    started.elapsed().as_secs_f64()
+    clock.stop()
 }
 
 /// Which indexes of the schema the bare loop keeps.
@@ -737,7 +766,7 @@ enum Commits {
 /// and pragmas as pipestat's: in one transaction with the page cache of `import`, in groups
 /// with the daemon's. Projects and workflows exist beforehand.
 #[inline(never)]
-fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> f64 {
+fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> Timed {
     let conn = Connection::open(db).expect("open the database");
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -796,7 +825,7 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> f64
         Commits::One => runs.len().max(1),
         Commits::Every(n) => n.max(1),
     };
-    let started = Instant::now();
+    let clock = Clock::start();
     {
         let mut insert_run = conn
             .prepare_cached(
@@ -905,7 +934,7 @@ fn bare_loop(db: &Path, runs: &[Run], indexes: Indexes, commits: Commits) -> f64
     if !runs.is_empty() {
         conn.execute_batch("COMMIT").expect("commit");
     }
-    started.elapsed().as_secs_f64()
+    clock.stop()
 }
 
 /// The figures to print, one row per phase.
