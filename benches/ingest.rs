@@ -218,7 +218,7 @@ fn main() {
             secs,
             format!("whole process, {file_mb:.0} MB of NDJSON, 5,000-run transactions"),
         );
-        let import_rate = import_runs as f64 / secs;
+        let import_secs = secs;
         let store_db = dir.path().join(format!("store-{round}.db"));
         let store = store_path(&store_db, &runs);
         table.row(
@@ -242,11 +242,9 @@ fn main() {
             ),
         );
         rounds.push(Round {
-            import: import_rate,
-            store: import_runs as f64 / store.secs,
-            bare: import_runs as f64 / bare.secs,
-            store_cpu: store.cpu,
-            bare_cpu: bare.cpu,
+            import_secs,
+            store,
+            bare,
         });
     }
     // Phase 7: the same loop on the tables alone, every secondary index dropped.
@@ -266,23 +264,24 @@ fn main() {
         let ratios: Vec<String> = rounds.iter().map(|r| format!("{:.2}x", f(r))).collect();
         ratios.join(", ")
     };
-    let import_rate = median(rounds.iter().map(|r| r.import).collect());
-    let store_rate = median(rounds.iter().map(|r| r.store).collect());
-    let bare_rate = median(rounds.iter().map(|r| r.bare).collect());
+    let rate = |secs: f64| import_runs as f64 / secs;
+    let import_rate = median(rounds.iter().map(|r| rate(r.import_secs)).collect());
+    let store_rate = median(rounds.iter().map(|r| rate(r.store.secs)).collect());
+    let bare_rate = median(rounds.iter().map(|r| rate(r.bare.secs)).collect());
     println!(
         "  medians of {import_rounds} rounds: import {import_rate:.0} runs/s, store path {store_rate:.0} runs/s, bare loop {bare_rate:.0} runs/s"
     );
     println!(
         "  bare loop / import:       {}   (each round; goal: import within 1.5x)",
-        each(&|r| r.bare / r.import)
+        each(&|r| r.import_secs / r.bare.secs)
     );
     println!(
         "  bare loop / store path:   {}   (each round, wall time)",
-        each(&|r| r.bare / r.store)
+        each(&|r| r.store.secs / r.bare.secs)
     );
     println!(
         "  store path / bare loop:   {}   (each round, CPU seconds of the bench process)",
-        each(&|r| r.store_cpu / r.bare_cpu)
+        each(&|r| r.store.cpu / r.bare.cpu)
     );
     println!(
         "  bare loop / array POSTs:  {:.2}x   (against the median bare loop; goal: within 1.5x)",
@@ -342,13 +341,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// One round of phases 4 to 6: rates in runs/s, CPU in seconds.
+/// One round of phases 4 to 6, on the same runs: import's wall time, and the two in-process
+/// loops' wall and CPU time.
 struct Round {
-    import: f64,
-    store: f64,
-    bare: f64,
-    store_cpu: f64,
-    bare_cpu: f64,
+    import_secs: f64,
+    store: Timed,
+    bare: Timed,
 }
 
 /// The wall time and CPU time (user + system, of the whole bench process, whose other threads
