@@ -1,8 +1,11 @@
--- pipestat's schema, version 4: what a new database gets. An older database is brought here by the
--- upgrades in src/db.rs (UPGRADES), which a test checks end at exactly this schema.
+-- pipestat's schema, version 5 (`PRAGMA user_version`): what a new database gets, as is. An
+-- older database is brought here when it is opened, by the store's upgrades list `UPGRADES`
+-- (entry i takes version i + 1 to i + 2), applied in order in one transaction; a database of a
+-- newer version is refused. A change here comes with a new entry appended to `UPGRADES`, and a
+-- test checks that a version-1 database upgraded this way ends with exactly this schema.
 --
 -- Every time is INTEGER milliseconds since the Unix epoch, UTC. Every status is one of the fixed
--- words of the product contract (§3.1), checked here so that no other word can ever be stored
+-- words listed in docs/api.md, checked here so that no other word can ever be stored
 -- (as chains of `=` tests, which SQLite evaluates faster than `IN (...)` lists on every insert).
 -- Rows refer to each other by INTEGER rowids; the ids that clients send are kept as `ext_id`.
 -- The tables are STRICT: a value of the wrong type is an error, never silently coerced.
@@ -45,22 +48,22 @@ CREATE TABLE runs (
     credits_used INTEGER NOT NULL DEFAULT 0 CHECK (credits_used >= 0), -- cost units reported by the CI system
     detail_url   TEXT,                                     -- link to the run in the CI system
     parameters   TEXT,                                     -- JSON array of {"name","value"} as given, or NULL
-    rec_from     INTEGER,                                  -- kept by pipestat (src/store/insights.rs): for a success right after a failure in its (project, branch, workflow) sequence, created_at of that streak's first failure; else NULL
+    rec_from     INTEGER,                                  -- kept by pipestat (the store's CircleCI recovery upkeep): for a success right after a failure in its (project, branch, workflow) sequence, created_at of that streak's first failure; else NULL
     rec_ms       INTEGER,                                  -- kept with rec_from: the recovery's length, stopped_at − that failure's stopped_at (NULL when either is missing)
     UNIQUE (project_id, ext_id)
 ) STRICT;
--- One project's runs inside a created_at window (the Apigee surface with a project; the smallest
--- run id of CircleCI's flaky-test window, FLAKY in src/circleci/sql.rs).
+-- One project's runs inside a created_at window (the Apigee surface with a project).
 CREATE INDEX runs_by_project_time ON runs (project_id, created_at);
 -- The native list pages all projects newest first.
 CREATE INDEX runs_by_time ON runs (created_at);
--- CodeArts finds a pipeline's run by build number, or its latest (codearts.rs: RUN_BY_NUMBER, LATEST_RUN).
+-- CodeArts finds a pipeline's run by build number, or its latest (the CodeArts surface:
+-- RUN_BY_BUILD_ID, LATEST_RUN).
 CREATE INDEX runs_by_workflow_number ON runs (workflow_id, number, created_at);
--- CircleCI Insights (src/circleci/sql.rs) reads one branch of a project, per workflow, in a
+-- CircleCI Insights' window queries read one branch of a project, per workflow, in a
 -- created_at window: workflow metrics (WORKFLOW_METRICS), MTTR in (created_at, id) order (MTTR),
--- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone. The
--- rollup path (src/circleci/rollup.rs) reads the runs of a window's partial days from it, and
--- the recovery upkeep (src/store/insights.rs) seeks a run's neighbours in its sequence in it.
+-- recent runs (RECENT_RUNS) and the job queries' run side, all from this index alone. Its
+-- rollup reader reads the runs of a window's partial days from it, and the store's recovery
+-- upkeep seeks a run's neighbours in its sequence in it.
 CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
     started_at, stopped_at, credits_used, rec_from, rec_ms);
 -- CircleCI workflow metrics (WORKFLOW_METRICS) rank durations per workflow: this index delivers
@@ -69,8 +72,7 @@ CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at,
 CREATE INDEX runs_insights_dur ON runs (project_id, branch, workflow_id,
     (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END),
     created_at, status, credits_used, started_at, stopped_at);
--- CircleCI flaky tests (FLAKY) read the runs of the commits where a test failed, and their
--- created_at for the window, from this index alone.
+-- The flaky_results upkeep (COMMIT_RESULTS) and its REBUILD find the runs of one commit here.
 CREATE INDEX runs_by_commit ON runs (project_id, commit_sha, created_at);
 
 -- One job (step, task) of a run.
@@ -103,18 +105,18 @@ CREATE TABLE jobs (
 -- No index on `day_at` by kind: the Zadig routes read jobs_by_project_kind_start and their
 -- rollups, and the Apigee surface scans jobs; each would add up to one page per job kind to
 -- every ingest commit.
--- Zadig's build, deploy, test and release series (zadig.rs: JOBS_BY_DAY, TEST_JOBS_BY_WEEK, and the
--- job side of TEST_CASES and OVERVIEW): covering, so one project's jobs of one kind in a window
--- of days are counted from the index alone. The day is indexed as the expression behind
--- day_at, not as day_at: SQLite never covers a virtual column from an index, but it does read
--- an indexed expression (with the columns it uses) from one.
+-- Zadig's build, deploy, test and release series (the Zadig surface: JOBS_BY_DAY,
+-- TEST_JOBS_BY_WEEK, and the job side of TEST_CASES and OVERVIEW): covering, so one project's
+-- jobs of one kind in a window of days are counted from the index alone. The day is indexed as
+-- the expression behind day_at, not as day_at: SQLite never covers a virtual column from an
+-- index, but it does read an indexed expression (with the columns it uses) from one.
 CREATE INDEX jobs_by_project_kind_start ON jobs (project_id, kind, coalesce(started_at, created_at), status, production, stopped_at, started_at, created_at);
--- CircleCI job metrics, job runs and the job time series (JOB_METRICS, JOB_RUNS, JOB_SERIES in
--- src/circleci/sql.rs) read the jobs of a workflow's runs from this index alone.
+-- CircleCI job metrics, job runs and the job time series (the window queries JOB_METRICS,
+-- JOB_RUNS, JOB_SERIES) read the jobs of a workflow's runs from this index alone.
 CREATE INDEX jobs_insights ON jobs (run_id, name, status, created_at, started_at, stopped_at,
     credits_used, kind);
 
--- Zadig's overview (zadig.rs: OVERVIEW_FAST): a loose index scan over each project's few distinct
+-- Zadig's overview (OVERVIEW_FAST): a loose index scan over each project's few distinct
 -- deploy clusters, services and envs, probing each for a deploy job in the window. Partial, so
 -- only deploy jobs pay for them at ingest.
 CREATE INDEX jobs_deploy_cluster ON jobs (project_id, cluster, coalesce(started_at, created_at)) WHERE kind = 'deploy';
@@ -136,20 +138,20 @@ CREATE TABLE test_results (
     message    TEXT                                      -- failure or error message, when reported
 ) STRICT;
 -- A job's tests (read-back, test metrics, the test side of every statistic). No index by test
--- name: every statistic reaches tests through their jobs, and one made the bare ingest loop of
--- benches/ingest.rs about a third slower (20 random index pages touched per run); widening
--- this one to (job_id, name, classname, result) slowed that loop by 28 % (6,111 against 8,487
--- runs/s), so it stays narrow.
+-- name: every statistic reaches tests through their jobs, and one touches a random index page
+-- per test case at ingest. Widening this one to (job_id, name, classname, result) made the
+-- ingest bench's bare loop measurably slower, so it stays narrow.
 CREATE INDEX tests_by_job ON test_results (job_id);
--- Rebuilding flaky_results (below; src/store/flaky.rs: REBUILD, run by the upgrade to version
--- 3) starts from the failing results; partial, so only failures (a small share of the rows)
+-- Rebuilding flaky_results (below; the flaky upkeep's REBUILD, run by the upgrade to version 3)
+-- starts from the failing results; partial, so only failures (a small share of the rows)
 -- are indexed.
 CREATE INDEX tests_failed ON test_results (project_id, run_id, job_id)
     WHERE result = 'failure' OR result = 'error';
 
--- CircleCI flaky tests (FLAKY in src/circleci/sql.rs; kept by src/store/flaky.rs). A group is
--- one test (project, job name, classname, name) on one commit; this table holds every result,
--- but skipped ones, of each group that has a failing result, with what the flaky query needs
+-- CircleCI flaky tests (read by FLAKY_FLIPS and FLAKY_ROWS; kept by the store's flaky upkeep).
+-- A group is one test (project, job name, classname, name) on one commit; this table holds
+-- every result, but skipped ones, of each group that has a failing result, with what the
+-- flaky-tests route needs
 -- from its run and job, and the previous result of its group, so the flips of a window are
 -- found without a window pass at read time. In (project, created_at) order, so a window is one
 -- range of it.
@@ -174,7 +176,8 @@ CREATE TABLE flaky_results (
 -- The upkeep recomputes a commit's rows: it finds them by commit.
 CREATE INDEX flaky_results_by_commit ON flaky_results (project_id, sha);
 
--- Zadig rollups (zadig.rs: OVERVIEW_FAST, TEST_CASES_FAST; kept by store.rs: zadig_*). They
+-- Zadig rollups (read by the Zadig surface's *_FAST statements; kept by the store's Zadig
+-- upkeep, rebuilt by ZADIG_REBUILD). They
 -- answer "which X had a job in this window" without reading the window's jobs. A bucket is a
 -- quarter hour: floor(coalesce(started_at, created_at) / 900000) of a job, the job's day time.
 -- Windows whose UTC offset is a whole number of quarter hours (every real time zone) are whole
@@ -241,7 +244,7 @@ CREATE TABLE zadig_case_buckets (
     PRIMARY KEY (case_id, bucket)
 ) STRICT, WITHOUT ROWID;
 
--- CircleCI Insights rollup (src/circleci/rollup.rs; kept by src/store/insights.rs): the runs of
+-- CircleCI Insights rollup (read by its rollup reader; kept by the store's upkeep): the runs of
 -- one branch of a project's workflow per UTC day (floor(created_at / 86400000)), added up.
 -- Every write of a run subtracts what it stored before and adds what it stores now, so a row
 -- always describes the stored runs; a row whose total fell to 0 stays. Runs without a branch
@@ -271,7 +274,7 @@ CREATE TABLE insights_days (
 -- before the name, so that the rows one run adds sit side by side. `durs` keeps the row's
 -- durations whole, so that the jobs route picks a name's minimum, maximum, median and p95 by
 -- rank from the rows of the window's days: every duration of the row in milliseconds,
--- ascending, in the format of the Apigee rollups' `durs` below (src/store/durs.rs).
+-- ascending, in the format of the Apigee rollups' `durs` below.
 CREATE TABLE insights_job_days (
     project_id  INTEGER NOT NULL, -- projects.id
     branch      TEXT NOT NULL,    -- runs.branch of the jobs' runs
@@ -291,22 +294,23 @@ CREATE TABLE insights_job_days (
     PRIMARY KEY (project_id, branch, workflow_id, day, name)
 ) STRICT, WITHOUT ROWID;
 
--- Apigee rollups (src/apigee/rollup.rs; kept by src/store/apigee.rs): the runs, and the jobs,
--- of one project and workflow (and job name) whose time falls in one span of time, an hour or
--- a day (UTC), added up, so that a statistics request whose dimensions, filter, functions and
--- time range these rows can answer exactly never reads the runs or jobs themselves
--- (docs/apigee.md, "The fast path"). Each run and job counts in the row of its hour and in the
--- row of its day: hour rows serve ranges and buckets on whole hours at any whole-hour offset,
--- day rows (24 times fewer) those on whole UTC days. The facts' time is a run's created_at, a
--- job's coalesce(started_at, created_at); a job counts in its run's workflow. Every write of a
--- run or job subtracts what it stored before and adds what it stores now (a run that changes
--- workflow moves its jobs), so a row always describes the stored rows; a row whose n fell to 0
--- stays, and readers skip it. Durations are kept whole, so that minimums, maximums and
--- percentiles survive removals: `durs` holds every duration of the row in milliseconds,
--- ascending, as one byte w, the least duration (8 bytes, big-endian two's complement), then
--- each duration less the least in w bytes big-endian, w the fewest bytes that hold the largest
--- difference (so any one is read by its index); no durations, no bytes. Sums are REAL like
--- total(): exact for whole milliseconds below 2^53, and no input can overflow them.
+-- Apigee rollups (read by the Apigee fast path; kept by the store's upkeep): the runs, and the
+-- jobs, of one project and workflow (and job name) whose time falls in one span of time, an
+-- hour or a day (UTC), added up, so that a statistics request whose dimensions, filter,
+-- functions and time range these rows can answer exactly never reads the runs or jobs
+-- themselves (docs/apigee.md, "The fast path"). Each run and job counts in the row of its hour
+-- and in the row of its day: hour rows serve ranges and buckets on whole hours at any
+-- whole-hour offset, day rows (24 times fewer) those on whole UTC days. The facts' time is a
+-- run's created_at, a job's coalesce(started_at, created_at); a job counts in its run's
+-- workflow. Every write of a run or job subtracts what it stored before and adds what it stores
+-- now (a run that changes workflow moves its jobs), so a row always describes the stored rows;
+-- a row whose n fell to 0 stays, and readers skip it. Durations are kept whole, so that
+-- minimums, maximums and percentiles survive removals: `durs` holds every duration of the row
+-- in milliseconds, ascending, as one byte w, the least duration (8 bytes, big-endian two's
+-- complement), then each duration less the least in w bytes big-endian, w the fewest bytes that
+-- hold the largest difference (so any one is read by its index); no durations, no bytes. Sums
+-- are REAL like total(): exact for whole milliseconds below 2^53, and no input can overflow
+-- them.
 CREATE TABLE apigee_run_rollup (
     span        INTEGER NOT NULL, -- the row's length in hours: 1 (an hour) or 24 (a UTC day)
     at          INTEGER NOT NULL, -- its first hour, hours since 1970-01-01 UTC (a multiple of span)
