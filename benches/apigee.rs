@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 
 use common::{load_average, machine, percentile_ms, Server};
-use pipestat::http::Req;
+use pipestat::hooks::Req;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -50,7 +50,7 @@ fn main() {
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the database read-only");
     // The fast path's aggregate, for the query plans.
-    pipestat::apigee::register_functions(&conn).expect("register the SQL functions");
+    pipestat::hooks::register_functions(&conn).expect("register the SQL functions");
     let (runs, jobs, newest): (i64, i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM jobs), (SELECT max(created_at) FROM runs)",
@@ -106,7 +106,7 @@ fn main() {
 
     for (label, facts, dims, query) in &queries {
         let q = format!("{query}&timeRange={}", range.replace(' ', "+"));
-        let plan = pipestat::apigee::explain(&conn, facts, dims, &req(&q)).expect("explain");
+        let plan = pipestat::hooks::explain(&conn, facts, dims, &req(&q)).expect("explain");
         println!();
         println!("  query plan of \"{label}\":");
         for line in plan {

@@ -38,7 +38,7 @@ fn main() {
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the benchmark database read-only");
     // pipestat's SQL functions, which some of the statements explained below call.
-    pipestat::apigee::register_functions(&conn).expect("register pipestat's functions");
+    pipestat::hooks::register_functions(&conn).expect("register pipestat's functions");
     let (runs, newest): (i64, i64) = conn
         .query_row("SELECT count(*), max(created_at) FROM runs", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -150,13 +150,13 @@ fn main() {
     println!("EXPLAIN QUERY PLAN (project {project_id}, branch {branch}, workflow {workflow_id})");
     // The one-branch routes read the rollups (parameters bound as NULL: the plan does not
     // depend on them); flaky-tests and every scope of several branches run the window queries.
-    let rollup = pipestat::circleci::rollup::BENCHED
+    let rollup = pipestat::hooks::circleci::BENCHED
         .iter()
-        .chain(pipestat::circleci::rollup::BENCHED_JOBS);
+        .chain(pipestat::hooks::circleci::BENCHED_JOBS);
     for (name, sql) in rollup {
         explain(&conn, name, sql, |_| rusqlite::types::Value::Null);
     }
-    for (name, sql) in pipestat::circleci::sql::BENCHED {
+    for (name, sql) in pipestat::hooks::circleci::BENCHED_SQL {
         // Placeholders by position: project, start, end, branch, workflow, then NULLs / limits.
         explain(&conn, name, sql, |i| match i {
             1 => project_id.into(),

@@ -102,8 +102,7 @@ fn main() {
 fn row(timeout: Duration, name: &str, scope: &str, url: &str, n: usize) {
     let get = || {
         let started = Instant::now();
-        // A new connection per request, as curl makes: over a kept-alive connection the
-        // daemon's small writes meet the client's delayed ACK and every answer waits ~40 ms.
+        // A new connection per request, as curl makes.
         let resp = ureq::AgentBuilder::new()
             .timeout(timeout)
             .build()

@@ -1,4 +1,4 @@
-//! The Apigee surface (contract §6), through the real daemon: hand-worked datasets for every
+//! The Apigee surface (docs/apigee.md), through the real daemon: hand-worked datasets for every
 //! function, several dimensions, topk and paging, each time unit across a `tzo` day boundary,
 //! the filter language, and hostile input.
 

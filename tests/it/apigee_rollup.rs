@@ -3,7 +3,7 @@
 //! the window-function path over the runs and jobs themselves, and a hand-worked case.
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use pipestat::http::Req;
+use pipestat::hooks::Req;
 use serde_json::Value;
 
 use crate::common::{json_time, Daemon, Lcg};
@@ -181,12 +181,12 @@ fn upkeep_matches_a_rebuild() {
     random_history(&d, 11);
     let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
     // The rebuild encodes blobs with pipestat_durs.
-    pipestat::apigee::register_functions(&conn).unwrap();
+    pipestat::hooks::register_functions(&conn).unwrap();
     let before = kept(&conn);
     let jobs = before.iter().filter(|r| r.starts_with("job ")).count();
     assert!(jobs > 100 && before.len() - jobs > 100, "{}", before.len());
     let tx = conn.transaction().unwrap();
-    pipestat::store::apigee::rebuild(&tx).unwrap();
+    pipestat::hooks::rebuild::apigee(&tx).unwrap();
     let after = kept(&tx);
     // The first difference, rather than two lists of hundreds of rows.
     if let Some((a, b)) = before.iter().zip(&after).find(|(a, b)| a != b) {
@@ -217,7 +217,7 @@ fn req(query: &str) -> Req {
 /// Whether the query SQLite would run for a request reads the rollups (by their primary key,
 /// which starts with the span; the plan names tables by their alias).
 fn reads_rollup(conn: &rusqlite::Connection, facts: &str, dims: &str, query: &str) -> bool {
-    let plan = pipestat::apigee::explain(conn, facts, dims, &req(query)).unwrap();
+    let plan = pipestat::hooks::explain(conn, facts, dims, &req(query)).unwrap();
     let fast = plan.iter().any(|l| l.contains("PRIMARY KEY (span=?"));
     let facts_read = plan.iter().any(|l| {
         ["runs_by_time", "SCAN r", "SCAN j", "SCAN t"]
@@ -237,7 +237,7 @@ fn fast_path_answers_as_the_window_functions_do() {
     let d = Daemon::start(&[]);
     random_history(&d, 5);
     let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
-    pipestat::apigee::register_functions(&conn).unwrap();
+    pipestat::hooks::register_functions(&conn).unwrap();
 
     let mut g = Lcg(2024);
     let sels = |facts: &str| -> Vec<String> {
@@ -387,7 +387,7 @@ fn fast_path_answers_as_the_window_functions_do() {
 fn what_stays_on_the_window_functions() {
     let d = Daemon::start(&[]);
     let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
-    pipestat::apigee::register_functions(&conn).unwrap();
+    pipestat::hooks::register_functions(&conn).unwrap();
     let r = "timeRange=03/01/2026+00:00~03/02/2026+00:00";
     let fast = |facts: &str, dims: &str, q: &str| reads_rollup(&conn, facts, dims, q);
     assert!(fast(
@@ -458,7 +458,7 @@ fn what_stays_on_the_window_functions() {
 #[test]
 fn percentiles_on_the_fast_path_hand_worked() {
     let d = Daemon::start(&[]);
-    let t = |s: &str| pipestat::times::parse_rfc3339(s).unwrap();
+    let t = |s: &str| pipestat::hooks::parse_rfc3339(s).unwrap();
     let mut runs = Vec::new();
     for (id, created, secs) in [
         ("a", "2026-03-01T01:10:00Z", 10),
@@ -483,7 +483,7 @@ fn percentiles_on_the_fast_path_hand_worked() {
     }
     d.post_runs(&runs);
     let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
-    pipestat::apigee::register_functions(&conn).unwrap();
+    pipestat::hooks::register_functions(&conn).unwrap();
     let range = "timeRange=03/01/2026+00:00~03/03/2026+00:00";
     let sel = "select=p95(duration),p50(duration),min(duration),max(duration),avg(duration)";
     let q = format!("{sel}&{range}");

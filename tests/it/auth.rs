@@ -1,4 +1,4 @@
-//! Tokens, scopes, open mode and quotas (contract §2).
+//! Tokens, scopes, open mode and quotas (docs/api.md).
 
 use base64::Engine;
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! The CircleCI Insights surface (contract §5) through the real binary, on hand-worked data.
+//! The CircleCI Insights surface (docs/circleci.md) through the real binary, on hand-worked data.
 //!
 //! The daemon's clock is fixed with `--now 2026-03-10T00:00:00Z`. Unless a test says otherwise
 //! the project is gh/acme/api with default branch main.

@@ -294,7 +294,7 @@ fn check_history(seed: u64, shape: Shape) {
     let before = kept(&conn);
     assert!(before.len() > 20, "too few kept results: {}", before.len());
     let tx = conn.transaction().unwrap();
-    pipestat::store::flaky::rebuild(&tx).unwrap();
+    pipestat::hooks::rebuild::flaky(&tx).unwrap();
     assert_eq!(kept(&tx), before);
     tx.rollback().unwrap();
 
@@ -306,7 +306,7 @@ fn check_history(seed: u64, shape: Shape) {
     }
     let mut flaky_seen = 0;
     for (start, end) in windows {
-        let fast: Vec<String> = pipestat::circleci::sql::flaky(&conn, 1, start, end)
+        let fast: Vec<String> = pipestat::hooks::circleci::flaky(&conn, 1, start, end)
             .unwrap()
             .into_iter()
             .map(|f| {

@@ -2,8 +2,8 @@
 //! against independent computations: a rebuild of them by window functions, the window-function
 //! queries of src/circleci/sql.rs, and hand-worked windows that cut a failure streak.
 
-use pipestat::circleci::sql::{Branches, Scope};
-use pipestat::circleci::{job_figures, workflow_figures, workflow_figures_exact};
+use pipestat::hooks::circleci::{job_figures, workflow_figures, workflow_figures_exact};
+use pipestat::hooks::circleci::{Branches, Scope};
 use serde_json::Value;
 
 use crate::common::{json_time, Daemon, Lcg};
@@ -217,7 +217,7 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
     let d = Daemon::start(&["--now", "2026-03-10T00:00:00Z"]);
     random_history(&d, 7);
     let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
-    pipestat::apigee::register_functions(&conn).unwrap();
+    pipestat::hooks::register_functions(&conn).unwrap();
 
     // The upkeep, one write at a time, against a rebuild from scratch.
     let before = kept(&conn);
@@ -226,7 +226,7 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
         "no recoveries"
     );
     let tx = conn.transaction().unwrap();
-    pipestat::store::insights::rebuild(&tx).unwrap();
+    pipestat::hooks::rebuild::circleci(&tx).unwrap();
     assert_eq!(kept(&tx), before);
     tx.rollback().unwrap();
 
@@ -266,7 +266,7 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
                 };
                 let fast = workflow_figures(&conn, &s, None, 100).unwrap();
                 let exact = workflow_figures_exact(&conn, &s, None, 100).unwrap();
-                let show = |v: &[pipestat::circleci::rollup::Figures]| {
+                let show = |v: &[pipestat::hooks::circleci::Figures]| {
                     v.iter()
                         .map(|f| {
                             let (a, dd) = (&f.agg, &f.agg.dur);
@@ -293,9 +293,9 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
                 let Some(wf) = wf else { continue };
                 for (filter, after) in [(None, None), (Some("t"), None), (None, Some("deploy"))] {
                     let fast = job_figures(&conn, &s, filter, after, 3).unwrap();
-                    let exact =
-                        pipestat::circleci::sql::job_metrics(&conn, &s, filter, after, 3).unwrap();
-                    let show = |v: &[(String, pipestat::circleci::sql::Agg)]| {
+                    let exact = pipestat::hooks::circleci::job_metrics(&conn, &s, filter, after, 3)
+                        .unwrap();
+                    let show = |v: &[(String, pipestat::hooks::circleci::Agg)]| {
                         v.iter()
                             .map(|(name, a)| {
                                 let dd = &a.dur;

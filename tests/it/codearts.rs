@@ -1,4 +1,4 @@
-//! The CodeArts surface (contract §7): a pipeline's run with its stages and tasks.
+//! The CodeArts surface (docs/codearts.md): a pipeline's run with its stages and tasks.
 //!
 //! The daemon runs at --utc-offset +08:00, so 02:00:00Z is written "10:00:00".
 

@@ -239,7 +239,7 @@ impl Lcg {
 /// A time in milliseconds as a JSON value: an RFC 3339 string, or null.
 pub fn json_time(ms: Option<i64>) -> String {
     ms.map_or("null".to_owned(), |ms| {
-        format!("\"{}\"", pipestat::times::format_rfc3339(ms))
+        format!("\"{}\"", pipestat::hooks::format_rfc3339(ms))
     })
 }
 

@@ -1,4 +1,4 @@
-//! Native ingestion and reading back (contract §3.1), through the real daemon.
+//! Native ingestion and reading back (docs/api.md), through the real daemon.
 
 use serde_json::{json, Value};
 

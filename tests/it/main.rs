@@ -9,6 +9,7 @@ mod circleci_rollup;
 mod codearts;
 mod common;
 mod ingest;
+mod layers;
 mod ops;
 mod sweep;
 mod webhooks;

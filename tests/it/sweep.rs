@@ -1,4 +1,4 @@
-//! Seeded sweeps of hostile input through the real binary (contract §2: every HTTP input is
+//! Seeded sweeps of hostile input through the real binary (docs/api.md: every HTTP input is
 //! untrusted). Every read route of every surface gets random query strings; the webhook
 //! fixtures and a native run are delivered again and again with random members changed. No
 //! answer may be a 5xx, every error must be in its surface's own shape, the daemon must keep
@@ -138,7 +138,7 @@ const VALUES: &[&str] = &[
     "(status+in+%27success%27,%27failed%27)+and+(workflow+ne+%27x%27)",
 ];
 
-/// Whether `body` is the error shape of the surface that serves `path` (contract §2).
+/// Whether `body` is the error shape of the surface that serves `path` (docs/api.md).
 fn error_shape(path: &str, status: u16, body: &Value) -> bool {
     let text = |v: &Value| v.as_str().is_some_and(|s| !s.is_empty());
     if path.starts_with("/api/v2/") {
@@ -386,7 +386,7 @@ fn mutated_redeliveries_keep_every_rollup_exact() {
 
     crate::zadig::assert_rollups_exact(&d);
     let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
-    pipestat::apigee::register_functions(&conn).unwrap();
+    pipestat::hooks::register_functions(&conn).unwrap();
     let kept = (
         crate::circleci_rollup::kept(&conn),
         crate::circleci_flaky::kept(&conn),
@@ -394,9 +394,9 @@ fn mutated_redeliveries_keep_every_rollup_exact() {
     );
     assert!(!kept.0.is_empty() && !kept.2.is_empty());
     let tx = conn.transaction().unwrap();
-    pipestat::store::insights::rebuild(&tx).unwrap();
-    pipestat::store::flaky::rebuild(&tx).unwrap();
-    pipestat::store::apigee::rebuild(&tx).unwrap();
+    pipestat::hooks::rebuild::circleci(&tx).unwrap();
+    pipestat::hooks::rebuild::flaky(&tx).unwrap();
+    pipestat::hooks::rebuild::apigee(&tx).unwrap();
     assert_eq!(
         crate::circleci_rollup::kept(&tx),
         kept.0,

@@ -1,4 +1,4 @@
-//! The webhooks surface through the real binary (contract §3.2): every GitHub and GitLab
+//! The webhooks surface through the real binary (docs/webhooks.md): every GitHub and GitLab
 //! payload in ../shared/fixtures, used as it is, signed here, posted, and read back through
 //! the native API.
 //!

@@ -1,4 +1,4 @@
-//! The Zadig surface (contract §4), on a small hand-worked dataset.
+//! The Zadig surface (docs/zadig.md), on a small hand-worked dataset.
 //!
 //! Two projects, keys "api" (gh/acme/api) and "web" (gh/acme/web), in the week of Monday
 //! 2024-03-04. Unix seconds used below:
@@ -781,7 +781,7 @@ pub fn assert_rollups_exact(d: &Daemon) {
     let kept = rollup_rows(&conn);
     assert!(!kept.is_empty());
     let tx = conn.transaction().unwrap();
-    pipestat::store::zadig_rebuild(&tx).unwrap();
+    pipestat::hooks::rebuild::zadig(&tx).unwrap();
     assert_eq!(rollup_rows(&tx), kept);
 }
 
@@ -903,7 +903,7 @@ fn rollups_stay_exact_under_redelivery_and_replaced_tests() {
     let kept = rollup_rows(&conn);
     assert!(!kept.is_empty());
     let tx = conn.transaction().unwrap();
-    pipestat::store::zadig_rebuild(&tx).unwrap();
+    pipestat::hooks::rebuild::zadig(&tx).unwrap();
     assert_eq!(rollup_rows(&tx), kept);
 }
 
@@ -994,7 +994,7 @@ fn case_and_artifact_numbers_of_a_rolled_back_write_are_forgotten() {
     // The first run creates case "z" and artifact "img/z"; the second claims the first's
     // pipeline id from another workflow, so the whole request fails and stores nothing.
     let mut thief = run("x2", "other", vec![], "img/y");
-    thief["pipeline_id"] = json!(pipestat::store::default_pipeline_id("gh/acme/api", "ci"));
+    thief["pipeline_id"] = json!(pipestat::hooks::default_pipeline_id("gh/acme/api", "ci"));
     let body = json!([run("x1", "ci", vec![case("z")], "img/z"), thief]);
     let a = d.post_json("/api/v1/runs", &body.to_string());
     assert_eq!(a.status / 100, 4, "{}", a.text);

@@ -1,0 +1,30 @@
+//! What the integration tests and the benches reach inside pipestat, in one place. Not an API:
+//! everything else in the crate is private, and these names may change with it.
+
+pub use crate::http::Req;
+pub use crate::ingest::{parse_json, run_from_json};
+pub use crate::model::times::{format_rfc3339, parse_rfc3339};
+pub use crate::model::Run;
+pub use crate::store::bulk::write_batch;
+pub use crate::store::db::{open_bulk, BULK_CACHE_KIB};
+pub use crate::store::default_pipeline_id;
+pub use crate::store::functions::register as register_functions;
+pub use crate::surfaces::apigee::explain;
+
+/// The rollup families' rebuilds, which the tests compare with their upkeep.
+pub mod rebuild {
+    pub use crate::store::rollups::apigee::rebuild as apigee;
+    pub use crate::store::rollups::circleci::rebuild as circleci;
+    pub use crate::store::rollups::flaky::rebuild as flaky;
+    pub use crate::store::zadig_rebuild as zadig;
+}
+
+/// The CircleCI surface's figures by both paths (rollups and window functions), and the
+/// statements its bench times.
+pub mod circleci {
+    pub use crate::surfaces::circleci::rollup::{Figures, BENCHED, BENCHED_JOBS};
+    pub use crate::surfaces::circleci::sql::{
+        flaky, job_metrics, Agg, Branches, Scope, BENCHED as BENCHED_SQL,
+    };
+    pub use crate::surfaces::circleci::{job_figures, workflow_figures, workflow_figures_exact};
+}

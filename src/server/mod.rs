@@ -1,0 +1,248 @@
+//! The daemon: tiny_http's listener, the worker threads, the per-request checks (`request`),
+//! the routing table (`routes`), memory release (`memory`) and a clean shutdown on SIGTERM or
+//! SIGINT. Only this module knows tiny_http.
+
+mod memory;
+mod quota;
+mod request;
+mod routes;
+
+use std::cell::Cell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::Connection;
+
+use crate::demo;
+use crate::error::{Error, Result};
+use crate::http::Surface;
+use crate::model::times;
+use crate::store::writer::Writer;
+use crate::store::{self, db, tokens};
+use crate::surfaces::{App, Settings};
+use quota::Quota;
+
+/// `pipestat serve`'s configuration, from its flags and `PIPESTAT_*` variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: PathBuf,
+    pub listen: String,
+    pub threads: usize,
+    pub demo: bool,
+    pub quota_per_minute: u32,
+    pub max_body: u64,
+    pub insecure_open: bool,
+    /// What the surfaces are told (calendar offset, webhook secrets, a fixed clock).
+    pub settings: Settings,
+}
+
+/// State shared by every worker: what the surfaces see, and the server's own limits.
+struct Daemon {
+    app: App,
+    quota: Quota,
+    /// Whether a database without tokens may be used without one (loopback, or --insecure-open).
+    open_allowed: bool,
+    max_body: u64,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn serve(cfg: Config) -> Result<()> {
+    memory::large_allocations_mapped();
+    let conn = db::open(&cfg.db)?;
+    if cfg.demo {
+        if store::is_empty(&conn)? {
+            demo::fill(
+                &cfg.db,
+                None,
+                90,
+                42,
+                cfg.settings.now.unwrap_or_else(times::now_ms),
+            )?;
+        } else {
+            log::info!("--demo: the database already holds runs; leaving it as it is");
+        }
+    }
+    let addr = resolve(&cfg.listen)?;
+    let loopback = addr.ip().is_loopback();
+    if !tokens::any_token(&conn)? && !loopback {
+        if !cfg.insecure_open {
+            return Err(Error::Usage(format!(
+                "refusing to serve {addr} without tokens: anyone could read and write. Create one with \
+                 `pipestat token create --name NAME --scope read,ingest`, listen on 127.0.0.1, \
+                 or pass --insecure-open"
+            )));
+        }
+        log::warn!("--insecure-open: serving {addr} with NO authentication; anyone who reaches it can read and write");
+    }
+    drop(conn);
+
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+    // Accepted connections inherit TCP_NODELAY from the listener (see Cargo.toml for why).
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+    let local = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| Error::Internal("not listening on an IP address".into()))?;
+    let server = Arc::new(server);
+    let (writer, writer_thread) = Writer::start(&cfg.db)?;
+    let threads = cfg.threads;
+    let db_path = cfg.db.clone();
+    let daemon = Arc::new(Daemon {
+        quota: Quota::new(cfg.quota_per_minute),
+        open_allowed: loopback || cfg.insecure_open,
+        max_body: cfg.max_body,
+        app: App {
+            settings: cfg.settings,
+            writer,
+        },
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    let signal_handle = signals.handle();
+    {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    log::info!("signal {sig}: draining and stopping");
+                    stop.store(true, Ordering::SeqCst);
+                    for _ in 0..threads {
+                        server.unblock();
+                    }
+                }
+            })?;
+    }
+
+    let mut workers = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let (server, daemon, stop, failed) =
+            (server.clone(), daemon.clone(), stop.clone(), failed.clone());
+        let conn = db::open(&db_path)?;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    worker(&server, &daemon, &conn, &stop, &failed, threads);
+                })?,
+        );
+    }
+
+    println!("listening on http://{local}");
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    log::info!("serving {} with {threads} workers", db_path.display());
+
+    for w in workers {
+        let _ = w.join();
+    }
+    signal_handle.close();
+    // Dropping the last Writer handle lets the writer finish its queue and stop.
+    drop(daemon);
+    let _ = writer_thread.join();
+    if failed.load(Ordering::SeqCst) {
+        return Err(Error::Internal(
+            "the HTTP listener failed; stopping so the service manager restarts pipestat".into(),
+        ));
+    }
+    log::info!("stopped cleanly");
+    Ok(())
+}
+
+fn resolve(listen: &str) -> Result<SocketAddr> {
+    listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Error::Usage(format!("--listen: expected IP:PORT, got {listen:?}")))
+}
+
+fn worker(
+    server: &tiny_http::Server,
+    daemon: &Daemon,
+    conn: &Connection,
+    stop: &AtomicBool,
+    failed: &AtomicBool,
+    threads: usize,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        match server.recv() {
+            Ok(rq) => handle(daemon, conn, rq),
+            Err(_) if stop.load(Ordering::SeqCst) => break,
+            Err(e) => {
+                // tiny_http's accept loop does not recover; stop and let systemd restart us.
+                log::error!("HTTP listener failed: {e}");
+                failed.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+                for _ in 0..threads {
+                    server.unblock();
+                }
+                break;
+            }
+        }
+    }
+}
+
+fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
+    let started = Instant::now();
+    let url = rq.url().to_owned();
+    let path = url.split('?').next().unwrap_or("").to_owned();
+    let surface = Surface::of(&path);
+    let body_len = Cell::new(0);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // Every write arrives as a POST: the writer waits briefly for announced requests
+        // before it commits, so concurrent ones share a commit. Withdrawn on return.
+        let _announced =
+            (*rq.method() == tiny_http::Method::Post).then(|| daemon.app.writer.announce());
+        let req = request::prepare(daemon, conn, &mut rq, &url)?;
+        body_len.set(req.body().len());
+        routes::route(&daemon.app, conn, &req)
+    }));
+    let resp = match outcome {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            if e.status() >= 500 {
+                log::error!("{} {path}: {e}", rq.method());
+            }
+            surface.error(&e)
+        }
+        Err(_) => surface.error(&Error::Internal(
+            "internal error: the request handler panicked".into(),
+        )),
+    };
+    log::info!(
+        "{} {} {} {}ms",
+        rq.method(),
+        path,
+        resp.status,
+        started.elapsed().as_millis()
+    );
+    let large = body_len.get().max(resp.body.len()) > memory::LARGE_BODY;
+    let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+    let content_type =
+        tiny_http::Header::from_bytes("Content-Type", resp.content_type).expect("valid header");
+    out.add_header(content_type);
+    for (name, value) in resp.headers {
+        if let Ok(h) = tiny_http::Header::from_bytes(name, value.as_bytes()) {
+            out.add_header(h);
+        }
+    }
+    if let Err(e) = rq.respond(out) {
+        log::debug!("could not send the response: {e}");
+    }
+    if large {
+        memory::release_freed_memory();
+    }
+}

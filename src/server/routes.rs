@@ -1,0 +1,31 @@
+//! The routing table: one match on (method, path segments), to a surface.
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::http::{Method, Req, Resp};
+use crate::surfaces::{apigee, circleci, codearts, native, webhooks, zadig, App};
+
+/// The routing table: one match on (method, path segments).
+pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    match (req.method, segs.as_slice()) {
+        (Method::Get, ["healthz"]) => Ok(Resp::json(200, &json!({"status": "ok"}))),
+        (Method::Get, ["readyz"]) => {
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(Resp::json(200, &json!({"status": "ready"})))
+        }
+        (_, ["healthz"] | ["readyz"]) => Err(Error::MethodNotAllowed("GET")),
+        (_, ["api", "v1", "stats", rest @ ..]) => apigee::route_native(app, conn, req, rest),
+        (_, ["api", "v1", rest @ ..]) => native::route(app, conn, req, rest),
+        (_, ["api", "v2", "insights", rest @ ..]) => circleci::route(app, conn, req, rest),
+        (_, ["openapi", "statistics", rest @ ..]) => zadig::route(app, conn, req, rest),
+        (_, ["v3", "pipelines", rest @ ..]) => codearts::route(app, conn, req, rest),
+        (_, ["v1", "organizations" | "o", rest @ ..]) => apigee::route(app, conn, req, rest),
+        (_, ["webhooks", rest @ ..]) => webhooks::route(app, conn, req, rest),
+        _ => Err(Error::NotFound(format!("no route for /{}", segs.join("/")))),
+    }
+}

@@ -1,0 +1,227 @@
+//! Opening the database: every pragma, the schema of a new database and the upgrades of an
+//! older one, in one place.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// The schema of a new database: every table and index of the newest version.
+const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Upgrades of a database an earlier pipestat made, oldest first: `UPGRADES[i]` takes version
+/// i + 1 to version i + 2 (`PRAGMA user_version`). Never remove an entry or change the tables
+/// it makes: append one, and change schema.sql to match (tests/it/ops.rs compares an upgraded
+/// database with a new one). The rebuilds an entry calls are the current code's, so an entry
+/// whose rows a later version reshapes leaves them to that version (`to_v2` and `to_v5`).
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4, to_v5];
+
+/// The version of a database this binary makes.
+const VERSION: usize = UPGRADES.len() + 1;
+
+/// Version 2: the CircleCI rollups and recovery columns, and the wider run indexes behind the
+/// CircleCI routes; the recoveries and run day rows are then computed from the stored runs
+/// (the job day rows, whose shape version 5 changed, by `to_v5`, which every upgrade from
+/// version 1 runs too).
+fn to_v2(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE runs ADD COLUMN rec_from INTEGER;
+        ALTER TABLE runs ADD COLUMN rec_ms INTEGER;
+        DROP INDEX runs_insights;
+        CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
+            started_at, stopped_at, credits_used, rec_from, rec_ms);
+        DROP INDEX runs_by_commit;
+        CREATE INDEX runs_by_commit ON runs (project_id, commit_sha, created_at);
+        CREATE TABLE insights_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL,
+            ok INTEGER NOT NULL, bad INTEGER NOT NULL, canceled INTEGER NOT NULL,
+            open INTEGER NOT NULL, credits REAL NOT NULL, dur_n INTEGER NOT NULL,
+            dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL, rec_n INTEGER NOT NULL,
+            rec_timed INTEGER NOT NULL, rec_sum REAL NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, day)) STRICT, WITHOUT ROWID;
+        CREATE TABLE insights_job_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, name TEXT NOT NULL,
+            total INTEGER NOT NULL, ok INTEGER NOT NULL, bad INTEGER NOT NULL,
+            canceled INTEGER NOT NULL, open INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, day, name)) STRICT, WITHOUT ROWID;
+        CREATE TABLE insights_job_durs (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, name TEXT NOT NULL, dur INTEGER NOT NULL,
+            job_id INTEGER NOT NULL, at INTEGER NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)) STRICT, WITHOUT ROWID;",
+    )?;
+    conn.execute_batch(crate::store::rollups::circleci::REBUILD)?;
+    Ok(())
+}
+
+/// Version 3: `flaky_results`, the results behind CircleCI's flaky tests, computed from the
+/// stored runs.
+fn to_v3(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE flaky_results (project_id INTEGER NOT NULL, at INTEGER NOT NULL,
+            result_id INTEGER NOT NULL, grp INTEGER NOT NULL, sha TEXT NOT NULL, job TEXT NOT NULL, classname TEXT,
+            name TEXT NOT NULL, bad INTEGER NOT NULL, prev_at INTEGER, prev_bad INTEGER,
+            run_id INTEGER NOT NULL, job_ms INTEGER,
+            file TEXT, suite TEXT,
+            PRIMARY KEY (project_id, at, result_id)) STRICT, WITHOUT ROWID;
+        CREATE INDEX flaky_results_by_commit ON flaky_results (project_id, sha);",
+    )?;
+    crate::store::rollups::flaky::rebuild(conn)
+}
+
+/// Version 4: the Apigee rollups (hour and day rows of runs and jobs), then computed from the
+/// stored runs and jobs.
+fn to_v4(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE apigee_run_rollup (span INTEGER NOT NULL, at INTEGER NOT NULL,
+            project_id INTEGER NOT NULL, workflow_id INTEGER NOT NULL, n INTEGER NOT NULL,
+            errors INTEGER NOT NULL, successes INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, queue_n INTEGER NOT NULL,
+            queue_sum REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (span, at, project_id, workflow_id)) STRICT, WITHOUT ROWID;
+        CREATE TABLE apigee_job_rollup (span INTEGER NOT NULL, at INTEGER NOT NULL,
+            project_id INTEGER NOT NULL, workflow_id INTEGER NOT NULL, name TEXT NOT NULL,
+            n INTEGER NOT NULL, errors INTEGER NOT NULL, successes INTEGER NOT NULL,
+            credits REAL NOT NULL, dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL,
+            queue_n INTEGER NOT NULL, queue_sum REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (span, at, project_id, workflow_id, name)) STRICT, WITHOUT ROWID;",
+    )?;
+    crate::store::rollups::apigee::rebuild(conn)
+}
+
+/// Version 5: the CircleCI job day rows keep their durations in a blob (`durs`) instead of one
+/// row a job in `insights_job_durs`; the rows are computed anew from the stored jobs.
+fn to_v5(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DROP TABLE insights_job_durs;
+        DROP TABLE insights_job_days;
+        CREATE TABLE insights_job_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, name TEXT NOT NULL,
+            total INTEGER NOT NULL, ok INTEGER NOT NULL, bad INTEGER NOT NULL,
+            canceled INTEGER NOT NULL, open INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL,
+            durs BLOB NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, day, name)) STRICT, WITHOUT ROWID;",
+    )?;
+    conn.execute_batch(crate::store::rollups::circleci::REBUILD_JOB_DAYS)?;
+    Ok(())
+}
+
+/// Opens (creating if missing) the database at `path`, sets it up, and migrates it.
+pub fn open(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Page cache of a bulk load's connection (`import`, `demo`), in KiB, against 8 MB for every
+/// other connection. A 5,000-run transaction dirties more pages than 8 MB holds across the
+/// tables, indexes and rollups it writes, so SQLite spilled pages to the WAL mid-transaction
+/// and read them back. The daemon keeps 8 MB: its memory goal.
+pub const BULK_CACHE_KIB: u32 = 32_000;
+
+/// Opens the database as `open` does, with the larger page cache of a bulk load.
+pub fn open_bulk(path: &Path) -> Result<Connection> {
+    let conn = open(path)?;
+    conn.pragma_update(None, "cache_size", -i64::from(BULK_CACHE_KIB))?;
+    Ok(conn)
+}
+
+/// Opens an existing database without creating or migrating it (for `check`).
+pub fn open_existing(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// Runs `f` in an IMMEDIATE transaction on a shared connection, committing when it succeeds.
+pub fn immediate<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
+}
+
+/// Connection set-up shared by every connection pipestat opens.
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(30))?;
+    // WAL lets readers run beside the one writer; FULL makes each commit durable on return.
+    // (The writer thread of `serve` switches its own connection to NORMAL and flushes the WAL
+    // itself before answering: src/store/writer.rs.)
+    // Checkpoints every 8,000 pages (32 MB of WAL) rather than SQLite's 1,000: bulk loads
+    // spend less time copying pages back, at the cost of a larger WAL file between them.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Internal(format!(
+            "cannot switch the database to WAL (mode {mode})"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -8000;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 8000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(128);
+    // The Apigee surface's `regexp` and time-bucket functions, on every connection.
+    super::functions::register(conn)?;
+    Ok(())
+}
+
+/// Creates the schema of a new database, or applies the upgrades an older one lacks, refusing
+/// one newer than this binary.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > VERSION {
+        return Err(Error::Internal(format!(
+            "the database has schema version {version}, newer than this pipestat knows ({VERSION}); upgrade pipestat"
+        )));
+    }
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+    } else {
+        for upgrade in &UPGRADES[version - 1..] {
+            upgrade(&tx)?;
+        }
+    }
+    tx.pragma_update(None, "user_version", VERSION as i64)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_size(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn schema_header_names_the_version_this_binary_makes() {
+        let header = SCHEMA.lines().next().unwrap();
+        let version = header
+            .split("version ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse::<usize>().ok());
+        assert_eq!(version, Some(VERSION), "schema.sql's first line: {header}");
+    }
+
+    #[test]
+    fn bulk_loads_get_the_larger_page_cache_and_the_rest_keep_8_mb() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        assert_eq!(cache_size(&open_bulk(&path).unwrap()), -32_000);
+        assert_eq!(cache_size(&open(&path).unwrap()), -8_000);
+        assert_eq!(cache_size(&open_existing(&path).unwrap()), -8_000);
+    }
+}

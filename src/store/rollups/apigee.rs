@@ -1,0 +1,352 @@
+//! Upkeep of the Apigee rollups (schema.sql: `apigee_run_rollup`, `apigee_job_rollup`), read
+//! by src/surfaces/apigee/rollup.rs.
+//!
+//! A row adds up the runs (or jobs) of one project, workflow (and job name) over one span of
+//! time, a UTC hour or a UTC day of the facts' time, and keeps their durations whole, sorted,
+//! in a blob; each run or job counts in its hour's row and in its day's. As in
+//! src/store/rollups/circleci.rs, a run or job subtracts itself before it is updated (`run_removing`,
+//! `job_removing`, which read the stored row) and adds itself once written (`run_added`,
+//! `job_added`, from the values written); a run that changes workflow moves its jobs, since a
+//! job counts in its run's workflow. Changes are summed per row in memory (`Pending`, kept in
+//! `store::Ids`), durations added and removed listed per row, and `flush` writes each row
+//! touched once, before the transaction commits. `rebuild` computes the same rows from the
+//! stored runs and jobs with one GROUP BY per table and span, for the schema upgrade and for
+//! the tests that compare the two.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, Row};
+
+use super::durations;
+use crate::error::Result;
+use crate::model::{Job, Run};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The spans of the rows, in hours: an hour and a day.
+pub const SPANS: [i64; 2] = [1, 24];
+
+/// The additive figures of a row: n, errors, successes, credits, dur_n, dur_sum, queue_n,
+/// queue_sum. Kept as f64 like the REAL columns; the counts are small integers, exact in an f64.
+type Sums = [f64; 8];
+
+/// What the writes of one transaction changed in one row and `flush` has not written yet.
+#[derive(Default)]
+struct Delta {
+    sums: Sums,
+    /// Durations (ms) to add to the row's blob, and to take out of it.
+    add: Vec<i64>,
+    del: Vec<i64>,
+}
+
+/// Rollup changes not written yet, per row, in key order (store.rs keeps one in `Ids` and
+/// calls `flush` before committing).
+#[derive(Default)]
+pub struct Pending {
+    /// apigee_run_rollup: (span, at, project, workflow).
+    runs: BTreeMap<(i64, i64, i64, i64), Delta>,
+    /// apigee_job_rollup: (span, at, project, workflow, name).
+    jobs: BTreeMap<(i64, i64, i64, i64, String), Delta>,
+}
+
+/// A run's or job's share of its rows: its hour, its figures and its duration.
+struct Fact {
+    hour: i64,
+    sums: Sums,
+    dur: Option<i64>,
+}
+
+impl Fact {
+    /// The (span, at) of each row the fact counts in: `at` is the span's first hour.
+    fn spans(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        SPANS
+            .into_iter()
+            .map(|span| (span, self.hour - self.hour.rem_euclid(span)))
+    }
+}
+
+/// The figures of a run or job from its stored values, with the metrics of docs/apigee.md:
+/// duration stopped_at − (started_at or created_at), queue time started_at − created_at.
+fn fact(
+    time: i64,
+    status: &str,
+    created: i64,
+    started: Option<i64>,
+    stopped: Option<i64>,
+    credits: i64,
+) -> Fact {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let dur = stopped.map(|s| s - started.unwrap_or(created));
+    let queue = started.map(|s| s - created);
+    Fact {
+        hour: time.div_euclid(HOUR_MS),
+        sums: [
+            1.0,
+            flag(status == "failed" || status == "error" || status == "timeout"),
+            flag(status == "success"),
+            credits as f64,
+            flag(dur.is_some()),
+            dur.map_or(0.0, |d| d as f64),
+            flag(queue.is_some()),
+            queue.map_or(0.0, |q| q as f64),
+        ],
+        dur,
+    }
+}
+
+impl Delta {
+    /// Adds (`sign` 1) or subtracts (-1) one fact.
+    fn apply(&mut self, f: &Fact, sign: f64) {
+        for (a, b) in self.sums.iter_mut().zip(f.sums) {
+            *a += sign * b;
+        }
+        if let Some(d) = f.dur {
+            if sign > 0.0 {
+                self.add.push(d);
+            } else {
+                self.del.push(d);
+            }
+        }
+    }
+}
+
+fn run_fact(run: &Run) -> Fact {
+    fact(
+        run.created_at,
+        run.status.as_str(),
+        run.created_at,
+        run.started_at,
+        run.stopped_at,
+        run.credits_used,
+    )
+}
+
+fn job_fact(job: &Job) -> Fact {
+    fact(
+        job.started_at.unwrap_or(job.created_at),
+        job.status.as_str(),
+        job.created_at,
+        job.started_at,
+        job.stopped_at,
+        job.credits_used,
+    )
+}
+
+/// Where a stored run counts: (project, workflow) and its fact.
+const SELECT_RUN: &str = "SELECT project_id, workflow_id, status, created_at, started_at,
+    stopped_at, credits_used FROM runs WHERE id = ?1";
+
+/// Subtracts a stored run from its row: call it before the run is updated, and hand what it
+/// returns (the run's workflow as stored) to `run_added`.
+pub fn run_removing(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<i64> {
+    let (project, workflow, f) = conn.prepare_cached(SELECT_RUN)?.query_row([run_id], |r| {
+        let created: i64 = r.get(3)?;
+        let status: String = r.get(2)?;
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            fact(created, &status, created, r.get(4)?, r.get(5)?, r.get(6)?),
+        ))
+    })?;
+    bump_run(pending, project, workflow, &f, -1.0);
+    Ok(workflow)
+}
+
+/// Counts a run just inserted (`old_workflow` None) or just updated (`old_workflow` from
+/// `run_removing`) as `run`, in `workflow`; when the update changed its workflow, moves the
+/// run's stored jobs there too.
+pub fn run_added(
+    conn: &Connection,
+    pending: &mut Pending,
+    run_id: i64,
+    project: i64,
+    workflow: i64,
+    run: &Run,
+    old_workflow: Option<i64>,
+) -> Result<()> {
+    bump_run(pending, project, workflow, &run_fact(run), 1.0);
+    if let Some(old) = old_workflow.filter(|&w| w != workflow) {
+        let jobs = conn
+            .prepare_cached(RUN_JOBS)?
+            .query_map([run_id], stored_job)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (project, name, f) in jobs {
+            bump_job(pending, project, old, &name, &f, -1.0);
+            bump_job(pending, project, workflow, &name, &f, 1.0);
+        }
+    }
+    Ok(())
+}
+
+/// Adds (`sign` 1) or subtracts (-1) a run's fact to its rows.
+fn bump_run(pending: &mut Pending, project: i64, workflow: i64, f: &Fact, sign: f64) {
+    for (span, at) in f.spans() {
+        pending
+            .runs
+            .entry((span, at, project, workflow))
+            .or_default()
+            .apply(f, sign);
+    }
+}
+
+/// Adds (`sign` 1) or subtracts (-1) a job's fact to its rows.
+fn bump_job(pending: &mut Pending, project: i64, workflow: i64, name: &str, f: &Fact, sign: f64) {
+    for (span, at) in f.spans() {
+        pending
+            .jobs
+            .entry((span, at, project, workflow, name.to_owned()))
+            .or_default()
+            .apply(f, sign);
+    }
+}
+
+/// A stored job as the rollup sees it: project, name and fact (SELECT_JOB, RUN_JOBS).
+fn stored_job(r: &Row) -> rusqlite::Result<(i64, String, Fact)> {
+    let created: i64 = r.get(3)?;
+    let started: Option<i64> = r.get(4)?;
+    let status: String = r.get(2)?;
+    let f = fact(
+        started.unwrap_or(created),
+        &status,
+        created,
+        started,
+        r.get(5)?,
+        r.get(6)?,
+    );
+    Ok((r.get(0)?, r.get(1)?, f))
+}
+
+const SELECT_JOB: &str = "SELECT project_id, name, status, created_at, started_at, stopped_at,
+    credits_used FROM jobs WHERE id = ?1";
+/// ?1 run: its jobs, as `stored_job` reads them.
+const RUN_JOBS: &str = "SELECT project_id, name, status, created_at, started_at, stopped_at,
+    credits_used FROM jobs WHERE run_id = +?1";
+
+/// Subtracts a stored job from its row: call it before the job is updated. `workflow` is its
+/// run's workflow (where the job counts).
+pub fn job_removing(
+    conn: &Connection,
+    pending: &mut Pending,
+    job_id: i64,
+    workflow: i64,
+) -> Result<()> {
+    let (project, name, f) = conn
+        .prepare_cached(SELECT_JOB)?
+        .query_row([job_id], stored_job)?;
+    bump_job(pending, project, workflow, &name, &f, -1.0);
+    Ok(())
+}
+
+/// Counts a job just inserted or updated as `job` into its row, under its run's `workflow`.
+pub fn job_added(pending: &mut Pending, project: i64, workflow: i64, job: &Job) {
+    bump_job(pending, project, workflow, &job.name, &job_fact(job), 1.0);
+}
+
+const RUN_DURS: &str = "SELECT durs FROM apigee_run_rollup
+    WHERE span = ?1 AND at = ?2 AND project_id = ?3 AND workflow_id = ?4";
+const JOB_DURS: &str = "SELECT durs FROM apigee_job_rollup
+    WHERE span = ?1 AND at = ?2 AND project_id = ?3 AND workflow_id = ?4 AND name = ?5";
+// ?13 (?14 for jobs) is the row's new blob, or NULL when its durations did not change.
+const ADD_RUN_ROW: &str = "INSERT INTO apigee_run_rollup (span, at, project_id, workflow_id, n,
+    errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, coalesce(?13, x''))
+    ON CONFLICT (span, at, project_id, workflow_id) DO UPDATE SET n = n + excluded.n,
+        errors = errors + excluded.errors, successes = successes + excluded.successes,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, queue_n = queue_n + excluded.queue_n,
+        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?13, durs)";
+const ADD_JOB_ROW: &str = "INSERT INTO apigee_job_rollup (span, at, project_id, workflow_id, name,
+    n, errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, coalesce(?14, x''))
+    ON CONFLICT (span, at, project_id, workflow_id, name) DO UPDATE SET n = n + excluded.n,
+        errors = errors + excluded.errors, successes = successes + excluded.successes,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, queue_n = queue_n + excluded.queue_n,
+        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?14, durs)";
+
+/// Writes the changes `pending` holds into the rollup tables, in key order, and empties it.
+pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
+    let Pending { runs, jobs } = std::mem::take(pending);
+    let int = |v: f64| v as i64;
+    for ((span, at, p, w), d) in runs {
+        let s = d.sums;
+        let blob = durations::new_blob(conn, RUN_DURS, params![span, at, p, w], d.add, d.del)?;
+        conn.prepare_cached(ADD_RUN_ROW)?.execute(params![
+            span,
+            at,
+            p,
+            w,
+            int(s[0]),
+            int(s[1]),
+            int(s[2]),
+            s[3],
+            int(s[4]),
+            s[5],
+            int(s[6]),
+            s[7],
+            blob
+        ])?;
+    }
+    for ((span, at, p, w, name), d) in jobs {
+        let s = d.sums;
+        let blob =
+            durations::new_blob(conn, JOB_DURS, params![span, at, p, w, name], d.add, d.del)?;
+        conn.prepare_cached(ADD_JOB_ROW)?.execute(params![
+            span,
+            at,
+            p,
+            w,
+            name,
+            int(s[0]),
+            int(s[1]),
+            int(s[2]),
+            s[3],
+            int(s[4]),
+            s[5],
+            int(s[6]),
+            s[7],
+            blob
+        ])?;
+    }
+    Ok(())
+}
+
+/// ?1 span: the run rows of that span, recomputed from the stored runs (independently of the
+/// functions above, but for the blob encoding, `pipestat_durs`). `h` is the run's hour.
+const REBUILD_RUNS: &str = "INSERT INTO apigee_run_rollup (span, at, project_id, workflow_id,
+        n, errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
+    SELECT ?1, h - (h % ?1 + ?1) % ?1 AS at, project_id, workflow_id, count(*),
+        sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'success'),
+        total(credits_used), count(d), total(d), count(q), total(q), pipestat_durs(d)
+    FROM (SELECT project_id, workflow_id, status, credits_used,
+            (created_at - (created_at % 3600000 + 3600000) % 3600000) / 3600000 AS h,
+            stopped_at - coalesce(started_at, created_at) AS d, started_at - created_at AS q
+        FROM runs)
+    GROUP BY at, project_id, workflow_id";
+/// ?1 span: the job rows of that span; a job's hour is that of coalesce(started_at, created_at),
+/// its workflow its run's.
+const REBUILD_JOBS: &str = "INSERT INTO apigee_job_rollup (span, at, project_id, workflow_id,
+        name, n, errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
+    SELECT ?1, h - (h % ?1 + ?1) % ?1 AS at, j.project_id, r.workflow_id, j.name, count(*),
+        sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'),
+        sum(j.status = 'success'), total(j.credits_used), count(d), total(d), count(q), total(q),
+        pipestat_durs(d)
+    FROM (SELECT run_id, project_id, name, status, credits_used,
+            (coalesce(started_at, created_at)
+                - (coalesce(started_at, created_at) % 3600000 + 3600000) % 3600000) / 3600000 AS h,
+            stopped_at - coalesce(started_at, created_at) AS d, started_at - created_at AS q
+        FROM jobs) j
+    JOIN runs r ON r.id = j.run_id
+    GROUP BY at, j.project_id, r.workflow_id, j.name";
+
+/// Recomputes the Apigee rollups from the stored runs and jobs, for a database filled before
+/// they existed and for tests. The connection needs `pipestat_durs` (every connection `db`
+/// opens has it; see `store::functions::register`).
+pub fn rebuild(conn: &Connection) -> Result<()> {
+    conn.execute_batch("DELETE FROM apigee_run_rollup; DELETE FROM apigee_job_rollup;")?;
+    for span in SPANS {
+        conn.execute(REBUILD_RUNS, [span])?;
+        conn.execute(REBUILD_JOBS, [span])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,585 @@
+//! Upkeep of the CircleCI Insights rollups (schema.sql: `insights_days`, `runs.rec_from`,
+//! `runs.rec_ms`, `insights_job_days`), read by src/surfaces/circleci/rollup.rs.
+//!
+//! `insights_days` adds up the runs of one (project, branch, workflow) per UTC day. A run
+//! subtracts itself before it is updated (`removing`) and adds itself once written (`added`),
+//! so every row describes what is stored now, like the Zadig rollups. Jobs do the same
+//! (`job_removing`, `job_added`) in `insights_job_days`, under their run's branch, workflow
+//! and created_at, the rows' duration blobs included (src/store/rollups/durations.rs); when an update moves
+//! a run, `added` moves its jobs.
+//!
+//! Recoveries (MTTR, docs/circleci.md) are kept on the runs themselves. A run's *sequence* is the
+//! finished runs (success, failed, error, timeout) of its (project, branch, workflow) in
+//! (created_at, ext_id) order. A success whose previous run in its sequence failed is a
+//! recovery: `rec_from` is the created_at of the first failure of that streak, `rec_ms` the
+//! success's stopped_at less that failure's (NULL when either is missing); both are NULL on every
+//! other run. Writing one run can change the recovery of at most three runs: itself, and the
+//! first success after it in its sequence, before and after the write (a streak always ends at
+//! the next success). `added` recomputes exactly those, so the columns always match what a
+//! window pass over the sequence gives (`REBUILD`, which tests compare them with).
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::durations;
+use crate::error::Result;
+use crate::model::{Job, Run};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The additive figures of a rollup row: total, ok, bad, canceled, open, credits, dur_n,
+/// dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum (the job rows use the first nine). Counts and
+/// sums alike are kept as f64 here: every count is a small integer, exact in an f64.
+type Amounts = [f64; 12];
+
+/// Rollup figures added by the writes of one transaction and not written yet, summed per row
+/// (store.rs keeps one in `Ids` and calls `flush` before committing), and the run key of the
+/// last run whose jobs were written, so its jobs need no lookup of it.
+#[derive(Default)]
+pub struct Pending {
+    /// insights_days: (project, branch, workflow, day).
+    days: BTreeMap<(i64, String, i64, i64), Amounts>,
+    /// insights_job_days: (project, branch, workflow, day, name).
+    job_days: BTreeMap<(i64, String, i64, i64, String), JobDelta>,
+    last_run: Option<(i64, Key)>,
+}
+
+/// What the writes of one transaction changed in one job day row: its figures, and the
+/// durations (ms) to add to its blob and to take out of it.
+#[derive(Default)]
+struct JobDelta {
+    amounts: Amounts,
+    add: Vec<i64>,
+    del: Vec<i64>,
+}
+
+fn add(into: &mut Amounts, f: &Amounts) {
+    for (a, b) in into.iter_mut().zip(f) {
+        *a += b;
+    }
+}
+
+/// A run's or job's own figures from its status, credits and duration, times `sign`.
+fn amounts(status: &str, credits: i64, dur: Option<i64>, sign: f64) -> Amounts {
+    let one = |b: bool| if b { sign } else { 0.0 };
+    let d = dur.map(|d| d as f64);
+    [
+        sign,
+        one(status == "success"),
+        one(status == "failed" || status == "error" || status == "timeout"),
+        one(status == "canceled"),
+        one(status == "queued" || status == "running" || status == "waiting"),
+        sign * credits as f64,
+        one(dur.is_some()),
+        d.map_or(0.0, |d| sign * d),
+        d.map_or(0.0, |d| sign * d * d),
+        0.0,
+        0.0,
+        0.0,
+    ]
+}
+
+const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
+    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+    ON CONFLICT (project_id, branch, workflow_id, day) DO UPDATE SET
+        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+        canceled = canceled + excluded.canceled, open = open + excluded.open,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
+        rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
+        rec_sum = rec_sum + excluded.rec_sum";
+/// ?15 is the row's new blob, or NULL when its durations did not change.
+const ADD_JOB_DAY: &str = "INSERT INTO insights_job_days (project_id, branch, workflow_id, day,
+    name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, coalesce(?15, x''))
+    ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
+        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+        canceled = canceled + excluded.canceled, open = open + excluded.open,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
+        durs = coalesce(?15, durs)";
+const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
+    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND day = ?4 AND name = ?5";
+
+/// Writes the figures `pending` holds into the rollup tables, in key order, and empties it.
+pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
+    let Pending { days, job_days, .. } = std::mem::take(pending);
+    let int = |v: f64| v as i64;
+    let mut stmt = conn.prepare_cached(ADD_DAY)?;
+    for ((p, b, w, d), f) in days {
+        stmt.execute(params![
+            p,
+            b,
+            w,
+            d,
+            int(f[0]),
+            int(f[1]),
+            int(f[2]),
+            int(f[3]),
+            int(f[4]),
+            f[5],
+            int(f[6]),
+            f[7],
+            f[8],
+            int(f[9]),
+            int(f[10]),
+            f[11]
+        ])?;
+    }
+    let mut stmt = conn.prepare_cached(ADD_JOB_DAY)?;
+    for ((p, b, w, d, name), delta) in job_days {
+        let JobDelta {
+            amounts: f,
+            add,
+            del,
+        } = delta;
+        let blob = durations::new_blob(conn, JOB_DAY_DURS, params![p, b, w, d, name], add, del)?;
+        stmt.execute(params![
+            p,
+            b,
+            w,
+            d,
+            name,
+            int(f[0]),
+            int(f[1]),
+            int(f[2]),
+            int(f[3]),
+            int(f[4]),
+            f[5],
+            int(f[6]),
+            f[7],
+            f[8],
+            blob
+        ])?;
+    }
+    Ok(())
+}
+
+/// A run as the rollups see it.
+struct SeqRun {
+    id: i64,
+    key: Key,
+    status: String,
+    credits: i64,
+    dur: Option<i64>,
+    stop: Option<i64>,
+    rec: Option<Rec>,
+}
+
+/// A place in a sequence: (project, branch, workflow) and the (created_at, ext_id) order.
+#[derive(Clone, PartialEq)]
+pub struct Key {
+    project: i64,
+    branch: Option<String>,
+    workflow: i64,
+    at: i64,
+    ext: String,
+}
+
+/// A recovery: the streak's first failure's created_at, and the recovery's length in ms.
+#[derive(Clone, Copy, PartialEq)]
+struct Rec {
+    from: i64,
+    ms: Option<i64>,
+}
+
+const SELECT_RUN: &str = "SELECT id, project_id, branch, workflow_id, created_at, ext_id, status,
+    credits_used, stopped_at, started_at, rec_from, rec_ms FROM runs WHERE id = ?1";
+
+fn seq_run(r: &Row) -> rusqlite::Result<SeqRun> {
+    let created: i64 = r.get(4)?;
+    let stop: Option<i64> = r.get(8)?;
+    let start: Option<i64> = r.get(9)?;
+    let rec_from: Option<i64> = r.get(10)?;
+    let rec_ms: Option<i64> = r.get(11)?;
+    Ok(SeqRun {
+        id: r.get(0)?,
+        key: Key {
+            project: r.get(1)?,
+            branch: r.get(2)?,
+            workflow: r.get(3)?,
+            at: created,
+            ext: r.get(5)?,
+        },
+        status: r.get(6)?,
+        credits: r.get(7)?,
+        dur: duration(created, start, stop),
+        stop,
+        rec: rec_from.map(|from| Rec { from, ms: rec_ms }),
+    })
+}
+
+fn read(conn: &Connection, id: i64) -> Result<SeqRun> {
+    Ok(conn.prepare_cached(SELECT_RUN)?.query_row([id], seq_run)?)
+}
+
+/// Adds `sign` times the run's figures to its day: the run itself when `base`, and `rec`.
+/// Runs without a branch are in no row (the rollups serve one named branch).
+fn bump(pending: &mut Pending, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i64) {
+    let Some(branch) = &r.key.branch else {
+        return;
+    };
+    let f = sign as f64;
+    let mut fig = if base {
+        amounts(&r.status, r.credits, r.dur, f)
+    } else {
+        [0.0; 12]
+    };
+    if let Some(x) = rec {
+        fig[9] = f;
+        if let Some(ms) = x.ms {
+            fig[10] = f;
+            fig[11] = f * ms as f64;
+        }
+    }
+    let key = (
+        r.key.project,
+        branch.clone(),
+        r.key.workflow,
+        r.key.at.div_euclid(DAY_MS),
+    );
+    add(pending.days.entry(key).or_default(), &fig);
+}
+
+const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1";
+
+/// Subtracts a stored run, with its recovery, from the rollups: call it before the run is
+/// updated by a statement that also clears its rec_from and rec_ms (store.rs: UPDATE_RUN), and
+/// hand what it returns to `added`.
+pub fn removing(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key> {
+    let r = read(conn, run_id)?;
+    bump(pending, &r, true, r.rec, -1);
+    Ok(r.key)
+}
+
+// The sequence statements seek the index runs_insights (project_id, branch, workflow_id,
+// created_at, ext_id, status, ...); `branch IS ?2` so that runs without a branch form a
+// sequence of their own, as they do in the window queries. Every parameter is written `+?N`:
+// with bare `?N` SQLite (3.54) re-prepared these statements whenever the values changed, a
+// parse and a plan on every run written (see also store.rs).
+
+/// The last success before ?4/?5.
+const LAST_SUCCESS_BEFORE: &str = "SELECT created_at, ext_id FROM runs
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (created_at, ext_id) < (+?4, +?5) AND status = 'success'
+    ORDER BY created_at DESC, ext_id DESC LIMIT 1";
+/// The first finished run after ?4/?5.
+const FIRST_FINISHED_AFTER: &str = "SELECT created_at, ext_id, stopped_at FROM runs
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (created_at, ext_id) > (+?4, +?5)
+      AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
+    ORDER BY created_at, ext_id LIMIT 1";
+/// The first finished run of the sequence.
+const FIRST_FINISHED: &str = "SELECT created_at, ext_id, stopped_at FROM runs
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
+    ORDER BY created_at, ext_id LIMIT 1";
+/// The first success after ?4/?5.
+const NEXT_SUCCESS_AFTER: &str = "SELECT id FROM runs
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (created_at, ext_id) > (+?4, +?5) AND status = 'success'
+    ORDER BY created_at, ext_id LIMIT 1";
+
+/// The recovery a stored run is now: the streak of failures just before it (everything finished
+/// between the last success before it and it), if any.
+fn recovery(conn: &Connection, r: &SeqRun) -> Result<Option<Rec>> {
+    if r.status != "success" {
+        return Ok(None);
+    }
+    let k = &r.key;
+    let seq = params![k.project, k.branch, k.workflow];
+    let last: Option<(i64, String)> = conn
+        .prepare_cached(LAST_SUCCESS_BEFORE)?
+        .query_row(params![k.project, k.branch, k.workflow, k.at, k.ext], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let three = |r: &Row| -> rusqlite::Result<(i64, String, Option<i64>)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    };
+    let first = match last {
+        Some((at, ext)) => conn
+            .prepare_cached(FIRST_FINISHED_AFTER)?
+            .query_row(params![k.project, k.branch, k.workflow, at, ext], three)
+            .optional()?,
+        None => conn
+            .prepare_cached(FIRST_FINISHED)?
+            .query_row(seq, three)
+            .optional()?,
+    };
+    Ok(match first {
+        // The run itself: nothing failed since the last success.
+        Some((at, ext, _)) if at == k.at && ext == k.ext => None,
+        Some((at, _, fail_stop)) => Some(Rec {
+            from: at,
+            ms: match (r.stop, fail_stop) {
+                (Some(s), Some(f)) => Some(s.saturating_sub(f)),
+                _ => None,
+            },
+        }),
+        None => None,
+    })
+}
+
+/// Sets a stored run's recovery to what it is now, moving its share of the rollup.
+fn refresh(conn: &Connection, pending: &mut Pending, r: &SeqRun) -> Result<()> {
+    let rec = recovery(conn, r)?;
+    if rec == r.rec {
+        return Ok(());
+    }
+    bump(pending, r, false, r.rec, -1);
+    bump(pending, r, false, rec, 1);
+    let (from, ms) = rec.map_or((None, None), |x| (Some(x.from), x.ms));
+    conn.prepare_cached(SET_REC)?
+        .execute(params![r.id, from, ms])?;
+    Ok(())
+}
+
+/// Refreshes the first success after `k` in its sequence, unless it is run `skip`.
+fn refresh_next_success(
+    conn: &Connection,
+    pending: &mut Pending,
+    k: &Key,
+    skip: i64,
+) -> Result<()> {
+    let next: Option<i64> = conn
+        .prepare_cached(NEXT_SUCCESS_AFTER)?
+        .query_row(params![k.project, k.branch, k.workflow, k.at, k.ext], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match next {
+        Some(id) if id != skip => refresh(conn, pending, &read(conn, id)?),
+        _ => Ok(()),
+    }
+}
+
+/// Counts a run just inserted (`old` None) or just updated (`old` from `removing`) as `run`
+/// (row `run_id`, in project `project` and workflow `workflow`) into the rollups, refreshes
+/// every recovery the write can have changed, and moves the run's jobs when the update changed
+/// its branch, workflow or created_at. The run is taken from the values written, which are
+/// what its row holds, with no recovery yet (INSERT_RUN and UPDATE_RUN in store.rs leave
+/// rec_from and rec_ms NULL).
+pub fn added(
+    conn: &Connection,
+    pending: &mut Pending,
+    run_id: i64,
+    (project, workflow): (i64, i64),
+    run: &Run,
+    old: Option<Key>,
+) -> Result<()> {
+    let r = SeqRun {
+        id: run_id,
+        key: Key {
+            project,
+            branch: run.branch.clone(),
+            workflow,
+            at: run.created_at,
+            ext: run.id.clone(),
+        },
+        status: run.status.as_str().to_owned(),
+        credits: run.credits_used,
+        dur: duration(run.created_at, run.started_at, run.stopped_at),
+        stop: run.stopped_at,
+        rec: None,
+    };
+    bump(pending, &r, true, None, 1);
+    refresh(conn, pending, &r)?;
+    refresh_next_success(conn, pending, &r.key, r.id)?;
+    pending.last_run = Some((run_id, r.key.clone()));
+    if let Some(old) = old.filter(|o| *o != r.key) {
+        refresh_next_success(conn, pending, &old, r.id)?;
+        let moved =
+            (&old.branch, old.workflow, old.at) != (&r.key.branch, r.key.workflow, r.key.at);
+        if moved {
+            run_jobs(conn, pending, run_id, &old, -1)?;
+            run_jobs(conn, pending, run_id, &r.key, 1)?;
+        }
+    }
+    Ok(())
+}
+
+const RUN_KEY: &str =
+    "SELECT project_id, branch, workflow_id, created_at, ext_id FROM runs WHERE id = ?1";
+
+/// The key of a stored run, from `pending` when its jobs are being written right after it.
+fn run_key(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key> {
+    if let Some((id, k)) = &pending.last_run {
+        if *id == run_id {
+            return Ok(k.clone());
+        }
+    }
+    let k = conn.prepare_cached(RUN_KEY)?.query_row([run_id], |r| {
+        Ok(Key {
+            project: r.get(0)?,
+            branch: r.get(1)?,
+            workflow: r.get(2)?,
+            at: r.get(3)?,
+            ext: r.get(4)?,
+        })
+    })?;
+    pending.last_run = Some((run_id, k.clone()));
+    Ok(k)
+}
+
+/// A run's or job's duration as the window queries compute it (docs/circleci.md): stopped_at −
+/// (started_at or created_at), never negative.
+fn duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<i64> {
+    stopped.map(|s| s.saturating_sub(started.unwrap_or(created)).max(0))
+}
+
+const SELECT_JOB: &str = "SELECT name, status, credits_used, created_at, started_at, stopped_at,
+    run_id FROM jobs WHERE id = ?1";
+
+/// A stored job as the rollups see it (columns 0..=5 of SELECT_JOB and RUN_JOBS).
+struct StoredJob {
+    name: String,
+    status: String,
+    credits: i64,
+    dur: Option<i64>,
+}
+
+fn job_from_row(r: &Row) -> rusqlite::Result<StoredJob> {
+    Ok(StoredJob {
+        name: r.get(0)?,
+        status: r.get(1)?,
+        credits: r.get(2)?,
+        dur: duration(r.get(3)?, r.get(4)?, r.get(5)?),
+    })
+}
+
+/// Adds (`sign` 1) or subtracts (-1) one job under its run key: its figures and its duration
+/// on the run's day.
+fn job_row(
+    pending: &mut Pending,
+    k: &Key,
+    name: &str,
+    status: &str,
+    credits: i64,
+    dur: Option<i64>,
+    sign: i64,
+) {
+    let Some(branch) = &k.branch else {
+        return;
+    };
+    let day = k.at.div_euclid(DAY_MS);
+    let key = (k.project, branch.clone(), k.workflow, day, name.to_owned());
+    let row = pending.job_days.entry(key).or_default();
+    add(
+        &mut row.amounts,
+        &amounts(status, credits, dur, sign as f64),
+    );
+    if let Some(d) = dur {
+        if sign > 0 {
+            row.add.push(d);
+        } else {
+            row.del.push(d);
+        }
+    }
+}
+
+/// Subtracts a stored job from the rollups: call it before the job is updated.
+pub fn job_removing(conn: &Connection, pending: &mut Pending, job_id: i64) -> Result<()> {
+    let (j, run_id) = conn
+        .prepare_cached(SELECT_JOB)?
+        .query_row([job_id], |r| Ok((job_from_row(r)?, r.get::<_, i64>(6)?)))?;
+    let k = run_key(conn, pending, run_id)?;
+    job_row(pending, &k, &j.name, &j.status, j.credits, j.dur, -1);
+    Ok(())
+}
+
+/// Counts a job of run `run_id`, just inserted or updated as `job`, into the rollups.
+pub fn job_added(conn: &Connection, pending: &mut Pending, run_id: i64, job: &Job) -> Result<()> {
+    let k = run_key(conn, pending, run_id)?;
+    let dur = duration(job.created_at, job.started_at, job.stopped_at);
+    let status = job.status.as_str();
+    job_row(pending, &k, &job.name, status, job.credits_used, dur, 1);
+    Ok(())
+}
+
+/// ?1 run: its jobs, as `job_from_row` reads them.
+const RUN_JOBS: &str = "SELECT name, status, credits_used, created_at, started_at, stopped_at
+    FROM jobs WHERE run_id = +?1";
+
+/// Adds (`sign` 1) or subtracts (-1) every job of a run under the run key `k`, whatever the
+/// run row holds now.
+fn run_jobs(
+    conn: &Connection,
+    pending: &mut Pending,
+    run_id: i64,
+    k: &Key,
+    sign: i64,
+) -> Result<()> {
+    let jobs = conn
+        .prepare_cached(RUN_JOBS)?
+        .query_map([run_id], job_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for j in jobs {
+        job_row(pending, k, &j.name, &j.status, j.credits, j.dur, sign);
+    }
+    Ok(())
+}
+
+/// The rollups recomputed from the stored runs, independently of the functions above: the
+/// recoveries by one window pass per sequence (as the MTTR query of src/surfaces/circleci/sql.rs finds
+/// them), then the day rows (the job day rows: `REBUILD_JOB_DAYS`). For a database filled
+/// before they existed, and for tests.
+pub const REBUILD: &str = "
+    UPDATE runs SET rec_from = NULL, rec_ms = NULL WHERE rec_from IS NOT NULL OR rec_ms IS NOT NULL;
+    WITH seq AS (SELECT id, project_id AS p, branch AS b, workflow_id AS w, created_at AS at,
+            ext_id AS e, stopped_at AS stop, (status <> 'success') AS bad FROM runs
+        WHERE status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout'),
+    marked AS (SELECT *, LAG(bad, 1, 0) OVER win AS prev_bad,
+            coalesce(SUM(NOT bad) OVER (win ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+            AS streak
+        FROM seq WINDOW win AS (PARTITION BY p, b, w ORDER BY at, e)),
+    firsts AS (SELECT p, b, w, streak, at AS f_at, stop AS f_stop,
+            ROW_NUMBER() OVER (PARTITION BY p, b, w, streak ORDER BY at, e) AS k
+        FROM marked WHERE bad)
+    UPDATE runs SET rec_from = f.f_at, rec_ms = runs.stopped_at - f.f_stop
+    FROM marked m JOIN firsts f ON f.p = m.p AND f.b IS m.b AND f.w = m.w AND f.streak = m.streak
+        AND f.k = 1
+    WHERE runs.id = m.id AND NOT m.bad AND m.prev_bad;
+    DELETE FROM insights_days;
+    INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok, bad, canceled,
+        open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+    SELECT project_id, branch, workflow_id,
+        (created_at - (created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
+        count(*), sum(status = 'success'),
+        sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
+        sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
+        count(dur), total(dur), total(CAST(dur AS REAL) * dur),
+        count(rec_from), count(rec_ms), total(rec_ms)
+    FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
+            THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS dur FROM runs)
+    WHERE branch IS NOT NULL
+    GROUP BY project_id, branch, workflow_id, day;
+";
+
+/// The job day rows recomputed from the stored jobs and runs (part of `REBUILD`, and the
+/// upgrade that gave the rows their blobs). The connection needs `pipestat_durs`.
+pub const REBUILD_JOB_DAYS: &str = "
+    DELETE FROM insights_job_days;
+    INSERT INTO insights_job_days (project_id, branch, workflow_id, day, name, total, ok, bad,
+        canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
+    SELECT r.project_id, r.branch, r.workflow_id,
+        (r.created_at - (r.created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
+        j.name, count(*), sum(j.status = 'success'),
+        sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'),
+        sum(j.status = 'canceled'), sum(j.status = 'queued' OR j.status = 'running' OR j.status = 'waiting'),
+        total(j.credits_used), count(d), total(d), total(CAST(d AS REAL) * d), pipestat_durs(d)
+    FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
+            THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS d FROM jobs) j
+    JOIN runs r ON r.id = j.run_id
+    WHERE r.branch IS NOT NULL
+    GROUP BY r.project_id, r.branch, r.workflow_id, day, j.name;";
+
+/// Recomputes the CircleCI rollups from the stored runs (the connection needs
+/// `pipestat_durs`, as every connection `db` opens has).
+pub fn rebuild(conn: &Connection) -> Result<()> {
+    conn.execute_batch(REBUILD)?;
+    conn.execute_batch(REBUILD_JOB_DAYS)?;
+    Ok(())
+}

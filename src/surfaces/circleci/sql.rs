@@ -1,0 +1,1017 @@
+//! The SQL of the CircleCI Insights surface.
+//!
+//! Every statement is a constant (two variants where a branch filter applies: one with
+//! `branch IN (SELECT value FROM json_each(?4))`, one for all branches that only checks that
+//! `?4` is NULL), run through `prepare_cached` with every value bound. Aggregates are computed
+//! here, in SQL: counts and sums with `GROUP BY`, percentiles with `ROW_NUMBER` and
+//! `COUNT(*) OVER`, failure streaks and flakiness with `LAG`, running sums and `FIRST_VALUE`.
+//! The Rust side only turns the aggregated integers into the answer's units (see `Dur`), but
+//! for the flaky tests: their flips and sums are read from the rows kept for them at ingest
+//! and added up per test in Rust (see `flaky`).
+//!
+//! Parameters shared by the run queries: ?1 project id, ?2 window start (inclusive, ms),
+//! ?3 window end (exclusive, ms), ?4 branch set as a JSON array (NULL for all branches),
+//! ?5 workflow id (NULL for every workflow).
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+
+use crate::error::{Error, Result};
+
+/// Runs a constant statement through the statement cache and collects every row through `f`.
+fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    f: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map(params, f)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// The duration of a run or job in milliseconds: stopped_at − (started_at or created_at), never
+/// negative; NULL while it has not stopped.
+macro_rules! dur {
+    ($t:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $t,
+            ".stopped_at IS NOT NULL THEN max(",
+            $t,
+            ".stopped_at - coalesce(",
+            $t,
+            ".started_at, ",
+            $t,
+            ".created_at), 0) END"
+        )
+    };
+}
+
+/// A percentile by linear interpolation between closest ranks, h = (n − 1)·p (numpy's default),
+/// in exact integer arithmetic: with p in percent, the lower rank is k = ((n−1)·p) div 100 and
+/// the fraction f = ((n−1)·p) mod 100, so the value is x[k]·(100 − f) + x[k+1]·f, in units of
+/// 1/100 of the ranked column. `$rn` is the 1-based rank among non-NULL values, `$n` their count.
+macro_rules! pct {
+    ($x:literal, $rn:literal, $n:literal, $p:literal) => {
+        concat!(
+            "sum(CASE WHEN ",
+            $x,
+            " IS NULL THEN NULL",
+            " WHEN ",
+            $rn,
+            " = ((",
+            $n,
+            " - 1) * ",
+            $p,
+            ") / 100 + 1 THEN ",
+            $x,
+            " * (100 - ((",
+            $n,
+            " - 1) * ",
+            $p,
+            ") % 100)",
+            " WHEN ",
+            $rn,
+            " = ((",
+            $n,
+            " - 1) * ",
+            $p,
+            ") / 100 + 2 THEN ",
+            $x,
+            " * (((",
+            $n,
+            " - 1) * ",
+            $p,
+            ") % 100) END)"
+        )
+    };
+}
+
+/// Aggregated figures of a set of runs or jobs, as integers straight from SQL.
+#[derive(Debug, Default, Clone)]
+pub struct Agg {
+    pub total: i64,
+    pub successful: i64,
+    pub failed: i64,
+    pub canceled: i64,
+    pub unfinished: i64,
+    pub credits: i64,
+    pub dur: Dur,
+    pub first_at: Option<i64>,
+    pub last_at: Option<i64>,
+}
+
+/// Durations of a set, in milliseconds: count, min, max, sum, sum of squares, and the median
+/// and p95 in 1/100 ms (see `pct!`).
+#[derive(Debug, Default, Clone)]
+pub struct Dur {
+    pub n: i64,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub sum: i64,
+    pub sumsq: f64,
+    pub p50_x100: Option<i64>,
+    pub p95_x100: Option<i64>,
+}
+
+/// Columns 0..=14 of every aggregate query, in this order.
+macro_rules! agg_columns {
+    () => {
+        concat!(
+            "count(*), sum(st = 'success'), sum(st = 'failed' OR st = 'error' OR st = 'timeout'),",
+            " sum(st = 'canceled'), sum(st = 'queued' OR st = 'running' OR st = 'waiting'),",
+            " total(cr), count(dur), min(dur), max(dur), total(dur), total(CAST(dur AS REAL) * dur), ",
+            pct!("dur", "rn", "n", "50"),
+            ", ",
+            pct!("dur", "rn", "n", "95"),
+            ", min(at), max(at)"
+        )
+    };
+}
+
+fn agg_from(r: &Row, at: usize) -> rusqlite::Result<Agg> {
+    let int =
+        |i: usize| -> rusqlite::Result<i64> { Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0)) };
+    // Sums are taken with total(), a float that cannot overflow where sum() would fail on absurd
+    // inputs (credits near 2^63), and saturate into i64 here.
+    let big = |i: usize| -> rusqlite::Result<i64> {
+        Ok(r.get::<_, Option<f64>>(at + i)?.unwrap_or(0.0) as i64)
+    };
+    Ok(Agg {
+        total: int(0)?,
+        successful: int(1)?,
+        failed: int(2)?,
+        canceled: int(3)?,
+        unfinished: int(4)?,
+        credits: big(5)?,
+        dur: Dur {
+            n: int(6)?,
+            min: r.get(at + 7)?,
+            max: r.get(at + 8)?,
+            sum: big(9)?,
+            sumsq: r.get::<_, Option<f64>>(at + 10)?.unwrap_or(0.0),
+            p50_x100: r.get(at + 11)?,
+            p95_x100: r.get(at + 12)?,
+        },
+        first_at: r.get(at + 13)?,
+        last_at: r.get(at + 14)?,
+    })
+}
+
+/// Which branches a query reads; each has its own constant statement (an equality lets the
+/// planner seek the covering index; a set is a JSON array read with `json_each`).
+#[derive(Debug, Clone, Copy)]
+pub enum Branches<'a> {
+    One(&'a str),
+    /// A JSON array of branch names.
+    Set(&'a str),
+    All,
+}
+
+impl<'a> Branches<'a> {
+    fn pick(self, variants: &[&'static str; 3]) -> &'static str {
+        match self {
+            Branches::One(_) => variants[0],
+            Branches::Set(_) => variants[1],
+            Branches::All => variants[2],
+        }
+    }
+
+    fn value(self) -> Option<&'a str> {
+        match self {
+            Branches::One(b) | Branches::Set(b) => Some(b),
+            Branches::All => None,
+        }
+    }
+}
+
+/// The filter on the runs of one query: which branches, which workflow.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub project: i64,
+    pub start: i64,
+    pub end: i64,
+    pub branches: Branches<'a>,
+    pub workflow: Option<i64>,
+}
+
+macro_rules! run_base {
+    ($branch:literal) => {
+        concat!(
+            "SELECT r.workflow_id AS wf, r.branch AS br, r.status AS st, r.credits_used AS cr,",
+            " r.created_at AS at, ",
+            dur!("r"),
+            " AS dur FROM runs r",
+            " WHERE r.project_id = ?1 AND ",
+            $branch,
+            " AND (?5 IS NULL OR r.workflow_id = ?5)"
+        )
+    };
+}
+
+/// Per-workflow metrics in one window pass over the index runs_insights_dur, which delivers a
+/// branch's runs in (workflow, duration) order with NULL durations first, so no sort: the rank
+/// among durations is the row number less the workflow's NULLs, and the additive figures are
+/// whole-partition window aggregates. Only the rows the percentiles need (and each workflow's
+/// first row) reach the final `GROUP BY`, a handful per workflow instead of every run.
+macro_rules! workflow_metrics {
+    ($branch:literal) => {
+        concat!(
+            "WITH base AS (",
+            run_base!($branch),
+            "), ranked AS (SELECT wf, dur, ROW_NUMBER() OVER w AS rownum,",
+            " ROW_NUMBER() OVER w - COUNT(*) OVER a + COUNT(dur) OVER a AS rn, COUNT(dur) OVER a AS n,",
+            " COUNT(*) OVER a AS c_total, SUM(st = 'success') OVER a AS c_ok,",
+            " SUM(st = 'failed' OR st = 'error' OR st = 'timeout') OVER a AS c_bad,",
+            " SUM(st = 'canceled') OVER a AS c_canceled,",
+            " SUM(st = 'queued' OR st = 'running' OR st = 'waiting') OVER a AS c_open,",
+            " TOTAL(cr) OVER a AS c_credits, MIN(dur) OVER a AS d_min, MAX(dur) OVER a AS d_max,",
+            " TOTAL(dur) OVER a AS d_sum, TOTAL(CAST(dur AS REAL) * dur) OVER a AS d_sumsq,",
+            " MIN(at) OVER a AS first_at, MAX(at) OVER a AS last_at",
+            " FROM base WINDOW w AS (PARTITION BY wf ORDER BY dur),",
+            " a AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))",
+            " SELECT ranked.wf, w.name, max(c_total), max(c_ok), max(c_bad), max(c_canceled), max(c_open),",
+            " max(c_credits), max(n), max(d_min), max(d_max), max(d_sum), max(d_sumsq), ",
+            pct!("dur", "rn", "n", "50"),
+            ", ",
+            pct!("dur", "rn", "n", "95"),
+            ", max(first_at), max(last_at)",
+            " FROM ranked JOIN workflows w ON w.id = ranked.wf",
+            " WHERE (rownum = 1 OR rn = (n - 1) * 50 / 100 + 1 OR rn = (n - 1) * 50 / 100 + 2",
+            " OR rn = (n - 1) * 95 / 100 + 1 OR rn = (n - 1) * 95 / 100 + 2)",
+            " AND (?6 IS NULL OR w.name > ?6)",
+            " GROUP BY ranked.wf ORDER BY w.name LIMIT ?7"
+        )
+    };
+}
+
+/// Per-workflow metrics of the runs in scope, by workflow name, after `?6`, at most `?7`.
+const WORKFLOW_METRICS: [&str; 3] = [
+    workflow_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    workflow_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    workflow_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+pub fn workflow_metrics(
+    conn: &Connection,
+    s: &Scope,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(i64, String, Agg)>> {
+    all(
+        conn,
+        s.branches.pick(&WORKFLOW_METRICS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            after,
+            limit
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
+    )
+}
+
+/// MTTR per branch: runs in (created_at, id) order with canceled, skipped and unfinished runs
+/// left out; `bad` marks failed, error and timeout. One window pass, in the order of the covering
+/// index: whether the previous run was bad (`LAG`), the running count of good runs (a running
+/// `SUM`), and the position. The bad runs of one failure streak share that count, and the
+/// success that ends the streak (a recovery: good after bad) has it plus one; so grouping the
+/// bad runs and the recoveries by (count − 1 for a recovery) gives one group per streak. Its
+/// first failure is the one at the lowest position (`min()`, whose bare column `stop` SQLite
+/// takes from that row); the recovery lasts from that failure's stopped_at to its own.
+macro_rules! mttr {
+    ($branch:literal) => {
+        concat!(
+            "WITH seq AS (SELECT r.workflow_id AS wf, r.branch AS br, r.created_at AS at, r.ext_id AS id,",
+            " r.stopped_at AS stop, (r.status <> 'success') AS bad FROM runs r",
+            " WHERE r.project_id = ?1 AND ",
+            $branch,
+            " AND (?5 IS NULL OR r.workflow_id = ?5)",
+            " AND (r.status = 'success' OR r.status = 'failed' OR r.status = 'error' OR r.status = 'timeout')),",
+            " marked AS (SELECT wf, br, stop, bad, LAG(bad, 1, 0) OVER w AS prev,",
+            " SUM(NOT bad) OVER (w ROWS UNBOUNDED PRECEDING) AS good, ROW_NUMBER() OVER w AS pos FROM seq",
+            " WINDOW w AS (PARTITION BY wf, br ORDER BY at, id)),",
+            " streaks AS (SELECT wf, min(CASE WHEN bad THEN pos END) AS first_pos, stop AS first_stop,",
+            " sum(CASE WHEN NOT bad THEN stop END) AS rec_stop, sum(NOT bad) AS recovered",
+            " FROM marked WHERE bad OR prev GROUP BY wf, br, good - (NOT bad))",
+            " SELECT wf, sum(recovered), avg(rec_stop - first_stop) FROM streaks WHERE recovered",
+            " GROUP BY wf"
+        )
+    };
+}
+
+const MTTR: [&str; 3] = [
+    mttr!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    mttr!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    mttr!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+/// Recoveries per workflow id: (count, mean duration in ms — None when no recovery has both
+/// stop times).
+pub fn mttr(conn: &Connection, s: &Scope) -> Result<Vec<(i64, i64, Option<f64>)>> {
+    all(
+        conn,
+        s.branches.pick(&MTTR),
+        params![s.project, s.start, s.end, s.branches.value(), s.workflow],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+}
+
+macro_rules! job_metrics {
+    ($branch:literal) => {
+        concat!(
+            "WITH base AS (SELECT j.name AS name, j.status AS st, j.credits_used AS cr,",
+            " r.created_at AS at, ",
+            dur!("j"),
+            " AS dur FROM runs r JOIN jobs j ON j.run_id = r.id",
+            " WHERE r.project_id = ?1 AND ",
+            $branch,
+            " AND r.workflow_id = ?5 AND (?6 IS NULL OR instr(j.name, ?6) > 0)",
+            " AND (?7 IS NULL OR j.name > ?7)),",
+            " ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY name ORDER BY dur NULLS LAST) AS rn,",
+            " COUNT(dur) OVER (PARTITION BY name) AS n FROM base)",
+            " SELECT name, ",
+            agg_columns!(),
+            " FROM ranked GROUP BY name ORDER BY name LIMIT ?8"
+        )
+    };
+}
+
+const JOB_METRICS: [&str; 3] = [
+    job_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    job_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    job_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+/// Per-job-name metrics of the jobs of the workflow's runs in scope; `filter` is a substring of
+/// the job name; names after `after`, at most `limit`.
+pub fn job_metrics(
+    conn: &Connection,
+    s: &Scope,
+    filter: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, Agg)>> {
+    all(
+        conn,
+        s.branches.pick(&JOB_METRICS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            filter,
+            after,
+            limit
+        ],
+        |r| Ok((r.get(0)?, agg_from(r, 1)?)),
+    )
+}
+
+macro_rules! branch_metrics {
+    ($branch:literal) => {
+        concat!(
+            "WITH base AS (",
+            run_base!($branch),
+            "), ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY wf, br ORDER BY dur NULLS LAST) AS rn,",
+            " COUNT(dur) OVER (PARTITION BY wf, br) AS n FROM base)",
+            " SELECT w.name, ranked.br, ",
+            agg_columns!(),
+            " FROM ranked JOIN workflows w ON w.id = ranked.wf",
+            " GROUP BY ranked.wf, ranked.br ORDER BY w.name, ranked.br"
+        )
+    };
+}
+
+const BRANCH_METRICS: [&str; 3] = [
+    branch_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    branch_metrics!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    branch_metrics!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+/// Per (workflow, branch) metrics of the runs in scope.
+pub fn branch_metrics(conn: &Connection, s: &Scope) -> Result<Vec<(String, Option<String>, Agg)>> {
+    all(
+        conn,
+        s.branches.pick(&BRANCH_METRICS),
+        params![s.project, s.start, s.end, s.branches.value(), s.workflow],
+        |r| Ok((r.get(0)?, r.get(1)?, agg_from(r, 2)?)),
+    )
+}
+
+/// Whole-project (or whole-org) totals: one row per project of the given ids (JSON array ?1),
+/// all branches. Additive figures only, so no ranking is needed.
+const PROJECT_TOTALS: &str = concat!(
+    "WITH base AS (SELECT r.project_id AS pid, r.status AS st, r.credits_used AS cr, r.created_at AS at, ",
+    dur!("r"),
+    " AS dur, NULL AS rn, NULL AS n FROM runs r",
+    " WHERE r.project_id IN (SELECT value FROM json_each(?1)) AND r.created_at >= ?2 AND r.created_at < ?3)",
+    " SELECT pid, ",
+    agg_columns!(),
+    " FROM base GROUP BY pid"
+);
+
+/// Additive totals per project id over the window, for the projects in `ids` (a JSON array).
+pub fn project_totals(
+    conn: &Connection,
+    ids: &str,
+    start: i64,
+    end: i64,
+) -> Result<Vec<(i64, Agg)>> {
+    all(conn, PROJECT_TOTALS, params![ids, start, end], |r| {
+        Ok((r.get(0)?, agg_from(r, 1)?))
+    })
+}
+
+/// One run of a workflow as the recent-runs route lists it.
+#[derive(Debug)]
+pub struct RunRow {
+    pub rowid: i64,
+    pub id: String,
+    pub branch: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub credits: i64,
+    pub is_approval: bool,
+    pub duration: Option<i64>,
+}
+
+macro_rules! recent_runs {
+    ($branch:literal) => {
+        concat!(
+            "SELECT r.id, r.ext_id, r.branch, r.status, r.created_at, r.started_at, r.stopped_at,",
+            " r.credits_used, EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.kind = 'approval'), ",
+            dur!("r"),
+            " FROM runs r WHERE r.project_id = ?1 AND ",
+            $branch,
+            " AND r.workflow_id = ?5 AND (?6 IS NULL OR (r.created_at, r.id) < (?6, ?7))",
+            " ORDER BY r.created_at DESC, r.id DESC LIMIT ?8"
+        )
+    };
+}
+
+const RECENT_RUNS: [&str; 3] = [
+    recent_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    recent_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    recent_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+fn run_row(r: &Row) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        rowid: r.get(0)?,
+        id: r.get(1)?,
+        branch: r.get(2)?,
+        status: r.get(3)?,
+        created_at: r.get(4)?,
+        started_at: r.get(5)?,
+        stopped_at: r.get(6)?,
+        credits: r.get(7)?,
+        is_approval: r.get(8)?,
+        duration: r.get(9)?,
+    })
+}
+
+/// Runs of one workflow, newest first, after the (created_at, rowid) position `after`.
+pub fn recent_runs(
+    conn: &Connection,
+    s: &Scope,
+    after: Option<(i64, i64)>,
+    limit: i64,
+) -> Result<Vec<RunRow>> {
+    let (a, b) = after.unzip();
+    all(
+        conn,
+        s.branches.pick(&RECENT_RUNS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            a,
+            b,
+            limit
+        ],
+        run_row,
+    )
+}
+
+macro_rules! job_runs {
+    ($branch:literal) => {
+        concat!(
+            "SELECT j.id, j.ext_id, r.branch, j.status, j.created_at, j.started_at, j.stopped_at,",
+            " j.credits_used, j.kind = 'approval', ",
+            dur!("j"),
+            " FROM runs r JOIN jobs j ON j.run_id = r.id",
+            " WHERE r.project_id = ?1 AND ",
+            $branch,
+            " AND r.workflow_id = ?5 AND j.name = ?9",
+            " AND (?6 IS NULL OR (r.created_at, j.id) < (?6, ?7))",
+            " ORDER BY r.created_at DESC, j.id DESC LIMIT ?8"
+        )
+    };
+}
+
+const JOB_RUNS: [&str; 3] = [
+    job_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    job_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    job_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+/// Runs of one job of a workflow, newest first (by their workflow run's created_at), after
+/// the (run created_at, job rowid) position `after`. `created_at` of each row is the run's.
+pub fn job_runs(
+    conn: &Connection,
+    s: &Scope,
+    job: &str,
+    after: Option<(i64, i64)>,
+    limit: i64,
+) -> Result<Vec<RunRow>> {
+    let (a, b) = after.unzip();
+    all(
+        conn,
+        s.branches.pick(&JOB_RUNS),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            a,
+            b,
+            limit,
+            job
+        ],
+        run_row,
+    )
+}
+
+/// One bucket of the job time series.
+#[derive(Debug)]
+pub struct Bucket {
+    pub name: String,
+    pub at: i64,
+    pub agg: Agg,
+    pub min_started: Option<i64>,
+    pub max_ended: Option<i64>,
+    /// Median credits ×100 (see `pct!`); a float, as credits near 2^63 overflow into one.
+    pub credits_p50_x100: Option<f64>,
+}
+
+macro_rules! job_series {
+    ($branch:literal) => {
+        concat!(
+            "WITH base AS (SELECT j.name AS name, (r.created_at / ?6) * ?6 AS bucket, j.status AS st,",
+            " j.credits_used AS cr, r.created_at AS at, j.started_at AS started, j.stopped_at AS stopped, ",
+            dur!("j"),
+            " AS dur FROM runs r JOIN jobs j ON j.run_id = r.id",
+            " WHERE r.project_id = ?1 AND ",
+            $branch,
+            " AND r.workflow_id = ?5 AND (?7 IS NULL OR (j.name, (r.created_at / ?6) * ?6) > (?7, ?8))),",
+            " ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY name, bucket ORDER BY dur NULLS LAST) AS rn,",
+            " COUNT(dur) OVER (PARTITION BY name, bucket) AS n,",
+            " ROW_NUMBER() OVER (PARTITION BY name, bucket ORDER BY cr) AS crn,",
+            " COUNT(*) OVER (PARTITION BY name, bucket) AS cn FROM base)",
+            " SELECT name, bucket, ",
+            agg_columns!(),
+            ", min(started), max(stopped), ",
+            pct!("cr", "crn", "cn", "50"),
+            " FROM ranked GROUP BY name, bucket ORDER BY name, bucket LIMIT ?9"
+        )
+    };
+}
+
+const JOB_SERIES: [&str; 3] = [
+    job_series!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    job_series!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    job_series!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+/// Per (job name, bucket of `bucket_ms`) metrics, after the (name, bucket) position `after`.
+pub fn job_series(
+    conn: &Connection,
+    s: &Scope,
+    bucket_ms: i64,
+    after: Option<(&str, i64)>,
+    limit: i64,
+) -> Result<Vec<Bucket>> {
+    let (a, b) = after.unzip();
+    all(
+        conn,
+        s.branches.pick(&JOB_SERIES),
+        params![
+            s.project,
+            s.start,
+            s.end,
+            s.branches.value(),
+            s.workflow,
+            bucket_ms,
+            a,
+            b,
+            limit
+        ],
+        |r| {
+            Ok(Bucket {
+                name: r.get(0)?,
+                at: r.get(1)?,
+                agg: agg_from(r, 2)?,
+                min_started: r.get(17)?,
+                max_ended: r.get(18)?,
+                credits_p50_x100: r.get::<_, Option<f64>>(19)?,
+            })
+        },
+    )
+}
+
+/// Distinct branches of a project's runs in the window (optionally of one workflow).
+const BRANCHES: &str = "SELECT DISTINCT r.branch FROM runs r WHERE r.project_id = ?1
+    AND r.created_at >= ?2 AND r.created_at < ?3 AND (?4 IS NULL OR r.workflow_id = ?4)
+    AND r.branch IS NOT NULL ORDER BY r.branch LIMIT 5000";
+
+pub fn branches(
+    conn: &Connection,
+    project: i64,
+    start: i64,
+    end: i64,
+    workflow: Option<i64>,
+) -> Result<Vec<String>> {
+    all(
+        conn,
+        BRANCHES,
+        params![project, start, end, workflow],
+        |r| r.get(0),
+    )
+}
+
+const WORKFLOW_NAMES: &str = "SELECT name FROM workflows WHERE project_id = ?1 ORDER BY name";
+
+pub fn workflow_names(conn: &Connection, project: i64) -> Result<Vec<String>> {
+    all(conn, WORKFLOW_NAMES, [project], |r| r.get(0))
+}
+
+/// A project as this surface needs it.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: i64,
+    pub slug: String,
+    pub default_branch: String,
+}
+
+fn project_row(r: &Row) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(0)?,
+        slug: r.get(1)?,
+        default_branch: r.get(2)?,
+    })
+}
+
+const PROJECT_BY_SLUG: &str = "SELECT id, slug, default_branch FROM projects WHERE slug = ?1";
+
+pub fn project(conn: &Connection, slug: &str) -> Result<Option<Project>> {
+    Ok(conn
+        .prepare_cached(PROJECT_BY_SLUG)?
+        .query_row([slug], project_row)
+        .optional()?)
+}
+
+/// Projects whose slug starts with "vcs/org/" (?1 is that prefix; matched by range, not LIKE,
+/// so `%` and `_` in names mean themselves).
+const PROJECTS_OF_ORG: &str = "SELECT id, slug, default_branch FROM projects
+    WHERE slug > ?1 AND slug < ?1 || x'ff' ORDER BY slug";
+
+pub fn projects_of_org(conn: &Connection, prefix: &str) -> Result<Vec<Project>> {
+    all(conn, PROJECTS_OF_ORG, [prefix], project_row)
+}
+
+const WORKFLOW_ID: &str = "SELECT id FROM workflows WHERE project_id = ?1 AND name = ?2";
+
+pub fn workflow_id(conn: &Connection, project: i64, name: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(WORKFLOW_ID)?
+        .query_row(params![project, name], |r| r.get(0))
+        .optional()?)
+}
+
+/// The test results of the 10 most recent runs of a workflow in scope (no time window).
+macro_rules! recent_tests {
+    ($branch:literal) => {
+        concat!(
+            "WITH recent AS (SELECT r.id, r.ext_id, r.number, r.created_at FROM runs r",
+            " WHERE r.project_id = ?1 AND ",
+            $branch,
+            " AND r.workflow_id = ?5 ORDER BY r.created_at DESC, r.id DESC LIMIT 10),",
+            " res AS (SELECT rc.id AS run, rc.ext_id AS run_ext, rc.number AS number, rc.created_at AS at,",
+            " j.name AS job, t.classname AS cls, t.name AS test, t.file AS file, t.suite AS suite,",
+            " t.result AS result, CAST(round(t.duration * 1000) AS INTEGER) AS dur",
+            " FROM recent rc JOIN jobs j ON j.run_id = rc.id JOIN test_results t ON t.job_id = j.id)"
+        )
+    };
+}
+
+macro_rules! test_runs {
+    ($branch:literal) => {
+        concat!(
+            recent_tests!($branch),
+            " SELECT run_ext, number, sum(result = 'success'), sum(result = 'failure'),",
+            " sum(result = 'error'), sum(result = 'skipped'), count(*)",
+            " FROM res GROUP BY run ORDER BY max(at) DESC, run DESC"
+        )
+    };
+}
+
+const TEST_RUNS: [&str; 3] = [
+    test_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    test_runs!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    test_runs!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+/// Test counts per run: (run id, number, success, failure, error, skipped, total).
+pub type TestRun = (String, i64, i64, i64, i64, i64, i64);
+
+pub fn test_runs(conn: &Connection, s: &Scope) -> Result<Vec<TestRun>> {
+    all(
+        conn,
+        s.branches.pick(&TEST_RUNS),
+        params![
+            s.project,
+            i64::MIN,
+            i64::MAX,
+            s.branches.value(),
+            s.workflow
+        ],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        },
+    )
+}
+
+/// Per-test figures over the recent runs, with two rankings: by failures (most first) and by
+/// p95 duration (slowest first), each with the count of tests tied with it.
+macro_rules! test_stats {
+    ($branch:literal) => {
+        concat!(
+            recent_tests!($branch),
+            ", ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY job, cls, test ORDER BY dur NULLS LAST) AS rn,",
+            " COUNT(dur) OVER (PARTITION BY job, cls, test) AS n FROM res),",
+            " per AS (SELECT job, cls, test, max(file) AS file, max(suite) AS suite, count(*) AS runs,",
+            " sum(result = 'failure' OR result = 'error') AS fails, ",
+            pct!("dur", "rn", "n", "95"),
+            " AS p95 FROM ranked GROUP BY job, cls, test),",
+            " ordered AS (SELECT *,",
+            " ROW_NUMBER() OVER (ORDER BY fails DESC, job, cls, test) AS by_fails,",
+            " COUNT(*) OVER (PARTITION BY fails) AS same_fails,",
+            " ROW_NUMBER() OVER (ORDER BY p95 DESC NULLS LAST, job, cls, test) AS by_p95,",
+            " COUNT(*) OVER (PARTITION BY p95) AS same_p95 FROM per)",
+            " SELECT job, cls, test, file, suite, runs, fails, p95, by_fails, same_fails, by_p95, same_p95",
+            " FROM ordered WHERE (fails > 0 AND by_fails <= 10) OR by_p95 <= 10"
+        )
+    };
+}
+
+const TEST_STATS: [&str; 3] = [
+    test_stats!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch = ?4"),
+    test_stats!("+r.created_at >= ?2 AND +r.created_at < ?3 AND r.branch IN (SELECT value FROM json_each(?4))"),
+    test_stats!("r.created_at >= ?2 AND r.created_at < ?3 AND ?4 IS NULL"),
+];
+
+/// One test's figures over the recent runs.
+#[derive(Debug, Clone)]
+pub struct TestStat {
+    pub job: String,
+    pub classname: Option<String>,
+    pub name: String,
+    pub file: Option<String>,
+    pub suite: Option<String>,
+    pub runs: i64,
+    pub fails: i64,
+    /// p95 of the durations in 1/100 ms.
+    pub p95_x100: Option<i64>,
+    pub by_fails: i64,
+    pub same_fails: i64,
+    pub by_p95: i64,
+    pub same_p95: i64,
+}
+
+pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
+    all(
+        conn,
+        s.branches.pick(&TEST_STATS),
+        params![
+            s.project,
+            i64::MIN,
+            i64::MAX,
+            s.branches.value(),
+            s.workflow
+        ],
+        |r| {
+            Ok(TestStat {
+                job: r.get(0)?,
+                classname: r.get(1)?,
+                name: r.get(2)?,
+                file: r.get(3)?,
+                suite: r.get(4)?,
+                runs: r.get(5)?,
+                fails: r.get(6)?,
+                p95_x100: r.get(7)?,
+                by_fails: r.get(8)?,
+                same_fails: r.get(9)?,
+                by_p95: r.get(10)?,
+                same_p95: r.get(11)?,
+            })
+        },
+    )
+}
+
+/// Flaky tests of a project: results in the window on a known commit, per (job, classname,
+/// name, commit) in (created_at, id) order; a flake is a result that differs (pass vs fail)
+/// from the previous result of the same test on the same commit in the window. Per test: the
+/// number of flakes, the time wasted (the durations of the failing jobs on the commits where
+/// the test flaked), and the run of its latest flake.
+///
+/// flaky_results (src/store/rollups/flaky.rs) holds every result of each test on each commit where it
+/// failed, with the previous result of the same test on the same commit (LAG, kept at
+/// ingest): a result flips within the window when that previous one is in the window too
+/// (rows come in (at, id) order, so it is when its time is) and differs from it. A group (a
+/// test on a commit) is one integer. The window is one range of the table's key, read twice:
+/// its flips (FLAKY_FLIPS), then the rows of the groups that flipped (FLAKY_ROWS), added up
+/// per test here, which is faster than one statement grouping and ranking by the three text
+/// columns; the tests check these figures against the window-function definition over the
+/// raw results.
+const FLAKY_FLIPS: &str = "SELECT grp, job, classname, name, at, result_id, run_id
+    FROM flaky_results
+    WHERE project_id = ?1 AND at >= ?2 AND at < ?3 AND prev_at >= ?2 AND prev_bad <> bad";
+/// Every row of the window, for the failing jobs' durations, files and suites of the groups
+/// that flipped. ?1 project, ?2 start, ?3 end.
+const FLAKY_ROWS: &str = "SELECT grp, bad, job_ms, file, suite FROM flaky_results
+    WHERE project_id = ?1 AND at >= ?2 AND at < ?3";
+/// The runs of the latest flakes, ?1 a JSON array of run ids.
+const FLAKY_RUNS: &str = "SELECT r.id, r.ext_id, r.number, w.name
+    FROM runs r JOIN workflows w ON w.id = r.workflow_id
+    WHERE r.id IN (SELECT value FROM json_each(?1))";
+
+/// One flaky test.
+#[derive(Debug, Clone)]
+pub struct Flaky {
+    pub job: String,
+    pub classname: Option<String>,
+    pub name: String,
+    pub file: Option<String>,
+    pub suite: Option<String>,
+    pub times_flaked: i64,
+    /// Milliseconds.
+    pub time_wasted: i64,
+    pub workflow_created_at: i64,
+    pub workflow_id: String,
+    pub pipeline_number: i64,
+    pub workflow_name: String,
+}
+
+/// A flaky test being added up: its flips, its latest one as (at, result id, run), and the
+/// sums over the rows of its groups that flipped.
+struct FlakySum {
+    key: (String, Option<String>, String),
+    flips: i64,
+    latest: (i64, i64, i64),
+    wasted: i64,
+    file: Option<String>,
+    suite: Option<String>,
+}
+
+/// The flaky tests of a project in [start, end), ordered by job, classname (none first) and
+/// name, as SQL orders text.
+pub fn flaky(conn: &Connection, project: i64, start: i64, end: i64) -> Result<Vec<Flaky>> {
+    let mut tests: Vec<FlakySum> = Vec::new();
+    let mut by_key: HashMap<(String, Option<String>, String), usize> = HashMap::new();
+    // The test of each group that flipped.
+    let mut groups: HashMap<i64, usize> = HashMap::new();
+    let mut stmt = conn.prepare_cached(FLAKY_FLIPS)?;
+    let mut rows = stmt.query(params![project, start, end])?;
+    while let Some(r) = rows.next()? {
+        let latest = (r.get(4)?, r.get(5)?, r.get(6)?);
+        let test = match groups.get(&r.get(0)?) {
+            Some(&t) => t,
+            None => {
+                let key = (r.get(1)?, r.get(2)?, r.get(3)?);
+                let t = *by_key.entry(key).or_insert_with_key(|key| {
+                    tests.push(FlakySum {
+                        key: key.clone(),
+                        flips: 0,
+                        latest,
+                        wasted: 0,
+                        file: None,
+                        suite: None,
+                    });
+                    tests.len() - 1
+                });
+                groups.insert(r.get(0)?, t);
+                t
+            }
+        };
+        let sum = &mut tests[test];
+        sum.flips += 1;
+        sum.latest = sum.latest.max(latest);
+    }
+    drop(rows);
+    if tests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(FLAKY_ROWS)?;
+    let mut rows = stmt.query(params![project, start, end])?;
+    while let Some(r) = rows.next()? {
+        let Some(&test) = groups.get(&r.get(0)?) else {
+            continue;
+        };
+        let sum = &mut tests[test];
+        if r.get::<_, bool>(1)? {
+            sum.wasted = sum
+                .wasted
+                .saturating_add(r.get::<_, Option<i64>>(2)?.unwrap_or(0));
+        }
+        keep_max(&mut sum.file, text(r, 3)?);
+        keep_max(&mut sum.suite, text(r, 4)?);
+    }
+    drop(rows);
+    let ids: Vec<i64> = tests.iter().map(|t| t.latest.2).collect();
+    let ids = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut runs: HashMap<i64, (String, i64, String)> = HashMap::new();
+    let mut stmt = conn.prepare_cached(FLAKY_RUNS)?;
+    let mut rows = stmt.query([ids])?;
+    while let Some(r) = rows.next()? {
+        runs.insert(r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?));
+    }
+    // A test whose latest run is not stored (never the case while the rollups are kept with
+    // the runs) is left out, as a join would.
+    let mut flaky: Vec<Flaky> = tests
+        .into_iter()
+        .filter_map(|t| {
+            let (workflow_id, pipeline_number, workflow_name) = runs.get(&t.latest.2)?.clone();
+            let (job, classname, name) = t.key;
+            Some(Flaky {
+                job,
+                classname,
+                name,
+                file: t.file,
+                suite: t.suite,
+                times_flaked: t.flips,
+                time_wasted: t.wasted,
+                workflow_created_at: t.latest.0,
+                workflow_id,
+                pipeline_number,
+                workflow_name,
+            })
+        })
+        .collect();
+    // Byte order, NULL classnames first: SQL's ORDER BY on these BINARY text columns.
+    flaky.sort_by(|a, b| (&a.job, &a.classname, &a.name).cmp(&(&b.job, &b.classname, &b.name)));
+    Ok(flaky)
+}
+
+/// A TEXT or NULL column, borrowed from the row.
+fn text<'r>(r: &'r Row, i: usize) -> Result<Option<&'r str>> {
+    r.get_ref(i)?
+        .as_str_or_null()
+        .map_err(|e| Error::Internal(format!("column {i}: {e}")))
+}
+
+/// `max()` over text: keeps the larger of `kept` and `v` in byte order, NULLs ignored.
+fn keep_max(kept: &mut Option<String>, v: Option<&str>) {
+    if let Some(v) = v {
+        if kept.as_deref().map_or(true, |k| v > k) {
+            *kept = Some(v.to_owned());
+        }
+    }
+}
+
+/// The statements behind the benchmarked routes that read the runs themselves, by name, for
+/// `EXPLAIN QUERY PLAN` in benches/circleci.rs (one-branch workflows, summary and jobs read the
+/// rollups: rollup.rs). Their parameters are listed in each query's comment; the bench binds
+/// placeholders of the right types.
+pub const BENCHED: &[(&str, &str)] = &[
+    ("flaky-tests: FLAKY_FLIPS", FLAKY_FLIPS),
+    ("flaky-tests: FLAKY_ROWS", FLAKY_ROWS),
+    ("flaky-tests: FLAKY_RUNS", FLAKY_RUNS),
+    (
+        "workflows, summary with all-branches: WORKFLOW_METRICS",
+        WORKFLOW_METRICS[2],
+    ),
+    ("workflows, summary with all-branches: MTTR", MTTR[2]),
+    ("jobs with all-branches: JOB_METRICS", JOB_METRICS[2]),
+];

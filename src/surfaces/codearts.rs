@@ -1,0 +1,324 @@
+//! The CodeArts surface: `GET /v3/pipelines/{pipeline_id}/status` (docs/codearts.md).
+//!
+//! A pipeline is a workflow, found by its `pipeline_id`; a build is one of its runs. The answer
+//! groups the run's jobs into stages by their `stage`: window functions over the jobs give each
+//! stage its order, its time span and the worst status and outcome of its jobs, so the Rust side
+//! only nests consecutive rows. docs/codearts.md has the status mapping and the decisions made
+//! where the original is silent.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::App;
+use crate::error::{Error, Result};
+use crate::http::{Method, Req, Resp};
+
+/// Answers `/v3/pipelines/*`; `rest` is the path after that prefix.
+pub fn route(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<Resp> {
+    match (req.method, rest) {
+        (Method::Get, [pipeline_id, "status"]) => status(app, conn, req, pipeline_id),
+        (_, [_, "status"]) => Err(Error::MethodNotAllowed("GET")),
+        _ => Err(Error::NotFound(format!(
+            "no route for /v3/pipelines/{}",
+            rest.join("/")
+        ))),
+    }
+}
+
+/// CodeArts' `status` words, by rank: a stage takes the highest rank among its jobs, so a
+/// running job makes its stage running, and a stage is completed only when all its jobs are.
+const STATUS_WORDS: [&str; 5] = ["completed", "waiting", "suspending", "verifying", "running"];
+/// CodeArts' `outcome` words, by rank: a completed stage takes the worst outcome of its jobs.
+const OUTCOME_WORDS: [&str; 3] = ["success", "aborted", "error"];
+
+const SELECT_PIPELINE: &str =
+    "SELECT w.id, w.project_id, w.name, w.pipeline_id FROM workflows w WHERE w.pipeline_id = ?1";
+
+/// The run columns the answer needs.
+macro_rules! run_columns {
+    () => {
+        "r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at, r.created_at,
+        r.detail_url, r.parameters"
+    };
+}
+
+/// The latest run: the highest build number, then the newest. Uses runs_by_workflow_number.
+const LATEST_RUN: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs r WHERE r.workflow_id = ?1
+    ORDER BY r.number DESC, r.created_at DESC, r.id DESC LIMIT 1"
+);
+
+/// The run with build number ?2 (the newest if several share it), else the run whose id is ?3.
+/// ?4 is the pipeline's project. Uses runs_by_workflow_number, then the (project_id, ext_id) key.
+const RUN_BY_BUILD_ID: &str = concat!(
+    "SELECT * FROM (
+        SELECT 0 AS pref, ",
+    run_columns!(),
+    " FROM runs r WHERE r.workflow_id = ?1 AND r.number = ?2
+        UNION ALL
+        SELECT 1 AS pref, ",
+    run_columns!(),
+    " FROM runs r WHERE r.project_id = ?4 AND r.ext_id = ?3 AND r.workflow_id = ?1)
+    ORDER BY pref, number DESC, created_at DESC, id DESC LIMIT 1"
+);
+
+/// The jobs of run ?1 with their stage's figures, in stage order then job order.
+/// A job without a stage is a stage of its own, named after the job. Status ranks index
+/// STATUS_WORDS: queued and waiting jobs wait (an approval waits for a verdict: verifying),
+/// running runs, every terminal status is completed. Outcome ranks index OUTCOME_WORDS:
+/// failed, error and timeout are errors, canceled is aborted, success and skipped succeed.
+/// Uses the jobs' (run_id, ext_id) key.
+const SELECT_STAGED_JOBS: &str = "
+WITH t AS (
+    SELECT j.ext_id, j.name, j.position, j.started_at, j.stopped_at, j.detail_url,
+        j.error_code, j.error_msg,
+        coalesce(j.stage, j.name) AS stage_name,
+        CASE WHEN j.stage IS NULL THEN 'job:' || j.ext_id ELSE 'stage:' || j.stage END AS stage_key,
+        CASE j.status WHEN 'running' THEN 4
+            WHEN 'waiting' THEN CASE WHEN j.kind = 'approval' THEN 3 ELSE 1 END
+            WHEN 'queued' THEN 1 ELSE 0 END AS status_rank,
+        CASE WHEN j.status IN ('failed', 'error', 'timeout') THEN 2
+            WHEN j.status = 'canceled' THEN 1 ELSE 0 END AS outcome_rank
+    FROM jobs j WHERE j.run_id = ?1),
+s AS (
+    SELECT t.*,
+        min(position) OVER stage AS stage_first,
+        min(started_at) OVER stage AS stage_start,
+        max(stopped_at) OVER stage AS stage_stop,
+        max(status_rank) OVER stage AS stage_status,
+        max(outcome_rank) OVER stage AS stage_outcome,
+        max(status_rank) OVER () AS run_status
+    FROM t WINDOW stage AS (PARTITION BY stage_key))
+SELECT ext_id, name, started_at, stopped_at, detail_url, error_code, error_msg, status_rank,
+    outcome_rank, stage_key, stage_name, stage_start, stage_stop, stage_status, stage_outcome,
+    dense_rank() OVER (ORDER BY stage_first, stage_key) AS stage_number, run_status
+FROM s ORDER BY stage_first, stage_key, position";
+
+/// A time as CodeArts writes it: "YYYY-MM-DD HH:MM:SS" at the UTC offset.
+fn local_time(ms: i64, offset_min: i32) -> String {
+    let t =
+        OffsetDateTime::from_unix_timestamp((ms + i64::from(offset_min) * 60_000).div_euclid(1000))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// "HH:MM:SS" of a duration (hours may pass 99); negative durations count as zero.
+fn elapsed(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Times, elapsed time, status and outcome of a run, stage or task.
+struct Progress {
+    start: Option<i64>,
+    end: Option<i64>,
+    status_rank: u8,
+    outcome_rank: u8,
+}
+
+impl Progress {
+    /// The fields every entry shares. An entry still in progress has no end and its elapsed
+    /// time runs to now; a completed one without times has none.
+    fn fields(&self, now: i64, offset: i32) -> [(&'static str, Value); 5] {
+        let completed = self.status_rank == 0;
+        let end = if completed { self.end } else { None };
+        let took = match (self.start, end) {
+            (Some(s), Some(e)) => e - s,
+            (Some(s), None) if !completed => now - s,
+            _ => 0,
+        };
+        [
+            (
+                "start_time",
+                json!(self.start.map(|t| local_time(t, offset))),
+            ),
+            ("end_time", json!(end.map(|t| local_time(t, offset)))),
+            ("elapsed_time", json!(elapsed(took))),
+            (
+                "status",
+                json!(STATUS_WORDS[usize::from(self.status_rank.min(4))]),
+            ),
+            (
+                "outcome",
+                json!(completed.then(|| OUTCOME_WORDS[usize::from(self.outcome_rank.min(2))])),
+            ),
+        ]
+    }
+}
+
+fn entry(base: Value, p: &Progress, now: i64, offset: i32) -> Value {
+    let mut v = base;
+    for (k, x) in p.fields(now, offset) {
+        v[k] = x;
+    }
+    v
+}
+
+/// A run row: (rowid, number, actor, status, started, stopped, created, detail_url, parameters).
+type RunRow = (
+    i64,
+    i64,
+    Option<String>,
+    String,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
+fn run_row(r: &Row, at: usize) -> rusqlite::Result<RunRow> {
+    Ok((
+        r.get(at)?,
+        r.get(at + 1)?,
+        r.get(at + 2)?,
+        r.get(at + 3)?,
+        r.get(at + 4)?,
+        r.get(at + 5)?,
+        r.get(at + 6)?,
+        r.get(at + 7)?,
+        r.get(at + 8)?,
+    ))
+}
+
+/// (status rank, outcome rank) of a run's status, as for jobs (see SELECT_STAGED_JOBS).
+fn ranks(status: &str, waiting_for_approval: bool) -> (u8, u8) {
+    let status_rank = match status {
+        "running" => 4,
+        "waiting" if waiting_for_approval => 3,
+        "queued" | "waiting" => 1,
+        _ => 0,
+    };
+    let outcome_rank = match status {
+        "failed" | "error" | "timeout" => 2,
+        "canceled" => 1,
+        _ => 0,
+    };
+    (status_rank, outcome_rank)
+}
+
+fn status(app: &App, conn: &Connection, req: &Req, pipeline_id: &str) -> Result<Resp> {
+    let (workflow_id, project_id, name, pipeline_id): (i64, i64, String, String) = conn
+        .prepare_cached(SELECT_PIPELINE)?
+        .query_row([pipeline_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("no pipeline with id {pipeline_id:?}")))?;
+    let build_id = req.param("build_id").filter(|b| !b.is_empty());
+    let run = match build_id {
+        None => conn
+            .prepare_cached(LATEST_RUN)?
+            .query_row([workflow_id], |r| run_row(r, 0))
+            .optional()?,
+        Some(b) => conn
+            .prepare_cached(RUN_BY_BUILD_ID)?
+            .query_row(
+                params![workflow_id, b.parse::<i64>().ok(), b, project_id],
+                |r| run_row(r, 1),
+            )
+            .optional()?,
+    };
+    let Some((run_id, number, actor, run_status, started, stopped, created, url, parameters)) = run
+    else {
+        return Err(Error::NotFound(match build_id {
+            Some(b) => format!("pipeline {pipeline_id:?} has no build {b:?}"),
+            None => format!("pipeline {pipeline_id:?} has no build yet"),
+        }));
+    };
+
+    let (now, offset) = (app.now_ms(), app.settings.utc_offset);
+    let mut states: Vec<Value> = Vec::new();
+    let mut current_stage: Option<String> = None;
+    let mut approval_waiting = false;
+    let mut stmt = conn.prepare_cached(SELECT_STAGED_JOBS)?;
+    let mut rows = stmt.query([run_id])?;
+    while let Some(r) = rows.next()? {
+        let stage_key: String = r.get(9)?;
+        approval_waiting = r.get::<_, u8>(16)? == 3;
+        if current_stage.as_deref() != Some(stage_key.as_str()) {
+            let stage = Progress {
+                start: r.get(11)?,
+                end: r.get(12)?,
+                status_rank: r.get(13)?,
+                outcome_rank: r.get(14)?,
+            };
+            let base = json!({
+                "id": format!("stage_{}", r.get::<_, i64>(15)?),
+                "name": r.get::<_, String>(10)?,
+                "type": "stage",
+                "error_code": null,
+                "error_msg": null,
+                "detail_url": null,
+                "children": [],
+            });
+            states.push(entry(base, &stage, now, offset));
+            current_stage = Some(stage_key);
+        }
+        let task = Progress {
+            start: r.get(2)?,
+            end: r.get(3)?,
+            status_rank: r.get(7)?,
+            outcome_rank: r.get(8)?,
+        };
+        let base = json!({
+            "id": r.get::<_, String>(0)?,
+            "name": r.get::<_, String>(1)?,
+            "type": "task",
+            "error_code": r.get::<_, Option<String>>(5)?,
+            "error_msg": r.get::<_, Option<String>>(6)?,
+            "detail_url": r.get::<_, Option<String>>(4)?,
+            "children": [],
+        });
+        if let Some(children) = states.last_mut().and_then(|s| s["children"].as_array_mut()) {
+            children.push(entry(base, &task, now, offset));
+        }
+    }
+
+    let (status_rank, outcome_rank) = ranks(&run_status, approval_waiting);
+    let run = Progress {
+        start: started.or(Some(created)),
+        end: stopped,
+        status_rank,
+        outcome_rank,
+    };
+    let parameters = parameters
+        .and_then(|p| serde_json::from_str::<Value>(&p).ok())
+        .unwrap_or_else(|| json!([]));
+    let base = json!({
+        "pipeline_id": pipeline_id,
+        "pipeline_name": name,
+        "executor": actor,
+        "build_id": number.to_string(),
+        "parameters": parameters,
+        "detail_url": url,
+        "states": states,
+    });
+    Ok(Resp::json(200, &entry(base, &run, now, offset)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codearts_times() {
+        // 1709287200000 is 2024-03-01T10:00:00Z; at +08:00 that is 18:00.
+        assert_eq!(local_time(1_709_287_200_000, 480), "2024-03-01 18:00:00");
+        assert_eq!(local_time(1_709_287_200_999, -60), "2024-03-01 09:00:00");
+        assert_eq!(elapsed(3_723_000), "01:02:03");
+        assert_eq!(elapsed(-5), "00:00:00");
+        assert_eq!(elapsed(360_000_000), "100:00:00");
+    }
+}

@@ -1,0 +1,37 @@
+//! The surfaces: each answers one API family in the shapes its original's clients speak, from
+//! the store's tables. They get a request already authenticated and read (`http::Req`) and the
+//! daemon's shared state (`App`); the server routes to them.
+
+pub mod apigee;
+pub mod circleci;
+pub mod codearts;
+pub mod native;
+pub mod webhooks;
+pub mod zadig;
+
+use crate::model::times;
+use crate::store::writer::Writer;
+
+/// What the surfaces need to know of the daemon's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Minutes east of UTC for calendar days.
+    pub utc_offset: i32,
+    pub github_secret: Option<String>,
+    pub gitlab_secret: Option<String>,
+    /// A fixed "now" in UTC milliseconds, replacing the clock.
+    pub now: Option<i64>,
+}
+
+/// State shared by every worker: the settings and the handle of the one writer.
+pub struct App {
+    pub settings: Settings,
+    pub writer: Writer,
+}
+
+impl App {
+    /// The current time, or the fixed `--now`.
+    pub fn now_ms(&self) -> i64 {
+        self.settings.now.unwrap_or_else(times::now_ms)
+    }
+}
