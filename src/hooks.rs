@@ -11,13 +11,8 @@ pub use crate::store::default_pipeline_id;
 pub use crate::store::functions::register as register_functions;
 pub use crate::surfaces::apigee::explain;
 
-/// The rollup families' rebuilds, which the tests compare with their upkeep.
-pub mod rebuild {
-    pub use crate::store::rollups::apigee::rebuild as apigee;
-    pub use crate::store::rollups::circleci::rebuild as circleci;
-    pub use crate::store::rollups::flaky::rebuild as flaky;
-    pub use crate::store::zadig_rebuild as zadig;
-}
+/// Every rollup family's rebuild, by name, which the tests compare with its upkeep.
+pub use crate::store::rollups::REBUILDS;
 
 /// The CircleCI surface's figures by both paths (rollups and window functions), and the
 /// statements its bench times.

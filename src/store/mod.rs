@@ -5,14 +5,16 @@
 //! sends is ever pasted into SQL. Writers are called inside a transaction their caller opened
 //! IMMEDIATE; they take `&Connection` because a `Transaction` derefs to one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, Row, ToSql};
+use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
+use rollups::zadig::Known;
+use rollups::{any_failing, New, Old, OldJob, OldRun, Rollups, RunPlace};
 
 pub mod bulk;
 pub mod db;
@@ -48,37 +50,15 @@ pub struct Counts {
     pub updated: u64,
 }
 
-/// What the writers of one transaction remember: project and workflow rows, test case and
-/// artifact numbers looked up (so a batch of runs does not query them once per run), and the
-/// rollup counts its writes added that `flush` has not written yet. Forget it (`clear`)
-/// whenever a savepoint rolls back.
+/// What the writers of one transaction remember: project and workflow rows (so a batch of
+/// runs does not query them once per run), and every rollup family's sums that `flush` has
+/// not written yet (with the Zadig family's test case and artifact numbers). Forget it
+/// (`clear`) whenever a savepoint rolls back.
 #[derive(Default)]
 pub struct Ids {
     projects: HashMap<String, ProjectRow>,
     workflows: HashMap<(i64, String), WorkflowRow>,
-    /// Test case and artifact numbers looked up or created.
-    known: Known,
     rollups: Rollups,
-    /// CircleCI rollup figures not written yet (src/store/rollups/circleci.rs).
-    insights: rollups::circleci::Pending,
-    flaky: rollups::flaky::Pending,
-    /// Apigee rollup changes not written yet (src/store/rollups/apigee.rs).
-    apigee: rollups::apigee::Pending,
-}
-
-/// Counts added to the Zadig rollups and not written yet, summed per rollup row (ordered by
-/// key, so `flush` writes each table in key order).
-#[derive(Default)]
-struct Rollups {
-    /// zadig_workflow_buckets: (workflow, bucket) → n.
-    workflows: BTreeMap<(i64, i64), i64>,
-    /// zadig_job_buckets: (project, kind, bucket, production) → finished, success, timeout,
-    /// failed, duration_ms, timed.
-    series: BTreeMap<(i64, &'static str, i64, bool), [i64; 6]>,
-    /// zadig_artifact_buckets: (project, bucket, artifact) → n.
-    artifacts: BTreeMap<(i64, i64, i64), i64>,
-    /// zadig_case_buckets: (case, bucket) → n.
-    cases: BTreeMap<(i64, i64), i64>,
 }
 
 struct ProjectRow {
@@ -102,55 +82,16 @@ impl Ids {
     /// A transaction's memory that starts from what committed transactions learned: test case
     /// and artifact numbers, which stay true once committed (their rows are never deleted).
     pub fn resume(known: Known) -> Ids {
-        Ids {
-            known,
-            ..Ids::default()
-        }
+        let mut ids = Ids::default();
+        ids.rollups.zadig = rollups::zadig::Pending::resume(known);
+        ids
     }
 
     /// The numbers this transaction looked up or created, to `resume` the next one from; call
     /// it only once the transaction committed. Forgets them all once they hold more than
     /// `KNOWN_MAX_BYTES`, so that a writer's memory stays bounded.
     pub fn into_known(self) -> Known {
-        if self.known.bytes > KNOWN_MAX_BYTES {
-            return Known::default();
-        }
-        self.known
-    }
-}
-
-/// About how much memory the numbers `Known` keeps may take: names are up to 1 KiB, so this
-/// is over 1,300 test cases at the least, and some 20,000 with 100 bytes of names each.
-const KNOWN_MAX_BYTES: usize = 4 << 20;
-/// What one remembered number takes beside its names: the map's slot and the strings' heads.
-const NUMBER_OVERHEAD: usize = 100;
-
-/// Test case and artifact numbers of committed transactions, kept by a long-lived writer
-/// (`serve`'s) so that each group of requests does not look up again the 20 cases of a run.
-#[derive(Default)]
-pub struct Known {
-    /// zadig_test_cases.id by (project, suite, classname, name).
-    cases: HashMap<CaseKey, i64>,
-    /// zadig_artifacts.id by name.
-    artifacts: HashMap<String, i64>,
-    /// About how much memory `cases` and `artifacts` hold.
-    bytes: usize,
-}
-
-type CaseKey = (i64, Option<String>, Option<String>, String);
-
-impl Known {
-    fn add_case(&mut self, key: CaseKey, id: i64) {
-        self.bytes += NUMBER_OVERHEAD
-            + key.1.as_ref().map_or(0, String::len)
-            + key.2.as_ref().map_or(0, String::len)
-            + key.3.len();
-        self.cases.insert(key, id);
-    }
-
-    fn add_artifact(&mut self, name: &str, id: i64) {
-        self.bytes += NUMBER_OVERHEAD + name.len();
-        self.artifacts.insert(name.to_owned(), id);
+        self.rollups.zadig.into_known()
     }
 }
 
@@ -299,18 +240,14 @@ fn ensure_pipeline_id_free(conn: &Connection, pipeline_id: &str) -> Result<()> {
 }
 
 /// Writes what `ids` holds back: the remembered highest build numbers to their workflows, and
-/// the rollup counts added since the last flush (`zadig_flush`, `rollups::circleci::flush`,
-/// `rollups::apigee::flush`). Call it before committing.
+/// every rollup family's sums since the last flush. Call it before committing.
 pub fn flush(conn: &Connection, ids: &mut Ids) -> Result<()> {
     for row in ids.workflows.values_mut().filter(|w| w.dirty) {
         conn.prepare_cached(UPDATE_MAX_NUMBER)?
             .execute(params![row.id, row.max_number])?;
         row.dirty = false;
     }
-    zadig_flush(conn, &mut ids.rollups)?;
-    rollups::circleci::flush(conn, &mut ids.insights)?;
-    rollups::flaky::flush(conn, &mut ids.flaky)?;
-    rollups::apigee::flush(conn, &mut ids.apigee)
+    ids.rollups.flush(conn)
 }
 
 /// Whether a delivery with `new` status and stop time replaces the stored one (docs/api.md):
@@ -326,17 +263,52 @@ fn is_fresher(new: Status, new_stop: Option<i64>, old: Status, old_stop: Option<
     }
 }
 
-const SELECT_RUN_STATE: &str = "SELECT id, status, stopped_at, workflow_id, commit_sha FROM runs
-    WHERE project_id = ?1 AND ext_id = ?2";
+/// A stored run's old state, the one read a write makes of it: every rollup family takes out
+/// what it counted from this (`rollups::Old::Run`).
+const SELECT_OLD_RUN: &str = "SELECT id, workflow_id, branch, commit_sha, status, created_at,
+    started_at, stopped_at, credits_used, rec_from, rec_ms
+    FROM runs WHERE project_id = :project_id AND ext_id = :ext_id";
 const INSERT_RUN: &str = "INSERT INTO runs (project_id, workflow_id, ext_id, number, branch,
     commit_sha, actor, trigger, committed_at, status, created_at, started_at, stopped_at,
     credits_used, detail_url, parameters)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
-const UPDATE_RUN: &str = "UPDATE runs SET workflow_id = ?2, number = coalesce(?3, number),
-    branch = ?4, commit_sha = ?5, actor = ?6, trigger = ?7, committed_at = ?8, status = ?9,
-    created_at = ?10, started_at = ?11, stopped_at = ?12, credits_used = ?13, detail_url = ?14,
-    parameters = ?15, rec_from = NULL, rec_ms = NULL
-    WHERE id = ?1";
+    VALUES (:project_id, :workflow_id, :ext_id, :number, :branch, :commit_sha, :actor, :trigger,
+    :committed_at, :status, :created_at, :started_at, :stopped_at, :credits_used, :detail_url,
+    :parameters)";
+/// Clears the run's recovery: the CircleCI family recomputes it once the run is written.
+const UPDATE_RUN: &str = "UPDATE runs SET workflow_id = :workflow_id,
+    number = coalesce(:number, number), branch = :branch, commit_sha = :commit_sha,
+    actor = :actor, trigger = :trigger, committed_at = :committed_at, status = :status,
+    created_at = :created_at, started_at = :started_at, stopped_at = :stopped_at,
+    credits_used = :credits_used, detail_url = :detail_url, parameters = :parameters,
+    rec_from = NULL, rec_ms = NULL
+    WHERE id = :id";
+
+/// The stored state of run (`project_id`, `ext_id`), if there is one.
+fn old_run(conn: &Connection, project_id: i64, ext_id: &str) -> Result<Option<OldRun>> {
+    Ok(conn
+        .prepare_cached(SELECT_OLD_RUN)?
+        .query_row(
+            named_params! {":project_id": project_id, ":ext_id": ext_id},
+            |r| {
+                Ok(OldRun {
+                    id: r.get("id")?,
+                    project_id,
+                    workflow_id: r.get("workflow_id")?,
+                    ext_id: ext_id.to_owned(),
+                    branch: r.get("branch")?,
+                    commit: r.get("commit_sha")?,
+                    status: r.get("status")?,
+                    created_at: r.get("created_at")?,
+                    started_at: r.get("started_at")?,
+                    stopped_at: r.get("stopped_at")?,
+                    credits_used: r.get("credits_used")?,
+                    rec_from: r.get("rec_from")?,
+                    rec_ms: r.get("rec_ms")?,
+                })
+            },
+        )
+        .optional()?)
+}
 
 /// What one upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,173 +354,146 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
         run.pipeline_id.as_deref(),
     )?;
     let workflow_id = wf.id;
-    let existing = conn
-        .prepare_cached(SELECT_RUN_STATE)?
-        .query_row(params![project_id, run.id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Status>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<String>>(4)?,
-            ))
-        })
-        .optional()?;
-    let failing = run
-        .jobs
-        .iter()
-        .any(|j| j.tests.as_deref().is_some_and(any_failing));
-    match existing {
-        None => {
-            let number = run.number.unwrap_or(wf.max_number + 1);
-            if number > wf.max_number {
-                wf.max_number = number;
-                wf.dirty = true;
-            }
-            // A plain INSERT, not INSERT … RETURNING: SQLite buffers RETURNING rows in a
-            // temporary table, which costs more than reading the new rowid back.
-            conn.prepare_cached(INSERT_RUN)?.execute(params![
-                project_id,
-                workflow_id,
-                run.id,
-                number,
-                run.branch,
-                run.commit,
-                run.actor,
-                run.trigger,
-                run.committed_at,
-                run.status,
-                run.created_at,
-                run.started_at,
-                run.stopped_at,
-                run.credits_used,
-                run.detail_url,
-                run.parameters
-            ])?;
-            let run_id = conn.last_insert_rowid();
-            rollups::circleci::added(
-                conn,
-                &mut ids.insights,
-                run_id,
-                (project_id, workflow_id),
-                run,
-                None,
-            )?;
-            rollups::flaky::mark(&mut ids.flaky, project_id, run.commit.as_deref(), failing);
-            rollups::apigee::run_added(
-                conn,
-                &mut ids.apigee,
-                run_id,
+    let Some(old) = old_run(conn, project_id, &run.id)? else {
+        let number = run.number.unwrap_or(wf.max_number + 1);
+        if number > wf.max_number {
+            wf.max_number = number;
+            wf.dirty = true;
+        }
+        // A plain INSERT, not INSERT … RETURNING: SQLite buffers RETURNING rows in a
+        // temporary table, which costs more than reading the new rowid back.
+        conn.prepare_cached(INSERT_RUN)?.execute(named_params! {
+            ":project_id": project_id,
+            ":workflow_id": workflow_id,
+            ":ext_id": run.id,
+            ":number": number,
+            ":branch": run.branch,
+            ":commit_sha": run.commit,
+            ":actor": run.actor,
+            ":trigger": run.trigger,
+            ":committed_at": run.committed_at,
+            ":status": run.status,
+            ":created_at": run.created_at,
+            ":started_at": run.started_at,
+            ":stopped_at": run.stopped_at,
+            ":credits_used": run.credits_used,
+            ":detail_url": run.detail_url,
+            ":parameters": run.parameters,
+        })?;
+        let run_id = conn.last_insert_rowid();
+        ids.rollups.written(
+            conn,
+            New::Run {
+                id: run_id,
                 project_id,
                 workflow_id,
                 run,
-                None,
-            )?;
-            // The run's job rows first, then what each job adds: a statement run several
-            // times in a row stays in the processor's caches.
-            let mut job_ids = Vec::with_capacity(run.jobs.len());
-            for (position, job) in run.jobs.iter().enumerate() {
-                job_ids.push(insert_job_row(
-                    conn,
-                    run_id,
-                    project_id,
-                    position as i64,
-                    job,
-                )?);
-            }
-            for (job, job_id) in run.jobs.iter().zip(job_ids) {
-                let place = Place::of(project_id, workflow_id, job);
-                job_added(conn, ids, run_id, &place, job)?;
-                if let Some(tests) = &job.tests {
-                    insert_tests(conn, ids, job_id, run_id, &place, tests)?;
-                }
-            }
-            Ok(Upsert::Created)
+                old: None,
+            },
+        )?;
+        let at = RunPlace {
+            run_id,
+            project_id,
+            workflow_id,
+            commit: run.commit.as_deref(),
+        };
+        // The run's job rows first, then what each job adds: a statement run several times in
+        // a row stays in the processor's caches.
+        let mut job_ids = Vec::with_capacity(run.jobs.len());
+        for (position, job) in run.jobs.iter().enumerate() {
+            job_ids.push(insert_job_row(conn, &at, position as i64, job)?);
         }
-        Some((run_id, old_status, old_stop, old_workflow, old_sha)) => {
-            let mut updated = false;
-            let mut run_workflow = old_workflow;
-            if is_fresher(run.status, run.stopped_at, old_status, old_stop) {
-                if let Some(n) = run.number.filter(|n| *n > wf.max_number) {
-                    wf.max_number = n;
-                    wf.dirty = true;
-                }
-                zadig_run_workflow(conn, run_id, workflow_id)?;
-                let old = rollups::circleci::removing(conn, &mut ids.insights, run_id)?;
-                let old_workflow = rollups::apigee::run_removing(conn, &mut ids.apigee, run_id)?;
-                conn.prepare_cached(UPDATE_RUN)?.execute(params![
-                    run_id,
-                    workflow_id,
-                    run.number,
-                    run.branch,
-                    run.commit,
-                    run.actor,
-                    run.trigger,
-                    run.committed_at,
-                    run.status,
-                    run.created_at,
-                    run.started_at,
-                    run.stopped_at,
-                    run.credits_used,
-                    run.detail_url,
-                    run.parameters
-                ])?;
-                rollups::circleci::added(
-                    conn,
-                    &mut ids.insights,
-                    run_id,
-                    (project_id, workflow_id),
-                    run,
-                    Some(old),
-                )?;
-                // A run moved to another commit takes its stored results, failing ones too.
-                let moved = run.commit != old_sha;
-                rollups::flaky::mark(
-                    &mut ids.flaky,
-                    project_id,
-                    run.commit.as_deref(),
-                    moved || failing,
-                );
-                rollups::apigee::run_added(
-                    conn,
-                    &mut ids.apigee,
-                    run_id,
-                    project_id,
-                    workflow_id,
-                    run,
-                    Some(old_workflow),
-                )?;
-                updated = true;
-                run_workflow = workflow_id;
+        for (job, job_id) in run.jobs.iter().zip(job_ids) {
+            let written = New::Job {
+                id: job_id,
+                at,
+                job,
+                kept_tests: false,
+            };
+            ids.rollups.written(conn, written)?;
+            if let Some(tests) = &job.tests {
+                insert_tests(conn, ids, job_id, &at, job, tests)?;
             }
-            // The run's commit before the write (the same as after it, unless moved).
-            rollups::flaky::mark(&mut ids.flaky, project_id, old_sha.as_deref(), failing);
-            for job in &run.jobs {
-                merge_job(conn, ids, run_id, project_id, run_workflow, job)?;
-            }
-            Ok(if updated {
-                Upsert::Updated
-            } else {
-                Upsert::Stale
-            })
         }
+        return Ok(Upsert::Created);
+    };
+    let fresher = is_fresher(run.status, run.stopped_at, old.status, old.stopped_at);
+    if fresher {
+        if let Some(n) = run.number.filter(|n| *n > wf.max_number) {
+            wf.max_number = n;
+            wf.dirty = true;
+        }
+        ids.rollups.replacing(conn, Old::Run(&old))?;
+        conn.prepare_cached(UPDATE_RUN)?.execute(named_params! {
+            ":id": old.id,
+            ":workflow_id": workflow_id,
+            ":number": run.number,
+            ":branch": run.branch,
+            ":commit_sha": run.commit,
+            ":actor": run.actor,
+            ":trigger": run.trigger,
+            ":committed_at": run.committed_at,
+            ":status": run.status,
+            ":created_at": run.created_at,
+            ":started_at": run.started_at,
+            ":stopped_at": run.stopped_at,
+            ":credits_used": run.credits_used,
+            ":detail_url": run.detail_url,
+            ":parameters": run.parameters,
+        })?;
+        let written = New::Run {
+            id: old.id,
+            project_id,
+            workflow_id,
+            run,
+            old: Some(&old),
+        };
+        ids.rollups.written(conn, written)?;
     }
+    // The jobs merge into the run as it is stored now.
+    let at = if fresher {
+        RunPlace {
+            run_id: old.id,
+            project_id,
+            workflow_id,
+            commit: run.commit.as_deref(),
+        }
+    } else {
+        RunPlace {
+            run_id: old.id,
+            project_id,
+            workflow_id: old.workflow_id,
+            commit: old.commit.as_deref(),
+        }
+    };
+    for job in &run.jobs {
+        merge_job(conn, ids, &at, job)?;
+    }
+    Ok(if fresher {
+        Upsert::Updated
+    } else {
+        Upsert::Stale
+    })
 }
 
 const INSERT_JOB: &str = "INSERT INTO jobs (run_id, project_id, ext_id, position, name, stage,
     kind, status, created_at, started_at, stopped_at, credits_used, detail_url, error_code,
     error_msg, env, cluster, service, service_type, production, artifacts)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-    ?20, ?21)";
-const SELECT_JOB_STATE: &str =
-    "SELECT id, status, stopped_at FROM jobs WHERE run_id = ?1 AND ext_id = ?2";
+    VALUES (:run_id, :project_id, :ext_id, :position, :name, :stage, :kind, :status, :created_at,
+    :started_at, :stopped_at, :credits_used, :detail_url, :error_code, :error_msg, :env, :cluster,
+    :service, :service_type, :production, :artifacts)";
+/// A stored job's old state, the one read a write makes of it (`rollups::Old::Job`).
+const SELECT_OLD_JOB: &str = "SELECT id, name, status, created_at, started_at, stopped_at,
+    credits_used FROM jobs WHERE run_id = :run_id AND ext_id = :ext_id";
 const NEXT_JOB_POSITION: &str =
     "SELECT coalesce(max(position), -1) + 1 FROM jobs WHERE run_id = ?1";
-const UPDATE_JOB: &str = "UPDATE jobs SET name = ?2, stage = ?3, kind = ?4, status = ?5,
-    created_at = ?6, started_at = ?7, stopped_at = ?8, credits_used = ?9, detail_url = ?10,
-    error_code = ?11, error_msg = ?12, env = ?13, cluster = ?14, service = ?15,
-    service_type = ?16, production = ?17, artifacts = ?18
-    WHERE id = ?1";
+const UPDATE_JOB: &str = "UPDATE jobs SET name = :name, stage = :stage, kind = :kind,
+    status = :status, created_at = :created_at, started_at = :started_at,
+    stopped_at = :stopped_at, credits_used = :credits_used, detail_url = :detail_url,
+    error_code = :error_code, error_msg = :error_msg, env = :env, cluster = :cluster,
+    service = :service, service_type = :service_type, production = :production,
+    artifacts = :artifacts
+    WHERE id = :id";
 const DELETE_JOB_TESTS: &str = "DELETE FROM test_results WHERE job_id = ?1";
 /// The INSERTs of test results write up to 2^TEST_ROWS_LOG rows each, in power-of-two
 /// sizes (20 cases: one statement of 16 rows and one of 4): a few statements a job instead of
@@ -588,142 +533,145 @@ fn artifacts_json(job: &Job) -> Option<String> {
 fn insert_job(
     conn: &Connection,
     ids: &mut Ids,
-    run_id: i64,
-    place: &Place,
+    at: &RunPlace,
     position: i64,
     job: &Job,
 ) -> Result<i64> {
-    let id = insert_job_row(conn, run_id, place.project_id, position, job)?;
-    job_added(conn, ids, run_id, place, job)?;
+    let id = insert_job_row(conn, at, position, job)?;
+    let written = New::Job {
+        id,
+        at: *at,
+        job,
+        kept_tests: false,
+    };
+    ids.rollups.written(conn, written)?;
     Ok(id)
 }
 
-/// Inserts one job's row, and nothing else; returns its row id. Count it with `job_added`.
-fn insert_job_row(
-    conn: &Connection,
-    run_id: i64,
-    project_id: i64,
-    position: i64,
-    job: &Job,
-) -> Result<i64> {
-    conn.prepare_cached(INSERT_JOB)?.execute(params![
-        run_id,
-        project_id,
-        job.id,
-        position,
-        job.name,
-        job.stage,
-        job.kind,
-        job.status,
-        job.created_at,
-        job.started_at,
-        job.stopped_at,
-        job.credits_used,
-        job.detail_url,
-        job.error_code,
-        job.error_msg,
-        job.env,
-        job.cluster,
-        job.service,
-        job.service_type,
-        job.production,
-        artifacts_json(job)
-    ])?;
+/// Inserts one job's row, and nothing else; returns its row id. Count it with `New::Job`.
+fn insert_job_row(conn: &Connection, at: &RunPlace, position: i64, job: &Job) -> Result<i64> {
+    conn.prepare_cached(INSERT_JOB)?.execute(named_params! {
+        ":run_id": at.run_id,
+        ":project_id": at.project_id,
+        ":ext_id": job.id,
+        ":position": position,
+        ":name": job.name,
+        ":stage": job.stage,
+        ":kind": job.kind,
+        ":status": job.status,
+        ":created_at": job.created_at,
+        ":started_at": job.started_at,
+        ":stopped_at": job.stopped_at,
+        ":credits_used": job.credits_used,
+        ":detail_url": job.detail_url,
+        ":error_code": job.error_code,
+        ":error_msg": job.error_msg,
+        ":env": job.env,
+        ":cluster": job.cluster,
+        ":service": job.service,
+        ":service_type": job.service_type,
+        ":production": job.production,
+        ":artifacts": artifacts_json(job),
+    })?;
     Ok(conn.last_insert_rowid())
 }
 
-/// Counts a job just inserted into run `run_id` into every rollup.
-fn job_added(
-    conn: &Connection,
-    ids: &mut Ids,
-    run_id: i64,
-    place: &Place,
-    job: &Job,
-) -> Result<()> {
-    zadig_job_added(conn, ids, place, job)?;
-    rollups::circleci::job_added(conn, &mut ids.insights, run_id, job)?;
-    rollups::apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
-    Ok(())
-}
-
-/// Adds or (when fresher) updates one job of a stored run; its tests, when given, replace
-/// the job's stored tests.
-fn merge_job(
-    conn: &Connection,
-    ids: &mut Ids,
-    run_id: i64,
-    project_id: i64,
-    workflow_id: i64,
-    job: &Job,
-) -> Result<()> {
-    let place = Place::of(project_id, workflow_id, job);
-    let existing = conn
-        .prepare_cached(SELECT_JOB_STATE)?
-        .query_row(params![run_id, job.id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Status>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        })
+/// Adds or (when fresher) updates one job of the stored run `at`; its tests, when given,
+/// replace the job's stored tests.
+fn merge_job(conn: &Connection, ids: &mut Ids, at: &RunPlace, job: &Job) -> Result<()> {
+    let old = conn
+        .prepare_cached(SELECT_OLD_JOB)?
+        .query_row(
+            named_params! {":run_id": at.run_id, ":ext_id": job.id},
+            |r| {
+                Ok(OldJob {
+                    id: r.get("id")?,
+                    run_id: at.run_id,
+                    project_id: at.project_id,
+                    workflow_id: at.workflow_id,
+                    name: r.get("name")?,
+                    status: r.get("status")?,
+                    created_at: r.get("created_at")?,
+                    started_at: r.get("started_at")?,
+                    stopped_at: r.get("stopped_at")?,
+                    credits_used: r.get("credits_used")?,
+                })
+            },
+        )
         .optional()?;
-    let job_id = match existing {
+    let job_id = match old {
         None => {
             let position: i64 = conn
                 .prepare_cached(NEXT_JOB_POSITION)?
-                .query_row([run_id], |r| r.get(0))?;
-            insert_job(conn, ids, run_id, &place, position, job)?
+                .query_row([at.run_id], |r| r.get(0))?;
+            insert_job(conn, ids, at, position, job)?
         }
-        Some((job_id, old_status, old_stop)) => {
-            if !is_fresher(job.status, job.stopped_at, old_status, old_stop) {
+        Some(old) => {
+            if !is_fresher(job.status, job.stopped_at, old.status, old.stopped_at) {
                 return Ok(());
             }
-            zadig_job_removing(conn, job_id)?;
-            rollups::circleci::job_removing(conn, &mut ids.insights, job_id)?;
-            rollups::apigee::job_removing(conn, &mut ids.apigee, job_id, place.workflow_id)?;
-            conn.prepare_cached(UPDATE_JOB)?.execute(params![
-                job_id,
-                job.name,
-                job.stage,
-                job.kind,
-                job.status,
-                job.created_at,
-                job.started_at,
-                job.stopped_at,
-                job.credits_used,
-                job.detail_url,
-                job.error_code,
-                job.error_msg,
-                job.env,
-                job.cluster,
-                job.service,
-                job.service_type,
-                job.production,
-                artifacts_json(job)
-            ])?;
-            zadig_job_added(conn, ids, &place, job)?;
-            rollups::circleci::job_added(conn, &mut ids.insights, run_id, job)?;
-            rollups::apigee::job_added(&mut ids.apigee, place.project_id, place.workflow_id, job);
-            if job.tests.is_none() {
-                // The job keeps its stored tests: they count again at its new place.
-                zadig_stored_tests_added(conn, job_id)?;
-            }
-            job_id
+            ids.rollups.replacing(conn, Old::Job(&old))?;
+            conn.prepare_cached(UPDATE_JOB)?.execute(named_params! {
+                ":id": old.id,
+                ":name": job.name,
+                ":stage": job.stage,
+                ":kind": job.kind,
+                ":status": job.status,
+                ":created_at": job.created_at,
+                ":started_at": job.started_at,
+                ":stopped_at": job.stopped_at,
+                ":credits_used": job.credits_used,
+                ":detail_url": job.detail_url,
+                ":error_code": job.error_code,
+                ":error_msg": job.error_msg,
+                ":env": job.env,
+                ":cluster": job.cluster,
+                ":service": job.service,
+                ":service_type": job.service_type,
+                ":production": job.production,
+                ":artifacts": artifacts_json(job),
+            })?;
+            let written = New::Job {
+                id: old.id,
+                at: *at,
+                job,
+                kept_tests: job.tests.is_none(),
+            };
+            ids.rollups.written(conn, written)?;
+            old.id
         }
     };
     if let Some(tests) = &job.tests {
         conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
-        insert_tests(conn, ids, job_id, run_id, &place, tests)?;
+        insert_tests(conn, ids, job_id, at, job, tests)?;
     }
     Ok(())
 }
 
+/// Inserts test results of job `job_id` (the job `job` describes) and counts them.
 fn insert_tests(
     conn: &Connection,
     ids: &mut Ids,
     job_id: i64,
-    run_id: i64,
-    place: &Place,
+    at: &RunPlace,
+    job: &Job,
+    tests: &[TestCase],
+) -> Result<()> {
+    insert_test_rows(conn, job_id, at, tests)?;
+    let written = New::Tests {
+        at: *at,
+        kind: job.kind,
+        job_time: job.started_at.unwrap_or(job.created_at),
+        tests,
+    };
+    ids.rollups.written(conn, written)
+}
+
+/// Inserts test results' rows, and nothing else.
+fn insert_test_rows(
+    conn: &Connection,
+    job_id: i64,
+    at: &RunPlace,
     tests: &[TestCase],
 ) -> Result<()> {
     let mut rest = tests;
@@ -733,21 +681,21 @@ fn insert_tests(
         rest = after;
         let mut stmt = conn.prepare_cached(insert_tests_sql(log))?;
         for (i, t) in chunk.iter().enumerate() {
-            let at = i * 10;
-            stmt.raw_bind_parameter(at + 1, job_id)?;
-            stmt.raw_bind_parameter(at + 2, run_id)?;
-            stmt.raw_bind_parameter(at + 3, place.project_id)?;
-            stmt.raw_bind_parameter(at + 4, &t.suite)?;
-            stmt.raw_bind_parameter(at + 5, &t.classname)?;
-            stmt.raw_bind_parameter(at + 6, &t.name)?;
-            stmt.raw_bind_parameter(at + 7, &t.file)?;
-            stmt.raw_bind_parameter(at + 8, t.result)?;
-            stmt.raw_bind_parameter(at + 9, t.duration)?;
-            stmt.raw_bind_parameter(at + 10, &t.message)?;
+            let at_param = i * 10;
+            stmt.raw_bind_parameter(at_param + 1, job_id)?;
+            stmt.raw_bind_parameter(at_param + 2, at.run_id)?;
+            stmt.raw_bind_parameter(at_param + 3, at.project_id)?;
+            stmt.raw_bind_parameter(at_param + 4, &t.suite)?;
+            stmt.raw_bind_parameter(at_param + 5, &t.classname)?;
+            stmt.raw_bind_parameter(at_param + 6, &t.name)?;
+            stmt.raw_bind_parameter(at_param + 7, &t.file)?;
+            stmt.raw_bind_parameter(at_param + 8, t.result)?;
+            stmt.raw_bind_parameter(at_param + 9, t.duration)?;
+            stmt.raw_bind_parameter(at_param + 10, &t.message)?;
         }
         stmt.raw_execute()?;
     }
-    zadig_tests_added(conn, ids, place, tests)
+    Ok(())
 }
 
 const SELECT_RUN_FOR_TESTS: &str = "SELECT r.id, r.project_id, r.ext_id, r.created_at,
@@ -797,12 +745,12 @@ pub fn attach_tests(
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no run {run_ext_id:?} in project {slug:?}")))?;
     let (run_id, project_id, run_ext, created_at, started_at, stopped_at, workflow_id, sha) = run;
-    rollups::flaky::mark(
-        &mut ids.flaky,
+    let at = RunPlace {
+        run_id,
         project_id,
-        sha.as_deref(),
-        any_failing(tests),
-    );
+        workflow_id,
+        commit: sha.as_deref(),
+    };
     let name = job.unwrap_or("tests");
     let found = match job {
         Some(n) => conn
@@ -853,12 +801,7 @@ pub fn attach_tests(
             let position: i64 = conn
                 .prepare_cached(NEXT_JOB_POSITION)?
                 .query_row([run_id], |r| r.get(0))?;
-            let place = Place::of(project_id, workflow_id, &new);
-            (
-                insert_job(conn, ids, run_id, &place, position, &new)?,
-                new.id,
-                true,
-            )
+            (insert_job(conn, ids, &at, position, &new)?, new.id, true)
         }
     };
     let (job_name, kind, job_created, job_started): (String, Kind, i64, Option<i64>) = conn
@@ -866,27 +809,21 @@ pub fn attach_tests(
         .query_row([job_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
-    let place = Place {
-        project_id,
-        workflow_id,
-        kind,
-        bucket: bucket_of(job_started.unwrap_or(job_created)),
-    };
-    zadig_tests_removing(conn, job_id)?;
+    ids.rollups.replacing(conn, Old::Tests { job_id })?;
     conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
-    insert_tests(conn, ids, job_id, run_id, &place, tests)?;
+    insert_test_rows(conn, job_id, &at, tests)?;
+    let written = New::Tests {
+        at,
+        kind,
+        job_time: job_started.unwrap_or(job_created),
+        tests,
+    };
+    ids.rollups.written(conn, written)?;
     Ok(Attached {
         job_id: ext_id,
         job_name,
         created_job,
     })
-}
-
-/// Whether any of `tests` failed or errored.
-fn any_failing(tests: &[TestCase]) -> bool {
-    tests
-        .iter()
-        .any(|t| matches!(t.result, TestOutcome::Failure | TestOutcome::Error))
 }
 
 fn two(r: &Row) -> rusqlite::Result<(i64, String)> {
@@ -1157,22 +1094,17 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
         run.project_key.as_deref(),
         run.default_branch.as_deref(),
     )?;
-    let existing: Option<(i64, i64, Option<String>)> = conn
-        .prepare_cached(SELECT_RUN_STATE)?
-        .query_row(params![project_id, run.id], |r| {
-            Ok((r.get(0)?, r.get(3)?, r.get(4)?))
-        })
-        .optional()?;
-    match existing {
+    match old_run(conn, project_id, &run.id)? {
         None => write_run(conn, ids, run),
-        Some((run_id, workflow_id, sha)) => {
-            let failing = run
-                .jobs
-                .iter()
-                .any(|j| j.tests.as_deref().is_some_and(any_failing));
-            rollups::flaky::mark(&mut ids.flaky, project_id, sha.as_deref(), failing);
+        Some(old) => {
+            let at = RunPlace {
+                run_id: old.id,
+                project_id,
+                workflow_id: old.workflow_id,
+                commit: old.commit.as_deref(),
+            };
             for job in &run.jobs {
-                merge_job(conn, ids, run_id, project_id, workflow_id, job)?;
+                merge_job(conn, ids, &at, job)?;
             }
             Ok(Upsert::Stale)
         }
@@ -1192,397 +1124,9 @@ pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Resul
 
 /// A job's quarter-hour bucket: floor(coalesce(started_at, created_at) / 900000), also for
 /// times before 1970 (SQLite's `/` truncates toward zero).
-macro_rules! zadig_bucket {
-    () => {
-        "((coalesce(j.started_at, j.created_at) - (coalesce(j.started_at, j.created_at) % 900000 + 900000) % 900000) / 900000)"
-    };
-}
-
-// The statements below write `= +?1`, not `= ?1`: SQLite (3.54) re-prepares a statement that
-// joins on a row chosen by a bare `= ?N` every time the value changes, which made each of them
-// cost a parse and a plan per job; the unary + keeps the same seek without that.
-
-/// ?1 job, ?2 +1 or -1: the job in its run's workflow.
-const ZADIG_WORKFLOW_JOB: &str = concat!(
-    "INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
-    SELECT r.workflow_id, ",
-    zadig_bucket!(),
-    ", ?2 FROM jobs j JOIN runs r ON r.id = j.run_id WHERE j.id = +?1
-    ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n"
-);
-/// ?1 job, ?2 +1 or -1: the job in the series, when finished.
-const ZADIG_SERIES_JOB: &str = concat!(
-    "INSERT INTO zadig_job_buckets (project_id, kind, bucket, production, finished, success,
-        timeout, failed, duration_ms, timed)
-    SELECT j.project_id, j.kind, ",
-    zadig_bucket!(),
-    ", j.production, ?2, ?2 * (j.status = 'success'), ?2 * (j.status = 'timeout'),
-        ?2 * (j.status = 'failed' OR j.status = 'error'),
-        ?2 * coalesce(j.stopped_at - coalesce(j.started_at, j.created_at), 0),
-        ?2 * (j.stopped_at IS NOT NULL)
-    FROM jobs j WHERE j.id = +?1
-      AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
-    ON CONFLICT (project_id, kind, bucket, production) DO UPDATE SET
-        finished = finished + excluded.finished, success = success + excluded.success,
-        timeout = timeout + excluded.timeout, failed = failed + excluded.failed,
-        duration_ms = duration_ms + excluded.duration_ms, timed = timed + excluded.timed"
-);
-/// ?1 job, ?2 +1 or -1: each distinct artifact the job lists, once.
-const ZADIG_ARTIFACT_JOB: &str = concat!(
-    "INSERT INTO zadig_artifact_buckets (project_id, bucket, artifact_id, n)
-    SELECT j.project_id, ",
-    zadig_bucket!(),
-    ", d.id, ?2 FROM jobs j, json_each(j.artifacts) a JOIN zadig_artifacts d ON d.name = a.value
-    WHERE j.id = +?1 AND j.artifacts IS NOT NULL GROUP BY d.id
-    ON CONFLICT (project_id, bucket, artifact_id) DO UPDATE SET n = n + excluded.n"
-);
-/// ?1 job, ?2 +1 or -1: the stored test results of a test job, per case.
-const ZADIG_CASES_JOB: &str = concat!(
-    "INSERT INTO zadig_case_buckets (case_id, bucket, n)
-    SELECT c.id, ",
-    zadig_bucket!(),
-    ", count(*) * ?2 FROM jobs j JOIN test_results t ON t.job_id = j.id
-    JOIN zadig_test_cases c ON c.project_id = t.project_id AND c.name = t.name
-      AND c.classname IS t.classname AND c.suite IS t.suite
-    WHERE j.id = +?1 AND j.kind = 'test' GROUP BY c.id
-    ON CONFLICT (case_id, bucket) DO UPDATE SET n = n + excluded.n"
-);
-const ZADIG_RUN_WORKFLOW: &str = "SELECT workflow_id FROM runs WHERE id = ?1";
-/// ?1 run, ?2 workflow, ?3 +1 or -1: every job of the run, in that workflow.
-const ZADIG_WORKFLOW_RUN: &str = concat!(
-    "INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
-    SELECT ?2, ",
-    zadig_bucket!(),
-    " AS bucket, count(*) * ?3 FROM jobs j WHERE j.run_id = +?1 GROUP BY bucket
-    ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n"
-);
-
-/// Where a job counts in the rollups: its project, its run's workflow, its kind and its
-/// quarter-hour bucket.
-struct Place {
-    project_id: i64,
-    workflow_id: i64,
-    kind: Kind,
-    bucket: i64,
-}
-
-impl Place {
-    fn of(project_id: i64, workflow_id: i64, job: &Job) -> Place {
-        Place {
-            project_id,
-            workflow_id,
-            kind: job.kind,
-            bucket: bucket_of(job.started_at.unwrap_or(job.created_at)),
-        }
-    }
-}
-
-/// The quarter-hour bucket of a job's day time, as `zadig_bucket!` computes it in SQL.
-fn bucket_of(day_ms: i64) -> i64 {
-    day_ms.div_euclid(900_000)
-}
-
-const SELECT_ARTIFACT: &str = "SELECT id FROM zadig_artifacts WHERE name = ?1";
-const INSERT_ARTIFACT: &str = "INSERT INTO zadig_artifacts (name) VALUES (?1)";
-const SELECT_CASE: &str = "SELECT id FROM zadig_test_cases
-    WHERE project_id = ?1 AND name = ?2 AND classname IS ?3 AND suite IS ?4";
-const INSERT_CASE: &str =
-    "INSERT INTO zadig_test_cases (project_id, suite, classname, name) VALUES (?1, ?2, ?3, ?4)";
-const ADD_WORKFLOW_BUCKET: &str = "INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
-    VALUES (?1, ?2, ?3)
-    ON CONFLICT (workflow_id, bucket) DO UPDATE SET n = n + excluded.n";
-const ADD_JOB_BUCKET: &str = "INSERT INTO zadig_job_buckets (project_id, kind, bucket,
-        production, finished, success, timeout, failed, duration_ms, timed)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-    ON CONFLICT (project_id, kind, bucket, production) DO UPDATE SET
-        finished = finished + excluded.finished, success = success + excluded.success,
-        timeout = timeout + excluded.timeout, failed = failed + excluded.failed,
-        duration_ms = duration_ms + excluded.duration_ms, timed = timed + excluded.timed";
-const ADD_ARTIFACT_BUCKET: &str = "INSERT INTO zadig_artifact_buckets (project_id, bucket,
-        artifact_id, n)
-    VALUES (?1, ?2, ?3, ?4)
-    ON CONFLICT (project_id, bucket, artifact_id) DO UPDATE SET n = n + excluded.n";
-const ADD_CASE_BUCKET: &str = "INSERT INTO zadig_case_buckets (case_id, bucket, n)
-    VALUES (?1, ?2, ?3)
-    ON CONFLICT (case_id, bucket) DO UPDATE SET n = n + excluded.n";
-
-/// Counts a job just inserted, or just updated, into the series, workflow and artifact
-/// rollups of `ids` (written by `flush`), from the values written. Its tests are counted by
-/// `zadig_tests_added`. New artifacts are numbered at once.
-fn zadig_job_added(conn: &Connection, ids: &mut Ids, place: &Place, job: &Job) -> Result<()> {
-    let rollups = &mut ids.rollups;
-    *rollups
-        .workflows
-        .entry((place.workflow_id, place.bucket))
-        .or_default() += 1;
-    if job.status.is_terminal() {
-        let key = (
-            place.project_id,
-            place.kind.as_str(),
-            place.bucket,
-            job.production,
-        );
-        let day = job.started_at.unwrap_or(job.created_at);
-        let add = [
-            1,
-            i64::from(job.status == Status::Success),
-            i64::from(job.status == Status::Timeout),
-            i64::from(matches!(job.status, Status::Failed | Status::Error)),
-            job.stopped_at.map_or(0, |stop| stop - day),
-            i64::from(job.stopped_at.is_some()),
-        ];
-        let row = rollups.series.entry(key).or_default();
-        for (sum, a) in row.iter_mut().zip(add) {
-            *sum = sum
-                .checked_add(a)
-                .ok_or_else(|| Error::Internal("a job rollup sum overflows".into()))?;
-        }
-    }
-    let artifacts = job.artifacts.as_deref().unwrap_or_default();
-    for (i, name) in artifacts.iter().enumerate() {
-        // Each distinct artifact of the job counts once.
-        if artifacts[..i].contains(name) {
-            continue;
-        }
-        let id = match ids.known.artifacts.get(name.as_str()) {
-            Some(id) => *id,
-            None => {
-                let found = conn
-                    .prepare_cached(SELECT_ARTIFACT)?
-                    .query_row([name], |r| r.get(0))
-                    .optional()?;
-                let id = match found {
-                    Some(id) => id,
-                    None => {
-                        conn.prepare_cached(INSERT_ARTIFACT)?.execute([name])?;
-                        conn.last_insert_rowid()
-                    }
-                };
-                ids.known.add_artifact(name, id);
-                id
-            }
-        };
-        *ids.rollups
-            .artifacts
-            .entry((place.project_id, place.bucket, id))
-            .or_default() += 1;
-    }
-    Ok(())
-}
-
-/// Counts the tests just stored for a job into the test case rollup of `ids` (written by
-/// `flush`), when the job is a test job. New test cases are numbered at once.
-fn zadig_tests_added(
-    conn: &Connection,
-    ids: &mut Ids,
-    place: &Place,
-    tests: &[TestCase],
-) -> Result<()> {
-    if place.kind != Kind::Test {
-        return Ok(());
-    }
-    for t in tests {
-        let key = (
-            place.project_id,
-            t.suite.clone(),
-            t.classname.clone(),
-            t.name.clone(),
-        );
-        let case_id = match ids.known.cases.get(&key) {
-            Some(id) => *id,
-            None => {
-                let found = conn
-                    .prepare_cached(SELECT_CASE)?
-                    .query_row(
-                        params![place.project_id, t.name, t.classname, t.suite],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let id = match found {
-                    Some(id) => id,
-                    None => {
-                        conn.prepare_cached(INSERT_CASE)?.execute(params![
-                            place.project_id,
-                            t.suite,
-                            t.classname,
-                            t.name
-                        ])?;
-                        conn.last_insert_rowid()
-                    }
-                };
-                ids.known.add_case(key, id);
-                id
-            }
-        };
-        *ids.rollups
-            .cases
-            .entry((case_id, place.bucket))
-            .or_default() += 1;
-    }
-    Ok(())
-}
-
-/// Writes the counts `rollups` holds into the rollup tables, and empties it.
-fn zadig_flush(conn: &Connection, rollups: &mut Rollups) -> Result<()> {
-    let Rollups {
-        workflows,
-        series,
-        artifacts,
-        cases,
-    } = std::mem::take(rollups);
-    let mut stmt = conn.prepare_cached(ADD_WORKFLOW_BUCKET)?;
-    for ((workflow_id, bucket), n) in workflows {
-        stmt.execute(params![workflow_id, bucket, n])?;
-    }
-    let mut stmt = conn.prepare_cached(ADD_JOB_BUCKET)?;
-    for ((project_id, kind, bucket, production), [f, s, t, x, d, n]) in series {
-        stmt.execute(params![
-            project_id, kind, bucket, production, f, s, t, x, d, n
-        ])?;
-    }
-    let mut stmt = conn.prepare_cached(ADD_ARTIFACT_BUCKET)?;
-    for ((project_id, bucket, artifact_id), n) in artifacts {
-        stmt.execute(params![project_id, bucket, artifact_id, n])?;
-    }
-    let mut stmt = conn.prepare_cached(ADD_CASE_BUCKET)?;
-    for ((case_id, bucket), n) in cases {
-        stmt.execute(params![case_id, bucket, n])?;
-    }
-    Ok(())
-}
-
-/// Subtracts a stored job, and its stored tests, from every rollup: call it before the job is
-/// updated (the update deletes its tests; `zadig_job_added` counts the updated job).
-pub fn zadig_job_removing(conn: &Connection, job_id: i64) -> Result<()> {
-    conn.prepare_cached(ZADIG_WORKFLOW_JOB)?
-        .execute(params![job_id, -1])?;
-    conn.prepare_cached(ZADIG_SERIES_JOB)?
-        .execute(params![job_id, -1])?;
-    conn.prepare_cached(ZADIG_ARTIFACT_JOB)?
-        .execute(params![job_id, -1])?;
-    zadig_tests_removing(conn, job_id)
-}
-
-/// Subtracts the stored tests of a job from the test case rollup: call it before deleting them.
-pub fn zadig_tests_removing(conn: &Connection, job_id: i64) -> Result<()> {
-    conn.prepare_cached(ZADIG_CASES_JOB)?
-        .execute(params![job_id, -1])?;
-    Ok(())
-}
-
-/// Adds the stored tests of a job to the test case rollup at the job's place: call it after
-/// updating a job whose tests stay (`zadig_job_removing` subtracted them at its old place).
-fn zadig_stored_tests_added(conn: &Connection, job_id: i64) -> Result<()> {
-    conn.prepare_cached(ZADIG_CASES_JOB)?
-        .execute(params![job_id, 1])?;
-    Ok(())
-}
-
-/// Moves a run's jobs to `workflow_id` in the workflow rollup when the run is about to change
-/// workflow: call it before updating the run.
-pub fn zadig_run_workflow(conn: &Connection, run_id: i64, workflow_id: i64) -> Result<()> {
-    let old: i64 = conn
-        .prepare_cached(ZADIG_RUN_WORKFLOW)?
-        .query_row([run_id], |r| r.get(0))?;
-    if old != workflow_id {
-        let mut stmt = conn.prepare_cached(ZADIG_WORKFLOW_RUN)?;
-        stmt.execute(params![run_id, old, -1])?;
-        stmt.execute(params![run_id, workflow_id, 1])?;
-    }
-    Ok(())
-}
-
-/// The rollups recomputed from the stored jobs and tests (what the functions above maintain
-/// one write at a time): for a database filled before they existed, and for tests.
-pub const ZADIG_REBUILD: &str = concat!(
-    "DELETE FROM zadig_workflow_buckets;
-    DELETE FROM zadig_job_buckets;
-    DELETE FROM zadig_artifact_buckets;
-    DELETE FROM zadig_case_buckets;
-    INSERT INTO zadig_workflow_buckets (workflow_id, bucket, n)
-    SELECT r.workflow_id, ",
-    zadig_bucket!(),
-    " AS bucket, count(*) FROM jobs j JOIN runs r ON r.id = j.run_id
-    GROUP BY r.workflow_id, bucket;
-    INSERT INTO zadig_job_buckets (project_id, kind, bucket, production, finished, success,
-        timeout, failed, duration_ms, timed)
-    SELECT j.project_id, j.kind, ",
-    zadig_bucket!(),
-    " AS bucket, j.production, count(*), sum(j.status = 'success'), sum(j.status = 'timeout'),
-        sum(j.status = 'failed' OR j.status = 'error'),
-        coalesce(sum(j.stopped_at - coalesce(j.started_at, j.created_at)), 0),
-        count(j.stopped_at)
-    FROM jobs j
-    WHERE j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
-    GROUP BY j.project_id, j.kind, bucket, j.production;
-    INSERT OR IGNORE INTO zadig_artifacts (name)
-    SELECT a.value FROM jobs j, json_each(j.artifacts) a WHERE j.artifacts IS NOT NULL;
-    INSERT INTO zadig_artifact_buckets (project_id, bucket, artifact_id, n)
-    SELECT x.project_id, x.bucket, d.id, count(*) FROM (
-        SELECT DISTINCT j.id, j.project_id, ",
-    zadig_bucket!(),
-    " AS bucket, a.value AS name
-        FROM jobs j, json_each(j.artifacts) a WHERE j.artifacts IS NOT NULL) x
-    JOIN zadig_artifacts d ON d.name = x.name
-    GROUP BY x.project_id, x.bucket, d.id;
-    INSERT INTO zadig_test_cases (project_id, suite, classname, name)
-    SELECT DISTINCT t.project_id, t.suite, t.classname, t.name
-    FROM jobs j JOIN test_results t ON t.job_id = j.id
-    WHERE j.kind = 'test' AND NOT EXISTS (SELECT 1 FROM zadig_test_cases c
-        WHERE c.project_id = t.project_id AND c.name = t.name
-          AND c.classname IS t.classname AND c.suite IS t.suite);
-    INSERT INTO zadig_case_buckets (case_id, bucket, n)
-    SELECT c.id, ",
-    zadig_bucket!(),
-    " AS bucket, count(*) FROM jobs j JOIN test_results t ON t.job_id = j.id
-    JOIN zadig_test_cases c ON c.project_id = t.project_id AND c.name = t.name
-      AND c.classname IS t.classname AND c.suite IS t.suite
-    WHERE j.kind = 'test' GROUP BY c.id, bucket;"
-);
-
-/// Recomputes the Zadig rollups from the stored jobs and tests.
-pub fn zadig_rebuild(conn: &Connection) -> Result<()> {
-    conn.execute_batch(ZADIG_REBUILD)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn known_numbers_are_kept_up_to_their_memory_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::db::open(&dir.path().join("k.db")).unwrap();
-        let place = Place {
-            project_id: 1,
-            workflow_id: 1,
-            kind: Kind::Test,
-            bucket: 0,
-        };
-        let case = |name: String| TestCase {
-            suite: None,
-            classname: Some("c".into()),
-            name,
-            file: None,
-            result: crate::model::TestOutcome::Success,
-            duration: None,
-            message: None,
-        };
-        // 1,000 cases of 1,000-byte names and 1 byte of classname: about 1.1 MB.
-        let tests: Vec<TestCase> = (0..1_000).map(|i| case(format!("{i:01000}"))).collect();
-        let mut ids = Ids::default();
-        zadig_tests_added(&conn, &mut ids, &place, &tests).unwrap();
-        assert_eq!(ids.known.bytes, 1_000 * (NUMBER_OVERHEAD + 1_001));
-        let known = ids.into_known();
-        assert_eq!(known.cases.len(), 1_000);
-        // The next transaction starts from them, and adds three times as many: over 4 MiB.
-        let mut ids = Ids::resume(known);
-        let more: Vec<TestCase> = (1_000..4_000).map(|i| case(format!("{i:01000}"))).collect();
-        zadig_tests_added(&conn, &mut ids, &place, &more).unwrap();
-        assert_eq!(ids.known.cases.len(), 4_000);
-        assert!(ids.into_known().cases.is_empty());
-    }
 
     #[test]
     fn freshness_rule() {
@@ -1598,29 +1142,6 @@ mod tests {
         assert!(is_fresher(Failed, Some(5), Success, Some(5)));
         // Same non-terminal rank: the later delivery.
         assert!(is_fresher(Waiting, None, Queued, None));
-    }
-
-    #[test]
-    fn bucket_of_agrees_with_the_sql_bucket() {
-        let conn = Connection::open_in_memory().unwrap();
-        let sql = concat!(
-            "SELECT ",
-            zadig_bucket!(),
-            " FROM (SELECT ?1 AS started_at, 0 AS created_at) j"
-        );
-        for ms in [
-            0,
-            1,
-            899_999,
-            900_000,
-            1_767_225_600_000,
-            -1,
-            -900_000,
-            -900_001,
-        ] {
-            let expected: i64 = conn.query_row(sql, [ms], |r| r.get(0)).unwrap();
-            assert_eq!(bucket_of(ms), expected, "{ms}");
-        }
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn upkeep_matches_a_rebuild() {
     let jobs = before.iter().filter(|r| r.starts_with("job ")).count();
     assert!(jobs > 100 && before.len() - jobs > 100, "{}", before.len());
     let tx = conn.transaction().unwrap();
-    pipestat::hooks::rebuild::apigee(&tx).unwrap();
+    crate::common::rebuild("apigee", &tx).unwrap();
     let after = kept(&tx);
     // The first difference, rather than two lists of hundreds of rows.
     if let Some((a, b)) = before.iter().zip(&after).find(|(a, b)| a != b) {

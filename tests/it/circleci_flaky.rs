@@ -294,7 +294,7 @@ fn check_history(seed: u64, shape: Shape) {
     let before = kept(&conn);
     assert!(before.len() > 20, "too few kept results: {}", before.len());
     let tx = conn.transaction().unwrap();
-    pipestat::hooks::rebuild::flaky(&tx).unwrap();
+    crate::common::rebuild("flaky", &tx).unwrap();
     assert_eq!(kept(&tx), before);
     tx.rollback().unwrap();
 

@@ -226,7 +226,7 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
         "no recoveries"
     );
     let tx = conn.transaction().unwrap();
-    pipestat::hooks::rebuild::circleci(&tx).unwrap();
+    crate::common::rebuild("circleci", &tx).unwrap();
     assert_eq!(kept(&tx), before);
     tx.rollback().unwrap();
 

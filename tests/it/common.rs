@@ -251,3 +251,12 @@ pub fn strings(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
         .collect::<rusqlite::Result<_>>()
         .unwrap()
 }
+
+/// Rebuilds one rollup family, by its name in `pipestat::hooks::REBUILDS`.
+pub fn rebuild(family: &str, conn: &rusqlite::Connection) -> pipestat::Result<()> {
+    let (_, rebuild) = pipestat::hooks::REBUILDS
+        .iter()
+        .find(|(name, _)| *name == family)
+        .unwrap_or_else(|| panic!("no rollup family {family:?}"));
+    rebuild(conn)
+}

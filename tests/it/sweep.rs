@@ -394,9 +394,9 @@ fn mutated_redeliveries_keep_every_rollup_exact() {
     );
     assert!(!kept.0.is_empty() && !kept.2.is_empty());
     let tx = conn.transaction().unwrap();
-    pipestat::hooks::rebuild::circleci(&tx).unwrap();
-    pipestat::hooks::rebuild::flaky(&tx).unwrap();
-    pipestat::hooks::rebuild::apigee(&tx).unwrap();
+    crate::common::rebuild("circleci", &tx).unwrap();
+    crate::common::rebuild("flaky", &tx).unwrap();
+    crate::common::rebuild("apigee", &tx).unwrap();
     assert_eq!(
         crate::circleci_rollup::kept(&tx),
         kept.0,

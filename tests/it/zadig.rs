@@ -781,7 +781,7 @@ pub fn assert_rollups_exact(d: &Daemon) {
     let kept = rollup_rows(&conn);
     assert!(!kept.is_empty());
     let tx = conn.transaction().unwrap();
-    pipestat::hooks::rebuild::zadig(&tx).unwrap();
+    crate::common::rebuild("zadig", &tx).unwrap();
     assert_eq!(rollup_rows(&tx), kept);
 }
 
@@ -903,7 +903,7 @@ fn rollups_stay_exact_under_redelivery_and_replaced_tests() {
     let kept = rollup_rows(&conn);
     assert!(!kept.is_empty());
     let tx = conn.transaction().unwrap();
-    pipestat::hooks::rebuild::zadig(&tx).unwrap();
+    crate::common::rebuild("zadig", &tx).unwrap();
     assert_eq!(rollup_rows(&tx), kept);
 }
 

@@ -4,11 +4,10 @@
 //! A row adds up the runs (or jobs) of one project, workflow (and job name) over one span of
 //! time, a UTC hour or a UTC day of the facts' time, and keeps their durations whole, sorted,
 //! in a blob; each run or job counts in its hour's row and in its day's. As in
-//! src/store/rollups/circleci.rs, a run or job subtracts itself before it is updated (`run_removing`,
-//! `job_removing`, which read the stored row) and adds itself once written (`run_added`,
-//! `job_added`, from the values written); a run that changes workflow moves its jobs, since a
-//! job counts in its run's workflow. Changes are summed per row in memory (`Pending`, kept in
-//! `store::Ids`), durations added and removed listed per row, and `flush` writes each row
+//! the other families, a run or job subtracts itself before it is updated (from its old state)
+//! and adds itself once written (from the values written); a run that changes workflow moves
+//! its jobs, since a job counts in its run's workflow. Changes are summed per row in memory
+//! (`Pending`), durations added and removed listed per row, and `flush` writes each row
 //! touched once, before the transaction commits. `rebuild` computes the same rows from the
 //! stored runs and jobs with one GROUP BY per table and span, for the schema upgrade and for
 //! the tests that compare the two.
@@ -17,18 +16,28 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, Row};
 
-use super::durations;
+use super::{durations, Family, New, Old, OldJob, OldRun};
 use crate::error::Result;
-use crate::model::{Job, Run};
+use crate::model::{Job, Run, Status};
 
 const HOUR_MS: i64 = 3_600_000;
 
 /// The spans of the rows, in hours: an hour and a day.
 pub const SPANS: [i64; 2] = [1, 24];
 
-/// The additive figures of a row: n, errors, successes, credits, dur_n, dur_sum, queue_n,
-/// queue_sum. Kept as f64 like the REAL columns; the counts are small integers, exact in an f64.
-type Sums = [f64; 8];
+/// The additive figures of a row. Kept as f64 like the REAL columns; the counts are small
+/// integers, exact in an f64.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    n: f64,
+    errors: f64,
+    successes: f64,
+    credits: f64,
+    dur_n: f64,
+    dur_sum: f64,
+    queue_n: f64,
+    queue_sum: f64,
+}
 
 /// What the writes of one transaction changed in one row and `flush` has not written yet.
 #[derive(Default)]
@@ -69,7 +78,7 @@ impl Fact {
 /// duration stopped_at − (started_at or created_at), queue time started_at − created_at.
 fn fact(
     time: i64,
-    status: &str,
+    status: Status,
     created: i64,
     started: Option<i64>,
     stopped: Option<i64>,
@@ -80,16 +89,19 @@ fn fact(
     let queue = started.map(|s| s - created);
     Fact {
         hour: time.div_euclid(HOUR_MS),
-        sums: [
-            1.0,
-            flag(status == "failed" || status == "error" || status == "timeout"),
-            flag(status == "success"),
-            credits as f64,
-            flag(dur.is_some()),
-            dur.map_or(0.0, |d| d as f64),
-            flag(queue.is_some()),
-            queue.map_or(0.0, |q| q as f64),
-        ],
+        sums: Sums {
+            n: 1.0,
+            errors: flag(matches!(
+                status,
+                Status::Failed | Status::Error | Status::Timeout
+            )),
+            successes: flag(status == Status::Success),
+            credits: credits as f64,
+            dur_n: flag(dur.is_some()),
+            dur_sum: dur.map_or(0.0, |d| d as f64),
+            queue_n: flag(queue.is_some()),
+            queue_sum: queue.map_or(0.0, |q| q as f64),
+        },
         dur,
     }
 }
@@ -97,9 +109,15 @@ fn fact(
 impl Delta {
     /// Adds (`sign` 1) or subtracts (-1) one fact.
     fn apply(&mut self, f: &Fact, sign: f64) {
-        for (a, b) in self.sums.iter_mut().zip(f.sums) {
-            *a += sign * b;
-        }
+        let (s, f_sums) = (&mut self.sums, f.sums);
+        s.n += sign * f_sums.n;
+        s.errors += sign * f_sums.errors;
+        s.successes += sign * f_sums.successes;
+        s.credits += sign * f_sums.credits;
+        s.dur_n += sign * f_sums.dur_n;
+        s.dur_sum += sign * f_sums.dur_sum;
+        s.queue_n += sign * f_sums.queue_n;
+        s.queue_sum += sign * f_sums.queue_sum;
         if let Some(d) = f.dur {
             if sign > 0.0 {
                 self.add.push(d);
@@ -113,7 +131,7 @@ impl Delta {
 fn run_fact(run: &Run) -> Fact {
     fact(
         run.created_at,
-        run.status.as_str(),
+        run.status,
         run.created_at,
         run.started_at,
         run.stopped_at,
@@ -124,7 +142,7 @@ fn run_fact(run: &Run) -> Fact {
 fn job_fact(job: &Job) -> Fact {
     fact(
         job.started_at.unwrap_or(job.created_at),
-        job.status.as_str(),
+        job.status,
         job.created_at,
         job.started_at,
         job.stopped_at,
@@ -132,71 +150,104 @@ fn job_fact(job: &Job) -> Fact {
     )
 }
 
-/// Where a stored run counts: (project, workflow) and its fact.
-const SELECT_RUN: &str = "SELECT project_id, workflow_id, status, created_at, started_at,
-    stopped_at, credits_used FROM runs WHERE id = ?1";
+impl Family for Pending {
+    fn replacing(&mut self, _conn: &Connection, old: Old) -> Result<()> {
+        match old {
+            Old::Run(run) => {
+                self.bump_run(run.project_id, run.workflow_id, &old_run_fact(run), -1.0)
+            }
+            Old::Job(job) => self.bump_job(
+                job.project_id,
+                job.workflow_id,
+                &job.name,
+                &old_job_fact(job),
+                -1.0,
+            ),
+            Old::Tests { .. } => {}
+        }
+        Ok(())
+    }
 
-/// Subtracts a stored run from its row: call it before the run is updated, and hand what it
-/// returns (the run's workflow as stored) to `run_added`.
-pub fn run_removing(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<i64> {
-    let (project, workflow, f) = conn.prepare_cached(SELECT_RUN)?.query_row([run_id], |r| {
-        let created: i64 = r.get(3)?;
-        let status: String = r.get(2)?;
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            fact(created, &status, created, r.get(4)?, r.get(5)?, r.get(6)?),
-        ))
-    })?;
-    bump_run(pending, project, workflow, &f, -1.0);
-    Ok(workflow)
+    fn written(&mut self, conn: &Connection, new: New) -> Result<()> {
+        match new {
+            New::Run {
+                id,
+                project_id,
+                workflow_id,
+                run,
+                old,
+            } => {
+                self.bump_run(project_id, workflow_id, &run_fact(run), 1.0);
+                if let Some(old) = old.filter(|o| o.workflow_id != workflow_id) {
+                    // A job counts in its run's workflow: the run's stored jobs move with it.
+                    let jobs = conn
+                        .prepare_cached(RUN_JOBS)?
+                        .query_map([id], stored_job)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    for (project, name, f) in jobs {
+                        self.bump_job(project, old.workflow_id, &name, &f, -1.0);
+                        self.bump_job(project, workflow_id, &name, &f, 1.0);
+                    }
+                }
+            }
+            New::Job { at, job, .. } => self.bump_job(
+                at.project_id,
+                at.workflow_id,
+                &job.name,
+                &job_fact(job),
+                1.0,
+            ),
+            New::Tests { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, conn: &Connection) -> Result<()> {
+        flush(conn, self)
+    }
 }
 
-/// Counts a run just inserted (`old_workflow` None) or just updated (`old_workflow` from
-/// `run_removing`) as `run`, in `workflow`; when the update changed its workflow, moves the
-/// run's stored jobs there too.
-pub fn run_added(
-    conn: &Connection,
-    pending: &mut Pending,
-    run_id: i64,
-    project: i64,
-    workflow: i64,
-    run: &Run,
-    old_workflow: Option<i64>,
-) -> Result<()> {
-    bump_run(pending, project, workflow, &run_fact(run), 1.0);
-    if let Some(old) = old_workflow.filter(|&w| w != workflow) {
-        let jobs = conn
-            .prepare_cached(RUN_JOBS)?
-            .query_map([run_id], stored_job)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (project, name, f) in jobs {
-            bump_job(pending, project, old, &name, &f, -1.0);
-            bump_job(pending, project, workflow, &name, &f, 1.0);
+fn old_run_fact(run: &OldRun) -> Fact {
+    fact(
+        run.created_at,
+        run.status,
+        run.created_at,
+        run.started_at,
+        run.stopped_at,
+        run.credits_used,
+    )
+}
+
+fn old_job_fact(job: &OldJob) -> Fact {
+    fact(
+        job.started_at.unwrap_or(job.created_at),
+        job.status,
+        job.created_at,
+        job.started_at,
+        job.stopped_at,
+        job.credits_used,
+    )
+}
+
+impl Pending {
+    /// Adds (`sign` 1) or subtracts (-1) a run's fact to its rows.
+    fn bump_run(&mut self, project: i64, workflow: i64, f: &Fact, sign: f64) {
+        for (span, at) in f.spans() {
+            self.runs
+                .entry((span, at, project, workflow))
+                .or_default()
+                .apply(f, sign);
         }
     }
-    Ok(())
-}
 
-/// Adds (`sign` 1) or subtracts (-1) a run's fact to its rows.
-fn bump_run(pending: &mut Pending, project: i64, workflow: i64, f: &Fact, sign: f64) {
-    for (span, at) in f.spans() {
-        pending
-            .runs
-            .entry((span, at, project, workflow))
-            .or_default()
-            .apply(f, sign);
-    }
-}
-
-/// Adds (`sign` 1) or subtracts (-1) a job's fact to its rows.
-fn bump_job(pending: &mut Pending, project: i64, workflow: i64, name: &str, f: &Fact, sign: f64) {
-    for (span, at) in f.spans() {
-        pending
-            .jobs
-            .entry((span, at, project, workflow, name.to_owned()))
-            .or_default()
-            .apply(f, sign);
+    /// Adds (`sign` 1) or subtracts (-1) a job's fact to its rows.
+    fn bump_job(&mut self, project: i64, workflow: i64, name: &str, f: &Fact, sign: f64) {
+        for (span, at) in f.spans() {
+            self.jobs
+                .entry((span, at, project, workflow, name.to_owned()))
+                .or_default()
+                .apply(f, sign);
+        }
     }
 }
 
@@ -204,10 +255,10 @@ fn bump_job(pending: &mut Pending, project: i64, workflow: i64, name: &str, f: &
 fn stored_job(r: &Row) -> rusqlite::Result<(i64, String, Fact)> {
     let created: i64 = r.get(3)?;
     let started: Option<i64> = r.get(4)?;
-    let status: String = r.get(2)?;
+    let status: Status = r.get(2)?;
     let f = fact(
         started.unwrap_or(created),
-        &status,
+        status,
         created,
         started,
         r.get(5)?,
@@ -216,31 +267,9 @@ fn stored_job(r: &Row) -> rusqlite::Result<(i64, String, Fact)> {
     Ok((r.get(0)?, r.get(1)?, f))
 }
 
-const SELECT_JOB: &str = "SELECT project_id, name, status, created_at, started_at, stopped_at,
-    credits_used FROM jobs WHERE id = ?1";
 /// ?1 run: its jobs, as `stored_job` reads them.
 const RUN_JOBS: &str = "SELECT project_id, name, status, created_at, started_at, stopped_at,
     credits_used FROM jobs WHERE run_id = +?1";
-
-/// Subtracts a stored job from its row: call it before the job is updated. `workflow` is its
-/// run's workflow (where the job counts).
-pub fn job_removing(
-    conn: &Connection,
-    pending: &mut Pending,
-    job_id: i64,
-    workflow: i64,
-) -> Result<()> {
-    let (project, name, f) = conn
-        .prepare_cached(SELECT_JOB)?
-        .query_row([job_id], stored_job)?;
-    bump_job(pending, project, workflow, &name, &f, -1.0);
-    Ok(())
-}
-
-/// Counts a job just inserted or updated as `job` into its row, under its run's `workflow`.
-pub fn job_added(pending: &mut Pending, project: i64, workflow: i64, job: &Job) {
-    bump_job(pending, project, workflow, &job.name, &job_fact(job), 1.0);
-}
 
 const RUN_DURS: &str = "SELECT durs FROM apigee_run_rollup
     WHERE span = ?1 AND at = ?2 AND project_id = ?3 AND workflow_id = ?4";
@@ -265,7 +294,7 @@ const ADD_JOB_ROW: &str = "INSERT INTO apigee_job_rollup (span, at, project_id, 
         queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?14, durs)";
 
 /// Writes the changes `pending` holds into the rollup tables, in key order, and empties it.
-pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
+fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     let Pending { runs, jobs } = std::mem::take(pending);
     let int = |v: f64| v as i64;
     for ((span, at, p, w), d) in runs {
@@ -276,14 +305,14 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             at,
             p,
             w,
-            int(s[0]),
-            int(s[1]),
-            int(s[2]),
-            s[3],
-            int(s[4]),
-            s[5],
-            int(s[6]),
-            s[7],
+            int(s.n),
+            int(s.errors),
+            int(s.successes),
+            s.credits,
+            int(s.dur_n),
+            s.dur_sum,
+            int(s.queue_n),
+            s.queue_sum,
             blob
         ])?;
     }
@@ -297,14 +326,14 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             p,
             w,
             name,
-            int(s[0]),
-            int(s[1]),
-            int(s[2]),
-            s[3],
-            int(s[4]),
-            s[5],
-            int(s[6]),
-            s[7],
+            int(s.n),
+            int(s.errors),
+            int(s.successes),
+            s.credits,
+            int(s.dur_n),
+            s.dur_sum,
+            int(s.queue_n),
+            s.queue_sum,
             blob
         ])?;
     }

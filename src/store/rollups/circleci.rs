@@ -2,11 +2,10 @@
 //! `runs.rec_ms`, `insights_job_days`), read by src/surfaces/circleci/rollup.rs.
 //!
 //! `insights_days` adds up the runs of one (project, branch, workflow) per UTC day. A run
-//! subtracts itself before it is updated (`removing`) and adds itself once written (`added`),
-//! so every row describes what is stored now, like the Zadig rollups. Jobs do the same
-//! (`job_removing`, `job_added`) in `insights_job_days`, under their run's branch, workflow
-//! and created_at, the rows' duration blobs included (src/store/rollups/durations.rs); when an update moves
-//! a run, `added` moves its jobs.
+//! subtracts itself before it is updated (from its old state) and adds itself once written, so
+//! every row describes what is stored now, like the other families. Jobs do the same in
+//! `insights_job_days`, under their run's branch, workflow and created_at, the rows' duration
+//! blobs included (`durations`); when an update moves a run, its jobs move with it.
 //!
 //! Recoveries (MTTR, docs/circleci.md) are kept on the runs themselves. A run's *sequence* is the
 //! finished runs (success, failed, error, timeout) of its (project, branch, workflow) in
@@ -15,23 +14,36 @@
 //! success's stopped_at less that failure's (NULL when either is missing); both are NULL on every
 //! other run. Writing one run can change the recovery of at most three runs: itself, and the
 //! first success after it in its sequence, before and after the write (a streak always ends at
-//! the next success). `added` recomputes exactly those, so the columns always match what a
-//! window pass over the sequence gives (`REBUILD`, which tests compare them with).
+//! the next success). `run_written` recomputes exactly those, so the columns always match what
+//! a window pass over the sequence gives (`REBUILD`, which tests compare them with).
 
 use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::durations;
+use super::{durations, Family, New, Old, OldRun};
 use crate::error::Result;
-use crate::model::{Job, Run};
+use crate::model::{Run, Status};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// The additive figures of a rollup row: total, ok, bad, canceled, open, credits, dur_n,
-/// dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum (the job rows use the first nine). Counts and
-/// sums alike are kept as f64 here: every count is a small integer, exact in an f64.
-type Amounts = [f64; 12];
+/// The additive figures of a rollup row (the job rows have all but the recovery ones). Counts
+/// and sums alike are kept as f64 here: every count is a small integer, exact in an f64.
+#[derive(Default, Clone, Copy)]
+struct Amounts {
+    total: f64,
+    ok: f64,
+    bad: f64,
+    canceled: f64,
+    open: f64,
+    credits: f64,
+    dur_n: f64,
+    dur_sum: f64,
+    dur_sumsq: f64,
+    rec_n: f64,
+    rec_timed: f64,
+    rec_sum: f64,
+}
 
 /// Rollup figures added by the writes of one transaction and not written yet, summed per row
 /// (store.rs keeps one in `Ids` and calls `flush` before committing), and the run key of the
@@ -54,30 +66,45 @@ struct JobDelta {
     del: Vec<i64>,
 }
 
-fn add(into: &mut Amounts, f: &Amounts) {
-    for (a, b) in into.iter_mut().zip(f) {
-        *a += b;
+impl std::ops::AddAssign for Amounts {
+    fn add_assign(&mut self, f: Amounts) {
+        self.total += f.total;
+        self.ok += f.ok;
+        self.bad += f.bad;
+        self.canceled += f.canceled;
+        self.open += f.open;
+        self.credits += f.credits;
+        self.dur_n += f.dur_n;
+        self.dur_sum += f.dur_sum;
+        self.dur_sumsq += f.dur_sumsq;
+        self.rec_n += f.rec_n;
+        self.rec_timed += f.rec_timed;
+        self.rec_sum += f.rec_sum;
     }
 }
 
 /// A run's or job's own figures from its status, credits and duration, times `sign`.
-fn amounts(status: &str, credits: i64, dur: Option<i64>, sign: f64) -> Amounts {
+fn amounts(status: Status, credits: i64, dur: Option<i64>, sign: f64) -> Amounts {
     let one = |b: bool| if b { sign } else { 0.0 };
     let d = dur.map(|d| d as f64);
-    [
-        sign,
-        one(status == "success"),
-        one(status == "failed" || status == "error" || status == "timeout"),
-        one(status == "canceled"),
-        one(status == "queued" || status == "running" || status == "waiting"),
-        sign * credits as f64,
-        one(dur.is_some()),
-        d.map_or(0.0, |d| sign * d),
-        d.map_or(0.0, |d| sign * d * d),
-        0.0,
-        0.0,
-        0.0,
-    ]
+    Amounts {
+        total: sign,
+        ok: one(status == Status::Success),
+        bad: one(matches!(
+            status,
+            Status::Failed | Status::Error | Status::Timeout
+        )),
+        canceled: one(status == Status::Canceled),
+        open: one(matches!(
+            status,
+            Status::Queued | Status::Running | Status::Waiting
+        )),
+        credits: sign * credits as f64,
+        dur_n: one(dur.is_some()),
+        dur_sum: d.map_or(0.0, |d| sign * d),
+        dur_sumsq: d.map_or(0.0, |d| sign * d * d),
+        ..Amounts::default()
+    }
 }
 
 const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
@@ -104,7 +131,7 @@ const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
     WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND day = ?4 AND name = ?5";
 
 /// Writes the figures `pending` holds into the rollup tables, in key order, and empties it.
-pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
+fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     let Pending { days, job_days, .. } = std::mem::take(pending);
     let int = |v: f64| v as i64;
     let mut stmt = conn.prepare_cached(ADD_DAY)?;
@@ -114,18 +141,18 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             b,
             w,
             d,
-            int(f[0]),
-            int(f[1]),
-            int(f[2]),
-            int(f[3]),
-            int(f[4]),
-            f[5],
-            int(f[6]),
-            f[7],
-            f[8],
-            int(f[9]),
-            int(f[10]),
-            f[11]
+            int(f.total),
+            int(f.ok),
+            int(f.bad),
+            int(f.canceled),
+            int(f.open),
+            f.credits,
+            int(f.dur_n),
+            f.dur_sum,
+            f.dur_sumsq,
+            int(f.rec_n),
+            int(f.rec_timed),
+            f.rec_sum
         ])?;
     }
     let mut stmt = conn.prepare_cached(ADD_JOB_DAY)?;
@@ -142,15 +169,15 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             w,
             d,
             name,
-            int(f[0]),
-            int(f[1]),
-            int(f[2]),
-            int(f[3]),
-            int(f[4]),
-            f[5],
-            int(f[6]),
-            f[7],
-            f[8],
+            int(f.total),
+            int(f.ok),
+            int(f.bad),
+            int(f.canceled),
+            int(f.open),
+            f.credits,
+            int(f.dur_n),
+            f.dur_sum,
+            f.dur_sumsq,
             blob
         ])?;
     }
@@ -161,7 +188,7 @@ pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
 struct SeqRun {
     id: i64,
     key: Key,
-    status: String,
+    status: Status,
     credits: i64,
     dur: Option<i64>,
     stop: Option<i64>,
@@ -223,15 +250,15 @@ fn bump(pending: &mut Pending, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i
     };
     let f = sign as f64;
     let mut fig = if base {
-        amounts(&r.status, r.credits, r.dur, f)
+        amounts(r.status, r.credits, r.dur, f)
     } else {
-        [0.0; 12]
+        Amounts::default()
     };
     if let Some(x) = rec {
-        fig[9] = f;
+        fig.rec_n = f;
         if let Some(ms) = x.ms {
-            fig[10] = f;
-            fig[11] = f * ms as f64;
+            fig.rec_timed = f;
+            fig.rec_sum = f * ms as f64;
         }
     }
     let key = (
@@ -240,18 +267,81 @@ fn bump(pending: &mut Pending, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i
         r.key.workflow,
         r.key.at.div_euclid(DAY_MS),
     );
-    add(pending.days.entry(key).or_default(), &fig);
+    *pending.days.entry(key).or_default() += fig;
 }
 
 const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1";
 
-/// Subtracts a stored run, with its recovery, from the rollups: call it before the run is
-/// updated by a statement that also clears its rec_from and rec_ms (store.rs: UPDATE_RUN), and
-/// hand what it returns to `added`.
-pub fn removing(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key> {
-    let r = read(conn, run_id)?;
-    bump(pending, &r, true, r.rec, -1);
-    Ok(r.key)
+/// A stored run, as the write path read it before replacing it.
+fn old_seq_run(old: &OldRun) -> SeqRun {
+    SeqRun {
+        id: old.id,
+        key: Key {
+            project: old.project_id,
+            branch: old.branch.clone(),
+            workflow: old.workflow_id,
+            at: old.created_at,
+            ext: old.ext_id.clone(),
+        },
+        status: old.status,
+        credits: old.credits_used,
+        dur: duration(old.created_at, old.started_at, old.stopped_at),
+        stop: old.stopped_at,
+        rec: old.rec_from.map(|from| Rec {
+            from,
+            ms: old.rec_ms,
+        }),
+    }
+}
+
+impl Family for Pending {
+    /// A run is taken out with its recovery: the update that replaces it clears its rec_from
+    /// and rec_ms (the store's UPDATE_RUN).
+    fn replacing(&mut self, conn: &Connection, old: Old) -> Result<()> {
+        match old {
+            Old::Run(run) => {
+                let r = old_seq_run(run);
+                bump(self, &r, true, r.rec, -1);
+            }
+            Old::Job(job) => {
+                let k = run_key(conn, self, job.run_id)?;
+                let dur = duration(job.created_at, job.started_at, job.stopped_at);
+                job_row(self, &k, &job.name, job.status, job.credits_used, dur, -1);
+            }
+            Old::Tests { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn written(&mut self, conn: &Connection, new: New) -> Result<()> {
+        match new {
+            New::Run {
+                id,
+                project_id,
+                workflow_id,
+                run,
+                old,
+            } => run_written(
+                conn,
+                self,
+                id,
+                (project_id, workflow_id),
+                run,
+                old.map(|o| old_seq_run(o).key),
+            ),
+            New::Job { at, job, .. } => {
+                let k = run_key(conn, self, at.run_id)?;
+                let dur = duration(job.created_at, job.started_at, job.stopped_at);
+                job_row(self, &k, &job.name, job.status, job.credits_used, dur, 1);
+                Ok(())
+            }
+            New::Tests { .. } => Ok(()),
+        }
+    }
+
+    fn flush(&mut self, conn: &Connection) -> Result<()> {
+        flush(conn, self)
+    }
 }
 
 // The sequence statements seek the index runs_insights (project_id, branch, workflow_id,
@@ -285,7 +375,7 @@ const NEXT_SUCCESS_AFTER: &str = "SELECT id FROM runs
 /// The recovery a stored run is now: the streak of failures just before it (everything finished
 /// between the last success before it and it), if any.
 fn recovery(conn: &Connection, r: &SeqRun) -> Result<Option<Rec>> {
-    if r.status != "success" {
+    if r.status != Status::Success {
         return Ok(None);
     }
     let k = &r.key;
@@ -356,13 +446,13 @@ fn refresh_next_success(
     }
 }
 
-/// Counts a run just inserted (`old` None) or just updated (`old` from `removing`) as `run`
+/// Counts a run just inserted (`old` None) or just updated (`old`: its key before) as `run`
 /// (row `run_id`, in project `project` and workflow `workflow`) into the rollups, refreshes
 /// every recovery the write can have changed, and moves the run's jobs when the update changed
 /// its branch, workflow or created_at. The run is taken from the values written, which are
-/// what its row holds, with no recovery yet (INSERT_RUN and UPDATE_RUN in store.rs leave
+/// what its row holds, with no recovery yet (the store's INSERT_RUN and UPDATE_RUN leave
 /// rec_from and rec_ms NULL).
-pub fn added(
+fn run_written(
     conn: &Connection,
     pending: &mut Pending,
     run_id: i64,
@@ -379,7 +469,7 @@ pub fn added(
             at: run.created_at,
             ext: run.id.clone(),
         },
-        status: run.status.as_str().to_owned(),
+        status: run.status,
         credits: run.credits_used,
         dur: duration(run.created_at, run.started_at, run.stopped_at),
         stop: run.stopped_at,
@@ -430,13 +520,10 @@ fn duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<
     stopped.map(|s| s.saturating_sub(started.unwrap_or(created)).max(0))
 }
 
-const SELECT_JOB: &str = "SELECT name, status, credits_used, created_at, started_at, stopped_at,
-    run_id FROM jobs WHERE id = ?1";
-
-/// A stored job as the rollups see it (columns 0..=5 of SELECT_JOB and RUN_JOBS).
+/// A stored job as the rollups see it (RUN_JOBS).
 struct StoredJob {
     name: String,
-    status: String,
+    status: Status,
     credits: i64,
     dur: Option<i64>,
 }
@@ -456,7 +543,7 @@ fn job_row(
     pending: &mut Pending,
     k: &Key,
     name: &str,
-    status: &str,
+    status: Status,
     credits: i64,
     dur: Option<i64>,
     sign: i64,
@@ -467,10 +554,7 @@ fn job_row(
     let day = k.at.div_euclid(DAY_MS);
     let key = (k.project, branch.clone(), k.workflow, day, name.to_owned());
     let row = pending.job_days.entry(key).or_default();
-    add(
-        &mut row.amounts,
-        &amounts(status, credits, dur, sign as f64),
-    );
+    row.amounts += amounts(status, credits, dur, sign as f64);
     if let Some(d) = dur {
         if sign > 0 {
             row.add.push(d);
@@ -478,25 +562,6 @@ fn job_row(
             row.del.push(d);
         }
     }
-}
-
-/// Subtracts a stored job from the rollups: call it before the job is updated.
-pub fn job_removing(conn: &Connection, pending: &mut Pending, job_id: i64) -> Result<()> {
-    let (j, run_id) = conn
-        .prepare_cached(SELECT_JOB)?
-        .query_row([job_id], |r| Ok((job_from_row(r)?, r.get::<_, i64>(6)?)))?;
-    let k = run_key(conn, pending, run_id)?;
-    job_row(pending, &k, &j.name, &j.status, j.credits, j.dur, -1);
-    Ok(())
-}
-
-/// Counts a job of run `run_id`, just inserted or updated as `job`, into the rollups.
-pub fn job_added(conn: &Connection, pending: &mut Pending, run_id: i64, job: &Job) -> Result<()> {
-    let k = run_key(conn, pending, run_id)?;
-    let dur = duration(job.created_at, job.started_at, job.stopped_at);
-    let status = job.status.as_str();
-    job_row(pending, &k, &job.name, status, job.credits_used, dur, 1);
-    Ok(())
 }
 
 /// ?1 run: its jobs, as `job_from_row` reads them.
@@ -517,7 +582,7 @@ fn run_jobs(
         .query_map([run_id], job_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     for j in jobs {
-        job_row(pending, k, &j.name, &j.status, j.credits, j.dur, sign);
+        job_row(pending, k, &j.name, j.status, j.credits, j.dur, sign);
     }
     Ok(())
 }

@@ -10,8 +10,8 @@
 //! a window pass: a result flipped when its previous one is in the window and differs.
 //!
 //! The rows of a commit depend only on the stored runs of that commit, so the upkeep works
-//! commit by commit: every write marks the commits of the runs it touches (`mark`: the run's
-//! commit before and after the write), and `flush`, before the transaction commits, recomputes
+//! commit by commit: every write marks the commits of the runs it touches (the run's commit
+//! before and after the write), and `flush`, before the transaction commits, recomputes
 //! each marked commit that holds rows, or that a write gave a failing result. A commit that
 //! holds no rows has no failing result, so a write that adds none leaves it without rows; every
 //! other change (a result replaced, a job renamed or re-timed, a run moved to another commit or
@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection};
 
+use super::{any_failing, Family, New, Old};
 use crate::error::Result;
 
 /// Commits touched by the writes of one transaction and not recomputed yet: (project, commit)
@@ -31,14 +32,52 @@ pub struct Pending {
     commits: BTreeMap<(i64, String), bool>,
 }
 
-/// Marks a run's commit (none: the run is on no commit, so it is in no group) as touched, with
+/// Marks a commit (none: the run is on no commit, so it is in no group) as touched, with
 /// `failing` when the write stored a failing result on it.
-pub fn mark(pending: &mut Pending, project_id: i64, sha: Option<&str>, failing: bool) {
+fn mark(pending: &mut Pending, project_id: i64, sha: Option<&str>, failing: bool) {
     if let Some(sha) = sha {
         *pending
             .commits
             .entry((project_id, sha.to_owned()))
             .or_default() |= failing;
+    }
+}
+
+impl Family for Pending {
+    fn replacing(&mut self, _conn: &Connection, _old: Old) -> Result<()> {
+        // What a write replaces is recomputed from the commits `written` marks.
+        Ok(())
+    }
+
+    /// Marks the commits a write touches: a run's commit after the write, and before it when it
+    /// was updated (a run moved to another commit takes its stored results, failing ones too);
+    /// a job's run's commit (a job renamed or re-timed changes its rows); and a job's run's
+    /// commit with `failing` when failing results were stored.
+    fn written(&mut self, _conn: &Connection, new: New) -> Result<()> {
+        match new {
+            New::Run {
+                project_id,
+                run,
+                old,
+                ..
+            } => {
+                let commit = run.commit.as_deref();
+                let moved = old.is_some_and(|o| o.commit.as_deref() != commit);
+                mark(self, project_id, commit, moved);
+                if let Some(old) = old {
+                    mark(self, old.project_id, old.commit.as_deref(), false);
+                }
+            }
+            New::Job { at, .. } => mark(self, at.project_id, at.commit, false),
+            New::Tests { at, tests, .. } => {
+                mark(self, at.project_id, at.commit, any_failing(tests))
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, conn: &Connection) -> Result<()> {
+        flush(conn, self)
     }
 }
 
@@ -78,7 +117,7 @@ struct CommitResult {
 /// Recomputes the rows of every commit `pending` marked that holds rows or was given a
 /// failing result, and empties it. Call before the transaction commits. Every such commit is
 /// emptied before any is filled: a run moved between two of them has rows under the old one.
-pub fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
+fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     let mut recompute = Vec::new();
     for ((project_id, sha), failing) in std::mem::take(&mut pending.commits) {
         let has_rows = || {
