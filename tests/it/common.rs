@@ -11,10 +11,10 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pipestat");
 
-/// Where the shared fixtures live, relative to the crate.
+/// A fixture from tests/fixtures (real payloads and reports; their sources are in its README).
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
+        .join("tests/fixtures")
         .join(rel)
 }
 
