@@ -6,157 +6,36 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use pipestat::hooks::Req;
 use serde_json::Value;
 
-use crate::common::{json_time, Daemon, Lcg};
-
-const HOUR: i64 = 3_600_000;
-const DAY: i64 = 86_400_000;
-/// 2026-03-01T00:00:00Z.
-const BASE: i64 = 1_772_323_200_000;
+use crate::common::{Daemon, Lcg};
+use crate::history::{random_history, Run, Shape, Times, BASE, DAY, HOUR};
 
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
-const PROJECTS: [&str; 2] = ["gh/acme/api", "gh/acme/web"];
-const WORKFLOWS: [&str; 3] = ["build", "deploy", "nightly"];
-const NAMES: [&str; 4] = ["compile", "test", "lint", "ship"];
-const STATUSES: [&str; 9] = [
-    "success", "success", "success", "failed", "failed", "error", "timeout", "canceled", "running",
-];
-
-/// Up to three jobs (ids j0..j2, so a redelivery may update or add them) with any name,
-/// status and times around `from`: some never started, some not stopped, some stopped before
-/// they were created (a negative duration), durations with odd milliseconds.
-fn random_jobs(g: &mut Lcg, from: i64, fresher: bool) -> String {
-    let jobs: Vec<String> = (0..g.next(4))
-        .map(|i| {
-            let status = if fresher {
-                g.pick(&["success", "failed", "canceled"])
-            } else {
-                g.pick(&STATUSES)
-            };
-            let created = from + g.next(3_600) * 1_000;
-            let started = (g.next(4) > 0).then(|| created + g.next(120) * 1_000);
-            let stopped = (status != "running").then(|| match started {
-                Some(s) => s + g.next(900) * 1_000 + g.next(1_000),
-                None => created + g.next(900) * 1_000 - 300_000,
-            });
-            format!(
-                r#"{{"id":"j{i}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{}}}"#,
-                g.pick(&NAMES),
-                json_time(Some(created)),
-                json_time(started),
-                json_time(stopped),
-                g.next(5)
-            )
-        })
-        .collect();
-    format!("[{}]", jobs.join(","))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_json(
-    id: &str,
-    project: &str,
-    wf: &str,
-    status: &str,
-    created: i64,
-    started: Option<i64>,
-    stopped: Option<i64>,
-    credits: i64,
-    jobs: &str,
-) -> String {
-    format!(
-        r#"{{"id":"{id}","project":"{project}","workflow":"{wf}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{credits},"jobs":{jobs}}}"#,
-        json_time(Some(created)),
-        json_time(started),
-        json_time(stopped)
-    )
-}
-
 /// Runs with jobs over four days in two projects and three workflows, with ties in
 /// created_at; then redeliveries that change status, times (so durations), created_at (across
-/// hours and days), workflow, and the jobs' names and times; and JUnit reports that create a
-/// test job in some runs.
-fn random_history(d: &Daemon, seed: u64) {
-    let mut g = Lcg(seed);
-    let mut state = Vec::new();
-    let mut batch = Vec::new();
-    for i in 0..300 {
-        let created = BASE + g.next(4 * 24 * 60) * 60_000 + g.next(2) * 1_500;
-        let status = g.pick(&STATUSES);
-        let started = (g.next(5) > 0).then(|| created + g.next(60) * 1_000);
-        let stopped = (status != "running").then(|| match started {
-            Some(s) => s + g.next(1_800) * 1_000 + g.next(1_000),
-            None => created + g.next(1_800) * 1_000 - 120_000,
-        });
-        let project = g.pick(&PROJECTS);
-        let id = format!("r{i}");
-        let jobs = random_jobs(&mut g, created, false);
-        let wf = g.pick(&WORKFLOWS);
-        batch.push(run_json(
-            &id,
-            project,
-            wf,
-            status,
-            created,
-            started,
-            stopped,
-            g.next(20),
-            &jobs,
-        ));
-        state.push((id, project, created, started, stopped));
-        if batch.len() == 29 {
-            d.post_runs(&batch);
-            batch.clear();
-        }
-    }
-    d.post_runs(&batch);
-    batch.clear();
-    // Redeliveries: a terminal status with a stop no earlier than the stored one wins.
-    for _ in 0..120 {
-        let k = g.next(state.len() as u64) as usize;
-        let (id, project, created, started, stopped) = state[k].clone();
-        let status = g.pick(&["success", "failed", "error", "timeout", "canceled"]);
-        let stop = stopped.unwrap_or(created).max(created) + g.next(3) * 60_000;
-        let created = if g.next(3) == 0 {
-            created + (g.next(600) - 300) * 60_000
-        } else {
-            created
-        };
-        let started = match g.next(3) {
-            0 => None,
-            _ => Some(started.unwrap_or(created).min(stop) - g.next(600) * 1_000),
-        };
-        let jobs = random_jobs(&mut g, created, true);
-        let wf = g.pick(&WORKFLOWS);
-        batch.push(run_json(
-            &id,
-            project,
-            wf,
-            status,
-            created,
-            started,
-            Some(stop),
-            g.next(20),
-            &jobs,
-        ));
-        state[k] = (id, project, created, started, Some(stop));
-        if batch.len() == 10 {
-            d.post_runs(&batch);
-            batch.clear();
-        }
-    }
-    d.post_runs(&batch);
-    for (id, project, ..) in state.iter().step_by(17) {
+/// hours and days), workflow, and the jobs' names and times. Times are loose (negative
+/// durations, starts dropped or moved), as the rollups must count whatever is stored.
+const HISTORY: Shape = Shape {
+    runs: 300,
+    days: 4,
+    batch: 29,
+    redeliveries: 120,
+    projects: &["gh/acme/api", "gh/acme/web"],
+    workflows: &["build", "deploy", "nightly"],
+    branches: &[],
+    job_names: &["compile", "test", "lint", "ship"],
+    times: Times::Loose,
+};
+
+/// [`HISTORY`], then JUnit reports that create a test job in some runs.
+fn random_history_with_reports(d: &Daemon, seed: u64) {
+    let runs = random_history(d, seed, &HISTORY);
+    for run in runs.iter().step_by(17) {
         let xml = br#"<testsuite name="s"><testcase name="a" time="1.5"/></testsuite>"#;
-        let path = format!("/api/v1/runs/{project}/{id}/tests?job=junit");
-        let a = d.call(
-            "POST",
-            &path,
-            &[("Content-Type", "application/xml")],
-            Some(xml),
-        );
+        let path = format!("/api/v1/runs/{}/{}/tests?job=junit", run.project, run.id);
+        let a = d.post_xml(&path, xml);
         assert_eq!(a.status, 200, "{}", a.text);
     }
 }
@@ -178,8 +57,8 @@ pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
 #[test]
 fn upkeep_matches_a_rebuild() {
     let d = Daemon::start(&[]);
-    random_history(&d, 11);
-    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    random_history_with_reports(&d, 11);
+    let mut conn = d.db();
     // The rebuild encodes blobs with pipestat_durs.
     pipestat::hooks::register_functions(&conn).unwrap();
     let before = kept(&conn);
@@ -235,8 +114,8 @@ fn reads_rollup(conn: &rusqlite::Connection, facts: &str, dims: &str, query: &st
 #[test]
 fn fast_path_answers_as_the_window_functions_do() {
     let d = Daemon::start(&[]);
-    random_history(&d, 5);
-    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    random_history_with_reports(&d, 5);
+    let conn = d.db();
     pipestat::hooks::register_functions(&conn).unwrap();
 
     let mut g = Lcg(2024);
@@ -386,7 +265,7 @@ fn fast_path_answers_as_the_window_functions_do() {
 #[test]
 fn what_stays_on_the_window_functions() {
     let d = Daemon::start(&[]);
-    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let conn = d.db();
     pipestat::hooks::register_functions(&conn).unwrap();
     let r = "timeRange=03/01/2026+00:00~03/02/2026+00:00";
     let fast = |facts: &str, dims: &str, q: &str| reads_rollup(&conn, facts, dims, q);
@@ -469,20 +348,16 @@ fn percentiles_on_the_fast_path_hand_worked() {
         ("f", "2026-03-03T00:00:00Z", 1000),
     ] {
         let c = t(created);
-        runs.push(run_json(
-            id,
-            "gh/acme/api",
-            "ci",
-            "success",
-            c,
-            Some(c),
-            Some(c + secs * 1000),
-            0,
-            "[]",
-        ));
+        runs.push(
+            Run::new(id, "success", c)
+                .started(Some(c))
+                .stopped(Some(c + secs * 1000))
+                .credits(0)
+                .json(),
+        );
     }
     d.post_runs(&runs);
-    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let conn = d.db();
     pipestat::hooks::register_functions(&conn).unwrap();
     let range = "timeRange=03/01/2026+00:00~03/03/2026+00:00";
     let sel = "select=p95(duration),p50(duration),min(duration),max(duration),avg(duration)";
@@ -529,17 +404,11 @@ fn percentiles_on_the_fast_path_hand_worked() {
     );
 
     let e = t("2026-03-02T12:30:00Z");
-    d.post_runs(&[run_json(
-        "e",
-        "gh/acme/api",
-        "ci",
-        "success",
-        e,
-        Some(e + 50_000),
-        Some(e + 100_000),
-        0,
-        "[]",
-    )]);
+    d.post_runs(&[Run::new("e", "success", e)
+        .started(Some(e + 50_000))
+        .stopped(Some(e + 100_000))
+        .credits(0)
+        .json()]);
     assert_eq!(
         series(&d.get_ok(&daily)),
         [(d1, "29".to_owned()), (d2, "49.5".to_owned())]

@@ -3,31 +3,7 @@
 use base64::Engine;
 use serde_json::json;
 
-use crate::common::{pipestat, run_json, spawn_serve, Daemon};
-
-/// Creates a token with the CLI and returns its secret (the last line of stdout).
-fn create_token(dir: &std::path::Path, name: &str, scope: &str) -> String {
-    let out = pipestat(
-        dir,
-        &[
-            "token",
-            "create",
-            "--name",
-            name,
-            "--scope",
-            scope,
-            "--db",
-            "pipestat.db",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.lines().last().unwrap().to_owned()
-}
+use crate::common::{create_token, pipestat, run_json, spawn_serve, Daemon};
 
 #[test]
 fn tokens_scopes_and_the_four_ways_to_present_them() {

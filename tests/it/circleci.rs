@@ -4,8 +4,11 @@
 //! the project is gh/acme/api with default branch main.
 
 use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
-use crate::common::{pipestat, Daemon};
+use crate::common::{create_token, Daemon};
+use crate::history::Run;
 
 const NOW: &str = "2026-03-10T00:00:00Z";
 const P: &str = "/api/v2/insights/gh/acme/api";
@@ -14,8 +17,20 @@ fn daemon() -> Daemon {
     Daemon::start(&["--now", NOW])
 }
 
-/// A run of gh/acme/api: `times` are (created, started, stopped) as "HH:MM:SS" on 2026-03-01
-/// unless they hold a 'T'; an empty string means absent.
+/// UTC milliseconds of "HH:MM:SS" on 2026-03-01, or of an RFC 3339 time (one that holds a
+/// 'T'), computed here independently of pipestat.
+fn at(t: &str) -> i64 {
+    let t = if t.contains('T') {
+        t.to_owned()
+    } else {
+        format!("2026-03-01T{t}Z")
+    };
+    let t = OffsetDateTime::parse(&t, &Rfc3339).expect("valid time");
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A run of gh/acme/api: `times` are (created, started, stopped) as for [`at`]; an empty
+/// string means absent.
 #[allow(clippy::too_many_arguments)]
 fn run(
     id: &str,
@@ -28,30 +43,18 @@ fn run(
     credits: i64,
     extra: &str,
 ) -> String {
-    let at = |t: &str| {
-        if t.is_empty() {
-            "null".to_owned()
-        } else if t.contains('T') {
-            format!("\"{t}\"")
-        } else {
-            format!("\"2026-03-01T{t}Z\"")
-        }
-    };
-    let mut o = format!(
-        r#"{{"id":"{id}","project":"gh/acme/api","workflow":"{wf}","branch":"{branch}","status":"{status}","created_at":{},"credits_used":{credits}"#,
-        at(created)
-    );
+    let mut r = Run::new(id, status, at(created))
+        .workflow(wf)
+        .branch(Some(branch))
+        .credits(credits)
+        .extra(extra);
     if !started.is_empty() {
-        o += &format!(r#","started_at":{}"#, at(started));
+        r = r.started(Some(at(started)));
     }
     if !stopped.is_empty() {
-        o += &format!(r#","stopped_at":{}"#, at(stopped));
+        r = r.stopped(Some(at(stopped)));
     }
-    if !extra.is_empty() {
-        o += ",";
-        o += extra;
-    }
-    o + "}"
+    r.json()
 }
 
 fn close(a: &Value, b: f64) {
@@ -635,8 +638,13 @@ fn flaky_counts_every_flip_and_the_failing_jobs_of_flaky_commits() {
 fn branches_pages_and_org_summary() {
     let d = daemon();
     d.post_runs(&ci_runs());
-    d.post_runs(&[r#"{"id":"w1","project":"github/acme/web","workflow":"deploy","status":"success","created_at":"2026-03-01T09:00:00Z","started_at":"2026-03-01T09:00:00Z","stopped_at":"2026-03-01T09:00:10Z","credits_used":7}"#.to_owned()],
-    );
+    d.post_runs(&[Run::new("w1", "success", at("09:00:00"))
+        .project("github/acme/web")
+        .workflow("deploy")
+        .started(Some(at("09:00:00")))
+        .stopped(Some(at("09:00:10")))
+        .credits(7)
+        .json()]);
     let b = d.get_ok(&format!("{P}/branches"));
     assert_eq!(b["branches"], json!(["feat", "main"]));
     assert_eq!(b["project_id"].as_str().unwrap().len(), 36);
@@ -801,26 +809,7 @@ fn every_bad_parameter_is_a_400_naming_it() {
 fn circle_token_and_basic_auth() {
     let d = daemon();
     d.post_runs(&ci_runs());
-    let out = pipestat(
-        d.dir.path(),
-        &[
-            "token",
-            "create",
-            "--name",
-            "ci-reader",
-            "--scope",
-            "read",
-            "--db",
-            "pipestat.db",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let secret = stdout.lines().last().unwrap().trim().to_owned();
+    let secret = create_token(d.dir.path(), "ci-reader", "read");
     let a = d.get(&format!("{P}/workflows"));
     assert_eq!(a.status, 401);
     assert!(a.body["message"].is_string(), "{}", a.text);
@@ -926,10 +915,11 @@ fn org_totals_saturate_across_projects() {
     let d = daemon();
     let max = i64::MAX;
     for repo in ["api", "web"] {
-        d.post_runs(&[format!(
-                r#"{{"id":"x","project":"gh/acme/{repo}","workflow":"ci","status":"success","created_at":"2026-03-01T10:00:00Z","stopped_at":"2026-03-01T10:00:10Z","credits_used":{max}}}"#
-            )],
-        );
+        d.post_runs(&[Run::new("x", "success", at("10:00:00"))
+            .project(&format!("gh/acme/{repo}"))
+            .stopped(Some(at("10:00:10")))
+            .credits(max)
+            .json()]);
     }
     let o = d.get_ok("/api/v2/insights/gh/acme/summary");
     assert_eq!(o["org_data"]["metrics"]["total_credits_used"], json!(max));

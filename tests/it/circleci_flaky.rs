@@ -3,11 +3,8 @@
 //! redeliveries and JUnit uploads: the kept table against its rebuild (a different statement),
 //! and the route's query against a window query over the raw results.
 
-use crate::common::{json_time, Daemon, Lcg};
-
-const DAY: i64 = 86_400_000;
-/// 2026-03-01T00:00:00Z.
-const BASE: i64 = 1_772_323_200_000;
+use crate::common::{Daemon, Lcg};
+use crate::history::{Batches, Job, Run, BASE, DAY};
 
 /// The shape of a history: how many commits its runs share, and one result in how many fails.
 #[derive(Clone, Copy)]
@@ -74,38 +71,33 @@ fn random_job(
     from: i64,
     tests: bool,
 ) -> String {
-    let status = ["success", "failed"][g.next(2) as usize];
+    let status = g.pick(&["success", "failed"]);
     let stopped = from + g.next(900) * 1_000;
-    let tests = if tests {
-        format!(r#","tests":{}"#, random_tests(g, shape))
-    } else {
-        String::new()
-    };
-    format!(
-        r#"{{"id":"{id}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{}{tests}}}"#,
-        names[g.next(names.len() as u64) as usize],
-        json_time(Some(from)),
-        json_time(Some(from)),
-        json_time(Some(stopped))
-    )
+    let tests = tests.then(|| random_tests(g, shape));
+    let job = Job::new(id, g.pick(names), status, from)
+        .started(Some(from))
+        .stopped(Some(stopped));
+    match tests {
+        Some(tests) => job.tests(tests).json(),
+        None => job.json(),
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A run of workflow ci on main, on `commit`.
 fn run(
     id: &str,
     status: &str,
     commit: Option<&str>,
     created: i64,
-    stopped: i64,
+    stopped: Option<i64>,
     jobs: &[String],
 ) -> String {
-    format!(
-        r#"{{"id":"{id}","project":"gh/acme/api","workflow":"ci","branch":"main","commit":{},"status":"{status}","created_at":{},"stopped_at":{},"jobs":[{}]}}"#,
-        opt(commit),
-        json_time(Some(created)),
-        json_time(Some(stopped)),
-        jobs.join(",")
-    )
+    Run::new(id, status, created)
+        .branch(Some("main"))
+        .commit(commit)
+        .stopped(stopped)
+        .jobs(jobs)
+        .json()
 }
 
 /// 160 runs over four days on five commits (and some on none), then redeliveries that move runs
@@ -114,7 +106,7 @@ fn run(
 fn random_history(d: &Daemon, seed: u64, shape: Shape) {
     let mut g = Lcg(seed);
     let mut state = Vec::new();
-    let mut batch = Vec::new();
+    let mut batch = Batches::new(d, 23);
     for i in 0..160 {
         let created = BASE + g.next(4 * 24 * 60) * 60_000 + g.next(2) * 1_500;
         let stopped = created + 600_000 + g.next(600) * 1_000;
@@ -138,16 +130,19 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
             ));
         }
         let id = format!("r{i}");
-        let status = ["success", "failed"][g.next(2) as usize];
-        batch.push(run(&id, status, commit.as_deref(), created, stopped, &jobs));
+        let status = g.pick(&["success", "failed"]);
+        batch.push(run(
+            &id,
+            status,
+            commit.as_deref(),
+            created,
+            Some(stopped),
+            &jobs,
+        ));
         state.push((id, created, stopped));
-        if batch.len() == 23 {
-            d.post_runs(&batch);
-            batch.clear();
-        }
     }
-    d.post_runs(&batch);
-    batch.clear();
+    batch.flush();
+    let mut batch = Batches::new(d, 7);
     for step in 0..90 {
         let k = g.next(state.len() as u64) as usize;
         let (id, created, stopped) = state[k].clone();
@@ -171,8 +166,15 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
                     created,
                     with_tests,
                 )];
-                let status = ["success", "failed"][g.next(2) as usize];
-                batch.push(run(&id, status, commit.as_deref(), created, stop, &jobs));
+                let status = g.pick(&["success", "failed"]);
+                batch.push(run(
+                    &id,
+                    status,
+                    commit.as_deref(),
+                    created,
+                    Some(stop),
+                    &jobs,
+                ));
                 state[k] = (id, created, stop);
             }
             // Stale: the run stays, a new job with tests joins it.
@@ -185,17 +187,11 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
                     created,
                     true,
                 )];
-                batch.push(
-                    run(&id, "running", Some("c0"), created, stopped, &jobs).replace(
-                        &format!(r#","stopped_at":{}"#, json_time(Some(stopped))),
-                        r#","stopped_at":null"#,
-                    ),
-                );
+                batch.push(run(&id, "running", Some("c0"), created, None, &jobs));
             }
             // A JUnit report replaces the results of the run's job "unit" (created if missing).
             _ => {
-                d.post_runs(&batch);
-                batch.clear();
+                batch.flush();
                 let mut cases = String::new();
                 for (cls, name) in CASES {
                     if g.next(3) == 0 {
@@ -213,21 +209,15 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
                     });
                 }
                 let xml = format!("<testsuite name=\"s\">{cases}</testsuite>");
-                let a = d.call(
-                    "POST",
+                let a = d.post_xml(
                     &format!("/api/v1/runs/gh/acme/api/{id}/tests?job=unit"),
-                    &[("Content-Type", "application/xml")],
-                    Some(xml.as_bytes()),
+                    xml.as_bytes(),
                 );
                 assert_eq!(a.status, 200, "{}", a.text);
             }
         }
-        if batch.len() == 7 {
-            d.post_runs(&batch);
-            batch.clear();
-        }
     }
-    d.post_runs(&batch);
+    batch.flush();
 }
 
 pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
@@ -289,7 +279,7 @@ fn check_history(seed: u64, shape: Shape) {
     // The same writes keep the Zadig rollups exact too (jobs re-timed and emptied, tests
     // replaced).
     crate::zadig::assert_rollups_exact(&d);
-    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let mut conn = d.db();
 
     let before = kept(&conn);
     assert!(before.len() > 20, "too few kept results: {}", before.len());

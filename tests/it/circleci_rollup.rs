@@ -6,48 +6,8 @@ use pipestat::hooks::circleci::{job_figures, workflow_figures, workflow_figures_
 use pipestat::hooks::circleci::{Branches, Scope};
 use serde_json::Value;
 
-use crate::common::{json_time, Daemon, Lcg};
-
-const DAY: i64 = 86_400_000;
-/// 2026-03-01T00:00:00Z.
-const BASE: i64 = 1_772_323_200_000;
-
-#[allow(clippy::too_many_arguments)]
-fn run(
-    id: &str,
-    wf: &str,
-    branch: Option<&str>,
-    status: &str,
-    created: i64,
-    started: Option<i64>,
-    stopped: Option<i64>,
-    credits: i64,
-) -> String {
-    run_with_jobs(
-        id, wf, branch, status, created, started, stopped, credits, "[]",
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_with_jobs(
-    id: &str,
-    wf: &str,
-    branch: Option<&str>,
-    status: &str,
-    created: i64,
-    started: Option<i64>,
-    stopped: Option<i64>,
-    credits: i64,
-    jobs: &str,
-) -> String {
-    let branch = branch.map_or("null".to_owned(), |b| format!("\"{b}\""));
-    format!(
-        r#"{{"id":"{id}","project":"gh/acme/api","workflow":"{wf}","branch":{branch},"status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{credits},"jobs":{jobs}}}"#,
-        json_time(Some(created)),
-        json_time(started),
-        json_time(stopped)
-    )
-}
+use crate::common::{Daemon, Lcg};
+use crate::history::{random_history, Job, Run, Shape, Times, BASE, DAY};
 
 /// Hand-worked: on main, workflow ci,
 ///   a1 failed  03-01 23:00, stopped 23:10
@@ -62,7 +22,12 @@ fn a_window_that_cuts_a_failure_streak() {
     let d = Daemon::start(&["--now", "2026-03-10T00:00:00Z"]);
     let h = |day: i64, hh: i64, mm: i64| BASE + (day - 1) * DAY + (hh * 60 + mm) * 60_000;
     let r = |id: &str, status: &str, c: i64, s: i64| {
-        run(id, "ci", Some("main"), status, c, Some(c), Some(s), 1)
+        Run::new(id, status, c)
+            .branch(Some("main"))
+            .started(Some(c))
+            .stopped(Some(s))
+            .credits(1)
+            .json()
     };
     d.post_runs(&[
         r("a1", "failed", h(1, 23, 0), h(1, 23, 10)),
@@ -91,110 +56,21 @@ fn a_window_that_cuts_a_failure_streak() {
     }
 }
 
-const STATUSES: [&str; 9] = [
-    "success", "success", "success", "failed", "failed", "error", "timeout", "canceled", "running",
-];
-
-/// Up to three jobs (ids j0..j2, so a redelivery may update or add them) named from a short
-/// list, with any status, starting at `from`; some have no stop, some no start.
-fn random_jobs(g: &mut Lcg, from: i64, fresher: bool) -> String {
-    let names = ["build", "test", "lint", "deploy"];
-    let jobs: Vec<String> = (0..g.next(4))
-        .map(|i| {
-            let status = if fresher {
-                ["success", "failed", "canceled"][g.next(3) as usize]
-            } else {
-                STATUSES[g.next(9) as usize]
-            };
-            let started = (g.next(4) > 0).then(|| from + g.next(120) * 1_000);
-            let stopped = (status != "running")
-                .then(|| started.unwrap_or(from) + g.next(900) * 1_000 + g.next(1_000));
-            format!(
-                r#"{{"id":"j{i}","name":"{}","status":"{status}","created_at":{},"started_at":{},"stopped_at":{},"credits_used":{}}}"#,
-                names[g.next(4) as usize],
-                json_time(Some(from)),
-                json_time(started),
-                json_time(stopped),
-                g.next(5)
-            )
-        })
-        .collect();
-    format!("[{}]", jobs.join(","))
-}
-
 /// Runs with jobs over six days on three workflows and two branches (and a few without a
 /// branch), with ties in created_at, then redeliveries that change status, stop, created_at,
-/// branch and workflow (fresher deliveries, so they apply) and update or add jobs.
-fn random_history(d: &Daemon, seed: u64) {
-    let mut g = Lcg(seed);
-    let wfs = ["build", "deploy", "nightly"];
-    let branches = [Some("main"), Some("main"), Some("feat"), None];
-    let mut state = Vec::new();
-    let mut batch = Vec::new();
-    for i in 0..400 {
-        let created = BASE + g.next(6 * 24 * 60) * 60_000 + g.next(2) * 1_500;
-        let status = STATUSES[g.next(9) as usize];
-        let started = (g.next(5) > 0).then(|| created + g.next(60) * 1_000);
-        let stopped = (status != "running")
-            .then(|| started.unwrap_or(created) + g.next(1_800) * 1_000 + g.next(1_000));
-        let wf = wfs[g.next(3) as usize];
-        let branch = branches[g.next(4) as usize];
-        let id = format!("r{i}");
-        let jobs = random_jobs(&mut g, created, false);
-        batch.push(run_with_jobs(
-            &id,
-            wf,
-            branch,
-            status,
-            created,
-            started,
-            stopped,
-            g.next(20),
-            &jobs,
-        ));
-        state.push((id, created, started, stopped));
-        if batch.len() == 37 {
-            d.post_runs(&batch);
-            batch.clear();
-        }
-    }
-    d.post_runs(&batch);
-    batch.clear();
-    // Redeliveries: a terminal status with a stop no earlier than the stored one wins.
-    for _ in 0..150 {
-        let k = g.next(state.len() as u64) as usize;
-        let (id, created, started, stopped) = state[k].clone();
-        let status = ["success", "failed", "error", "timeout", "canceled"][g.next(5) as usize];
-        let stop = stopped.unwrap_or(created) + g.next(3) * 60_000;
-        let created = if g.next(3) == 0 {
-            created + (g.next(600) - 300) * 60_000
-        } else {
-            created
-        };
-        let wf = wfs[g.next(3) as usize];
-        let branch = branches[g.next(4) as usize];
-        let started = started.map(|s| s.min(stop));
-        let created = created.min(started.unwrap_or(stop)).min(stop);
-        let jobs = random_jobs(&mut g, created + 3_600_000, true);
-        batch.push(run_with_jobs(
-            &id,
-            wf,
-            branch,
-            status,
-            created,
-            started,
-            Some(stop),
-            g.next(20),
-            &jobs,
-        ));
-        state[k] = (id, created, started, Some(stop));
-        if batch.len() == 10 {
-            d.post_runs(&batch);
-            batch.clear();
-        }
-    }
-    d.post_runs(&batch);
-}
+/// branch and workflow (fresher deliveries, so they apply) and update or add jobs. Times stay
+/// in order: started, stopped and the recoveries between them are the figures checked.
+const HISTORY: Shape = Shape {
+    runs: 400,
+    days: 6,
+    batch: 37,
+    redeliveries: 150,
+    projects: &["gh/acme/api"],
+    workflows: &["build", "deploy", "nightly"],
+    branches: &[Some("main"), Some("main"), Some("feat"), None],
+    job_names: &["build", "test", "lint", "deploy"],
+    times: Times::Ordered,
+};
 
 /// The rollup rows and kept recoveries, in a fixed order.
 pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
@@ -215,8 +91,8 @@ pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
 #[test]
 fn rollups_match_a_rebuild_and_the_window_queries() {
     let d = Daemon::start(&["--now", "2026-03-10T00:00:00Z"]);
-    random_history(&d, 7);
-    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    random_history(&d, 7, &HISTORY);
+    let mut conn = d.db();
     pipestat::hooks::register_functions(&conn).unwrap();
 
     // The upkeep, one write at a time, against a rebuild from scratch.
@@ -331,40 +207,21 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
 #[test]
 fn a_job_day_blob_out_of_step_is_an_internal_error() {
     let d = Daemon::start(&["--now", "2026-03-10T00:00:00Z"]);
-    let job = |id: &str, c: i64, secs: i64| {
-        format!(
-            r#"[{{"id":"{id}","name":"unit","status":"success","created_at":{},"started_at":{},"stopped_at":{}}}]"#,
-            json_time(Some(c)),
-            json_time(Some(c)),
-            json_time(Some(c + secs * 1000))
-        )
+    let run = |id: &str, c: i64, job: &str, secs: i64| {
+        let job = Job::new(job, "unit", "success", c)
+            .started(Some(c))
+            .stopped(Some(c + secs * 1000));
+        Run::new(id, "success", c)
+            .branch(Some("main"))
+            .started(Some(c))
+            .stopped(Some(c + 200_000))
+            .credits(1)
+            .jobs(&[job.json()])
+            .json()
     };
     // Jobs of 60 s on 03-01 and 120 s on 03-02: the median of the two days is 90 s.
     let (c1, c2) = (BASE + 3_600_000, BASE + DAY + 3_600_000);
-    d.post_runs(&[
-        run_with_jobs(
-            "b1",
-            "ci",
-            Some("main"),
-            "success",
-            c1,
-            Some(c1),
-            Some(c1 + 200_000),
-            1,
-            &job("j1", c1, 60),
-        ),
-        run_with_jobs(
-            "b2",
-            "ci",
-            Some("main"),
-            "success",
-            c2,
-            Some(c2),
-            Some(c2 + 200_000),
-            1,
-            &job("j2", c2, 120),
-        ),
-    ]);
+    d.post_runs(&[run("b1", c1, "j1", 60), run("b2", c2, "j2", 120)]);
     let p =
         "/api/v2/insights/gh/acme/api/workflows/ci/jobs?start-date=2026-03-01&end-date=2026-03-03";
     let ok = d.get_ok(p);
@@ -373,7 +230,7 @@ fn a_job_day_blob_out_of_step_is_an_internal_error() {
         "{ok}"
     );
 
-    let conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let conn = d.db();
     let changed = conn
         .execute(
             "UPDATE insights_job_days SET durs = x'' WHERE day = ?1 AND name = 'unit'",

@@ -11,11 +11,36 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pipestat");
 
-/// Where the shared fixtures live, relative to the crate.
+/// A fixture from tests/fixtures (real payloads and reports; their sources are in its README).
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
+        .join("tests/fixtures")
         .join(rel)
+}
+
+/// Creates a token in `dir`'s database with the CLI and returns its secret (the last line of
+/// stdout).
+pub fn create_token(dir: &Path, name: &str, scope: &str) -> String {
+    let out = pipestat(
+        dir,
+        &[
+            "token",
+            "create",
+            "--name",
+            name,
+            "--scope",
+            scope,
+            "--db",
+            "pipestat.db",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().unwrap().to_owned()
 }
 
 /// Runs a pipestat command to completion in `dir`.
@@ -87,6 +112,21 @@ impl Daemon {
     pub fn post_runs(&self, runs: &[String]) {
         let a = self.post_json("/api/v1/runs", &format!("[{}]", runs.join(",")));
         assert_eq!(a.status, 200, "{}", a.text);
+    }
+
+    /// POSTs a JUnit / xUnit report (`application/xml`) to `path`.
+    pub fn post_xml(&self, path: &str, xml: &[u8]) -> Answer {
+        self.call(
+            "POST",
+            path,
+            &[("Content-Type", "application/xml")],
+            Some(xml),
+        )
+    }
+
+    /// A connection of our own to the daemon's database.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("pipestat.db")).unwrap()
     }
 
     /// GETs `path`, expects a 200, and returns the body.
@@ -231,7 +271,7 @@ impl Lcg {
     }
 
     /// One of `from`.
-    pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+    pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
         from[self.next(from.len() as u64) as usize]
     }
 }

@@ -439,12 +439,7 @@ fn every_fixture_report_attaches_with_the_right_counts() {
     for (name, [ok, fail, err, skip]) in FIXTURE_COUNTS {
         let xml = std::fs::read(fixture(&format!("junit/{name}"))).unwrap();
         let path = format!("/api/v1/runs/gh/acme/api/r/tests?job={name}");
-        let a = d.call(
-            "POST",
-            &path,
-            &[("Content-Type", "application/xml")],
-            Some(&xml),
-        );
+        let a = d.post_xml(&path, &xml);
         assert_eq!(a.status, 200, "{name}: {}", a.text);
         let b = &a.body;
         assert_eq!(
@@ -488,21 +483,11 @@ fn bad_reports_are_400_naming_the_line() {
     d.post_json("/api/v1/runs", &run_json("r", "success", ""));
     let xml =
         b"<testsuites>\n<testsuite name=\"s\">\n<testcase name=\"a\"></testsuite>\n</testsuites>\n";
-    let a = d.call(
-        "POST",
-        "/api/v1/runs/gh/acme/api/r/tests",
-        &[("Content-Type", "application/xml")],
-        Some(xml),
-    );
+    let a = d.post_xml("/api/v1/runs/gh/acme/api/r/tests", xml);
     assert_eq!(a.status, 400, "{}", a.text);
     let msg = a.body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("line 3"), "{msg}");
-    let a = d.call(
-        "POST",
-        "/api/v1/runs/gh/acme/api/missing/tests",
-        &[("Content-Type", "application/xml")],
-        Some(b"<testsuite/>"),
-    );
+    let a = d.post_xml("/api/v1/runs/gh/acme/api/missing/tests", b"<testsuite/>");
     assert_eq!(a.status, 404);
     let a = d.call(
         "POST",

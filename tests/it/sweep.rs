@@ -385,7 +385,7 @@ fn mutated_redeliveries_keep_every_rollup_exact() {
     assert_eq!(d.get("/healthz").status, 200);
 
     crate::zadig::assert_rollups_exact(&d);
-    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let mut conn = d.db();
     pipestat::hooks::register_functions(&conn).unwrap();
     let kept = (
         crate::circleci_rollup::kept(&conn),

@@ -1,5 +1,5 @@
 //! The webhooks surface through the real binary (docs/webhooks.md): every GitHub and GitLab
-//! payload in ../shared/fixtures, used as it is, signed here, posted, and read back through
+//! payload in tests/fixtures, used as it is, signed here, posted, and read back through
 //! the native API.
 //!
 //! Expected values are read off the fixture files by hand; each assertion says which field

@@ -777,7 +777,7 @@ fn rollup_matches_exact(d: &Daemon, query: &str) -> (Value, Value) {
 /// Asserts that the rollups the daemon's writes kept equal the rollups rebuilt from its stored
 /// jobs and tests (the rebuild is rolled back).
 pub fn assert_rollups_exact(d: &Daemon) {
-    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
+    let mut conn = d.db();
     let kept = rollup_rows(&conn);
     assert!(!kept.is_empty());
     let tx = conn.transaction().unwrap();
@@ -885,12 +885,7 @@ fn rollups_stay_exact_under_redelivery_and_replaced_tests() {
 
     // A JUnit report replaces the api test job's cases.
     let xml = br#"<testsuite name="j"><testcase classname="k" name="x"/><testcase classname="k" name="y"/></testsuite>"#;
-    let a = d.call(
-        "POST",
-        "/api/v1/runs/gh/acme/api/r1/tests?job=t",
-        &[("Content-Type", "application/xml")],
-        Some(xml),
-    );
+    let a = d.post_xml("/api/v1/runs/gh/acme/api/r1/tests?job=t", xml);
     assert_eq!(a.status, 200, "{}", a.text);
     let (_, t) = rollup_matches_exact(&d, range);
     assert_eq!(t["case_count"], 2);
@@ -899,12 +894,7 @@ fn rollups_stay_exact_under_redelivery_and_replaced_tests() {
     assert_eq!(t["case_count"], 3);
 
     // What the writes kept equals the rollups rebuilt from the stored rows.
-    let mut conn = rusqlite::Connection::open(d.dir.path().join("pipestat.db")).unwrap();
-    let kept = rollup_rows(&conn);
-    assert!(!kept.is_empty());
-    let tx = conn.transaction().unwrap();
-    crate::common::rebuild("zadig", &tx).unwrap();
-    assert_eq!(rollup_rows(&tx), kept);
+    assert_rollups_exact(&d);
 }
 
 #[test]
