@@ -43,8 +43,8 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
 /// The calendar date of a day counted from 1970-01-01, within the years `time` knows.
 pub fn date_of_unix_day(day: i64) -> Option<time::Date> {
-    i32::try_from(day + UNIX_EPOCH_JULIAN_DAY)
-        .ok()
+    day.checked_add(UNIX_EPOCH_JULIAN_DAY)
+        .and_then(|jd| i32::try_from(jd).ok())
         .and_then(|jd| time::Date::from_julian_day(jd).ok())
 }
 
