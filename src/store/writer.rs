@@ -40,7 +40,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::error::{Error, Result};
 use crate::model::{Rollback, Run, TestCase};
 use crate::store::db;
-use crate::store::{self, Attached, Counts, Ids, Known};
+use crate::store::{self, tokens, Attached, Counts, Ids, Known};
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 256;
@@ -62,12 +62,23 @@ pub enum Write {
     /// One run's jobs merged into the stored run, the run created from it when absent
     /// (`store::merge_jobs_into_run`); answered as `Written::Runs`.
     JobsIntoRun(Box<Run>),
+    /// A new token, by the hash of its secret; a name in use is refused.
+    CreateToken {
+        name: String,
+        hash: String,
+        scopes: String,
+        now: i64,
+    },
+    /// The named token deleted; answered `Written::Revoked(false)` when there was none.
+    RevokeToken(String),
 }
 
 pub enum Written {
     Runs(Counts),
     Rollbacks(usize),
     Tests(Attached),
+    TokenCreated,
+    Revoked(bool),
 }
 
 struct Pending {
@@ -433,6 +444,16 @@ fn apply(conn: &Connection, ids: &mut Ids, write: &Write) -> Result<Written> {
             job.as_deref(),
             tests,
         )?),
+        Write::CreateToken {
+            name,
+            hash,
+            scopes,
+            now,
+        } => {
+            tokens::create_token(conn, name, hash, scopes, *now)?;
+            Written::TokenCreated
+        }
+        Write::RevokeToken(name) => Written::Revoked(tokens::revoke_token(conn, name)?),
         Write::JobsIntoRun(run) => {
             let created = store::merge_jobs_into_run(conn, ids, run)? == store::Upsert::Created;
             Written::Runs(Counts {

@@ -14,7 +14,7 @@ use crate::model::times::format_rfc3339;
 use crate::model::{Job, Run, Status, TestCase, TestOutcome};
 use crate::store::writer::{Write, Written};
 use crate::store::{self, RunFilter};
-use crate::store::{db, tokens};
+use crate::store::tokens;
 
 /// Largest page of `GET /api/v1/runs`.
 const MAX_LIMIT: u32 = 1000;
@@ -34,9 +34,9 @@ pub fn route(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<R
         (Method::Get, ["pipelines"]) => list_pipelines(conn, req),
         (_, ["pipelines"]) => Err(Error::MethodNotAllowed("GET")),
         (Method::Get, ["tokens"]) => list_tokens(conn),
-        (Method::Post, ["tokens"]) => create_token(app, conn, req),
+        (Method::Post, ["tokens"]) => create_token(app, req),
         (_, ["tokens"]) => Err(Error::MethodNotAllowed("GET, POST")),
-        (Method::Delete, ["tokens", name]) => revoke_token(conn, name),
+        (Method::Delete, ["tokens", name]) => revoke_token(app, name),
         (_, ["tokens", _]) => Err(Error::MethodNotAllowed("DELETE")),
         _ => Err(Error::NotFound(format!(
             "no route for /api/v1/{}",
@@ -241,7 +241,7 @@ fn list_tokens(conn: &Connection) -> Result<Resp> {
     Ok(Resp::json(200, &json!({ "items": items })))
 }
 
-fn create_token(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
+fn create_token(app: &App, req: &Req) -> Result<Resp> {
     require_json(req, &[])?;
     let body = ingest::parse_json(&req.body()).map_err(Error::BadRequest)?;
     let field = |k: &str| {
@@ -253,14 +253,11 @@ fn create_token(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let name = field("name")?;
     let scopes = tokens::parse_scopes(field("scopes")?)?;
     let secret = tokens::new_secret()?;
-    db::immediate(conn, |tx| {
-        tokens::create_token(
-            tx,
-            name,
-            &tokens::hash_secret(&secret),
-            &scopes,
-            app.now_ms(),
-        )
+    app.writer.submit(Write::CreateToken {
+        name: name.to_owned(),
+        hash: tokens::hash_secret(&secret),
+        scopes: scopes.clone(),
+        now: app.now_ms(),
     })?;
     Ok(Resp::json(
         201,
@@ -268,11 +265,10 @@ fn create_token(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     ))
 }
 
-fn revoke_token(conn: &Connection, name: &str) -> Result<Resp> {
-    if db::immediate(conn, |tx| tokens::revoke_token(tx, name))? {
-        Ok(Resp::json(200, &json!({"revoked": name})))
-    } else {
-        Err(Error::NotFound(format!("no token named {name:?}")))
+fn revoke_token(app: &App, name: &str) -> Result<Resp> {
+    match app.writer.submit(Write::RevokeToken(name.to_owned()))? {
+        Written::Revoked(true) => Ok(Resp::json(200, &json!({"revoked": name}))),
+        _ => Err(Error::NotFound(format!("no token named {name:?}"))),
     }
 }
 

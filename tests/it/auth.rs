@@ -99,6 +99,10 @@ fn tokens_scopes_and_the_four_ways_to_present_them() {
             .status,
         400
     );
+    // A name in use is refused, and the token it names keeps working.
+    let again = d.post_json("/api/v1/tokens", r#"{"name":"bot","scopes":"admin"}"#);
+    assert_eq!(again.status, 400, "{}", again.text);
+    assert!(again.text.contains("already exists"), "{}", again.text);
     d.token = Some(bot.clone());
     assert_eq!(d.get("/api/v1/runs").status, 200);
     d.token = Some(admin);
