@@ -384,27 +384,11 @@ fn mutated_redeliveries_keep_every_rollup_exact() {
     assert!(accepted > 300, "only {accepted} deliveries accepted");
     assert_eq!(d.get("/healthz").status, 200);
 
-    crate::zadig::assert_rollups_exact(&d);
     let mut conn = d.db();
-    pipestat::hooks::register_functions(&conn).unwrap();
-    let kept = (
-        crate::circleci_rollup::kept(&conn),
-        crate::circleci_flaky::kept(&conn),
-        crate::apigee_rollup::kept(&conn),
-    );
-    assert!(!kept.0.is_empty() && !kept.2.is_empty());
-    let tx = conn.transaction().unwrap();
-    crate::common::rebuild("circleci", &tx).unwrap();
-    crate::common::rebuild("flaky", &tx).unwrap();
-    crate::common::rebuild("apigee", &tx).unwrap();
-    assert_eq!(
-        crate::circleci_rollup::kept(&tx),
-        kept.0,
-        "CircleCI rollups"
-    );
-    assert_eq!(crate::circleci_flaky::kept(&tx), kept.1, "flaky results");
-    assert_eq!(crate::apigee_rollup::kept(&tx), kept.2, "Apigee rollups");
-    tx.rollback().unwrap();
+    assert!(!crate::zadig::rollup_rows(&conn).is_empty());
+    assert!(!crate::circleci_rollup::kept(&conn).is_empty());
+    assert!(!crate::apigee_rollup::kept(&conn).is_empty());
+    crate::common::assert_every_rollup_equals_its_rebuild(&mut conn);
     drop(conn);
 
     let check = pipestat(d.dir.path(), &["check", "--db", "pipestat.db"]);

@@ -786,7 +786,7 @@ pub fn assert_rollups_exact(d: &Daemon) {
 }
 
 /// The rows of the rollups that count something, in a fixed order.
-fn rollup_rows(conn: &rusqlite::Connection) -> Vec<String> {
+pub fn rollup_rows(conn: &rusqlite::Connection) -> Vec<String> {
     crate::common::strings(
         conn,
         "SELECT 'workflow ' || workflow_id || ' ' || bucket || ' ' || n
