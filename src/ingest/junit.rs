@@ -434,7 +434,7 @@ mod tests {
     use super::*;
 
     /// The fixture reports, shared by every crate of the workspace.
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/junit/");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/junit/");
 
     /// Expected [success, failure, error, skipped] counts per fixture file.
     ///

@@ -698,12 +698,24 @@ fn insert_test_rows(
     Ok(())
 }
 
-const SELECT_RUN_FOR_TESTS: &str = "SELECT r.id, r.project_id, r.ext_id, r.created_at,
-    r.started_at, r.stopped_at, r.workflow_id, r.commit_sha
+const SELECT_RUN_FOR_TESTS: &str = "SELECT r.id, r.project_id, r.created_at, r.started_at,
+    r.stopped_at, r.workflow_id, r.commit_sha
     FROM runs r JOIN projects p ON p.id = r.project_id WHERE p.slug = ?1 AND r.ext_id = ?2";
+
+/// The run a report's cases are attached to (SELECT_RUN_FOR_TESTS).
+struct RunForTests {
+    id: i64,
+    project_id: i64,
+    workflow_id: i64,
+    commit: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    stopped_at: Option<i64>,
+}
 const SELECT_JOB_BY_NAME: &str =
     "SELECT id, ext_id FROM jobs WHERE run_id = ?1 AND name = ?2 ORDER BY position LIMIT 1";
-const SELECT_JOB_PLACE: &str = "SELECT name, kind, created_at, started_at FROM jobs WHERE id = ?1";
+const SELECT_JOB_PLACE: &str =
+    "SELECT name, kind, coalesce(started_at, created_at) AS job_time FROM jobs WHERE id = ?1";
 const SELECT_ONLY_TEST_JOB: &str = "SELECT id, ext_id FROM jobs WHERE run_id = ?1 AND kind = 'test'
     AND (SELECT count(*) FROM jobs WHERE run_id = ?1 AND kind = 'test') = 1";
 
@@ -731,25 +743,24 @@ pub fn attach_tests(
     let run = conn
         .prepare_cached(SELECT_RUN_FOR_TESTS)?
         .query_row(params![slug, run_ext_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
+            Ok(RunForTests {
+                id: r.get("id")?,
+                project_id: r.get("project_id")?,
+                created_at: r.get("created_at")?,
+                started_at: r.get("started_at")?,
+                stopped_at: r.get("stopped_at")?,
+                workflow_id: r.get("workflow_id")?,
+                commit: r.get("commit_sha")?,
+            })
         })
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no run {run_ext_id:?} in project {slug:?}")))?;
-    let (run_id, project_id, run_ext, created_at, started_at, stopped_at, workflow_id, sha) = run;
+    let run_id = run.id;
     let at = RunPlace {
         run_id,
-        project_id,
-        workflow_id,
-        commit: sha.as_deref(),
+        project_id: run.project_id,
+        workflow_id: run.workflow_id,
+        commit: run.commit.as_deref(),
     };
     let name = job.unwrap_or("tests");
     let found = match job {
@@ -774,7 +785,7 @@ pub fn attach_tests(
         None => {
             let failed = any_failing(tests);
             let new = Job {
-                id: format!("{run_ext}/tests/{name}"),
+                id: format!("{run_ext_id}/tests/{name}"),
                 name: name.to_owned(),
                 stage: Some("test".to_owned()),
                 kind: Kind::Test,
@@ -783,9 +794,9 @@ pub fn attach_tests(
                 } else {
                     Status::Success
                 },
-                created_at,
-                started_at,
-                stopped_at: stopped_at.or(started_at).or(Some(created_at)),
+                created_at: run.created_at,
+                started_at: run.started_at,
+                stopped_at: run.stopped_at.or(run.started_at).or(Some(run.created_at)),
                 credits_used: 0,
                 detail_url: None,
                 error_code: None,
@@ -804,10 +815,10 @@ pub fn attach_tests(
             (insert_job(conn, ids, &at, position, &new)?, new.id, true)
         }
     };
-    let (job_name, kind, job_created, job_started): (String, Kind, i64, Option<i64>) = conn
+    let (job_name, kind, job_time): (String, Kind, i64) = conn
         .prepare_cached(SELECT_JOB_PLACE)?
         .query_row([job_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get("name")?, r.get("kind")?, r.get("job_time")?))
         })?;
     ids.rollups.replacing(conn, Old::Tests { job_id })?;
     conn.prepare_cached(DELETE_JOB_TESTS)?.execute([job_id])?;
@@ -815,7 +826,7 @@ pub fn attach_tests(
     let written = New::Tests {
         at,
         kind,
-        job_time: job_started.unwrap_or(job_created),
+        job_time,
         tests,
     };
     ids.rollups.written(conn, written)?;

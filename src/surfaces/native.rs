@@ -12,9 +12,9 @@ use crate::ingest;
 use crate::ingest::junit;
 use crate::model::times::format_rfc3339;
 use crate::model::{Job, Run, Status, TestCase, TestOutcome};
+use crate::store::tokens;
 use crate::store::writer::{Write, Written};
 use crate::store::{self, RunFilter};
-use crate::store::tokens;
 
 /// Largest page of `GET /api/v1/runs`.
 const MAX_LIMIT: u32 = 1000;
