@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql};
+use rusqlite::{named_params, params, Connection, OptionalExtension, Row, Statement, ToSql};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::{Job, Kind, Rollback, Run, Status, TestCase, TestOutcome};
 use rollups::zadig::Known;
-use rollups::{any_failing, New, Old, OldJob, OldRun, Rollups, RunPlace};
+use rollups::{any_failing, New, Old, OldJob, OldRun, Rollups, RunPlace, Timing};
 
 pub mod bulk;
 pub mod db;
@@ -283,6 +283,17 @@ const UPDATE_RUN: &str = "UPDATE runs SET workflow_id = :workflow_id,
     rec_from = NULL, rec_ms = NULL
     WHERE id = :id";
 
+/// A stored run's or job's timing, from the columns of the same names.
+fn stored_timing(r: &Row) -> rusqlite::Result<Timing> {
+    Ok(Timing {
+        status: r.get("status")?,
+        created_at: r.get("created_at")?,
+        started_at: r.get("started_at")?,
+        stopped_at: r.get("stopped_at")?,
+        credits_used: r.get("credits_used")?,
+    })
+}
+
 /// The stored state of run (`project_id`, `ext_id`), if there is one.
 fn old_run(conn: &Connection, project_id: i64, ext_id: &str) -> Result<Option<OldRun>> {
     Ok(conn
@@ -297,11 +308,7 @@ fn old_run(conn: &Connection, project_id: i64, ext_id: &str) -> Result<Option<Ol
                     ext_id: ext_id.to_owned(),
                     branch: r.get("branch")?,
                     commit: r.get("commit_sha")?,
-                    status: r.get("status")?,
-                    created_at: r.get("created_at")?,
-                    started_at: r.get("started_at")?,
-                    stopped_at: r.get("stopped_at")?,
-                    credits_used: r.get("credits_used")?,
+                    timing: stored_timing(r)?,
                     rec_from: r.get("rec_from")?,
                     rec_ms: r.get("rec_ms")?,
                 })
@@ -335,16 +342,21 @@ pub fn write_runs(conn: &Connection, ids: &mut Ids, runs: &[Run]) -> Result<Coun
     Ok(counts)
 }
 
-/// Upserts one run by (project, id). A stale delivery leaves the stored run as it is; its
-/// jobs are merged one by one under the same rule. Call `flush` before committing.
-pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
-    let project_id = project_id(
+/// The project of a run, created or updated from what the run says of it.
+fn run_project(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<i64> {
+    project_id(
         conn,
         ids,
         &run.project,
         run.project_key.as_deref(),
         run.default_branch.as_deref(),
-    )?;
+    )
+}
+
+/// Upserts one run by (project, id). A stale delivery leaves the stored run as it is; its
+/// jobs are merged one by one under the same rule. Call `flush` before committing.
+pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
+    let project_id = run_project(conn, ids, run)?;
     let wf = workflow(
         conn,
         ids,
@@ -362,24 +374,18 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
         }
         // A plain INSERT, not INSERT … RETURNING: SQLite buffers RETURNING rows in a
         // temporary table, which costs more than reading the new rowid back.
-        conn.prepare_cached(INSERT_RUN)?.execute(named_params! {
-            ":project_id": project_id,
-            ":workflow_id": workflow_id,
-            ":ext_id": run.id,
-            ":number": number,
-            ":branch": run.branch,
-            ":commit_sha": run.commit,
-            ":actor": run.actor,
-            ":trigger": run.trigger,
-            ":committed_at": run.committed_at,
-            ":status": run.status,
-            ":created_at": run.created_at,
-            ":started_at": run.started_at,
-            ":stopped_at": run.stopped_at,
-            ":credits_used": run.credits_used,
-            ":detail_url": run.detail_url,
-            ":parameters": run.parameters,
-        })?;
+        let mut insert = conn.prepare_cached(INSERT_RUN)?;
+        bind(
+            &mut insert,
+            named_params! {
+                ":project_id": project_id,
+                ":workflow_id": workflow_id,
+                ":ext_id": run.id,
+                ":number": number,
+            },
+        )?;
+        bind(&mut insert, &run_values(run))?;
+        insert.raw_execute()?;
         let run_id = conn.last_insert_rowid();
         ids.rollups.written(
             conn,
@@ -417,30 +423,25 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
         }
         return Ok(Upsert::Created);
     };
-    let fresher = is_fresher(run.status, run.stopped_at, old.status, old.stopped_at);
+    let was = old.timing;
+    let fresher = is_fresher(run.status, run.stopped_at, was.status, was.stopped_at);
     if fresher {
         if let Some(n) = run.number.filter(|n| *n > wf.max_number) {
             wf.max_number = n;
             wf.dirty = true;
         }
         ids.rollups.replacing(conn, Old::Run(&old))?;
-        conn.prepare_cached(UPDATE_RUN)?.execute(named_params! {
-            ":id": old.id,
-            ":workflow_id": workflow_id,
-            ":number": run.number,
-            ":branch": run.branch,
-            ":commit_sha": run.commit,
-            ":actor": run.actor,
-            ":trigger": run.trigger,
-            ":committed_at": run.committed_at,
-            ":status": run.status,
-            ":created_at": run.created_at,
-            ":started_at": run.started_at,
-            ":stopped_at": run.stopped_at,
-            ":credits_used": run.credits_used,
-            ":detail_url": run.detail_url,
-            ":parameters": run.parameters,
-        })?;
+        let mut update = conn.prepare_cached(UPDATE_RUN)?;
+        bind(
+            &mut update,
+            named_params! {
+                ":id": old.id,
+                ":workflow_id": workflow_id,
+                ":number": run.number,
+            },
+        )?;
+        bind(&mut update, &run_values(run))?;
+        update.raw_execute()?;
         let written = New::Run {
             id: old.id,
             project_id,
@@ -459,12 +460,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
             commit: run.commit.as_deref(),
         }
     } else {
-        RunPlace {
-            run_id: old.id,
-            project_id,
-            workflow_id: old.workflow_id,
-            commit: old.commit.as_deref(),
-        }
+        old.place()
     };
     for job in &run.jobs {
         merge_job(conn, ids, &at, job)?;
@@ -523,6 +519,61 @@ fn insert_tests_sql(log: u32) -> &'static str {
     &all[log as usize]
 }
 
+/// Binds values to a statement's named parameters; run it with `raw_execute`.
+fn bind<T: ToSql>(stmt: &mut Statement, values: &[(&str, T)]) -> Result<()> {
+    for (name, value) in values {
+        let index = stmt
+            .parameter_index(name)?
+            .ok_or_else(|| Error::Internal(format!("no parameter {name} in the statement")))?;
+        stmt.raw_bind_parameter(index, value)?;
+    }
+    Ok(())
+}
+
+/// A run's own columns, as INSERT_RUN and UPDATE_RUN name them.
+fn run_values(run: &Run) -> [(&'static str, &dyn ToSql); 12] {
+    [
+        (":branch", &run.branch),
+        (":commit_sha", &run.commit),
+        (":actor", &run.actor),
+        (":trigger", &run.trigger),
+        (":committed_at", &run.committed_at),
+        (":status", &run.status),
+        (":created_at", &run.created_at),
+        (":started_at", &run.started_at),
+        (":stopped_at", &run.stopped_at),
+        (":credits_used", &run.credits_used),
+        (":detail_url", &run.detail_url),
+        (":parameters", &run.parameters),
+    ]
+}
+
+/// A job's own columns, as INSERT_JOB and UPDATE_JOB name them (`artifacts` as JSON).
+fn job_values<'a>(
+    job: &'a Job,
+    artifacts: &'a Option<String>,
+) -> [(&'static str, &'a dyn ToSql); 17] {
+    [
+        (":name", &job.name),
+        (":stage", &job.stage),
+        (":kind", &job.kind),
+        (":status", &job.status),
+        (":created_at", &job.created_at),
+        (":started_at", &job.started_at),
+        (":stopped_at", &job.stopped_at),
+        (":credits_used", &job.credits_used),
+        (":detail_url", &job.detail_url),
+        (":error_code", &job.error_code),
+        (":error_msg", &job.error_msg),
+        (":env", &job.env),
+        (":cluster", &job.cluster),
+        (":service", &job.service),
+        (":service_type", &job.service_type),
+        (":production", &job.production),
+        (":artifacts", artifacts),
+    ]
+}
+
 fn artifacts_json(job: &Job) -> Option<String> {
     job.artifacts
         .as_ref()
@@ -550,29 +601,19 @@ fn insert_job(
 
 /// Inserts one job's row, and nothing else; returns its row id. Count it with `New::Job`.
 fn insert_job_row(conn: &Connection, at: &RunPlace, position: i64, job: &Job) -> Result<i64> {
-    conn.prepare_cached(INSERT_JOB)?.execute(named_params! {
-        ":run_id": at.run_id,
-        ":project_id": at.project_id,
-        ":ext_id": job.id,
-        ":position": position,
-        ":name": job.name,
-        ":stage": job.stage,
-        ":kind": job.kind,
-        ":status": job.status,
-        ":created_at": job.created_at,
-        ":started_at": job.started_at,
-        ":stopped_at": job.stopped_at,
-        ":credits_used": job.credits_used,
-        ":detail_url": job.detail_url,
-        ":error_code": job.error_code,
-        ":error_msg": job.error_msg,
-        ":env": job.env,
-        ":cluster": job.cluster,
-        ":service": job.service,
-        ":service_type": job.service_type,
-        ":production": job.production,
-        ":artifacts": artifacts_json(job),
-    })?;
+    let mut insert = conn.prepare_cached(INSERT_JOB)?;
+    bind(
+        &mut insert,
+        named_params! {
+            ":run_id": at.run_id,
+            ":project_id": at.project_id,
+            ":ext_id": job.id,
+            ":position": position,
+        },
+    )?;
+    let artifacts = artifacts_json(job);
+    bind(&mut insert, &job_values(job, &artifacts))?;
+    insert.raw_execute()?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -590,11 +631,7 @@ fn merge_job(conn: &Connection, ids: &mut Ids, at: &RunPlace, job: &Job) -> Resu
                     project_id: at.project_id,
                     workflow_id: at.workflow_id,
                     name: r.get("name")?,
-                    status: r.get("status")?,
-                    created_at: r.get("created_at")?,
-                    started_at: r.get("started_at")?,
-                    stopped_at: r.get("stopped_at")?,
-                    credits_used: r.get("credits_used")?,
+                    timing: stored_timing(r)?,
                 })
             },
         )
@@ -607,30 +644,16 @@ fn merge_job(conn: &Connection, ids: &mut Ids, at: &RunPlace, job: &Job) -> Resu
             insert_job(conn, ids, at, position, job)?
         }
         Some(old) => {
-            if !is_fresher(job.status, job.stopped_at, old.status, old.stopped_at) {
+            let was = old.timing;
+            if !is_fresher(job.status, job.stopped_at, was.status, was.stopped_at) {
                 return Ok(());
             }
             ids.rollups.replacing(conn, Old::Job(&old))?;
-            conn.prepare_cached(UPDATE_JOB)?.execute(named_params! {
-                ":id": old.id,
-                ":name": job.name,
-                ":stage": job.stage,
-                ":kind": job.kind,
-                ":status": job.status,
-                ":created_at": job.created_at,
-                ":started_at": job.started_at,
-                ":stopped_at": job.stopped_at,
-                ":credits_used": job.credits_used,
-                ":detail_url": job.detail_url,
-                ":error_code": job.error_code,
-                ":error_msg": job.error_msg,
-                ":env": job.env,
-                ":cluster": job.cluster,
-                ":service": job.service,
-                ":service_type": job.service_type,
-                ":production": job.production,
-                ":artifacts": artifacts_json(job),
-            })?;
+            let mut update = conn.prepare_cached(UPDATE_JOB)?;
+            bind(&mut update, named_params! {":id": old.id})?;
+            let artifacts = artifacts_json(job);
+            bind(&mut update, &job_values(job, &artifacts))?;
+            update.raw_execute()?;
             let written = New::Job {
                 id: old.id,
                 at: *at,
@@ -1098,24 +1121,12 @@ pub fn is_empty(conn: &Connection) -> Result<bool> {
 /// Webhooks use it for a job that may arrive before its run. Returns `Created` for a new run
 /// and `Stale` when the run already existed (its jobs merged). Call `flush` before committing.
 pub fn merge_jobs_into_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> {
-    let project_id = project_id(
-        conn,
-        ids,
-        &run.project,
-        run.project_key.as_deref(),
-        run.default_branch.as_deref(),
-    )?;
+    let project_id = run_project(conn, ids, run)?;
     match old_run(conn, project_id, &run.id)? {
         None => write_run(conn, ids, run),
         Some(old) => {
-            let at = RunPlace {
-                run_id: old.id,
-                project_id,
-                workflow_id: old.workflow_id,
-                commit: old.commit.as_deref(),
-            };
             for job in &run.jobs {
-                merge_job(conn, ids, &at, job)?;
+                merge_job(conn, ids, &old.place(), job)?;
             }
             Ok(Upsert::Stale)
         }

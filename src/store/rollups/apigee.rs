@@ -14,11 +14,13 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::types::Value;
+use rusqlite::{named_params, params, Connection, Row};
 
-use super::{durations, Family, New, Old, OldJob, OldRun};
+use super::{durations, Family, New, Old, Timing};
 use crate::error::Result;
-use crate::model::{Job, Run, Status};
+use crate::model::Status;
+use crate::store::bind;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -76,17 +78,13 @@ impl Fact {
 
 /// The figures of a run or job from its stored values, with the metrics of docs/apigee.md:
 /// duration stopped_at − (started_at or created_at), queue time started_at − created_at.
-fn fact(
-    time: i64,
-    status: Status,
-    created: i64,
-    started: Option<i64>,
-    stopped: Option<i64>,
-    credits: i64,
-) -> Fact {
+fn fact(time: i64, t: &Timing) -> Fact {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
-    let dur = stopped.map(|s| s - started.unwrap_or(created));
-    let queue = started.map(|s| s - created);
+    let dur = t
+        .stopped_at
+        .map(|s| s - t.started_at.unwrap_or(t.created_at));
+    let queue = t.started_at.map(|s| s - t.created_at);
+    let status = t.status;
     Fact {
         hour: time.div_euclid(HOUR_MS),
         sums: Sums {
@@ -96,13 +94,30 @@ fn fact(
                 Status::Failed | Status::Error | Status::Timeout
             )),
             successes: flag(status == Status::Success),
-            credits: credits as f64,
+            credits: t.credits_used as f64,
             dur_n: flag(dur.is_some()),
             dur_sum: dur.map_or(0.0, |d| d as f64),
             queue_n: flag(queue.is_some()),
             queue_sum: queue.map_or(0.0, |q| q as f64),
         },
         dur,
+    }
+}
+
+impl Sums {
+    /// The row's figures, as ADD_RUN_ROW and ADD_JOB_ROW name them; counts as integers.
+    fn values(&self) -> [(&'static str, Value); 8] {
+        let int = |v: f64| Value::Integer(v as i64);
+        [
+            (":n", int(self.n)),
+            (":errors", int(self.errors)),
+            (":successes", int(self.successes)),
+            (":credits", Value::Real(self.credits)),
+            (":dur_n", int(self.dur_n)),
+            (":dur_sum", Value::Real(self.dur_sum)),
+            (":queue_n", int(self.queue_n)),
+            (":queue_sum", Value::Real(self.queue_sum)),
+        ]
     }
 }
 
@@ -128,39 +143,30 @@ impl Delta {
     }
 }
 
-fn run_fact(run: &Run) -> Fact {
-    fact(
-        run.created_at,
-        run.status,
-        run.created_at,
-        run.started_at,
-        run.stopped_at,
-        run.credits_used,
-    )
+/// A run counts at its creation.
+fn run_fact(t: &Timing) -> Fact {
+    fact(t.created_at, t)
 }
 
-fn job_fact(job: &Job) -> Fact {
-    fact(
-        job.started_at.unwrap_or(job.created_at),
-        job.status,
-        job.created_at,
-        job.started_at,
-        job.stopped_at,
-        job.credits_used,
-    )
+/// A job counts at its start (its creation when it never started).
+fn job_fact(t: &Timing) -> Fact {
+    fact(t.started_at.unwrap_or(t.created_at), t)
 }
 
 impl Family for Pending {
     fn replacing(&mut self, _conn: &Connection, old: Old) -> Result<()> {
         match old {
-            Old::Run(run) => {
-                self.bump_run(run.project_id, run.workflow_id, &old_run_fact(run), -1.0)
-            }
+            Old::Run(run) => self.bump_run(
+                run.project_id,
+                run.workflow_id,
+                &run_fact(&run.timing),
+                -1.0,
+            ),
             Old::Job(job) => self.bump_job(
                 job.project_id,
                 job.workflow_id,
                 &job.name,
-                &old_job_fact(job),
+                &job_fact(&job.timing),
                 -1.0,
             ),
             Old::Tests { .. } => {}
@@ -177,7 +183,12 @@ impl Family for Pending {
                 run,
                 old,
             } => {
-                self.bump_run(project_id, workflow_id, &run_fact(run), 1.0);
+                self.bump_run(
+                    project_id,
+                    workflow_id,
+                    &run_fact(&Timing::of_run(run)),
+                    1.0,
+                );
                 if let Some(old) = old.filter(|o| o.workflow_id != workflow_id) {
                     // A job counts in its run's workflow: the run's stored jobs move with it.
                     let jobs = conn
@@ -194,7 +205,7 @@ impl Family for Pending {
                 at.project_id,
                 at.workflow_id,
                 &job.name,
-                &job_fact(job),
+                &job_fact(&Timing::of_job(job)),
                 1.0,
             ),
             New::Tests { .. } => {}
@@ -205,28 +216,6 @@ impl Family for Pending {
     fn flush(&mut self, conn: &Connection) -> Result<()> {
         flush(conn, self)
     }
-}
-
-fn old_run_fact(run: &OldRun) -> Fact {
-    fact(
-        run.created_at,
-        run.status,
-        run.created_at,
-        run.started_at,
-        run.stopped_at,
-        run.credits_used,
-    )
-}
-
-fn old_job_fact(job: &OldJob) -> Fact {
-    fact(
-        job.started_at.unwrap_or(job.created_at),
-        job.status,
-        job.created_at,
-        job.started_at,
-        job.stopped_at,
-        job.credits_used,
-    )
 }
 
 impl Pending {
@@ -253,18 +242,14 @@ impl Pending {
 
 /// A stored job as the rollup sees it: project, name and fact (SELECT_JOB, RUN_JOBS).
 fn stored_job(r: &Row) -> rusqlite::Result<(i64, String, Fact)> {
-    let created: i64 = r.get(3)?;
-    let started: Option<i64> = r.get(4)?;
-    let status: Status = r.get(2)?;
-    let f = fact(
-        started.unwrap_or(created),
-        status,
-        created,
-        started,
-        r.get(5)?,
-        r.get(6)?,
-    );
-    Ok((r.get(0)?, r.get(1)?, f))
+    let timing = Timing {
+        status: r.get("status")?,
+        created_at: r.get("created_at")?,
+        started_at: r.get("started_at")?,
+        stopped_at: r.get("stopped_at")?,
+        credits_used: r.get("credits_used")?,
+    };
+    Ok((r.get("project_id")?, r.get("name")?, job_fact(&timing)))
 }
 
 /// ?1 run: its jobs, as `stored_job` reads them.
@@ -278,64 +263,49 @@ const JOB_DURS: &str = "SELECT durs FROM apigee_job_rollup
 // ?13 (?14 for jobs) is the row's new blob, or NULL when its durations did not change.
 const ADD_RUN_ROW: &str = "INSERT INTO apigee_run_rollup (span, at, project_id, workflow_id, n,
     errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, coalesce(?13, x''))
+    VALUES (:span, :at, :project_id, :workflow_id, :n, :errors, :successes, :credits, :dur_n,
+        :dur_sum, :queue_n, :queue_sum, coalesce(:durs, x''))
     ON CONFLICT (span, at, project_id, workflow_id) DO UPDATE SET n = n + excluded.n,
         errors = errors + excluded.errors, successes = successes + excluded.successes,
         credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
         dur_sum = dur_sum + excluded.dur_sum, queue_n = queue_n + excluded.queue_n,
-        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?13, durs)";
+        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(:durs, durs)";
 const ADD_JOB_ROW: &str = "INSERT INTO apigee_job_rollup (span, at, project_id, workflow_id, name,
     n, errors, successes, credits, dur_n, dur_sum, queue_n, queue_sum, durs)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, coalesce(?14, x''))
+    VALUES (:span, :at, :project_id, :workflow_id, :name, :n, :errors, :successes, :credits,
+        :dur_n, :dur_sum, :queue_n, :queue_sum, coalesce(:durs, x''))
     ON CONFLICT (span, at, project_id, workflow_id, name) DO UPDATE SET n = n + excluded.n,
         errors = errors + excluded.errors, successes = successes + excluded.successes,
         credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
         dur_sum = dur_sum + excluded.dur_sum, queue_n = queue_n + excluded.queue_n,
-        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(?14, durs)";
+        queue_sum = queue_sum + excluded.queue_sum, durs = coalesce(:durs, durs)";
 
 /// Writes the changes `pending` holds into the rollup tables, in key order, and empties it.
 fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     let Pending { runs, jobs } = std::mem::take(pending);
-    let int = |v: f64| v as i64;
     for ((span, at, p, w), d) in runs {
-        let s = d.sums;
         let blob = durations::new_blob(conn, RUN_DURS, params![span, at, p, w], d.add, d.del)?;
-        conn.prepare_cached(ADD_RUN_ROW)?.execute(params![
-            span,
-            at,
-            p,
-            w,
-            int(s.n),
-            int(s.errors),
-            int(s.successes),
-            s.credits,
-            int(s.dur_n),
-            s.dur_sum,
-            int(s.queue_n),
-            s.queue_sum,
-            blob
-        ])?;
+        let mut stmt = conn.prepare_cached(ADD_RUN_ROW)?;
+        bind(
+            &mut stmt,
+            named_params! {":span": span, ":at": at, ":project_id": p, ":workflow_id": w, ":durs": blob},
+        )?;
+        bind(&mut stmt, &d.sums.values())?;
+        stmt.raw_execute()?;
     }
     for ((span, at, p, w, name), d) in jobs {
-        let s = d.sums;
         let blob =
             durations::new_blob(conn, JOB_DURS, params![span, at, p, w, name], d.add, d.del)?;
-        conn.prepare_cached(ADD_JOB_ROW)?.execute(params![
-            span,
-            at,
-            p,
-            w,
-            name,
-            int(s.n),
-            int(s.errors),
-            int(s.successes),
-            s.credits,
-            int(s.dur_n),
-            s.dur_sum,
-            int(s.queue_n),
-            s.queue_sum,
-            blob
-        ])?;
+        let mut stmt = conn.prepare_cached(ADD_JOB_ROW)?;
+        bind(
+            &mut stmt,
+            named_params! {
+                ":span": span, ":at": at, ":project_id": p, ":workflow_id": w, ":name": name,
+                ":durs": blob,
+            },
+        )?;
+        bind(&mut stmt, &d.sums.values())?;
+        stmt.raw_execute()?;
     }
     Ok(())
 }

@@ -19,11 +19,13 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::Value;
+use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
 
-use super::{durations, Family, New, Old, OldRun};
+use super::{durations, Family, New, Old, OldRun, Timing};
 use crate::error::Result;
 use crate::model::{Run, Status};
+use crate::store::bind;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -64,6 +66,43 @@ struct JobDelta {
     amounts: Amounts,
     add: Vec<i64>,
     del: Vec<i64>,
+}
+
+impl Amounts {
+    /// The figures a job day row has, as ADD_JOB_DAY names them; counts as integers.
+    fn job_values(&self) -> [(&'static str, Value); 9] {
+        let int = |v: f64| Value::Integer(v as i64);
+        [
+            (":total", int(self.total)),
+            (":ok", int(self.ok)),
+            (":bad", int(self.bad)),
+            (":canceled", int(self.canceled)),
+            (":open", int(self.open)),
+            (":credits", Value::Real(self.credits)),
+            (":dur_n", int(self.dur_n)),
+            (":dur_sum", Value::Real(self.dur_sum)),
+            (":dur_sumsq", Value::Real(self.dur_sumsq)),
+        ]
+    }
+
+    /// The figures a run day row has: a job day row's and the recoveries (ADD_DAY).
+    fn run_values(&self) -> [(&'static str, Value); 12] {
+        let [a, b, c, d, e, f, g, h, i] = self.job_values();
+        [
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            g,
+            h,
+            i,
+            (":rec_n", Value::Integer(self.rec_n as i64)),
+            (":rec_timed", Value::Integer(self.rec_timed as i64)),
+            (":rec_sum", Value::Real(self.rec_sum)),
+        ]
+    }
 }
 
 impl std::ops::AddAssign for Amounts {
@@ -109,7 +148,8 @@ fn amounts(status: Status, credits: i64, dur: Option<i64>, sign: f64) -> Amounts
 
 const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
     bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+    VALUES (:project_id, :branch, :workflow_id, :day, :total, :ok, :bad, :canceled, :open,
+        :credits, :dur_n, :dur_sum, :dur_sumsq, :rec_n, :rec_timed, :rec_sum)
     ON CONFLICT (project_id, branch, workflow_id, day) DO UPDATE SET
         total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
         canceled = canceled + excluded.canceled, open = open + excluded.open,
@@ -117,43 +157,31 @@ const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_i
         dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
         rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
         rec_sum = rec_sum + excluded.rec_sum";
-/// ?15 is the row's new blob, or NULL when its durations did not change.
+/// `:durs` is the row's new blob, or NULL when its durations did not change.
 const ADD_JOB_DAY: &str = "INSERT INTO insights_job_days (project_id, branch, workflow_id, day,
     name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, coalesce(?15, x''))
+    VALUES (:project_id, :branch, :workflow_id, :day, :name, :total, :ok, :bad, :canceled, :open,
+        :credits, :dur_n, :dur_sum, :dur_sumsq, coalesce(:durs, x''))
     ON CONFLICT (project_id, branch, workflow_id, day, name) DO UPDATE SET
         total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
         canceled = canceled + excluded.canceled, open = open + excluded.open,
         credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
         dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
-        durs = coalesce(?15, durs)";
+        durs = coalesce(:durs, durs)";
 const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
     WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND day = ?4 AND name = ?5";
 
 /// Writes the figures `pending` holds into the rollup tables, in key order, and empties it.
 fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     let Pending { days, job_days, .. } = std::mem::take(pending);
-    let int = |v: f64| v as i64;
     let mut stmt = conn.prepare_cached(ADD_DAY)?;
     for ((p, b, w, d), f) in days {
-        stmt.execute(params![
-            p,
-            b,
-            w,
-            d,
-            int(f.total),
-            int(f.ok),
-            int(f.bad),
-            int(f.canceled),
-            int(f.open),
-            f.credits,
-            int(f.dur_n),
-            f.dur_sum,
-            f.dur_sumsq,
-            int(f.rec_n),
-            int(f.rec_timed),
-            f.rec_sum
-        ])?;
+        bind(
+            &mut stmt,
+            named_params! {":project_id": p, ":branch": b, ":workflow_id": w, ":day": d},
+        )?;
+        bind(&mut stmt, &f.run_values())?;
+        stmt.raw_execute()?;
     }
     let mut stmt = conn.prepare_cached(ADD_JOB_DAY)?;
     for ((p, b, w, d, name), delta) in job_days {
@@ -163,23 +191,15 @@ fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             del,
         } = delta;
         let blob = durations::new_blob(conn, JOB_DAY_DURS, params![p, b, w, d, name], add, del)?;
-        stmt.execute(params![
-            p,
-            b,
-            w,
-            d,
-            name,
-            int(f.total),
-            int(f.ok),
-            int(f.bad),
-            int(f.canceled),
-            int(f.open),
-            f.credits,
-            int(f.dur_n),
-            f.dur_sum,
-            f.dur_sumsq,
-            blob
-        ])?;
+        bind(
+            &mut stmt,
+            named_params! {
+                ":project_id": p, ":branch": b, ":workflow_id": w, ":day": d, ":name": name,
+                ":durs": blob,
+            },
+        )?;
+        bind(&mut stmt, &f.job_values())?;
+        stmt.raw_execute()?;
     }
     Ok(())
 }
@@ -274,19 +294,20 @@ const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1"
 
 /// A stored run, as the write path read it before replacing it.
 fn old_seq_run(old: &OldRun) -> SeqRun {
+    let t = &old.timing;
     SeqRun {
         id: old.id,
         key: Key {
             project: old.project_id,
             branch: old.branch.clone(),
             workflow: old.workflow_id,
-            at: old.created_at,
+            at: t.created_at,
             ext: old.ext_id.clone(),
         },
-        status: old.status,
-        credits: old.credits_used,
-        dur: duration(old.created_at, old.started_at, old.stopped_at),
-        stop: old.stopped_at,
+        status: t.status,
+        credits: t.credits_used,
+        dur: timed(t),
+        stop: t.stopped_at,
         rec: old.rec_from.map(|from| Rec {
             from,
             ms: old.rec_ms,
@@ -305,8 +326,7 @@ impl Family for Pending {
             }
             Old::Job(job) => {
                 let k = run_key(conn, self, job.run_id)?;
-                let dur = duration(job.created_at, job.started_at, job.stopped_at);
-                job_row(self, &k, &job.name, job.status, job.credits_used, dur, -1);
+                job_row(self, &k, &job.name, &job.timing, -1);
             }
             Old::Tests { .. } => {}
         }
@@ -331,8 +351,7 @@ impl Family for Pending {
             ),
             New::Job { at, job, .. } => {
                 let k = run_key(conn, self, at.run_id)?;
-                let dur = duration(job.created_at, job.started_at, job.stopped_at);
-                job_row(self, &k, &job.name, job.status, job.credits_used, dur, 1);
+                job_row(self, &k, &job.name, &Timing::of_job(job), 1);
                 Ok(())
             }
             New::Tests { .. } => Ok(()),
@@ -520,41 +539,33 @@ fn duration(created: i64, started: Option<i64>, stopped: Option<i64>) -> Option<
     stopped.map(|s| s.saturating_sub(started.unwrap_or(created)).max(0))
 }
 
-/// A stored job as the rollups see it (RUN_JOBS).
-struct StoredJob {
-    name: String,
-    status: Status,
-    credits: i64,
-    dur: Option<i64>,
+fn timed(t: &Timing) -> Option<i64> {
+    duration(t.created_at, t.started_at, t.stopped_at)
 }
 
-fn job_from_row(r: &Row) -> rusqlite::Result<StoredJob> {
-    Ok(StoredJob {
-        name: r.get(0)?,
-        status: r.get(1)?,
-        credits: r.get(2)?,
-        dur: duration(r.get(3)?, r.get(4)?, r.get(5)?),
-    })
+/// A stored job as the rollups see it: its name and timing (RUN_JOBS).
+fn job_from_row(r: &Row) -> rusqlite::Result<(String, Timing)> {
+    let timing = Timing {
+        status: r.get("status")?,
+        created_at: r.get("created_at")?,
+        started_at: r.get("started_at")?,
+        stopped_at: r.get("stopped_at")?,
+        credits_used: r.get("credits_used")?,
+    };
+    Ok((r.get("name")?, timing))
 }
 
 /// Adds (`sign` 1) or subtracts (-1) one job under its run key: its figures and its duration
 /// on the run's day.
-fn job_row(
-    pending: &mut Pending,
-    k: &Key,
-    name: &str,
-    status: Status,
-    credits: i64,
-    dur: Option<i64>,
-    sign: i64,
-) {
+fn job_row(pending: &mut Pending, k: &Key, name: &str, t: &Timing, sign: i64) {
+    let dur = timed(t);
     let Some(branch) = &k.branch else {
         return;
     };
     let day = k.at.div_euclid(DAY_MS);
     let key = (k.project, branch.clone(), k.workflow, day, name.to_owned());
     let row = pending.job_days.entry(key).or_default();
-    row.amounts += amounts(status, credits, dur, sign as f64);
+    row.amounts += amounts(t.status, t.credits_used, dur, sign as f64);
     if let Some(d) = dur {
         if sign > 0 {
             row.add.push(d);
@@ -581,8 +592,8 @@ fn run_jobs(
         .prepare_cached(RUN_JOBS)?
         .query_map([run_id], job_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for j in jobs {
-        job_row(pending, k, &j.name, j.status, j.credits, j.dur, sign);
+    for (name, timing) in jobs {
+        job_row(pending, k, &name, &timing, sign);
     }
     Ok(())
 }

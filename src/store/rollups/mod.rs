@@ -27,6 +27,38 @@ use rusqlite::Connection;
 use crate::error::Result;
 use crate::model::{Job, Kind, Run, Status, TestCase};
 
+/// How a run or job went: the columns most families' figures come from.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub status: Status,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub credits_used: i64,
+}
+
+impl Timing {
+    pub fn of_run(run: &Run) -> Timing {
+        Timing {
+            status: run.status,
+            created_at: run.created_at,
+            started_at: run.started_at,
+            stopped_at: run.stopped_at,
+            credits_used: run.credits_used,
+        }
+    }
+
+    pub fn of_job(job: &Job) -> Timing {
+        Timing {
+            status: job.status,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            stopped_at: job.stopped_at,
+            credits_used: job.credits_used,
+        }
+    }
+}
+
 /// A stored run as it is before a write replaces it: what any family needs of its old state.
 #[derive(Debug, Clone)]
 pub struct OldRun {
@@ -36,14 +68,22 @@ pub struct OldRun {
     pub ext_id: String,
     pub branch: Option<String>,
     pub commit: Option<String>,
-    pub status: Status,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub stopped_at: Option<i64>,
-    pub credits_used: i64,
+    pub timing: Timing,
     /// Its recovery (circleci's `rec_from`, `rec_ms`), cleared by the update.
     pub rec_from: Option<i64>,
     pub rec_ms: Option<i64>,
+}
+
+impl OldRun {
+    /// Where the stored run's jobs count while it stays as it is.
+    pub fn place(&self) -> RunPlace<'_> {
+        RunPlace {
+            run_id: self.id,
+            project_id: self.project_id,
+            workflow_id: self.workflow_id,
+            commit: self.commit.as_deref(),
+        }
+    }
 }
 
 /// A stored job as it is before a write replaces it.
@@ -55,11 +95,7 @@ pub struct OldJob {
     /// The workflow its run is in now.
     pub workflow_id: i64,
     pub name: String,
-    pub status: Status,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub stopped_at: Option<i64>,
-    pub credits_used: i64,
+    pub timing: Timing,
 }
 
 /// Where a job counts: its run's row, project, workflow and commit as stored now.
