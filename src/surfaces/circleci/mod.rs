@@ -959,7 +959,7 @@ fn org_summary(conn: &Connection, req: &Req, org: &str, now: i64) -> Result<Valu
             t.failed += a.failed;
             t.canceled += a.canceled;
             t.unfinished += a.unfinished;
-            // Saturating, as the per-project sums are (see sql::agg_from).
+            // Saturating, as the per-project sums are (see sql::Agg::from_row).
             t.credits = t.credits.saturating_add(a.credits);
             t.dur.sum = t.dur.sum.saturating_add(a.dur.sum);
         }

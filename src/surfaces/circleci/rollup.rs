@@ -95,28 +95,20 @@ const DAYS: &str = "SELECT workflow_id, sum(total), sum(ok), sum(bad), sum(cance
       AND day >= +?3 AND day < +?4
     GROUP BY workflow_id";
 
-/// The duration expression of runs_insights_dur (and of `sql::dur!`).
-macro_rules! dur {
-    () => {
-        "(CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)"
-    };
-}
-
 /// The runs created in [?3, ?4) of branch ?2 of project ?1 (workflow ?5, or all), per workflow:
-/// a seek per workflow into runs_insights.
-const RUNS: &str = concat!(
-    "SELECT workflow_id, count(*), sum(status = 'success'),
+/// a seek per workflow into runs_insights. `d` is the duration, written as in
+/// runs_insights_dur.
+const RUNS: &str = "SELECT workflow_id, count(*), sum(status = 'success'),
     sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
     sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
     count(d), total(d), total(CAST(d AS REAL) * d), count(rec_from), count(rec_ms), total(rec_ms)
-    FROM (SELECT workflow_id, status, credits_used, rec_from, rec_ms, ",
-    dur!(),
-    " AS d FROM runs
+    FROM (SELECT workflow_id, status, credits_used, rec_from, rec_ms,
+        (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) AS d
+      FROM runs
       WHERE project_id = +?1 AND branch = +?2
         AND workflow_id IN (SELECT id FROM workflows WHERE project_id = +?1 AND (+?5 IS NULL OR id = +?5))
         AND created_at >= +?3 AND created_at < +?4)
-    GROUP BY workflow_id"
-);
+    GROUP BY workflow_id";
 
 /// The workflows of project ?1 (only ?2 when given) named after ?3, by name.
 const WORKFLOWS: &str = "SELECT id, name FROM workflows
@@ -130,25 +122,23 @@ const FIRST_LAST: &str = "SELECT
         AND created_at >= +?4 AND created_at < +?5)";
 
 /// The durations of ranks ?6 and after (at most ?7) among one workflow's runs in the window, in
-/// ascending and descending order, from runs_insights_dur (`+created_at` keeps the planner on it).
-const RANK_ASC: &str = concat!(
-    "SELECT ",
-    dur!(),
-    " FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND ",
-    dur!(),
-    " IS NOT NULL AND +created_at >= +?4 AND +created_at < +?5 ORDER BY ",
-    dur!(),
-    " LIMIT +?7 OFFSET +?6"
-);
-const RANK_DESC: &str = concat!(
-    "SELECT ",
-    dur!(),
-    " FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND ",
-    dur!(),
-    " IS NOT NULL AND +created_at >= +?4 AND +created_at < +?5 ORDER BY ",
-    dur!(),
-    " DESC LIMIT +?7 OFFSET +?6"
-);
+/// ascending and descending order, from runs_insights_dur. The duration is written exactly as
+/// in that index's expression, so the planner matches it; `+created_at` keeps the planner on
+/// that index rather than one on created_at.
+const RANK_ASC: &str = "SELECT
+    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)
+    FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
+      AND (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) IS NOT NULL
+      AND +created_at >= +?4 AND +created_at < +?5
+    ORDER BY (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)
+    LIMIT +?7 OFFSET +?6";
+const RANK_DESC: &str = "SELECT
+    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)
+    FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
+      AND (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) IS NOT NULL
+      AND +created_at >= +?4 AND +created_at < +?5
+    ORDER BY (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) DESC
+    LIMIT +?7 OFFSET +?6";
 
 /// The first recovery of one workflow's sequence in the window.
 const FIRST_RECOVERY: &str = "SELECT created_at, ext_id, rec_from, rec_ms, stopped_at FROM runs
@@ -301,7 +291,7 @@ fn durations(
     if n == 0 {
         return Ok(Dur::default());
     }
-    // Linear interpolation between closest ranks in 1/100 ms, as `sql::pct!`.
+    // Linear interpolation between closest ranks in 1/100 ms, as in `sql` (see its module doc).
     let pct = |p: i64| -> Result<Option<i64>> {
         let h = (n - 1) * p;
         let (lo, hi) = rank(h / 100)?;
