@@ -35,35 +35,27 @@ const OUTCOME_WORDS: [&str; 3] = ["success", "aborted", "error"];
 const SELECT_PIPELINE: &str =
     "SELECT w.id, w.project_id, w.name, w.pipeline_id FROM workflows w WHERE w.pipeline_id = ?1";
 
-/// The run columns the answer needs.
-macro_rules! run_columns {
-    () => {
-        "r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at, r.created_at,
-        r.detail_url, r.parameters"
-    };
-}
-
 /// The latest run: the highest build number, then the newest. Uses runs_by_workflow_number.
-const LATEST_RUN: &str = concat!(
-    "SELECT ",
-    run_columns!(),
-    " FROM runs r WHERE r.workflow_id = ?1
-    ORDER BY r.number DESC, r.created_at DESC, r.id DESC LIMIT 1"
-);
+/// Its columns are those `RunRow::from_row` reads.
+const LATEST_RUN: &str = "
+SELECT r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at, r.created_at,
+    r.detail_url, r.parameters
+FROM runs r WHERE r.workflow_id = ?1
+ORDER BY r.number DESC, r.created_at DESC, r.id DESC LIMIT 1";
 
 /// The run with build number ?2 (the newest if several share it), else the run whose id is ?3.
 /// ?4 is the pipeline's project. Uses runs_by_workflow_number, then the (project_id, ext_id) key.
-const RUN_BY_BUILD_ID: &str = concat!(
-    "SELECT * FROM (
-        SELECT 0 AS pref, ",
-    run_columns!(),
-    " FROM runs r WHERE r.workflow_id = ?1 AND r.number = ?2
-        UNION ALL
-        SELECT 1 AS pref, ",
-    run_columns!(),
-    " FROM runs r WHERE r.project_id = ?4 AND r.ext_id = ?3 AND r.workflow_id = ?1)
-    ORDER BY pref, number DESC, created_at DESC, id DESC LIMIT 1"
-);
+/// Its columns are `pref`, then those of LATEST_RUN.
+const RUN_BY_BUILD_ID: &str = "
+SELECT * FROM (
+    SELECT 0 AS pref, r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at,
+        r.created_at, r.detail_url, r.parameters
+    FROM runs r WHERE r.workflow_id = ?1 AND r.number = ?2
+    UNION ALL
+    SELECT 1 AS pref, r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at,
+        r.created_at, r.detail_url, r.parameters
+    FROM runs r WHERE r.project_id = ?4 AND r.ext_id = ?3 AND r.workflow_id = ?1)
+ORDER BY pref, number DESC, created_at DESC, id DESC LIMIT 1";
 
 /// The jobs of run ?1 with their stage's figures, in stage order then job order.
 /// A job without a stage is a stage of its own, named after the job. Status ranks index
