@@ -25,11 +25,41 @@
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::sql::{Agg, Dur};
+use super::sql::{Agg, Branches, Dur, Scope};
 use crate::error::Result;
 use crate::store::rollups::durations::Ranks;
 
 const DAY_MS: i64 = 86_400_000;
+
+/// What the rollups answer for: the runs of one branch of a project created in [start, end).
+#[derive(Debug, Clone, Copy)]
+pub struct OneBranch<'a> {
+    pub project: i64,
+    pub branch: &'a str,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl<'a> OneBranch<'a> {
+    /// The runs of `s` when it reads one branch.
+    pub fn of(s: &Scope<'a>) -> Option<OneBranch<'a>> {
+        match s.branches {
+            Branches::One(branch) => Some(OneBranch {
+                project: s.project,
+                branch,
+                start: s.start,
+                end: s.end,
+            }),
+            Branches::Set(_) | Branches::All => None,
+        }
+    }
+
+    /// The window's whole UTC days, as day numbers [first, end); empty when there is none.
+    fn whole_days(&self) -> (i64, i64) {
+        let first = self.start.div_euclid(DAY_MS) + i64::from(self.start.rem_euclid(DAY_MS) != 0);
+        (first, self.end.div_euclid(DAY_MS))
+    }
+}
 
 /// One workflow's figures: its id and name, the aggregate, and its recoveries (count, and mean
 /// length in ms when any has one).
@@ -169,19 +199,21 @@ pub const BENCHED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Figures of each workflow of `project` with runs on `branch` created in [start, end) (only
-/// `workflow` when given), named after `after`, by name, at most `limit`.
-#[allow(clippy::too_many_arguments)]
+/// Figures of each workflow with runs in `b` (only `workflow` when given), named after
+/// `after`, by name, at most `limit`.
 pub fn workflows(
     conn: &Connection,
-    project: i64,
-    branch: &str,
-    start: i64,
-    end: i64,
+    b: &OneBranch,
     workflow: Option<i64>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Figures>> {
+    let OneBranch {
+        project,
+        branch,
+        start,
+        end,
+    } = *b;
     let mut sums: std::collections::HashMap<i64, Sums> = std::collections::HashMap::new();
     let mut add_rows = |sql: &str, from: i64, to: i64| -> Result<()> {
         if from >= to {
@@ -195,8 +227,7 @@ pub fn workflows(
         Ok(())
     };
     // Whole days [first_day, end_day); the runs of the partial days around them.
-    let first_day = start.div_euclid(DAY_MS) + i64::from(start.rem_euclid(DAY_MS) != 0);
-    let end_day = end.div_euclid(DAY_MS);
+    let (first_day, end_day) = b.whole_days();
     if first_day < end_day {
         add_rows(DAYS, first_day, end_day)?;
         add_rows(RUNS, start, first_day * DAY_MS)?;
@@ -220,11 +251,10 @@ pub fn workflows(
         let (first_at, last_at) = conn
             .prepare_cached(FIRST_LAST)?
             .query_row(at, |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let key: [&dyn rusqlite::ToSql; 5] = [&project, &branch, &id, &start, &end];
         let dur = durations(s.dur_n, s.dur_sum, s.dur_sumsq, |k| {
-            pair(conn, (RANK_ASC, RANK_DESC), &key, s.dur_n, k)
+            pair(conn, b, id, s.dur_n, k)
         })?;
-        let (recoveries, rec_timed, rec_sum) = crossing(conn, project, branch, id, start, end, s)?;
+        let (recoveries, rec_timed, rec_sum) = crossing(conn, b, id, s)?;
         out.push(Figures {
             id,
             name: row.get(1)?,
@@ -247,29 +277,24 @@ pub fn workflows(
 }
 
 /// The durations of ranks k and k + 1 (0-based, ascending; the second None past the end) among
-/// n durations, walked to from the nearer end: `asc` and `desc` list them from either end, with
-/// `key` as their first parameters and then the offset and the count.
-fn pair(
-    conn: &Connection,
-    (asc, desc): (&str, &str),
-    key: &[&dyn rusqlite::ToSql],
-    n: i64,
-    k: i64,
-) -> Result<(i64, Option<i64>)> {
+/// the n durations of workflow `wf`'s runs in `b`, walked to from the nearer end with RANK_ASC
+/// or RANK_DESC.
+fn pair(conn: &Connection, b: &OneBranch, wf: i64, n: i64, k: i64) -> Result<(i64, Option<i64>)> {
     let want: i64 = if k + 1 < n { 2 } else { 1 };
-    let (sql, offset) = if k <= n - 1 - k {
-        (asc, k)
+    let descending = k > n - 1 - k;
+    let (sql, offset) = if descending {
+        (RANK_DESC, n - k - want)
     } else {
-        (desc, n - k - want)
+        (RANK_ASC, k)
     };
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut all: Vec<&dyn rusqlite::ToSql> = key.to_vec();
-    all.push(&offset);
-    all.push(&want);
     let mut vals: Vec<i64> = stmt
-        .query_map(all.as_slice(), |r| r.get(0))?
+        .query_map(
+            params![b.project, b.branch, wf, b.start, b.end, offset, want],
+            |r| r.get(0),
+        )?
         .collect::<rusqlite::Result<_>>()?;
-    if sql == desc {
+    if descending {
         vals.reverse();
     }
     match vals.as_slice() {
@@ -308,55 +333,70 @@ fn durations(
     })
 }
 
-/// The window's recoveries of one workflow from the summed ones: (count, how many have a
-/// length, sum of lengths), after mending the first recovery when its streak began earlier.
-fn crossing(
-    conn: &Connection,
-    project: i64,
-    branch: &str,
-    wf: i64,
-    start: i64,
-    end: i64,
-    s: &Sums,
-) -> Result<(i64, i64, f64)> {
+/// The first recovery of a workflow's sequence in the window (FIRST_RECOVERY).
+struct FirstRecovery {
+    at: i64,
+    ext_id: String,
+    /// When its streak's first failure stopped.
+    rec_from: i64,
+    rec_ms: Option<i64>,
+    stopped_at: Option<i64>,
+}
+
+/// The first finished run of a workflow's sequence in the window (FIRST_FINISHED).
+struct FirstFinished {
+    at: i64,
+    ext_id: String,
+    stopped_at: Option<i64>,
+}
+
+/// The window's recoveries of workflow `wf` in `b` from the summed ones: (count, how many have
+/// a length, sum of lengths), after mending the first recovery when its streak began earlier.
+fn crossing(conn: &Connection, b: &OneBranch, wf: i64, s: &Sums) -> Result<(i64, i64, f64)> {
     let (mut n, mut timed, mut sum) = (s.rec_n, s.rec_timed, s.rec_sum);
     if n == 0 {
         return Ok((n, timed, sum));
     }
-    let at = params![project, branch, wf, start, end];
+    let at = params![b.project, b.branch, wf, b.start, b.end];
     let first = conn
         .prepare_cached(FIRST_RECOVERY)?
         .query_row(at, |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-            ))
+            Ok(FirstRecovery {
+                at: r.get(0)?,
+                ext_id: r.get(1)?,
+                rec_from: r.get(2)?,
+                rec_ms: r.get(3)?,
+                stopped_at: r.get(4)?,
+            })
         })
         .optional()?;
-    let Some((s_at, s_ext, from, ms, s_stop)) = first else {
+    let Some(rec) = first else {
         return Ok((n, timed, sum));
     };
-    if from >= start {
+    if rec.rec_from >= b.start {
         return Ok((n, timed, sum));
     }
     // Its streak began before the window: take it out, then count it from its first failure
     // inside the window, if it has one (the window's first finished run, when not itself).
     n -= 1;
-    if let Some(ms) = ms {
+    if let Some(ms) = rec.rec_ms {
         timed -= 1;
         sum -= ms as f64;
     }
-    let f: Option<(i64, String, Option<i64>)> = conn
+    let finished = conn
         .prepare_cached(FIRST_FINISHED)?
-        .query_row(at, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(at, |r| {
+            Ok(FirstFinished {
+                at: r.get(0)?,
+                ext_id: r.get(1)?,
+                stopped_at: r.get(2)?,
+            })
+        })
         .optional()?;
-    if let Some((f_at, f_ext, f_stop)) = f {
-        if (f_at, &f_ext) != (s_at, &s_ext) {
+    if let Some(f) = finished {
+        if (f.at, &f.ext_id) != (rec.at, &rec.ext_id) {
             n += 1;
-            if let (Some(a), Some(b)) = (s_stop, f_stop) {
+            if let (Some(a), Some(b)) = (rec.stopped_at, f.stopped_at) {
                 timed += 1;
                 sum += a.saturating_sub(b) as f64;
             }
@@ -415,36 +455,44 @@ pub const BENCHED_JOBS: &[(&str, &str)] = &[
     ("jobs (rollup): JOB_DAY_DURS", JOB_DAY_DURS),
 ];
 
+/// The first and last of something: days, or created_at times.
+#[derive(Clone, Copy)]
+struct Span {
+    first: i64,
+    last: i64,
+}
+
 /// What the day rows and the partial days give one job name.
 #[derive(Default)]
 struct JobSums {
     s: Sums,
     /// First and last day with jobs, of the whole days.
-    days: Option<(i64, i64)>,
+    days: Option<Span>,
     /// First and last created_at in each partial day (before and after the whole days).
-    head: Option<(i64, i64)>,
-    tail: Option<(i64, i64)>,
+    head: Option<Span>,
+    tail: Option<Span>,
     /// The durations of the partial days, then those of the whole days.
     ranks: Ranks,
 }
 
-/// Per-job-name figures of the jobs of `workflow`'s runs on `branch` created in [start, end),
-/// as `sql::job_metrics` gives them: names containing `filter`, after `after`, at most `limit`.
-#[allow(clippy::too_many_arguments)]
+/// Per-job-name figures of the jobs of `workflow`'s runs in `b`, as `sql::job_metrics` gives
+/// them: names containing `filter`, after `after`, at most `limit`.
 pub fn jobs(
     conn: &Connection,
-    project: i64,
-    branch: &str,
+    b: &OneBranch,
     workflow: i64,
-    start: i64,
-    end: i64,
     filter: Option<&str>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
+    let OneBranch {
+        project,
+        branch,
+        start,
+        end,
+    } = *b;
     let mut by_name: std::collections::BTreeMap<String, JobSums> = Default::default();
-    let first_day = start.div_euclid(DAY_MS) + i64::from(start.rem_euclid(DAY_MS) != 0);
-    let end_day = end.div_euclid(DAY_MS);
+    let (first_day, end_day) = b.whole_days();
     let whole = first_day < end_day;
     let mut partial = |from: i64, to: i64, head: bool| -> Result<()> {
         if from >= to {
@@ -458,7 +506,10 @@ pub fn jobs(
             if let ValueRef::Blob(b) = r.get_ref(12)? {
                 e.ranks.push(b);
             }
-            let span = Some((r.get(10)?, r.get(11)?));
+            let span = Some(Span {
+                first: r.get(10)?,
+                last: r.get(11)?,
+            });
             if head {
                 e.head = span;
             } else {
@@ -477,8 +528,8 @@ pub fn jobs(
         while let Some(r) = rows.next()? {
             let e = by_name.entry(r.get(0)?).or_default();
             e.s.add(&job_sums(r)?);
-            let (a, b): (Option<i64>, Option<i64>) = (r.get(10)?, r.get(11)?);
-            e.days = a.zip(b);
+            let (first, last): (Option<i64>, Option<i64>) = (r.get(10)?, r.get(11)?);
+            e.days = first.zip(last).map(|(first, last)| Span { first, last });
         }
     } else {
         partial(start, end, true)?;
@@ -502,14 +553,14 @@ pub fn jobs(
                 .optional()?)
         };
         let first_at = match (j.head, j.days, j.tail) {
-            (Some((a, _)), _, _) => Some(a),
-            (None, Some((d, _)), _) => in_day(JOB_FIRST_AT, d)?,
-            (None, None, t) => t.map(|t| t.0),
+            (Some(head), _, _) => Some(head.first),
+            (None, Some(days), _) => in_day(JOB_FIRST_AT, days.first)?,
+            (None, None, tail) => tail.map(|t| t.first),
         };
         let last_at = match (j.tail, j.days, j.head) {
-            (Some((_, b)), _, _) => Some(b),
-            (None, Some((_, d)), _) => in_day(JOB_LAST_AT, d)?,
-            (None, None, h) => h.map(|h| h.1),
+            (Some(tail), _, _) => Some(tail.last),
+            (None, Some(days), _) => in_day(JOB_LAST_AT, days.last)?,
+            (None, None, head) => head.map(|h| h.last),
         };
         // Every duration of the window: the partial days' (from JOB_RUNS) and the day rows'.
         let ranks = &mut j.ranks;

@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use rusqlite::{params, Connection, OptionalExtension, Params, Row};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row, ToSql};
 
 use crate::error::{Error, Result};
 
@@ -183,6 +183,29 @@ pub struct Scope<'a> {
     pub workflow: Option<i64>,
 }
 
+impl Scope<'_> {
+    /// Runs `sql` in this scope's branch variant, ?1 to ?5 bound from the scope and `more` from
+    /// ?6 on, and collects every row through `f`.
+    fn rows<T>(
+        &self,
+        conn: &Connection,
+        sql: &'static ByBranches,
+        more: &[&dyn ToSql],
+        f: impl FnMut(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let branches = self.branches.value();
+        let mut values: Vec<&dyn ToSql> = vec![
+            &self.project,
+            &self.start,
+            &self.end,
+            &branches,
+            &self.workflow,
+        ];
+        values.extend_from_slice(more);
+        all(conn, sql.text(self.branches), values.as_slice(), f)
+    }
+}
+
 /// Per-workflow metrics of the runs in scope, by workflow name, after ?6, at most ?7.
 ///
 /// One window pass over the index runs_insights_dur, which delivers a branch's runs in
@@ -227,25 +250,35 @@ WHERE (rownum = 1 OR rn = (n - 1) * 50 / 100 + 1 OR rn = (n - 1) * 50 / 100 + 2
 GROUP BY ranked.wf ORDER BY w.name LIMIT ?7";
 static WORKFLOW_METRICS_IN: ByBranches = ByBranches::new(WORKFLOW_METRICS);
 
+/// One workflow's aggregate.
+#[derive(Debug, Clone)]
+pub struct WorkflowAgg {
+    pub id: i64,
+    pub name: String,
+    pub agg: Agg,
+}
+
+impl WorkflowAgg {
+    fn from_row(r: &Row) -> rusqlite::Result<WorkflowAgg> {
+        Ok(WorkflowAgg {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            agg: Agg::from_row(r, 2)?,
+        })
+    }
+}
+
 pub fn workflow_metrics(
     conn: &Connection,
     s: &Scope,
     after: Option<&str>,
     limit: i64,
-) -> Result<Vec<(i64, String, Agg)>> {
-    all(
+) -> Result<Vec<WorkflowAgg>> {
+    s.rows(
         conn,
-        WORKFLOW_METRICS_IN.text(s.branches),
-        params![
-            s.project,
-            s.start,
-            s.end,
-            s.branches.value(),
-            s.workflow,
-            after,
-            limit
-        ],
-        |r| Ok((r.get(0)?, r.get(1)?, Agg::from_row(r, 2)?)),
+        &WORKFLOW_METRICS_IN,
+        &[&after, &limit],
+        WorkflowAgg::from_row,
     )
 }
 
@@ -277,15 +310,24 @@ SELECT wf, sum(recovered), avg(rec_stop - first_stop) FROM streaks WHERE recover
 GROUP BY wf";
 static MTTR_IN: ByBranches = ByBranches::new(MTTR);
 
-/// Recoveries per workflow id: (count, mean duration in ms — None when no recovery has both
-/// stop times).
-pub fn mttr(conn: &Connection, s: &Scope) -> Result<Vec<(i64, i64, Option<f64>)>> {
-    all(
-        conn,
-        MTTR_IN.text(s.branches),
-        params![s.project, s.start, s.end, s.branches.value(), s.workflow],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
+/// One workflow's recoveries.
+#[derive(Debug, Clone)]
+pub struct Recoveries {
+    pub workflow: i64,
+    pub count: i64,
+    /// The mean length in ms; None when no recovery has both stop times.
+    pub mean_ms: Option<f64>,
+}
+
+/// Recoveries per workflow id.
+pub fn mttr(conn: &Connection, s: &Scope) -> Result<Vec<Recoveries>> {
+    s.rows(conn, &MTTR_IN, &[], |r| {
+        Ok(Recoveries {
+            workflow: r.get(0)?,
+            count: r.get(1)?,
+            mean_ms: r.get(2)?,
+        })
+    })
 }
 
 /// Per-job-name metrics of the jobs of workflow ?5's runs in scope: names containing ?6, after
@@ -326,21 +368,9 @@ pub fn job_metrics(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
-    all(
-        conn,
-        JOB_METRICS_IN.text(s.branches),
-        params![
-            s.project,
-            s.start,
-            s.end,
-            s.branches.value(),
-            s.workflow,
-            filter,
-            after,
-            limit
-        ],
-        |r| Ok((r.get(0)?, Agg::from_row(r, 1)?)),
-    )
+    s.rows(conn, &JOB_METRICS_IN, &[&filter, &after, &limit], |r| {
+        Ok((r.get(0)?, Agg::from_row(r, 1)?))
+    })
 }
 
 /// Per (workflow, branch) metrics of the runs in scope.
@@ -372,14 +402,23 @@ FROM ranked JOIN workflows w ON w.id = ranked.wf
 GROUP BY ranked.wf, ranked.br ORDER BY w.name, ranked.br";
 static BRANCH_METRICS_IN: ByBranches = ByBranches::new(BRANCH_METRICS);
 
+/// The aggregate of one workflow's runs on one branch.
+#[derive(Debug, Clone)]
+pub struct BranchAgg {
+    pub workflow: String,
+    pub branch: Option<String>,
+    pub agg: Agg,
+}
+
 /// Per (workflow, branch) metrics of the runs in scope.
-pub fn branch_metrics(conn: &Connection, s: &Scope) -> Result<Vec<(String, Option<String>, Agg)>> {
-    all(
-        conn,
-        BRANCH_METRICS_IN.text(s.branches),
-        params![s.project, s.start, s.end, s.branches.value(), s.workflow],
-        |r| Ok((r.get(0)?, r.get(1)?, Agg::from_row(r, 2)?)),
-    )
+pub fn branch_metrics(conn: &Connection, s: &Scope) -> Result<Vec<BranchAgg>> {
+    s.rows(conn, &BRANCH_METRICS_IN, &[], |r| {
+        Ok(BranchAgg {
+            workflow: r.get(0)?,
+            branch: r.get(1)?,
+            agg: Agg::from_row(r, 2)?,
+        })
+    })
 }
 
 /// Whole-project (or whole-org) totals: one row per project of the given ids (JSON array ?1),
@@ -407,15 +446,25 @@ SELECT pid,
     min(at), max(at)
 FROM base GROUP BY pid";
 
+/// One project's additive totals (no durations' ranks).
+#[derive(Debug, Clone)]
+pub struct ProjectAgg {
+    pub project: i64,
+    pub agg: Agg,
+}
+
 /// Additive totals per project id over the window, for the projects in `ids` (a JSON array).
 pub fn project_totals(
     conn: &Connection,
     ids: &str,
     start: i64,
     end: i64,
-) -> Result<Vec<(i64, Agg)>> {
+) -> Result<Vec<ProjectAgg>> {
     all(conn, PROJECT_TOTALS, params![ids, start, end], |r| {
-        Ok((r.get(0)?, Agg::from_row(r, 1)?))
+        Ok(ProjectAgg {
+            project: r.get(0)?,
+            agg: Agg::from_row(r, 1)?,
+        })
     })
 }
 
@@ -472,20 +521,11 @@ pub fn recent_runs(
     after: Option<(i64, i64)>,
     limit: i64,
 ) -> Result<Vec<RunRow>> {
-    let (a, b) = after.unzip();
-    all(
+    let (at, rowid) = after.unzip();
+    s.rows(
         conn,
-        RECENT_RUNS_IN.text(s.branches),
-        params![
-            s.project,
-            s.start,
-            s.end,
-            s.branches.value(),
-            s.workflow,
-            a,
-            b,
-            limit
-        ],
+        &RECENT_RUNS_IN,
+        &[&at, &rowid, &limit],
         RunRow::from_row,
     )
 }
@@ -513,21 +553,11 @@ pub fn job_runs(
     after: Option<(i64, i64)>,
     limit: i64,
 ) -> Result<Vec<RunRow>> {
-    let (a, b) = after.unzip();
-    all(
+    let (at, rowid) = after.unzip();
+    s.rows(
         conn,
-        JOB_RUNS_IN.text(s.branches),
-        params![
-            s.project,
-            s.start,
-            s.end,
-            s.branches.value(),
-            s.workflow,
-            a,
-            b,
-            limit,
-            job
-        ],
+        &JOB_RUNS_IN,
+        &[&at, &rowid, &limit, &job],
         RunRow::from_row,
     )
 }
@@ -588,21 +618,11 @@ pub fn job_series(
     after: Option<(&str, i64)>,
     limit: i64,
 ) -> Result<Vec<Bucket>> {
-    let (a, b) = after.unzip();
-    all(
+    let (name, bucket) = after.unzip();
+    s.rows(
         conn,
-        JOB_SERIES_IN.text(s.branches),
-        params![
-            s.project,
-            s.start,
-            s.end,
-            s.branches.value(),
-            s.workflow,
-            bucket_ms,
-            a,
-            b,
-            limit
-        ],
+        &JOB_SERIES_IN,
+        &[&bucket_ms, &name, &bucket, &limit],
         |r| {
             Ok(Bucket {
                 name: r.get(0)?,
@@ -704,32 +724,45 @@ SELECT run_ext, number, sum(result = 'success'), sum(result = 'failure'),
 FROM res GROUP BY run ORDER BY max(at) DESC, run DESC";
 static TEST_RUNS_IN: ByBranches = ByBranches::new(TEST_RUNS);
 
-/// Test counts per run: (run id, number, success, failure, error, skipped, total).
-pub type TestRun = (String, i64, i64, i64, i64, i64, i64);
+/// The test counts of one run.
+#[derive(Debug, Clone)]
+pub struct TestRun {
+    /// The run's id (its workflow id in CircleCI's words).
+    pub run_id: String,
+    pub pipeline_number: i64,
+    pub success: i64,
+    pub failure: i64,
+    pub error: i64,
+    pub skipped: i64,
+    pub total: i64,
+}
 
+impl TestRun {
+    fn from_row(r: &Row) -> rusqlite::Result<TestRun> {
+        Ok(TestRun {
+            run_id: r.get(0)?,
+            pipeline_number: r.get(1)?,
+            success: r.get(2)?,
+            failure: r.get(3)?,
+            error: r.get(4)?,
+            skipped: r.get(5)?,
+            total: r.get(6)?,
+        })
+    }
+}
+
+/// The scope of the test queries: the scope's branches and workflow over the whole of time.
+fn all_time<'a>(s: &Scope<'a>) -> Scope<'a> {
+    Scope {
+        start: i64::MIN,
+        end: i64::MAX,
+        ..*s
+    }
+}
+
+/// Test counts per run of the 10 most recent runs of the scope's workflow (no time window).
 pub fn test_runs(conn: &Connection, s: &Scope) -> Result<Vec<TestRun>> {
-    all(
-        conn,
-        TEST_RUNS_IN.text(s.branches),
-        params![
-            s.project,
-            i64::MIN,
-            i64::MAX,
-            s.branches.value(),
-            s.workflow
-        ],
-        |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        },
-    )
+    all_time(s).rows(conn, &TEST_RUNS_IN, &[], TestRun::from_row)
 }
 
 /// Per-test figures over the results of the 10 most recent runs of workflow ?5 in scope (as in
@@ -787,34 +820,25 @@ pub struct TestStat {
     pub same_p95: i64,
 }
 
+/// Per-test figures over the results of the 10 most recent runs of the scope's workflow (no
+/// time window).
 pub fn test_stats(conn: &Connection, s: &Scope) -> Result<Vec<TestStat>> {
-    all(
-        conn,
-        TEST_STATS_IN.text(s.branches),
-        params![
-            s.project,
-            i64::MIN,
-            i64::MAX,
-            s.branches.value(),
-            s.workflow
-        ],
-        |r| {
-            Ok(TestStat {
-                job: r.get(0)?,
-                classname: r.get(1)?,
-                name: r.get(2)?,
-                file: r.get(3)?,
-                suite: r.get(4)?,
-                runs: r.get(5)?,
-                fails: r.get(6)?,
-                p95_x100: r.get(7)?,
-                by_fails: r.get(8)?,
-                same_fails: r.get(9)?,
-                by_p95: r.get(10)?,
-                same_p95: r.get(11)?,
-            })
-        },
-    )
+    all_time(s).rows(conn, &TEST_STATS_IN, &[], |r| {
+        Ok(TestStat {
+            job: r.get(0)?,
+            classname: r.get(1)?,
+            name: r.get(2)?,
+            file: r.get(3)?,
+            suite: r.get(4)?,
+            runs: r.get(5)?,
+            fails: r.get(6)?,
+            p95_x100: r.get(7)?,
+            by_fails: r.get(8)?,
+            same_fails: r.get(9)?,
+            by_p95: r.get(10)?,
+            same_p95: r.get(11)?,
+        })
+    })
 }
 
 /// Flaky tests of a project: results in the window on a known commit, per (job, classname,
@@ -861,32 +885,64 @@ pub struct Flaky {
     pub workflow_name: String,
 }
 
-/// A flaky test being added up: its flips, its latest one as (at, result id, run), and the
-/// sums over the rows of its groups that flipped.
+/// A test: its job, classname and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TestKey {
+    job: String,
+    classname: Option<String>,
+    name: String,
+}
+
+/// A flip of a test's result, ordered by time, then result, as its latest is picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Flip {
+    at: i64,
+    result_id: i64,
+    run_id: i64,
+}
+
+/// A flaky test being added up: its flips, its latest one, and the sums over the rows of its
+/// groups that flipped.
 struct FlakySum {
-    key: (String, Option<String>, String),
+    key: TestKey,
     flips: i64,
-    latest: (i64, i64, i64),
+    latest: Flip,
     wasted: i64,
     file: Option<String>,
     suite: Option<String>,
+}
+
+/// The run of a latest flip, as the answer names it.
+#[derive(Clone)]
+struct FlakyRun {
+    workflow_id: String,
+    pipeline_number: i64,
+    workflow_name: String,
 }
 
 /// The flaky tests of a project in [start, end), ordered by job, classname (none first) and
 /// name, as SQL orders text.
 pub fn flaky(conn: &Connection, project: i64, start: i64, end: i64) -> Result<Vec<Flaky>> {
     let mut tests: Vec<FlakySum> = Vec::new();
-    let mut by_key: HashMap<(String, Option<String>, String), usize> = HashMap::new();
+    let mut by_key: HashMap<TestKey, usize> = HashMap::new();
     // The test of each group that flipped.
     let mut groups: HashMap<i64, usize> = HashMap::new();
     let mut stmt = conn.prepare_cached(FLAKY_FLIPS)?;
     let mut rows = stmt.query(params![project, start, end])?;
     while let Some(r) = rows.next()? {
-        let latest = (r.get(4)?, r.get(5)?, r.get(6)?);
+        let latest = Flip {
+            at: r.get(4)?,
+            result_id: r.get(5)?,
+            run_id: r.get(6)?,
+        };
         let test = match groups.get(&r.get(0)?) {
             Some(&t) => t,
             None => {
-                let key = (r.get(1)?, r.get(2)?, r.get(3)?);
+                let key = TestKey {
+                    job: r.get(1)?,
+                    classname: r.get(2)?,
+                    name: r.get(3)?,
+                };
                 let t = *by_key.entry(key).or_insert_with_key(|key| {
                     tests.push(FlakySum {
                         key: key.clone(),
@@ -926,33 +982,37 @@ pub fn flaky(conn: &Connection, project: i64, start: i64, end: i64) -> Result<Ve
         keep_max(&mut sum.suite, text(r, 4)?);
     }
     drop(rows);
-    let ids: Vec<i64> = tests.iter().map(|t| t.latest.2).collect();
+    let ids: Vec<i64> = tests.iter().map(|t| t.latest.run_id).collect();
     let ids = serde_json::to_string(&ids).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut runs: HashMap<i64, (String, i64, String)> = HashMap::new();
+    let mut runs: HashMap<i64, FlakyRun> = HashMap::new();
     let mut stmt = conn.prepare_cached(FLAKY_RUNS)?;
     let mut rows = stmt.query([ids])?;
     while let Some(r) = rows.next()? {
-        runs.insert(r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?));
+        let run = FlakyRun {
+            workflow_id: r.get(1)?,
+            pipeline_number: r.get(2)?,
+            workflow_name: r.get(3)?,
+        };
+        runs.insert(r.get(0)?, run);
     }
     // A test whose latest run is not stored (never the case while the rollups are kept with
     // the runs) is left out, as a join would.
     let mut flaky: Vec<Flaky> = tests
         .into_iter()
         .filter_map(|t| {
-            let (workflow_id, pipeline_number, workflow_name) = runs.get(&t.latest.2)?.clone();
-            let (job, classname, name) = t.key;
+            let run = runs.get(&t.latest.run_id)?.clone();
             Some(Flaky {
-                job,
-                classname,
-                name,
+                job: t.key.job,
+                classname: t.key.classname,
+                name: t.key.name,
                 file: t.file,
                 suite: t.suite,
                 times_flaked: t.flips,
                 time_wasted: t.wasted,
-                workflow_created_at: t.latest.0,
-                workflow_id,
-                pipeline_number,
-                workflow_name,
+                workflow_created_at: t.latest.at,
+                workflow_id: run.workflow_id,
+                pipeline_number: run.pipeline_number,
+                workflow_name: run.workflow_name,
             })
         })
         .collect();
