@@ -293,14 +293,22 @@ WHERE b.project_id IN sel AND b.kind = ?2 AND b.bucket >= ?6 AND b.bucket < ?7
 GROUP BY day ORDER BY day";
 
 /// One grouped day (or week): its index in the series and its counts.
-struct Bucket {
+struct Bucket<C> {
     index: i64,
-    counts: [i64; 3],
+    counts: C,
+}
+
+/// A day's finished jobs.
+#[derive(Debug, Default, Clone, Copy)]
+struct DayCounts {
+    total: i64,
+    success: i64,
+    failure: i64,
 }
 
 /// Counts of finished jobs: the series and the totals over the window.
 struct Daily {
-    buckets: Vec<Bucket>,
+    buckets: Vec<Bucket<DayCounts>>,
     total: i64,
     success: i64,
 }
@@ -345,15 +353,19 @@ fn count_by_day(
         out.success = r.get(5)?;
         out.buckets.push(Bucket {
             index: r.get(0)?,
-            counts: [r.get(1)?, r.get(2)?, r.get(3)?],
+            counts: DayCounts {
+                total: r.get(1)?,
+                success: r.get(2)?,
+                failure: r.get(3)?,
+            },
         });
     }
     Ok(out)
 }
 
 /// Lays grouped buckets onto `n` consecutive slots, zero-filling the missing ones.
-fn zero_filled(buckets: &[Bucket], n: i64) -> Vec<[i64; 3]> {
-    let mut series = vec![[0; 3]; usize::try_from(n).unwrap_or(0)];
+fn zero_filled<C: Default + Copy>(buckets: &[Bucket<C>], n: i64) -> Vec<C> {
+    let mut series = vec![C::default(); usize::try_from(n).unwrap_or(0)];
     for b in buckets {
         if let Some(slot) = usize::try_from(b.index)
             .ok()
@@ -376,12 +388,12 @@ fn jobs_by_day(app: &App, conn: &Connection, req: &Req, kind: &str) -> Result<Re
     let data: Vec<Value> = zero_filled(&d.buckets, w.days())
         .into_iter()
         .enumerate()
-        .map(|(i, [total, success, failure])| {
+        .map(|(i, c)| {
             json!({
                 "date": date(w.first_day + i as i64),
-                "success": success,
-                "failure": failure,
-                "total": total,
+                "success": c.success,
+                "failure": c.failure,
+                "total": c.total,
             })
         })
         .collect();
@@ -399,12 +411,12 @@ fn releases(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let daily: Vec<Value> = zero_filled(&d.buckets, w.days())
         .into_iter()
         .enumerate()
-        .map(|(i, [total, success, failure])| {
+        .map(|(i, c)| {
             json!({
                 "date": date(w.first_day + i as i64),
-                "total": total,
-                "success_count": success,
-                "fail_count": failure,
+                "total": c.total,
+                "success_count": c.success,
+                "fail_count": c.failure,
             })
         })
         .collect();
@@ -456,6 +468,14 @@ WHERE b.project_id IN sel AND b.kind = 'test' AND b.bucket >= ?5 AND b.bucket < 
   AND ?2 IS NOT NULL AND ?3 IS NOT NULL
 GROUP BY week ORDER BY week";
 
+/// A week's finished test jobs.
+#[derive(Debug, Default, Clone, Copy)]
+struct WeekCounts {
+    success: i64,
+    timeout: i64,
+    failed: i64,
+}
+
 /// Distinct test cases (project, suite, classname, name) reported by test jobs of the window.
 /// Uses jobs_by_project_kind_start for the jobs, then tests_by_job.
 const TEST_CASES: &str = "
@@ -506,7 +526,11 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         timed = r.get(7)?;
         buckets.push(Bucket {
             index: r.get(0)?,
-            counts: [r.get(1)?, r.get(2)?, r.get(3)?],
+            counts: WeekCounts {
+                success: r.get(1)?,
+                timeout: r.get(2)?,
+                failed: r.get(3)?,
+            },
         });
     }
     drop(rows);
@@ -527,12 +551,12 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let data: Vec<Value> = zero_filled(&buckets, w.weeks())
         .into_iter()
         .enumerate()
-        .map(|(i, [success, timeout, failed])| {
+        .map(|(i, c)| {
             json!({
                 "date": date(w.first_monday() + 7 * i as i64),
-                "success_count": success,
-                "timeout_count": timeout,
-                "failed_count": failed,
+                "success_count": c.success,
+                "timeout_count": c.timeout,
+                "failed_count": c.failed,
             })
         })
         .collect();
@@ -641,49 +665,62 @@ WITH sel(id) AS (
 SELECT a.artifact_id FROM zadig_artifact_buckets a
 WHERE a.project_id IN sel AND a.bucket >= ?2 AND a.bucket < ?3 AND a.n > 0";
 
+/// What OVERVIEW and OVERVIEW_FAST count, in their order.
+struct Overview {
+    projects: i64,
+    clusters: i64,
+    services: i64,
+    workflows: i64,
+    envs: i64,
+    artifacts: i64,
+}
+
+impl Overview {
+    fn from_row(r: &Row) -> rusqlite::Result<Overview> {
+        Ok(Overview {
+            projects: r.get(0)?,
+            clusters: r.get(1)?,
+            services: r.get(2)?,
+            workflows: r.get(3)?,
+            envs: r.get(4)?,
+            artifacts: r.get(5)?,
+        })
+    }
+}
+
 /// `GET /openapi/statistics/overview`.
 fn overview(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let w = window(app, req, false)?;
     let projects = project_filter(req);
-    let six = |r: &Row| {
-        Ok([
-            r.get::<_, i64>(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ])
-    };
     let (start, end) = (w.start_ms(), w.end_ms());
     let counts = match w.buckets() {
         Some((first, after)) => {
-            let mut counts = conn
-                .prepare_cached(OVERVIEW_FAST)?
-                .query_row(params![projects, start, end, first, after], six)?;
+            let mut counts = conn.prepare_cached(OVERVIEW_FAST)?.query_row(
+                params![projects, start, end, first, after],
+                Overview::from_row,
+            )?;
             let mut ids = conn
                 .prepare_cached(ARTIFACTS_FAST)?
                 .query_map(params![projects, first, after], |r| r.get::<_, i64>(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
             ids.sort_unstable();
             ids.dedup();
-            counts[5] = ids.len() as i64;
+            counts.artifacts = ids.len() as i64;
             counts
         }
         None => conn
             .prepare_cached(OVERVIEW)?
-            .query_row(params![projects, start, end], six)?,
+            .query_row(params![projects, start, end], Overview::from_row)?,
     };
-    let [project, cluster, service, workflow, env, artifact] = counts;
     Ok(Resp::json(
         200,
         &json!({
-            "project_count": project,
-            "cluster_count": cluster,
-            "service_count": service,
-            "workflow_count": workflow,
-            "env_count": env,
-            "artifact_count": artifact,
+            "project_count": counts.projects,
+            "cluster_count": counts.clusters,
+            "service_count": counts.services,
+            "workflow_count": counts.workflows,
+            "env_count": counts.envs,
+            "artifact_count": counts.artifacts,
         }),
     ))
 }
