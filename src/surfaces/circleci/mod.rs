@@ -455,10 +455,7 @@ fn workflows(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<Valu
     let after = decode_token(req, 'w')?;
     let s = scope_of(p, &w, br.as_branches(), None);
     let mut rows = workflow_figures(conn, &s, after.as_deref(), PAGE + 1)?;
-    let next = (rows.len() as i64 > PAGE).then(|| {
-        rows.truncate(PAGE as usize);
-        encode_token('w', &rows.last().expect("a full page").name)
-    });
+    let next = next_page(&mut rows, 'w', |f| f.name.clone());
     let items = rows
         .iter()
         .map(|f| {
@@ -535,11 +532,18 @@ fn run_position(req: &Req, kind: char) -> Result<Option<(i64, i64)>> {
     }
 }
 
-fn page_after_runs(rows: &mut Vec<sql::RunRow>, kind: char) -> Option<String> {
+/// Cuts `rows` (a page and one more, when there is a next page) to a page, and returns the
+/// token of the next page: `kind` and the position of the page's last row.
+fn next_page<T>(rows: &mut Vec<T>, kind: char, position: impl Fn(&T) -> String) -> Option<String> {
     (rows.len() as i64 > PAGE).then(|| {
         rows.truncate(PAGE as usize);
-        let last = rows.last().expect("a full page");
-        encode_token(kind, &format!("{}:{}", last.created_at, last.rowid))
+        encode_token(kind, &position(rows.last().expect("a full page")))
+    })
+}
+
+fn page_after_runs(rows: &mut Vec<sql::RunRow>, kind: char) -> Option<String> {
+    next_page(rows, kind, |last| {
+        format!("{}:{}", last.created_at, last.rowid)
     })
 }
 
@@ -552,10 +556,7 @@ fn jobs(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> Result
     let after = decode_token(req, 'j')?;
     let s = scope_of(p, &w, br.as_branches(), Some(wf));
     let mut rows = job_figures(conn, &s, filter, after.as_deref(), PAGE + 1)?;
-    let next = (rows.len() as i64 > PAGE).then(|| {
-        rows.truncate(PAGE as usize);
-        encode_token('j', &rows.last().expect("a full page").0)
-    });
+    let next = next_page(&mut rows, 'j', |(name, _)| name.clone());
     let items = rows
         .iter()
         .map(|(name, a)| {
@@ -1035,11 +1036,7 @@ fn job_series(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> 
         after.as_ref().map(|(at, name)| (name.as_str(), *at)),
         PAGE + 1,
     )?;
-    let next = (rows.len() as i64 > PAGE).then(|| {
-        rows.truncate(PAGE as usize);
-        let last = rows.last().expect("a full page");
-        encode_token('s', &format!("{}:{}", last.at, last.name))
-    });
+    let next = next_page(&mut rows, 's', |last| format!("{}:{}", last.at, last.name));
     let per_day = DAY_MS as f64 / bucket as f64;
     let items = rows
         .iter()

@@ -103,6 +103,21 @@ impl Sums {
         self.rec_timed += o.rec_timed;
         self.rec_sum += o.rec_sum;
     }
+
+    /// The aggregate of these sums with the durations' figures and the first and last run.
+    fn agg(&self, dur: Dur, first_at: Option<i64>, last_at: Option<i64>) -> Agg {
+        Agg {
+            total: self.total,
+            successful: self.ok,
+            failed: self.bad,
+            canceled: self.canceled,
+            unfinished: self.open,
+            credits: self.credits as i64,
+            dur,
+            first_at,
+            last_at,
+        }
+    }
 }
 
 fn sums_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, Sums)> {
@@ -208,19 +223,13 @@ pub fn workflows(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Figures>> {
-    let OneBranch {
-        project,
-        branch,
-        start,
-        end,
-    } = *b;
     let mut sums: std::collections::HashMap<i64, Sums> = std::collections::HashMap::new();
     let mut add_rows = |sql: &str, from: i64, to: i64| -> Result<()> {
         if from >= to {
             return Ok(());
         }
         let mut stmt = conn.prepare_cached(sql)?;
-        for row in stmt.query_map(params![project, branch, from, to, workflow], sums_row)? {
+        for row in stmt.query_map(params![b.project, b.branch, from, to, workflow], sums_row)? {
             let (wf, s) = row?;
             sums.entry(wf).or_default().add(&s);
         }
@@ -230,15 +239,15 @@ pub fn workflows(
     let (first_day, end_day) = b.whole_days();
     if first_day < end_day {
         add_rows(DAYS, first_day, end_day)?;
-        add_rows(RUNS, start, first_day * DAY_MS)?;
-        add_rows(RUNS, end_day * DAY_MS, end)?;
+        add_rows(RUNS, b.start, first_day * DAY_MS)?;
+        add_rows(RUNS, end_day * DAY_MS, b.end)?;
     } else {
-        add_rows(RUNS, start, end)?;
+        add_rows(RUNS, b.start, b.end)?;
     }
 
     let mut out = Vec::new();
     let mut names = conn.prepare_cached(WORKFLOWS)?;
-    let mut rows = names.query(params![project, workflow, after])?;
+    let mut rows = names.query(params![b.project, workflow, after])?;
     while let Some(row) = rows.next()? {
         if out.len() as i64 >= limit {
             break;
@@ -247,7 +256,7 @@ pub fn workflows(
         let Some(s) = sums.get(&id).filter(|s| s.total > 0) else {
             continue;
         };
-        let at = params![project, branch, id, start, end];
+        let at = params![b.project, b.branch, id, b.start, b.end];
         let (first_at, last_at) = conn
             .prepare_cached(FIRST_LAST)?
             .query_row(at, |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -258,17 +267,7 @@ pub fn workflows(
         out.push(Figures {
             id,
             name: row.get(1)?,
-            agg: Agg {
-                total: s.total,
-                successful: s.ok,
-                failed: s.bad,
-                canceled: s.canceled,
-                unfinished: s.open,
-                credits: s.credits as i64,
-                dur,
-                first_at,
-                last_at,
-            },
+            agg: s.agg(dur, first_at, last_at),
             recoveries,
             mttr_ms: (rec_timed > 0).then(|| rec_sum / rec_timed as f64),
         });
@@ -485,12 +484,6 @@ pub fn jobs(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
-    let OneBranch {
-        project,
-        branch,
-        start,
-        end,
-    } = *b;
     let mut by_name: std::collections::BTreeMap<String, JobSums> = Default::default();
     let (first_day, end_day) = b.whole_days();
     let whole = first_day < end_day;
@@ -499,7 +492,9 @@ pub fn jobs(
             return Ok(());
         }
         let mut stmt = conn.prepare_cached(JOB_RUNS)?;
-        let mut rows = stmt.query(params![project, branch, workflow, from, to, filter, after])?;
+        let mut rows = stmt.query(params![
+            b.project, b.branch, workflow, from, to, filter, after
+        ])?;
         while let Some(r) = rows.next()? {
             let e = by_name.entry(r.get(0)?).or_default();
             e.s.add(&job_sums(r)?);
@@ -519,11 +514,11 @@ pub fn jobs(
         Ok(())
     };
     if whole {
-        partial(start, first_day * DAY_MS, true)?;
-        partial(end_day * DAY_MS, end, false)?;
+        partial(b.start, first_day * DAY_MS, true)?;
+        partial(end_day * DAY_MS, b.end, false)?;
         let mut stmt = conn.prepare_cached(JOB_DAYS)?;
         let mut rows = stmt.query(params![
-            project, branch, workflow, first_day, end_day, filter, after
+            b.project, b.branch, workflow, first_day, end_day, filter, after
         ])?;
         while let Some(r) = rows.next()? {
             let e = by_name.entry(r.get(0)?).or_default();
@@ -532,7 +527,7 @@ pub fn jobs(
             e.days = first.zip(last).map(|(first, last)| Span { first, last });
         }
     } else {
-        partial(start, end, true)?;
+        partial(b.start, b.end, true)?;
     }
 
     let mut out = Vec::new();
@@ -547,9 +542,10 @@ pub fn jobs(
             let (from, to) = (day * DAY_MS, (day + 1) * DAY_MS);
             Ok(conn
                 .prepare_cached(sql)?
-                .query_row(params![project, branch, workflow, from, to, name], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    params![b.project, b.branch, workflow, from, to, name],
+                    |r| r.get(0),
+                )
                 .optional()?)
         };
         let first_at = match (j.head, j.days, j.tail) {
@@ -566,8 +562,9 @@ pub fn jobs(
         let ranks = &mut j.ranks;
         if j.days.is_some() {
             let mut stmt = conn.prepare_cached(JOB_DAY_DURS)?;
-            let mut rows =
-                stmt.query(params![project, branch, workflow, first_day, end_day, name])?;
+            let mut rows = stmt.query(params![
+                b.project, b.branch, workflow, first_day, end_day, name
+            ])?;
             while let Some(r) = rows.next()? {
                 if let ValueRef::Blob(b) = r.get_ref(0)? {
                     ranks.push(b);
@@ -588,17 +585,7 @@ pub fn jobs(
             })?;
             Ok((v, ranks.next_rank(k, v)))
         })?;
-        let agg = Agg {
-            total: s.total,
-            successful: s.ok,
-            failed: s.bad,
-            canceled: s.canceled,
-            unfinished: s.open,
-            credits: s.credits as i64,
-            dur,
-            first_at,
-            last_at,
-        };
+        let agg = s.agg(dur, first_at, last_at);
         out.push((name, agg));
     }
     Ok(out)
