@@ -35,35 +35,27 @@ const OUTCOME_WORDS: [&str; 3] = ["success", "aborted", "error"];
 const SELECT_PIPELINE: &str =
     "SELECT w.id, w.project_id, w.name, w.pipeline_id FROM workflows w WHERE w.pipeline_id = ?1";
 
-/// The run columns the answer needs.
-macro_rules! run_columns {
-    () => {
-        "r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at, r.created_at,
-        r.detail_url, r.parameters"
-    };
-}
-
 /// The latest run: the highest build number, then the newest. Uses runs_by_workflow_number.
-const LATEST_RUN: &str = concat!(
-    "SELECT ",
-    run_columns!(),
-    " FROM runs r WHERE r.workflow_id = ?1
-    ORDER BY r.number DESC, r.created_at DESC, r.id DESC LIMIT 1"
-);
+/// Its columns are those `RunRow::from_row` reads.
+const LATEST_RUN: &str = "
+SELECT r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at, r.created_at,
+    r.detail_url, r.parameters
+FROM runs r WHERE r.workflow_id = ?1
+ORDER BY r.number DESC, r.created_at DESC, r.id DESC LIMIT 1";
 
 /// The run with build number ?2 (the newest if several share it), else the run whose id is ?3.
 /// ?4 is the pipeline's project. Uses runs_by_workflow_number, then the (project_id, ext_id) key.
-const RUN_BY_BUILD_ID: &str = concat!(
-    "SELECT * FROM (
-        SELECT 0 AS pref, ",
-    run_columns!(),
-    " FROM runs r WHERE r.workflow_id = ?1 AND r.number = ?2
-        UNION ALL
-        SELECT 1 AS pref, ",
-    run_columns!(),
-    " FROM runs r WHERE r.project_id = ?4 AND r.ext_id = ?3 AND r.workflow_id = ?1)
-    ORDER BY pref, number DESC, created_at DESC, id DESC LIMIT 1"
-);
+/// Its columns are `pref`, then those of LATEST_RUN.
+const RUN_BY_BUILD_ID: &str = "
+SELECT * FROM (
+    SELECT 0 AS pref, r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at,
+        r.created_at, r.detail_url, r.parameters
+    FROM runs r WHERE r.workflow_id = ?1 AND r.number = ?2
+    UNION ALL
+    SELECT 1 AS pref, r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at,
+        r.created_at, r.detail_url, r.parameters
+    FROM runs r WHERE r.project_id = ?4 AND r.ext_id = ?3 AND r.workflow_id = ?1)
+ORDER BY pref, number DESC, created_at DESC, id DESC LIMIT 1";
 
 /// The jobs of run ?1 with their stage's figures, in stage order then job order.
 /// A job without a stage is a stage of its own, named after the job. Status ranks index
@@ -165,31 +157,88 @@ fn entry(base: Value, p: &Progress, now: i64, offset: i32) -> Value {
     v
 }
 
-/// A run row: (rowid, number, actor, status, started, stopped, created, detail_url, parameters).
-type RunRow = (
-    i64,
-    i64,
-    Option<String>,
-    String,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    Option<String>,
-    Option<String>,
-);
+/// A pipeline: its workflow (SELECT_PIPELINE).
+struct Pipeline {
+    workflow_id: i64,
+    project_id: i64,
+    name: String,
+    pipeline_id: String,
+}
 
-fn run_row(r: &Row, at: usize) -> rusqlite::Result<RunRow> {
-    Ok((
-        r.get(at)?,
-        r.get(at + 1)?,
-        r.get(at + 2)?,
-        r.get(at + 3)?,
-        r.get(at + 4)?,
-        r.get(at + 5)?,
-        r.get(at + 6)?,
-        r.get(at + 7)?,
-        r.get(at + 8)?,
-    ))
+/// A build: the run of LATEST_RUN or RUN_BY_BUILD_ID.
+struct RunRow {
+    rowid: i64,
+    number: i64,
+    actor: Option<String>,
+    status: String,
+    started_at: Option<i64>,
+    stopped_at: Option<i64>,
+    created_at: i64,
+    detail_url: Option<String>,
+    parameters: Option<String>,
+}
+
+impl RunRow {
+    /// The run columns of a row, from column `at` on.
+    fn from_row(r: &Row, at: usize) -> rusqlite::Result<RunRow> {
+        Ok(RunRow {
+            rowid: r.get(at)?,
+            number: r.get(at + 1)?,
+            actor: r.get(at + 2)?,
+            status: r.get(at + 3)?,
+            started_at: r.get(at + 4)?,
+            stopped_at: r.get(at + 5)?,
+            created_at: r.get(at + 6)?,
+            detail_url: r.get(at + 7)?,
+            parameters: r.get(at + 8)?,
+        })
+    }
+}
+
+/// A job of SELECT_STAGED_JOBS with its stage's figures.
+struct StagedJob {
+    ext_id: String,
+    name: String,
+    started_at: Option<i64>,
+    stopped_at: Option<i64>,
+    detail_url: Option<String>,
+    error_code: Option<String>,
+    error_msg: Option<String>,
+    status_rank: u8,
+    outcome_rank: u8,
+    stage_key: String,
+    stage_name: String,
+    stage_start: Option<i64>,
+    stage_stop: Option<i64>,
+    stage_status: u8,
+    stage_outcome: u8,
+    stage_number: i64,
+    /// The highest status rank among the run's jobs.
+    run_status: u8,
+}
+
+impl StagedJob {
+    fn from_row(r: &Row) -> rusqlite::Result<StagedJob> {
+        Ok(StagedJob {
+            ext_id: r.get(0)?,
+            name: r.get(1)?,
+            started_at: r.get(2)?,
+            stopped_at: r.get(3)?,
+            detail_url: r.get(4)?,
+            error_code: r.get(5)?,
+            error_msg: r.get(6)?,
+            status_rank: r.get(7)?,
+            outcome_rank: r.get(8)?,
+            stage_key: r.get(9)?,
+            stage_name: r.get(10)?,
+            stage_start: r.get(11)?,
+            stage_stop: r.get(12)?,
+            stage_status: r.get(13)?,
+            stage_outcome: r.get(14)?,
+            stage_number: r.get(15)?,
+            run_status: r.get(16)?,
+        })
+    }
 }
 
 /// (status rank, outcome rank) of a run's status, as for jobs (see SELECT_STAGED_JOBS).
@@ -209,10 +258,15 @@ fn ranks(status: &str, waiting_for_approval: bool) -> (u8, u8) {
 }
 
 fn status(app: &App, conn: &Connection, req: &Req, pipeline_id: &str) -> Result<Resp> {
-    let (workflow_id, project_id, name, pipeline_id): (i64, i64, String, String) = conn
+    let pipeline = conn
         .prepare_cached(SELECT_PIPELINE)?
         .query_row([pipeline_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok(Pipeline {
+                workflow_id: r.get(0)?,
+                project_id: r.get(1)?,
+                name: r.get(2)?,
+                pipeline_id: r.get(3)?,
+            })
         })
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("no pipeline with id {pipeline_id:?}")))?;
@@ -220,21 +274,26 @@ fn status(app: &App, conn: &Connection, req: &Req, pipeline_id: &str) -> Result<
     let run = match build_id {
         None => conn
             .prepare_cached(LATEST_RUN)?
-            .query_row([workflow_id], |r| run_row(r, 0))
+            .query_row([pipeline.workflow_id], |r| RunRow::from_row(r, 0))
             .optional()?,
         Some(b) => conn
             .prepare_cached(RUN_BY_BUILD_ID)?
             .query_row(
-                params![workflow_id, b.parse::<i64>().ok(), b, project_id],
-                |r| run_row(r, 1),
+                params![
+                    pipeline.workflow_id,
+                    b.parse::<i64>().ok(),
+                    b,
+                    pipeline.project_id
+                ],
+                |r| RunRow::from_row(r, 1),
             )
             .optional()?,
     };
-    let Some((run_id, number, actor, run_status, started, stopped, created, url, parameters)) = run
-    else {
+    let Some(run) = run else {
+        let id = &pipeline.pipeline_id;
         return Err(Error::NotFound(match build_id {
-            Some(b) => format!("pipeline {pipeline_id:?} has no build {b:?}"),
-            None => format!("pipeline {pipeline_id:?} has no build yet"),
+            Some(b) => format!("pipeline {id:?} has no build {b:?}"),
+            None => format!("pipeline {id:?} has no build yet"),
         }));
     };
 
@@ -243,20 +302,19 @@ fn status(app: &App, conn: &Connection, req: &Req, pipeline_id: &str) -> Result<
     let mut current_stage: Option<String> = None;
     let mut approval_waiting = false;
     let mut stmt = conn.prepare_cached(SELECT_STAGED_JOBS)?;
-    let mut rows = stmt.query([run_id])?;
-    while let Some(r) = rows.next()? {
-        let stage_key: String = r.get(9)?;
-        approval_waiting = r.get::<_, u8>(16)? == 3;
-        if current_stage.as_deref() != Some(stage_key.as_str()) {
+    for job in stmt.query_map([run.rowid], StagedJob::from_row)? {
+        let job = job?;
+        approval_waiting = job.run_status == 3;
+        if current_stage.as_deref() != Some(job.stage_key.as_str()) {
             let stage = Progress {
-                start: r.get(11)?,
-                end: r.get(12)?,
-                status_rank: r.get(13)?,
-                outcome_rank: r.get(14)?,
+                start: job.stage_start,
+                end: job.stage_stop,
+                status_rank: job.stage_status,
+                outcome_rank: job.stage_outcome,
             };
             let base = json!({
-                "id": format!("stage_{}", r.get::<_, i64>(15)?),
-                "name": r.get::<_, String>(10)?,
+                "id": format!("stage_{}", job.stage_number),
+                "name": job.stage_name,
                 "type": "stage",
                 "error_code": null,
                 "error_msg": null,
@@ -264,21 +322,21 @@ fn status(app: &App, conn: &Connection, req: &Req, pipeline_id: &str) -> Result<
                 "children": [],
             });
             states.push(entry(base, &stage, now, offset));
-            current_stage = Some(stage_key);
+            current_stage = Some(job.stage_key);
         }
         let task = Progress {
-            start: r.get(2)?,
-            end: r.get(3)?,
-            status_rank: r.get(7)?,
-            outcome_rank: r.get(8)?,
+            start: job.started_at,
+            end: job.stopped_at,
+            status_rank: job.status_rank,
+            outcome_rank: job.outcome_rank,
         };
         let base = json!({
-            "id": r.get::<_, String>(0)?,
-            "name": r.get::<_, String>(1)?,
+            "id": job.ext_id,
+            "name": job.name,
             "type": "task",
-            "error_code": r.get::<_, Option<String>>(5)?,
-            "error_msg": r.get::<_, Option<String>>(6)?,
-            "detail_url": r.get::<_, Option<String>>(4)?,
+            "error_code": job.error_code,
+            "error_msg": job.error_msg,
+            "detail_url": job.detail_url,
             "children": [],
         });
         if let Some(children) = states.last_mut().and_then(|s| s["children"].as_array_mut()) {
@@ -286,26 +344,27 @@ fn status(app: &App, conn: &Connection, req: &Req, pipeline_id: &str) -> Result<
         }
     }
 
-    let (status_rank, outcome_rank) = ranks(&run_status, approval_waiting);
-    let run = Progress {
-        start: started.or(Some(created)),
-        end: stopped,
+    let (status_rank, outcome_rank) = ranks(&run.status, approval_waiting);
+    let progress = Progress {
+        start: run.started_at.or(Some(run.created_at)),
+        end: run.stopped_at,
         status_rank,
         outcome_rank,
     };
-    let parameters = parameters
+    let parameters = run
+        .parameters
         .and_then(|p| serde_json::from_str::<Value>(&p).ok())
         .unwrap_or_else(|| json!([]));
     let base = json!({
-        "pipeline_id": pipeline_id,
-        "pipeline_name": name,
-        "executor": actor,
-        "build_id": number.to_string(),
+        "pipeline_id": pipeline.pipeline_id,
+        "pipeline_name": pipeline.name,
+        "executor": run.actor,
+        "build_id": run.number.to_string(),
         "parameters": parameters,
-        "detail_url": url,
+        "detail_url": run.detail_url,
         "states": states,
     });
-    Ok(Resp::json(200, &entry(base, &run, now, offset)))
+    Ok(Resp::json(200, &entry(base, &progress, now, offset)))
 }
 
 #[cfg(test)]

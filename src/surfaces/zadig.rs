@@ -254,59 +254,61 @@ fn date(day: i64) -> String {
 // but never reads a virtual generated column from one, so `day_at` would cost a table read
 // per job.
 
-/// Prefixes a statement with the `sel` CTE of selected project ids.
-macro_rules! with_selected_projects {
-    ($($sql:expr),+) => {
-        concat!(
-            "WITH sel(id) AS (SELECT id FROM projects WHERE ?1 IS NULL
-                OR key IN (SELECT value FROM json_each(?1))
-                OR slug IN (SELECT value FROM json_each(?1))) ",
-            $($sql),+
-        )
-    };
-}
-
 /// Finished jobs of one kind per day of the window, with the window's totals as window sums.
 /// ?2 kind, ?3 window start (ms), ?4 window end (ms, exclusive), ?5 production (NULL = any).
 /// Uses jobs_by_project_kind_start (covering).
-const JOBS_BY_DAY: &str = with_selected_projects!(
-    "SELECT (coalesce(j.started_at, j.created_at) - ?3) / 86400000 AS day,
-        count(*) AS total,
-        sum(j.status = 'success') AS success,
-        sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout') AS failure,
-        sum(count(*)) OVER () AS all_total,
-        sum(sum(j.status = 'success')) OVER () AS all_success
-    FROM jobs j
-    WHERE j.project_id IN sel AND j.kind = ?2 AND coalesce(j.started_at, j.created_at) >= ?3 AND coalesce(j.started_at, j.created_at) < ?4
-      AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
-      AND (?5 IS NULL OR j.production = ?5)
-    GROUP BY day ORDER BY day"
-);
+const JOBS_BY_DAY: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT (coalesce(j.started_at, j.created_at) - ?3) / 86400000 AS day,
+    count(*) AS total,
+    sum(j.status = 'success') AS success,
+    sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout') AS failure,
+    sum(count(*)) OVER () AS all_total,
+    sum(sum(j.status = 'success')) OVER () AS all_success
+FROM jobs j
+WHERE j.project_id IN sel AND j.kind = ?2 AND coalesce(j.started_at, j.created_at) >= ?3 AND coalesce(j.started_at, j.created_at) < ?4
+  AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
+  AND (?5 IS NULL OR j.production = ?5)
+GROUP BY day ORDER BY day";
 
 /// JOBS_BY_DAY from the series rollup (zadig_job_buckets) when the window is whole buckets:
 /// ?6 first bucket, ?7 bucket after the last; ?4 is unused. Every bucket lies in one day.
-const JOBS_BY_DAY_FAST: &str = with_selected_projects!(
-    "SELECT (b.bucket * 900000 - ?3) / 86400000 AS day,
-        sum(b.finished) AS total,
-        sum(b.success) AS success,
-        sum(b.failed + b.timeout) AS failure,
-        sum(sum(b.finished)) OVER () AS all_total,
-        sum(sum(b.success)) OVER () AS all_success
-    FROM zadig_job_buckets b
-    WHERE b.project_id IN sel AND b.kind = ?2 AND b.bucket >= ?6 AND b.bucket < ?7
-      AND (?5 IS NULL OR b.production = ?5) AND ?4 IS NOT NULL
-    GROUP BY day ORDER BY day"
-);
+const JOBS_BY_DAY_FAST: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT (b.bucket * 900000 - ?3) / 86400000 AS day,
+    sum(b.finished) AS total,
+    sum(b.success) AS success,
+    sum(b.failed + b.timeout) AS failure,
+    sum(sum(b.finished)) OVER () AS all_total,
+    sum(sum(b.success)) OVER () AS all_success
+FROM zadig_job_buckets b
+WHERE b.project_id IN sel AND b.kind = ?2 AND b.bucket >= ?6 AND b.bucket < ?7
+  AND (?5 IS NULL OR b.production = ?5) AND ?4 IS NOT NULL
+GROUP BY day ORDER BY day";
 
 /// One grouped day (or week): its index in the series and its counts.
-struct Bucket {
+struct Bucket<C> {
     index: i64,
-    counts: [i64; 3],
+    counts: C,
+}
+
+/// A day's finished jobs.
+#[derive(Debug, Default, Clone, Copy)]
+struct DayCounts {
+    total: i64,
+    success: i64,
+    failure: i64,
 }
 
 /// Counts of finished jobs: the series and the totals over the window.
 struct Daily {
-    buckets: Vec<Bucket>,
+    buckets: Vec<Bucket<DayCounts>>,
     total: i64,
     success: i64,
 }
@@ -351,15 +353,19 @@ fn count_by_day(
         out.success = r.get(5)?;
         out.buckets.push(Bucket {
             index: r.get(0)?,
-            counts: [r.get(1)?, r.get(2)?, r.get(3)?],
+            counts: DayCounts {
+                total: r.get(1)?,
+                success: r.get(2)?,
+                failure: r.get(3)?,
+            },
         });
     }
     Ok(out)
 }
 
 /// Lays grouped buckets onto `n` consecutive slots, zero-filling the missing ones.
-fn zero_filled(buckets: &[Bucket], n: i64) -> Vec<[i64; 3]> {
-    let mut series = vec![[0; 3]; usize::try_from(n).unwrap_or(0)];
+fn zero_filled<C: Default + Copy>(buckets: &[Bucket<C>], n: i64) -> Vec<C> {
+    let mut series = vec![C::default(); usize::try_from(n).unwrap_or(0)];
     for b in buckets {
         if let Some(slot) = usize::try_from(b.index)
             .ok()
@@ -382,12 +388,12 @@ fn jobs_by_day(app: &App, conn: &Connection, req: &Req, kind: &str) -> Result<Re
     let data: Vec<Value> = zero_filled(&d.buckets, w.days())
         .into_iter()
         .enumerate()
-        .map(|(i, [total, success, failure])| {
+        .map(|(i, c)| {
             json!({
                 "date": date(w.first_day + i as i64),
-                "success": success,
-                "failure": failure,
-                "total": total,
+                "success": c.success,
+                "failure": c.failure,
+                "total": c.total,
             })
         })
         .collect();
@@ -405,12 +411,12 @@ fn releases(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let daily: Vec<Value> = zero_filled(&d.buckets, w.days())
         .into_iter()
         .enumerate()
-        .map(|(i, [total, success, failure])| {
+        .map(|(i, c)| {
             json!({
                 "date": date(w.first_day + i as i64),
-                "total": total,
-                "success_count": success,
-                "fail_count": failure,
+                "total": c.total,
+                "success_count": c.success,
+                "fail_count": c.failure,
             })
         })
         .collect();
@@ -424,56 +430,76 @@ fn releases(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
 /// ?2 window start, ?3 window end (exclusive), ?4 the Monday the first week starts (ms).
 /// The duration of a job is stopped_at − (started_at or created_at).
 /// Uses jobs_by_project_kind_start (covering).
-const TEST_JOBS_BY_WEEK: &str = with_selected_projects!(
-    "SELECT (coalesce(j.started_at, j.created_at) - ?4) / 604800000 AS week,
-        sum(j.status = 'success') AS success,
-        sum(j.status = 'timeout') AS timeout,
-        sum(j.status = 'failed' OR j.status = 'error') AS failed,
-        sum(count(*)) OVER () AS exec_count,
-        sum(sum(j.status = 'success')) OVER () AS success_count,
-        sum(sum(j.stopped_at - coalesce(j.started_at, j.created_at))) OVER () AS duration_ms,
-        sum(count(j.stopped_at)) OVER () AS timed
-    FROM jobs j
-    WHERE j.project_id IN sel AND j.kind = 'test' AND coalesce(j.started_at, j.created_at) >= ?2 AND coalesce(j.started_at, j.created_at) < ?3
-      AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
-    GROUP BY week ORDER BY week"
-);
+const TEST_JOBS_BY_WEEK: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT (coalesce(j.started_at, j.created_at) - ?4) / 604800000 AS week,
+    sum(j.status = 'success') AS success,
+    sum(j.status = 'timeout') AS timeout,
+    sum(j.status = 'failed' OR j.status = 'error') AS failed,
+    sum(count(*)) OVER () AS exec_count,
+    sum(sum(j.status = 'success')) OVER () AS success_count,
+    sum(sum(j.stopped_at - coalesce(j.started_at, j.created_at))) OVER () AS duration_ms,
+    sum(count(j.stopped_at)) OVER () AS timed
+FROM jobs j
+WHERE j.project_id IN sel AND j.kind = 'test' AND coalesce(j.started_at, j.created_at) >= ?2 AND coalesce(j.started_at, j.created_at) < ?3
+  AND j.status IN ('success', 'failed', 'error', 'canceled', 'timeout', 'skipped')
+GROUP BY week ORDER BY week";
 
 /// TEST_JOBS_BY_WEEK from the series rollup (zadig_job_buckets) when the window is whole
 /// buckets: ?5 first bucket, ?6 bucket after the last; ?3 is unused.
-const TEST_JOBS_BY_WEEK_FAST: &str = with_selected_projects!(
-    "SELECT (b.bucket * 900000 - ?4) / 604800000 AS week,
-        sum(b.success) AS success,
-        sum(b.timeout) AS timeout,
-        sum(b.failed) AS failed,
-        sum(sum(b.finished)) OVER () AS exec_count,
-        sum(sum(b.success)) OVER () AS success_count,
-        sum(sum(b.duration_ms)) OVER () AS duration_ms,
-        sum(sum(b.timed)) OVER () AS timed
-    FROM zadig_job_buckets b
-    WHERE b.project_id IN sel AND b.kind = 'test' AND b.bucket >= ?5 AND b.bucket < ?6
-      AND ?2 IS NOT NULL AND ?3 IS NOT NULL
-    GROUP BY week ORDER BY week"
-);
+const TEST_JOBS_BY_WEEK_FAST: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT (b.bucket * 900000 - ?4) / 604800000 AS week,
+    sum(b.success) AS success,
+    sum(b.timeout) AS timeout,
+    sum(b.failed) AS failed,
+    sum(sum(b.finished)) OVER () AS exec_count,
+    sum(sum(b.success)) OVER () AS success_count,
+    sum(sum(b.duration_ms)) OVER () AS duration_ms,
+    sum(sum(b.timed)) OVER () AS timed
+FROM zadig_job_buckets b
+WHERE b.project_id IN sel AND b.kind = 'test' AND b.bucket >= ?5 AND b.bucket < ?6
+  AND ?2 IS NOT NULL AND ?3 IS NOT NULL
+GROUP BY week ORDER BY week";
+
+/// A week's finished test jobs.
+#[derive(Debug, Default, Clone, Copy)]
+struct WeekCounts {
+    success: i64,
+    timeout: i64,
+    failed: i64,
+}
 
 /// Distinct test cases (project, suite, classname, name) reported by test jobs of the window.
 /// Uses jobs_by_project_kind_start for the jobs, then tests_by_job.
-const TEST_CASES: &str = with_selected_projects!(
-    "SELECT count(*) FROM (
-        SELECT DISTINCT t.project_id, t.suite, t.classname, t.name
-        FROM jobs j JOIN test_results t ON t.job_id = j.id
-        WHERE j.project_id IN sel AND j.kind = 'test' AND coalesce(j.started_at, j.created_at) >= ?2 AND coalesce(j.started_at, j.created_at) < ?3)"
-);
+const TEST_CASES: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT count(*) FROM (
+    SELECT DISTINCT t.project_id, t.suite, t.classname, t.name
+    FROM jobs j JOIN test_results t ON t.job_id = j.id
+    WHERE j.project_id IN sel AND j.kind = 'test' AND coalesce(j.started_at, j.created_at) >= ?2 AND coalesce(j.started_at, j.created_at) < ?3)";
 
 /// The same count from the rollup, when the window is whole buckets: test cases of the selected
 /// projects with a stored result in a test job of a bucket of the window. ?2 first bucket, ?3
 /// bucket after the last. Uses zadig_test_cases_by_key, then one seek of zadig_case_buckets per
 /// case.
-const TEST_CASES_FAST: &str = with_selected_projects!(
-    "SELECT count(*) FROM zadig_test_cases c
-    WHERE c.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_case_buckets b
-        WHERE b.case_id = c.id AND b.bucket >= ?2 AND b.bucket < ?3 AND b.n > 0)"
-);
+const TEST_CASES_FAST: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT count(*) FROM zadig_test_cases c
+WHERE c.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_case_buckets b
+    WHERE b.case_id = c.id AND b.bucket >= ?2 AND b.bucket < ?3 AND b.n > 0)";
 
 /// `GET /openapi/statistics/test`: test jobs and test cases, per ISO week.
 fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
@@ -500,7 +526,11 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         timed = r.get(7)?;
         buckets.push(Bucket {
             index: r.get(0)?,
-            counts: [r.get(1)?, r.get(2)?, r.get(3)?],
+            counts: WeekCounts {
+                success: r.get(1)?,
+                timeout: r.get(2)?,
+                failed: r.get(3)?,
+            },
         });
     }
     drop(rows);
@@ -521,12 +551,12 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let data: Vec<Value> = zero_filled(&buckets, w.weeks())
         .into_iter()
         .enumerate()
-        .map(|(i, [success, timeout, failed])| {
+        .map(|(i, c)| {
             json!({
                 "date": date(w.first_monday() + 7 * i as i64),
-                "success_count": success,
-                "timeout_count": timeout,
-                "failed_count": failed,
+                "success_count": c.success,
+                "timeout_count": c.timeout,
+                "failed_count": c.failed,
             })
         })
         .collect();
@@ -545,65 +575,28 @@ fn tests(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
 /// What was active in the window: distinct projects, deploy clusters and services,
 /// (project, workflow) and (project, env) pairs, and artifacts, over the jobs of the window.
 /// ?2 window start, ?3 window end (exclusive).
-const OVERVIEW: &str = with_selected_projects!(
-    ", w AS MATERIALIZED (
-        SELECT j.project_id, j.run_id, j.kind, j.env, j.cluster, j.service, j.artifacts
-        FROM jobs j
-        WHERE j.project_id IN sel
-          AND j.kind IN ('build', 'deploy', 'test', 'approval', 'other')
-          AND coalesce(j.started_at, j.created_at) >= ?2
-          AND coalesce(j.started_at, j.created_at) < ?3)
-    SELECT
-        (SELECT count(DISTINCT project_id) FROM w),
-        (SELECT count(DISTINCT cluster) FROM w WHERE kind = 'deploy'),
-        (SELECT count(DISTINCT service) FROM w WHERE kind = 'deploy'),
-        (SELECT count(*) FROM (SELECT DISTINCT r.project_id, r.workflow_id
-            FROM (SELECT DISTINCT run_id FROM w) x JOIN runs r ON r.id = x.run_id)),
-        (SELECT count(*) FROM (SELECT DISTINCT project_id, env FROM w
-            WHERE kind = 'deploy' AND env IS NOT NULL)),
-        (SELECT count(DISTINCT a.value) FROM w, json_each(w.artifacts) a
-            WHERE w.artifacts IS NOT NULL)"
-);
-
-/// Distinct values of one column of a project's deploy jobs, as a loose index scan of its
-/// partial index: each step seeks the next value after the last. Expands to a CTE `$name(p, v)`
-/// of (project, value) for the selected projects; `v` is NULL on each project's last row.
-macro_rules! deploy_values {
-    ($name:literal, $col:literal) => {
-        concat!(
-            $name,
-            "(p, v) AS (
-                SELECT s.id, (SELECT min(j.",
-            $col,
-            ") FROM jobs j
-                    WHERE j.kind = 'deploy' AND j.project_id = s.id) FROM sel s
-                UNION ALL
-                SELECT x.p, (SELECT min(j.",
-            $col,
-            ") FROM jobs j
-                    WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.",
-            $col,
-            " > x.v)
-                FROM ",
-            $name,
-            " x WHERE x.v IS NOT NULL)"
-        )
-    };
-}
-
-/// Whether project `x.p` has a deploy job with `x.v` in the column, in the window (?2, ?3).
-macro_rules! deploy_active {
-    ($col:literal) => {
-        concat!(
-            "x.v IS NOT NULL AND EXISTS (SELECT 1 FROM jobs j WHERE j.kind = 'deploy'
-                AND j.project_id = x.p AND j.",
-            $col,
-            " = x.v
-                AND coalesce(j.started_at, j.created_at) >= ?2
-                AND coalesce(j.started_at, j.created_at) < ?3)"
-        )
-    };
-}
+const OVERVIEW: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1))),
+w AS MATERIALIZED (
+    SELECT j.project_id, j.run_id, j.kind, j.env, j.cluster, j.service, j.artifacts
+    FROM jobs j
+    WHERE j.project_id IN sel
+      AND j.kind IN ('build', 'deploy', 'test', 'approval', 'other')
+      AND coalesce(j.started_at, j.created_at) >= ?2
+      AND coalesce(j.started_at, j.created_at) < ?3)
+SELECT
+    (SELECT count(DISTINCT project_id) FROM w),
+    (SELECT count(DISTINCT cluster) FROM w WHERE kind = 'deploy'),
+    (SELECT count(DISTINCT service) FROM w WHERE kind = 'deploy'),
+    (SELECT count(*) FROM (SELECT DISTINCT r.project_id, r.workflow_id
+        FROM (SELECT DISTINCT run_id FROM w) x JOIN runs r ON r.id = x.run_id)),
+    (SELECT count(*) FROM (SELECT DISTINCT project_id, env FROM w
+        WHERE kind = 'deploy' AND env IS NOT NULL)),
+    (SELECT count(DISTINCT a.value) FROM w, json_each(w.artifacts) a
+        WHERE w.artifacts IS NOT NULL)";
 
 /// OVERVIEW when the window is whole buckets, without reading the window's jobs. ?2 window
 /// start, ?3 window end (exclusive), ?4 first bucket, ?5 bucket after the last.
@@ -613,104 +606,149 @@ macro_rules! deploy_active {
 ///   (jobs_deploy_cluster, _service, _env), one seek per distinct value and one probe of the
 ///   window for it;
 /// - artifacts: 0 here, counted by ARTIFACTS_FAST.
-const OVERVIEW_FAST: &str = with_selected_projects!(
-    ", wf(id, project_id) AS MATERIALIZED (
-        SELECT w.id, w.project_id FROM workflows w
-        WHERE w.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_workflow_buckets b
-            WHERE b.workflow_id = w.id AND b.bucket >= ?4 AND b.bucket < ?5 AND b.n > 0)), ",
-    deploy_values!("clusters", "cluster"),
-    ", ",
-    deploy_values!("services", "service"),
-    ", ",
-    deploy_values!("envs", "env"),
-    " SELECT
-        (SELECT count(DISTINCT project_id) FROM wf),
-        (SELECT count(DISTINCT x.v) FROM clusters x WHERE ",
-    deploy_active!("cluster"),
-    "),
-        (SELECT count(DISTINCT x.v) FROM services x WHERE ",
-    deploy_active!("service"),
-    "),
-        (SELECT count(*) FROM wf),
-        (SELECT count(*) FROM envs x WHERE ",
-    deploy_active!("env"),
-    "), 0"
-);
+const OVERVIEW_FAST: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1))),
+wf(id, project_id) AS MATERIALIZED (
+    SELECT w.id, w.project_id FROM workflows w
+    WHERE w.project_id IN sel AND EXISTS (SELECT 1 FROM zadig_workflow_buckets b
+        WHERE b.workflow_id = w.id AND b.bucket >= ?4 AND b.bucket < ?5 AND b.n > 0)),
+clusters(p, v) AS (
+    SELECT s.id, (SELECT min(j.cluster) FROM jobs j
+        WHERE j.kind = 'deploy' AND j.project_id = s.id) FROM sel s
+    UNION ALL
+    SELECT x.p, (SELECT min(j.cluster) FROM jobs j
+        WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.cluster > x.v)
+    FROM clusters x WHERE x.v IS NOT NULL),
+services(p, v) AS (
+    SELECT s.id, (SELECT min(j.service) FROM jobs j
+        WHERE j.kind = 'deploy' AND j.project_id = s.id) FROM sel s
+    UNION ALL
+    SELECT x.p, (SELECT min(j.service) FROM jobs j
+        WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.service > x.v)
+    FROM services x WHERE x.v IS NOT NULL),
+envs(p, v) AS (
+    SELECT s.id, (SELECT min(j.env) FROM jobs j
+        WHERE j.kind = 'deploy' AND j.project_id = s.id) FROM sel s
+    UNION ALL
+    SELECT x.p, (SELECT min(j.env) FROM jobs j
+        WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.env > x.v)
+    FROM envs x WHERE x.v IS NOT NULL)
+SELECT
+    (SELECT count(DISTINCT project_id) FROM wf),
+    (SELECT count(DISTINCT x.v) FROM clusters x WHERE x.v IS NOT NULL AND EXISTS (SELECT 1 FROM jobs j
+            WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.cluster = x.v
+                AND coalesce(j.started_at, j.created_at) >= ?2
+                AND coalesce(j.started_at, j.created_at) < ?3)),
+    (SELECT count(DISTINCT x.v) FROM services x WHERE x.v IS NOT NULL AND EXISTS (SELECT 1 FROM jobs j
+            WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.service = x.v
+                AND coalesce(j.started_at, j.created_at) >= ?2
+                AND coalesce(j.started_at, j.created_at) < ?3)),
+    (SELECT count(*) FROM wf),
+    (SELECT count(*) FROM envs x WHERE x.v IS NOT NULL AND EXISTS (SELECT 1 FROM jobs j
+            WHERE j.kind = 'deploy' AND j.project_id = x.p AND j.env = x.v
+                AND coalesce(j.started_at, j.created_at) >= ?2
+                AND coalesce(j.started_at, j.created_at) < ?3)),
+    0";
 
 /// The artifacts of the selected projects' rows of the window in zadig_artifact_buckets, one
 /// per row and so repeated: counting the distinct ones in Rust (sort and dedup) takes a fraction
 /// of the time SQLite's `count(DISTINCT)` spends on its temporary b-tree. ?2 first bucket, ?3
 /// bucket after the last.
-const ARTIFACTS_FAST: &str = with_selected_projects!(
-    "SELECT a.artifact_id FROM zadig_artifact_buckets a
-    WHERE a.project_id IN sel AND a.bucket >= ?2 AND a.bucket < ?3 AND a.n > 0"
-);
+const ARTIFACTS_FAST: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT a.artifact_id FROM zadig_artifact_buckets a
+WHERE a.project_id IN sel AND a.bucket >= ?2 AND a.bucket < ?3 AND a.n > 0";
+
+/// What OVERVIEW and OVERVIEW_FAST count, in their order.
+struct Overview {
+    projects: i64,
+    clusters: i64,
+    services: i64,
+    workflows: i64,
+    envs: i64,
+    artifacts: i64,
+}
+
+impl Overview {
+    fn from_row(r: &Row) -> rusqlite::Result<Overview> {
+        Ok(Overview {
+            projects: r.get(0)?,
+            clusters: r.get(1)?,
+            services: r.get(2)?,
+            workflows: r.get(3)?,
+            envs: r.get(4)?,
+            artifacts: r.get(5)?,
+        })
+    }
+}
 
 /// `GET /openapi/statistics/overview`.
 fn overview(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let w = window(app, req, false)?;
     let projects = project_filter(req);
-    let six = |r: &Row| {
-        Ok([
-            r.get::<_, i64>(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ])
-    };
     let (start, end) = (w.start_ms(), w.end_ms());
     let counts = match w.buckets() {
         Some((first, after)) => {
-            let mut counts = conn
-                .prepare_cached(OVERVIEW_FAST)?
-                .query_row(params![projects, start, end, first, after], six)?;
+            let mut counts = conn.prepare_cached(OVERVIEW_FAST)?.query_row(
+                params![projects, start, end, first, after],
+                Overview::from_row,
+            )?;
             let mut ids = conn
                 .prepare_cached(ARTIFACTS_FAST)?
                 .query_map(params![projects, first, after], |r| r.get::<_, i64>(0))?
                 .collect::<rusqlite::Result<Vec<i64>>>()?;
             ids.sort_unstable();
             ids.dedup();
-            counts[5] = ids.len() as i64;
+            counts.artifacts = ids.len() as i64;
             counts
         }
         None => conn
             .prepare_cached(OVERVIEW)?
-            .query_row(params![projects, start, end], six)?,
+            .query_row(params![projects, start, end], Overview::from_row)?,
     };
-    let [project, cluster, service, workflow, env, artifact] = counts;
     Ok(Resp::json(
         200,
         &json!({
-            "project_count": project,
-            "cluster_count": cluster,
-            "service_count": service,
-            "workflow_count": workflow,
-            "env_count": env,
-            "artifact_count": artifact,
+            "project_count": counts.projects,
+            "cluster_count": counts.clusters,
+            "service_count": counts.services,
+            "workflow_count": counts.workflows,
+            "env_count": counts.envs,
+            "artifact_count": counts.artifacts,
         }),
     ))
 }
 
 /// Rollbacks of the window matching the filters. ?2 first instant, ?3 last instant (both
 /// included, ms), ?4 env (NULL = any), ?5 service (NULL = any). Uses rollbacks_by_project_time.
-const COUNT_ROLLBACKS: &str = with_selected_projects!(
-    "SELECT count(*) FROM rollbacks r
-    WHERE r.project_id IN sel AND r.created_at >= ?2 AND r.created_at <= ?3
-      AND (?4 IS NULL OR r.env = ?4) AND (?5 IS NULL OR r.service = ?5)"
-);
+const COUNT_ROLLBACKS: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT count(*) FROM rollbacks r
+WHERE r.project_id IN sel AND r.created_at >= ?2 AND r.created_at <= ?3
+  AND (?4 IS NULL OR r.env = ?4) AND (?5 IS NULL OR r.service = ?5)";
 
 /// One page of them, newest first (ties: the later stored first). ?6 page size, ?7 offset.
-const PAGE_ROLLBACKS: &str = with_selected_projects!(
-    "SELECT p.key, r.env, r.env_type, r.production, r.operation_type, r.service,
-        r.service_type, r.origin_service, r.update_service, r.create_by, r.created_at
-    FROM rollbacks r JOIN projects p ON p.id = r.project_id
-    WHERE r.project_id IN sel AND r.created_at >= ?2 AND r.created_at <= ?3
-      AND (?4 IS NULL OR r.env = ?4) AND (?5 IS NULL OR r.service = ?5)
-    ORDER BY r.created_at DESC, r.id DESC
-    LIMIT ?6 OFFSET ?7"
-);
+const PAGE_ROLLBACKS: &str = "
+WITH sel(id) AS (
+    SELECT id FROM projects
+    WHERE ?1 IS NULL OR key IN (SELECT value FROM json_each(?1))
+        OR slug IN (SELECT value FROM json_each(?1)))
+SELECT p.key, r.env, r.env_type, r.production, r.operation_type, r.service,
+    r.service_type, r.origin_service, r.update_service, r.create_by, r.created_at
+FROM rollbacks r JOIN projects p ON p.id = r.project_id
+WHERE r.project_id IN sel AND r.created_at >= ?2 AND r.created_at <= ?3
+  AND (?4 IS NULL OR r.env = ?4) AND (?5 IS NULL OR r.service = ?5)
+ORDER BY r.created_at DESC, r.id DESC
+LIMIT ?6 OFFSET ?7";
 
 /// A stored JSON object, verbatim; NULL (or, never expected, unparsable text) is null.
 fn stored_object(r: &Row, i: usize) -> rusqlite::Result<Value> {

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::http::{Method, Req, Resp};
 use crate::ingest;
 use crate::model::times;
-use sql::{Agg, Branches, Dur, Project, Scope};
+use sql::{Agg, Branches, Dur, Project, ProjectAgg, Scope};
 
 const DAY_MS: i64 = 86_400_000;
 /// Items per page of every paged answer.
@@ -455,10 +455,7 @@ fn workflows(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<Valu
     let after = decode_token(req, 'w')?;
     let s = scope_of(p, &w, br.as_branches(), None);
     let mut rows = workflow_figures(conn, &s, after.as_deref(), PAGE + 1)?;
-    let next = (rows.len() as i64 > PAGE).then(|| {
-        rows.truncate(PAGE as usize);
-        encode_token('w', &rows.last().expect("a full page").name)
-    });
+    let next = next_page(&mut rows, 'w', |f| f.name.clone());
     let items = rows
         .iter()
         .map(|f| {
@@ -468,16 +465,16 @@ fn workflows(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<Valu
                 "project_id": uuid_of("project", &p.slug),
                 "window_start": t(a.first_at),
                 "window_end": t(a.last_at),
-                "metrics": run_metrics(a, &w, Some((f.recoveries, f.mttr_ms))),
+                "metrics": run_metrics(a, &w, f.recoveries, f.mttr_ms),
             })
         })
         .collect();
     Ok(paged(items, next))
 }
 
-/// The `metrics` object of a workflow: counts, rates, MTTR and duration_metrics.
-fn run_metrics(a: &Agg, w: &Window, recoveries: Option<(i64, Option<f64>)>) -> Value {
-    let (count, mean) = recoveries.unwrap_or((0, None));
+/// The `metrics` object of a workflow: counts, rates, MTTR (from the number of recoveries and
+/// their mean length in ms) and duration_metrics.
+fn run_metrics(a: &Agg, w: &Window, count: i64, mean: Option<f64>) -> Value {
     json!({
         "total_runs": a.total,
         "successful_runs": a.successful,
@@ -535,11 +532,18 @@ fn run_position(req: &Req, kind: char) -> Result<Option<(i64, i64)>> {
     }
 }
 
-fn page_after_runs(rows: &mut Vec<sql::RunRow>, kind: char) -> Option<String> {
+/// Cuts `rows` (a page and one more, when there is a next page) to a page, and returns the
+/// token of the next page: `kind` and the position of the page's last row.
+fn next_page<T>(rows: &mut Vec<T>, kind: char, position: impl Fn(&T) -> String) -> Option<String> {
     (rows.len() as i64 > PAGE).then(|| {
         rows.truncate(PAGE as usize);
-        let last = rows.last().expect("a full page");
-        encode_token(kind, &format!("{}:{}", last.created_at, last.rowid))
+        encode_token(kind, &position(rows.last().expect("a full page")))
+    })
+}
+
+fn page_after_runs(rows: &mut Vec<sql::RunRow>, kind: char) -> Option<String> {
+    next_page(rows, kind, |last| {
+        format!("{}:{}", last.created_at, last.rowid)
     })
 }
 
@@ -552,10 +556,7 @@ fn jobs(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> Result
     let after = decode_token(req, 'j')?;
     let s = scope_of(p, &w, br.as_branches(), Some(wf));
     let mut rows = job_figures(conn, &s, filter, after.as_deref(), PAGE + 1)?;
-    let next = (rows.len() as i64 > PAGE).then(|| {
-        rows.truncate(PAGE as usize);
-        encode_token('j', &rows.last().expect("a full page").0)
-    });
+    let next = next_page(&mut rows, 'j', |(name, _)| name.clone());
     let items = rows
         .iter()
         .map(|(name, a)| {
@@ -620,11 +621,9 @@ pub fn workflow_figures(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<rollup::Figures>> {
-    match s.branches {
-        Branches::One(b) => {
-            rollup::workflows(conn, s.project, b, s.start, s.end, s.workflow, after, limit)
-        }
-        _ => workflow_figures_exact(conn, s, after, limit),
+    match rollup::OneBranch::of(s) {
+        Some(b) => rollup::workflows(conn, &b, s.workflow, after, limit),
+        None => workflow_figures_exact(conn, s, after, limit),
     }
 }
 
@@ -639,14 +638,14 @@ pub fn workflow_figures_exact(
     let mttr = sql::mttr(conn, s)?;
     Ok(rows
         .into_iter()
-        .map(|(id, name, agg)| {
-            let m = mttr.iter().find(|m| m.0 == id);
+        .map(|w| {
+            let m = mttr.iter().find(|m| m.workflow == w.id);
             rollup::Figures {
-                id,
-                name,
-                agg,
-                recoveries: m.map_or(0, |m| m.1),
-                mttr_ms: m.and_then(|m| m.2),
+                id: w.id,
+                name: w.name,
+                agg: w.agg,
+                recoveries: m.map_or(0, |m| m.count),
+                mttr_ms: m.and_then(|m| m.mean_ms),
             }
         })
         .collect())
@@ -661,20 +660,30 @@ pub fn job_figures(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
-    match (s.branches, s.workflow) {
-        (Branches::One(b), Some(wf)) => {
-            rollup::jobs(conn, s.project, b, wf, s.start, s.end, filter, after, limit)
-        }
+    match (rollup::OneBranch::of(s), s.workflow) {
+        (Some(b), Some(wf)) => rollup::jobs(conn, &b, wf, filter, after, limit),
         _ => sql::job_metrics(conn, s, filter, after, limit),
     }
 }
 
+/// A workflow's figures over a window: the aggregate, its recoveries and their mean length.
+#[derive(Default)]
+struct Summary {
+    agg: Agg,
+    recoveries: i64,
+    mttr_ms: Option<f64>,
+}
+
 /// Workflow metrics of the one workflow of the scope over its window, with MTTR.
-fn summary_figures(conn: &Connection, s: &Scope) -> Result<(Agg, i64, Option<f64>)> {
+fn summary_figures(conn: &Connection, s: &Scope) -> Result<Summary> {
     Ok(workflow_figures(conn, s, None, 1)?
         .into_iter()
         .next()
-        .map(|f| (f.agg, f.recoveries, f.mttr_ms))
+        .map(|f| Summary {
+            agg: f.agg,
+            recoveries: f.recoveries,
+            mttr_ms: f.mttr_ms,
+        })
         .unwrap_or_default())
 }
 
@@ -690,10 +699,11 @@ fn workflow_summary(
     let br = branch_scope(req, p, true)?;
     let wf = workflow(conn, p, wf)?;
     let prev = w.previous();
-    let (a, rec, mttr) = summary_figures(conn, &scope_of(p, &w, br.as_branches(), Some(wf)))?;
-    let (b, _, pmttr) = summary_figures(conn, &scope_of(p, &prev, br.as_branches(), Some(wf)))?;
+    let cur = summary_figures(conn, &scope_of(p, &w, br.as_branches(), Some(wf)))?;
+    let old = summary_figures(conn, &scope_of(p, &prev, br.as_branches(), Some(wf)))?;
+    let (a, b) = (&cur.agg, &old.agg);
     let f = |v: Option<i64>| v.unwrap_or(0) as f64;
-    let mut metrics = run_metrics(&a, &w, Some((rec, mttr)));
+    let mut metrics = run_metrics(a, &w, cur.recoveries, cur.mttr_ms);
     metrics["window_start"] = t(a.first_at);
     metrics["window_end"] = t(a.last_at);
     if let Some(m) = metrics.as_object_mut() {
@@ -704,12 +714,12 @@ fn workflow_summary(
         "trends": {
             "total_runs": trend(a.total as f64, b.total as f64),
             "failed_runs": trend(a.failed as f64, b.failed as f64),
-            "success_rate": trend(success_rate(&a), success_rate(&b)),
+            "success_rate": trend(success_rate(a), success_rate(b)),
             "p95_duration_secs": trend(f(a.dur.p95_x100), f(b.dur.p95_x100)),
             "median_duration_secs": trend(f(a.dur.p50_x100), f(b.dur.p50_x100)),
             "total_credits_used": trend(a.credits as f64, b.credits as f64),
-            "mttr": trend(mttr.unwrap_or(0.0), pmttr.unwrap_or(0.0)),
-            "throughput": trend(throughput(&a, &w), throughput(&b, &prev)),
+            "mttr": trend(cur.mttr_ms.unwrap_or(0.0), old.mttr_ms.unwrap_or(0.0)),
+            "throughput": trend(throughput(a, &w), throughput(b, &prev)),
         },
         "workflow_names": sql::workflow_names(conn, p.id)?,
     }))
@@ -734,7 +744,7 @@ fn test_metrics(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -
             .into_iter()
             .map(|f| (f.job, f.classname, f.name))
             .collect();
-    let total: i64 = runs.iter().map(|r| r.6).sum();
+    let total: i64 = runs.iter().map(|r| r.total).sum();
     let average = if runs.is_empty() {
         0
     } else {
@@ -775,12 +785,18 @@ fn test_metrics(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -
         "slowest_tests_extra": slow_extra,
         "total_test_runs": total,
         "test_runs": runs.iter().map(|r| {
-            let ran = r.2 + r.3 + r.4;
+            let ran = r.success + r.failure + r.error;
             json!({
-                "pipeline_number": r.1,
-                "workflow_id": r.0,
-                "success_rate": if ran == 0 { 0.0 } else { r.2 as f64 / ran as f64 },
-                "test_counts": {"error": r.4, "failure": r.3, "skipped": r.5, "success": r.2, "total": r.6},
+                "pipeline_number": r.pipeline_number,
+                "workflow_id": r.run_id,
+                "success_rate": if ran == 0 { 0.0 } else { r.success as f64 / ran as f64 },
+                "test_counts": {
+                    "error": r.error,
+                    "failure": r.failure,
+                    "skipped": r.skipped,
+                    "success": r.success,
+                    "total": r.total,
+                },
             })
         }).collect::<Vec<_>>(),
     }))
@@ -883,7 +899,7 @@ fn pages_summary(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<
         Ok(sql::project_totals(conn, &ids, w.start, w.end)?
             .into_iter()
             .next()
-            .map(|r| r.1)
+            .map(|t| t.agg)
             .unwrap_or_default())
     };
     let (a, b) = (totals(&w)?, totals(&prev)?);
@@ -896,29 +912,39 @@ fn pages_summary(conn: &Connection, req: &Req, p: &Project, now: i64) -> Result<
 
     let workflow_data: Vec<Value> = cur_wf
         .iter()
-        .filter(|(_, n, _)| wanted_workflows.is_empty() || wanted_workflows.contains(n))
-        .map(|(id, name, a)| {
+        .filter(|c| wanted_workflows.is_empty() || wanted_workflows.contains(&c.name))
+        .map(|c| {
             let empty = Agg::default();
-            let b = prev_wf.iter().find(|r| r.0 == *id).map_or(&empty, |r| &r.2);
-            let (metrics, trends) = page_figures(a, b);
-            json!({"workflow_name": name, "metrics": metrics, "trends": trends})
+            let b = prev_wf
+                .iter()
+                .find(|r| r.id == c.id)
+                .map_or(&empty, |r| &r.agg);
+            let (metrics, trends) = page_figures(&c.agg, b);
+            json!({"workflow_name": c.name, "metrics": metrics, "trends": trends})
         })
         .collect();
     let branch_data: Vec<Value> = cur_br
         .iter()
-        .filter(|(n, br, _)| {
-            (wanted_workflows.is_empty() || wanted_workflows.contains(n))
+        .filter(|c| {
+            (wanted_workflows.is_empty() || wanted_workflows.contains(&c.workflow))
                 && (wanted_branches.is_empty()
-                    || br.as_ref().is_some_and(|b| wanted_branches.contains(b)))
+                    || c.branch
+                        .as_ref()
+                        .is_some_and(|b| wanted_branches.contains(b)))
         })
-        .map(|(name, br, a)| {
+        .map(|c| {
             let empty = Agg::default();
             let b = prev_br
                 .iter()
-                .find(|r| r.0 == *name && r.1 == *br)
-                .map_or(&empty, |r| &r.2);
-            let (metrics, trends) = page_figures(a, b);
-            json!({"workflow_name": name, "branch": br, "metrics": metrics, "trends": trends})
+                .find(|r| r.workflow == c.workflow && r.branch == c.branch)
+                .map_or(&empty, |r| &r.agg);
+            let (metrics, trends) = page_figures(&c.agg, b);
+            json!({
+                "workflow_name": c.workflow,
+                "branch": c.branch,
+                "metrics": metrics,
+                "trends": trends,
+            })
         })
         .collect();
     Ok(json!({
@@ -951,15 +977,15 @@ fn org_summary(conn: &Connection, req: &Req, org: &str, now: i64) -> Result<Valu
         .expect("ids serialize");
     let cur = sql::project_totals(conn, &ids, w.start, w.end)?;
     let old = sql::project_totals(conn, &ids, prev.start, prev.end)?;
-    let sum = |rows: &[(i64, Agg)]| {
+    let sum = |rows: &[ProjectAgg]| {
         let mut t = Agg::default();
-        for (_, a) in rows {
+        for ProjectAgg { agg: a, .. } in rows {
             t.total += a.total;
             t.successful += a.successful;
             t.failed += a.failed;
             t.canceled += a.canceled;
             t.unfinished += a.unfinished;
-            // Saturating, as the per-project sums are (see sql::agg_from).
+            // Saturating, as the per-project sums are (see sql::Agg::from_row).
             t.credits = t.credits.saturating_add(a.credits);
             t.dur.sum = t.dur.sum.saturating_add(a.dur.sum);
         }
@@ -967,8 +993,8 @@ fn org_summary(conn: &Connection, req: &Req, org: &str, now: i64) -> Result<Valu
     };
     let (a, b) = (sum(&cur), sum(&old));
     let empty = Agg::default();
-    fn find(rows: &[(i64, Agg)], id: i64) -> Option<&Agg> {
-        rows.iter().find(|r| r.0 == id).map(|r| &r.1)
+    fn find(rows: &[ProjectAgg], id: i64) -> Option<&Agg> {
+        rows.iter().find(|r| r.project == id).map(|r| &r.agg)
     }
     let project_data: Vec<Value> = chosen
         .iter()
@@ -1010,11 +1036,7 @@ fn job_series(conn: &Connection, req: &Req, p: &Project, wf: &str, now: i64) -> 
         after.as_ref().map(|(at, name)| (name.as_str(), *at)),
         PAGE + 1,
     )?;
-    let next = (rows.len() as i64 > PAGE).then(|| {
-        rows.truncate(PAGE as usize);
-        let last = rows.last().expect("a full page");
-        encode_token('s', &format!("{}:{}", last.at, last.name))
-    });
+    let next = next_page(&mut rows, 's', |last| format!("{}:{}", last.at, last.name));
     let per_day = DAY_MS as f64 / bucket as f64;
     let items = rows
         .iter()

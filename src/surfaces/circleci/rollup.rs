@@ -25,11 +25,41 @@
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::sql::{Agg, Dur};
+use super::sql::{Agg, Branches, Dur, Scope};
 use crate::error::Result;
 use crate::store::rollups::durations::Ranks;
 
 const DAY_MS: i64 = 86_400_000;
+
+/// What the rollups answer for: the runs of one branch of a project created in [start, end).
+#[derive(Debug, Clone, Copy)]
+pub struct OneBranch<'a> {
+    pub project: i64,
+    pub branch: &'a str,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl<'a> OneBranch<'a> {
+    /// The runs of `s` when it reads one branch.
+    pub fn of(s: &Scope<'a>) -> Option<OneBranch<'a>> {
+        match s.branches {
+            Branches::One(branch) => Some(OneBranch {
+                project: s.project,
+                branch,
+                start: s.start,
+                end: s.end,
+            }),
+            Branches::Set(_) | Branches::All => None,
+        }
+    }
+
+    /// The window's whole UTC days, as day numbers [first, end); empty when there is none.
+    fn whole_days(&self) -> (i64, i64) {
+        let first = self.start.div_euclid(DAY_MS) + i64::from(self.start.rem_euclid(DAY_MS) != 0);
+        (first, self.end.div_euclid(DAY_MS))
+    }
+}
 
 /// One workflow's figures: its id and name, the aggregate, and its recoveries (count, and mean
 /// length in ms when any has one).
@@ -73,6 +103,21 @@ impl Sums {
         self.rec_timed += o.rec_timed;
         self.rec_sum += o.rec_sum;
     }
+
+    /// The aggregate of these sums with the durations' figures and the first and last run.
+    fn agg(&self, dur: Dur, first_at: Option<i64>, last_at: Option<i64>) -> Agg {
+        Agg {
+            total: self.total,
+            successful: self.ok,
+            failed: self.bad,
+            canceled: self.canceled,
+            unfinished: self.open,
+            credits: self.credits as i64,
+            dur,
+            first_at,
+            last_at,
+        }
+    }
 }
 
 fn sums_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, Sums)> {
@@ -95,28 +140,20 @@ const DAYS: &str = "SELECT workflow_id, sum(total), sum(ok), sum(bad), sum(cance
       AND day >= +?3 AND day < +?4
     GROUP BY workflow_id";
 
-/// The duration expression of runs_insights_dur (and of `sql::dur!`).
-macro_rules! dur {
-    () => {
-        "(CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)"
-    };
-}
-
 /// The runs created in [?3, ?4) of branch ?2 of project ?1 (workflow ?5, or all), per workflow:
-/// a seek per workflow into runs_insights.
-const RUNS: &str = concat!(
-    "SELECT workflow_id, count(*), sum(status = 'success'),
+/// a seek per workflow into runs_insights. `d` is the duration, written as in
+/// runs_insights_dur.
+const RUNS: &str = "SELECT workflow_id, count(*), sum(status = 'success'),
     sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
     sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
     count(d), total(d), total(CAST(d AS REAL) * d), count(rec_from), count(rec_ms), total(rec_ms)
-    FROM (SELECT workflow_id, status, credits_used, rec_from, rec_ms, ",
-    dur!(),
-    " AS d FROM runs
+    FROM (SELECT workflow_id, status, credits_used, rec_from, rec_ms,
+        (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) AS d
+      FROM runs
       WHERE project_id = +?1 AND branch = +?2
         AND workflow_id IN (SELECT id FROM workflows WHERE project_id = +?1 AND (+?5 IS NULL OR id = +?5))
         AND created_at >= +?3 AND created_at < +?4)
-    GROUP BY workflow_id"
-);
+    GROUP BY workflow_id";
 
 /// The workflows of project ?1 (only ?2 when given) named after ?3, by name.
 const WORKFLOWS: &str = "SELECT id, name FROM workflows
@@ -130,25 +167,23 @@ const FIRST_LAST: &str = "SELECT
         AND created_at >= +?4 AND created_at < +?5)";
 
 /// The durations of ranks ?6 and after (at most ?7) among one workflow's runs in the window, in
-/// ascending and descending order, from runs_insights_dur (`+created_at` keeps the planner on it).
-const RANK_ASC: &str = concat!(
-    "SELECT ",
-    dur!(),
-    " FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND ",
-    dur!(),
-    " IS NOT NULL AND +created_at >= +?4 AND +created_at < +?5 ORDER BY ",
-    dur!(),
-    " LIMIT +?7 OFFSET +?6"
-);
-const RANK_DESC: &str = concat!(
-    "SELECT ",
-    dur!(),
-    " FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3 AND ",
-    dur!(),
-    " IS NOT NULL AND +created_at >= +?4 AND +created_at < +?5 ORDER BY ",
-    dur!(),
-    " DESC LIMIT +?7 OFFSET +?6"
-);
+/// ascending and descending order, from runs_insights_dur. The duration is written exactly as
+/// in that index's expression, so the planner matches it; `+created_at` keeps the planner on
+/// that index rather than one on created_at.
+const RANK_ASC: &str = "SELECT
+    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)
+    FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
+      AND (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) IS NOT NULL
+      AND +created_at >= +?4 AND +created_at < +?5
+    ORDER BY (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)
+    LIMIT +?7 OFFSET +?6";
+const RANK_DESC: &str = "SELECT
+    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END)
+    FROM runs WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
+      AND (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) IS NOT NULL
+      AND +created_at >= +?4 AND +created_at < +?5
+    ORDER BY (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) DESC
+    LIMIT +?7 OFFSET +?6";
 
 /// The first recovery of one workflow's sequence in the window.
 const FIRST_RECOVERY: &str = "SELECT created_at, ext_id, rec_from, rec_ms, stopped_at FROM runs
@@ -179,15 +214,11 @@ pub const BENCHED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Figures of each workflow of `project` with runs on `branch` created in [start, end) (only
-/// `workflow` when given), named after `after`, by name, at most `limit`.
-#[allow(clippy::too_many_arguments)]
+/// Figures of each workflow with runs in `b` (only `workflow` when given), named after
+/// `after`, by name, at most `limit`.
 pub fn workflows(
     conn: &Connection,
-    project: i64,
-    branch: &str,
-    start: i64,
-    end: i64,
+    b: &OneBranch,
     workflow: Option<i64>,
     after: Option<&str>,
     limit: i64,
@@ -198,26 +229,25 @@ pub fn workflows(
             return Ok(());
         }
         let mut stmt = conn.prepare_cached(sql)?;
-        for row in stmt.query_map(params![project, branch, from, to, workflow], sums_row)? {
+        for row in stmt.query_map(params![b.project, b.branch, from, to, workflow], sums_row)? {
             let (wf, s) = row?;
             sums.entry(wf).or_default().add(&s);
         }
         Ok(())
     };
     // Whole days [first_day, end_day); the runs of the partial days around them.
-    let first_day = start.div_euclid(DAY_MS) + i64::from(start.rem_euclid(DAY_MS) != 0);
-    let end_day = end.div_euclid(DAY_MS);
+    let (first_day, end_day) = b.whole_days();
     if first_day < end_day {
         add_rows(DAYS, first_day, end_day)?;
-        add_rows(RUNS, start, first_day * DAY_MS)?;
-        add_rows(RUNS, end_day * DAY_MS, end)?;
+        add_rows(RUNS, b.start, first_day * DAY_MS)?;
+        add_rows(RUNS, end_day * DAY_MS, b.end)?;
     } else {
-        add_rows(RUNS, start, end)?;
+        add_rows(RUNS, b.start, b.end)?;
     }
 
     let mut out = Vec::new();
     let mut names = conn.prepare_cached(WORKFLOWS)?;
-    let mut rows = names.query(params![project, workflow, after])?;
+    let mut rows = names.query(params![b.project, workflow, after])?;
     while let Some(row) = rows.next()? {
         if out.len() as i64 >= limit {
             break;
@@ -226,29 +256,18 @@ pub fn workflows(
         let Some(s) = sums.get(&id).filter(|s| s.total > 0) else {
             continue;
         };
-        let at = params![project, branch, id, start, end];
+        let at = params![b.project, b.branch, id, b.start, b.end];
         let (first_at, last_at) = conn
             .prepare_cached(FIRST_LAST)?
             .query_row(at, |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let key: [&dyn rusqlite::ToSql; 5] = [&project, &branch, &id, &start, &end];
         let dur = durations(s.dur_n, s.dur_sum, s.dur_sumsq, |k| {
-            pair(conn, (RANK_ASC, RANK_DESC), &key, s.dur_n, k)
+            pair(conn, b, id, s.dur_n, k)
         })?;
-        let (recoveries, rec_timed, rec_sum) = crossing(conn, project, branch, id, start, end, s)?;
+        let (recoveries, rec_timed, rec_sum) = crossing(conn, b, id, s)?;
         out.push(Figures {
             id,
             name: row.get(1)?,
-            agg: Agg {
-                total: s.total,
-                successful: s.ok,
-                failed: s.bad,
-                canceled: s.canceled,
-                unfinished: s.open,
-                credits: s.credits as i64,
-                dur,
-                first_at,
-                last_at,
-            },
+            agg: s.agg(dur, first_at, last_at),
             recoveries,
             mttr_ms: (rec_timed > 0).then(|| rec_sum / rec_timed as f64),
         });
@@ -257,29 +276,24 @@ pub fn workflows(
 }
 
 /// The durations of ranks k and k + 1 (0-based, ascending; the second None past the end) among
-/// n durations, walked to from the nearer end: `asc` and `desc` list them from either end, with
-/// `key` as their first parameters and then the offset and the count.
-fn pair(
-    conn: &Connection,
-    (asc, desc): (&str, &str),
-    key: &[&dyn rusqlite::ToSql],
-    n: i64,
-    k: i64,
-) -> Result<(i64, Option<i64>)> {
+/// the n durations of workflow `wf`'s runs in `b`, walked to from the nearer end with RANK_ASC
+/// or RANK_DESC.
+fn pair(conn: &Connection, b: &OneBranch, wf: i64, n: i64, k: i64) -> Result<(i64, Option<i64>)> {
     let want: i64 = if k + 1 < n { 2 } else { 1 };
-    let (sql, offset) = if k <= n - 1 - k {
-        (asc, k)
+    let descending = k > n - 1 - k;
+    let (sql, offset) = if descending {
+        (RANK_DESC, n - k - want)
     } else {
-        (desc, n - k - want)
+        (RANK_ASC, k)
     };
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut all: Vec<&dyn rusqlite::ToSql> = key.to_vec();
-    all.push(&offset);
-    all.push(&want);
     let mut vals: Vec<i64> = stmt
-        .query_map(all.as_slice(), |r| r.get(0))?
+        .query_map(
+            params![b.project, b.branch, wf, b.start, b.end, offset, want],
+            |r| r.get(0),
+        )?
         .collect::<rusqlite::Result<_>>()?;
-    if sql == desc {
+    if descending {
         vals.reverse();
     }
     match vals.as_slice() {
@@ -301,7 +315,7 @@ fn durations(
     if n == 0 {
         return Ok(Dur::default());
     }
-    // Linear interpolation between closest ranks in 1/100 ms, as `sql::pct!`.
+    // Linear interpolation between closest ranks in 1/100 ms, as in `sql` (see its module doc).
     let pct = |p: i64| -> Result<Option<i64>> {
         let h = (n - 1) * p;
         let (lo, hi) = rank(h / 100)?;
@@ -318,55 +332,70 @@ fn durations(
     })
 }
 
-/// The window's recoveries of one workflow from the summed ones: (count, how many have a
-/// length, sum of lengths), after mending the first recovery when its streak began earlier.
-fn crossing(
-    conn: &Connection,
-    project: i64,
-    branch: &str,
-    wf: i64,
-    start: i64,
-    end: i64,
-    s: &Sums,
-) -> Result<(i64, i64, f64)> {
+/// The first recovery of a workflow's sequence in the window (FIRST_RECOVERY).
+struct FirstRecovery {
+    at: i64,
+    ext_id: String,
+    /// When its streak's first failure stopped.
+    rec_from: i64,
+    rec_ms: Option<i64>,
+    stopped_at: Option<i64>,
+}
+
+/// The first finished run of a workflow's sequence in the window (FIRST_FINISHED).
+struct FirstFinished {
+    at: i64,
+    ext_id: String,
+    stopped_at: Option<i64>,
+}
+
+/// The window's recoveries of workflow `wf` in `b` from the summed ones: (count, how many have
+/// a length, sum of lengths), after mending the first recovery when its streak began earlier.
+fn crossing(conn: &Connection, b: &OneBranch, wf: i64, s: &Sums) -> Result<(i64, i64, f64)> {
     let (mut n, mut timed, mut sum) = (s.rec_n, s.rec_timed, s.rec_sum);
     if n == 0 {
         return Ok((n, timed, sum));
     }
-    let at = params![project, branch, wf, start, end];
+    let at = params![b.project, b.branch, wf, b.start, b.end];
     let first = conn
         .prepare_cached(FIRST_RECOVERY)?
         .query_row(at, |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<i64>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-            ))
+            Ok(FirstRecovery {
+                at: r.get(0)?,
+                ext_id: r.get(1)?,
+                rec_from: r.get(2)?,
+                rec_ms: r.get(3)?,
+                stopped_at: r.get(4)?,
+            })
         })
         .optional()?;
-    let Some((s_at, s_ext, from, ms, s_stop)) = first else {
+    let Some(rec) = first else {
         return Ok((n, timed, sum));
     };
-    if from >= start {
+    if rec.rec_from >= b.start {
         return Ok((n, timed, sum));
     }
     // Its streak began before the window: take it out, then count it from its first failure
     // inside the window, if it has one (the window's first finished run, when not itself).
     n -= 1;
-    if let Some(ms) = ms {
+    if let Some(ms) = rec.rec_ms {
         timed -= 1;
         sum -= ms as f64;
     }
-    let f: Option<(i64, String, Option<i64>)> = conn
+    let finished = conn
         .prepare_cached(FIRST_FINISHED)?
-        .query_row(at, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(at, |r| {
+            Ok(FirstFinished {
+                at: r.get(0)?,
+                ext_id: r.get(1)?,
+                stopped_at: r.get(2)?,
+            })
+        })
         .optional()?;
-    if let Some((f_at, f_ext, f_stop)) = f {
-        if (f_at, &f_ext) != (s_at, &s_ext) {
+    if let Some(f) = finished {
+        if (f.at, &f.ext_id) != (rec.at, &rec.ext_id) {
             n += 1;
-            if let (Some(a), Some(b)) = (s_stop, f_stop) {
+            if let (Some(a), Some(b)) = (rec.stopped_at, f.stopped_at) {
                 timed += 1;
                 sum += a.saturating_sub(b) as f64;
             }
@@ -425,50 +454,57 @@ pub const BENCHED_JOBS: &[(&str, &str)] = &[
     ("jobs (rollup): JOB_DAY_DURS", JOB_DAY_DURS),
 ];
 
+/// The first and last of something: days, or created_at times.
+#[derive(Clone, Copy)]
+struct Span {
+    first: i64,
+    last: i64,
+}
+
 /// What the day rows and the partial days give one job name.
 #[derive(Default)]
 struct JobSums {
     s: Sums,
     /// First and last day with jobs, of the whole days.
-    days: Option<(i64, i64)>,
+    days: Option<Span>,
     /// First and last created_at in each partial day (before and after the whole days).
-    head: Option<(i64, i64)>,
-    tail: Option<(i64, i64)>,
+    head: Option<Span>,
+    tail: Option<Span>,
     /// The durations of the partial days, then those of the whole days.
     ranks: Ranks,
 }
 
-/// Per-job-name figures of the jobs of `workflow`'s runs on `branch` created in [start, end),
-/// as `sql::job_metrics` gives them: names containing `filter`, after `after`, at most `limit`.
-#[allow(clippy::too_many_arguments)]
+/// Per-job-name figures of the jobs of `workflow`'s runs in `b`, as `sql::job_metrics` gives
+/// them: names containing `filter`, after `after`, at most `limit`.
 pub fn jobs(
     conn: &Connection,
-    project: i64,
-    branch: &str,
+    b: &OneBranch,
     workflow: i64,
-    start: i64,
-    end: i64,
     filter: Option<&str>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
     let mut by_name: std::collections::BTreeMap<String, JobSums> = Default::default();
-    let first_day = start.div_euclid(DAY_MS) + i64::from(start.rem_euclid(DAY_MS) != 0);
-    let end_day = end.div_euclid(DAY_MS);
+    let (first_day, end_day) = b.whole_days();
     let whole = first_day < end_day;
     let mut partial = |from: i64, to: i64, head: bool| -> Result<()> {
         if from >= to {
             return Ok(());
         }
         let mut stmt = conn.prepare_cached(JOB_RUNS)?;
-        let mut rows = stmt.query(params![project, branch, workflow, from, to, filter, after])?;
+        let mut rows = stmt.query(params![
+            b.project, b.branch, workflow, from, to, filter, after
+        ])?;
         while let Some(r) = rows.next()? {
             let e = by_name.entry(r.get(0)?).or_default();
             e.s.add(&job_sums(r)?);
             if let ValueRef::Blob(b) = r.get_ref(12)? {
                 e.ranks.push(b);
             }
-            let span = Some((r.get(10)?, r.get(11)?));
+            let span = Some(Span {
+                first: r.get(10)?,
+                last: r.get(11)?,
+            });
             if head {
                 e.head = span;
             } else {
@@ -478,20 +514,20 @@ pub fn jobs(
         Ok(())
     };
     if whole {
-        partial(start, first_day * DAY_MS, true)?;
-        partial(end_day * DAY_MS, end, false)?;
+        partial(b.start, first_day * DAY_MS, true)?;
+        partial(end_day * DAY_MS, b.end, false)?;
         let mut stmt = conn.prepare_cached(JOB_DAYS)?;
         let mut rows = stmt.query(params![
-            project, branch, workflow, first_day, end_day, filter, after
+            b.project, b.branch, workflow, first_day, end_day, filter, after
         ])?;
         while let Some(r) = rows.next()? {
             let e = by_name.entry(r.get(0)?).or_default();
             e.s.add(&job_sums(r)?);
-            let (a, b): (Option<i64>, Option<i64>) = (r.get(10)?, r.get(11)?);
-            e.days = a.zip(b);
+            let (first, last): (Option<i64>, Option<i64>) = (r.get(10)?, r.get(11)?);
+            e.days = first.zip(last).map(|(first, last)| Span { first, last });
         }
     } else {
-        partial(start, end, true)?;
+        partial(b.start, b.end, true)?;
     }
 
     let mut out = Vec::new();
@@ -506,27 +542,29 @@ pub fn jobs(
             let (from, to) = (day * DAY_MS, (day + 1) * DAY_MS);
             Ok(conn
                 .prepare_cached(sql)?
-                .query_row(params![project, branch, workflow, from, to, name], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    params![b.project, b.branch, workflow, from, to, name],
+                    |r| r.get(0),
+                )
                 .optional()?)
         };
         let first_at = match (j.head, j.days, j.tail) {
-            (Some((a, _)), _, _) => Some(a),
-            (None, Some((d, _)), _) => in_day(JOB_FIRST_AT, d)?,
-            (None, None, t) => t.map(|t| t.0),
+            (Some(head), _, _) => Some(head.first),
+            (None, Some(days), _) => in_day(JOB_FIRST_AT, days.first)?,
+            (None, None, tail) => tail.map(|t| t.first),
         };
         let last_at = match (j.tail, j.days, j.head) {
-            (Some((_, b)), _, _) => Some(b),
-            (None, Some((_, d)), _) => in_day(JOB_LAST_AT, d)?,
-            (None, None, h) => h.map(|h| h.1),
+            (Some(tail), _, _) => Some(tail.last),
+            (None, Some(days), _) => in_day(JOB_LAST_AT, days.last)?,
+            (None, None, head) => head.map(|h| h.last),
         };
         // Every duration of the window: the partial days' (from JOB_RUNS) and the day rows'.
         let ranks = &mut j.ranks;
         if j.days.is_some() {
             let mut stmt = conn.prepare_cached(JOB_DAY_DURS)?;
-            let mut rows =
-                stmt.query(params![project, branch, workflow, first_day, end_day, name])?;
+            let mut rows = stmt.query(params![
+                b.project, b.branch, workflow, first_day, end_day, name
+            ])?;
             while let Some(r) = rows.next()? {
                 if let ValueRef::Blob(b) = r.get_ref(0)? {
                     ranks.push(b);
@@ -547,17 +585,7 @@ pub fn jobs(
             })?;
             Ok((v, ranks.next_rank(k, v)))
         })?;
-        let agg = Agg {
-            total: s.total,
-            successful: s.ok,
-            failed: s.bad,
-            canceled: s.canceled,
-            unfinished: s.open,
-            credits: s.credits as i64,
-            dur,
-            first_at,
-            last_at,
-        };
+        let agg = s.agg(dur, first_at, last_at);
         out.push((name, agg));
     }
     Ok(out)
