@@ -110,6 +110,18 @@ impl Resp {
     }
 }
 
+/// A boolean query parameter's value as clients send it: `true` or `false` in any case (Python
+/// clients send `True`), or `1` or `0`; anything else is None.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    if value.eq_ignore_ascii_case("true") || value == "1" {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("false") || value == "0" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Splits and percent-decodes a query string (`+` is a space).
 pub fn parse_query(query: &str) -> Vec<(String, String)> {
     let decode = |s: &str| {

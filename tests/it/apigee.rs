@@ -628,6 +628,17 @@ fn series_per_dimension_are_zero_filled() {
         ])
     );
     assert_eq!(dims[0]["metrics"][1]["name"], "avg(duration)");
+    // Booleans as Python clients send them, and 1/0; descending is the reverse order.
+    let path = |asc: &str| {
+        format!("/v1/o/all/e/runs/stats/workflow?select=run_count,avg(duration)&timeUnit=day&tsAscending={asc}&timeRange=03/01/2026+00:00~03/04/2026+00:00")
+    };
+    for asc in ["True", "TRUE", "1"] {
+        assert_eq!(ok(&d, &path(asc)), body, "tsAscending={asc}");
+    }
+    let descending = ok(&d, &path("0"));
+    assert_eq!(ok(&d, &path("False")), descending);
+    let first = &descending["environments"][0]["dimensions"][0]["metrics"][0]["values"][0];
+    assert_eq!(first["timestamp"], ms("2026-03-03T00:00:00Z"));
 }
 
 /// Every parameter error is a 400 in Apigee's shape naming the parameter.

@@ -737,6 +737,28 @@ fn slugs_escaped_aliased_and_unknown() {
     assert!(a.body["message"].is_string());
 }
 
+/// Booleans as clients send them: Python's `True`, any case, and 1 or 0.
+#[test]
+fn all_branches_takes_booleans_as_clients_send_them() {
+    let d = daemon();
+    d.post_runs(&ci_runs());
+    for route in ["workflows", "workflows/ci/summary"] {
+        let answer = |value: &str| {
+            let a = d.get(&format!("{P}/{route}?all-branches={value}"));
+            assert_eq!(a.status, 200, "{route}?all-branches={value}: {}", a.text);
+            a.body
+        };
+        let (yes, no) = (answer("true"), answer("false"));
+        assert_ne!(yes, no, "{route}: all branches and the default branch differ here");
+        for value in ["True", "TRUE", "1"] {
+            assert_eq!(answer(value), yes, "{route}?all-branches={value}");
+        }
+        for value in ["False", "FALSE", "0"] {
+            assert_eq!(answer(value), no, "{route}?all-branches={value}");
+        }
+    }
+}
+
 #[test]
 fn every_bad_parameter_is_a_400_naming_it() {
     let d = daemon();
@@ -762,9 +784,9 @@ fn every_bad_parameter_is_a_400_naming_it() {
         ("workflows/ci?page-token=dzpjaQ", "page-token"),
         ("workflows/ci/jobs?job-name=", "job-name"),
         ("workflows/ci/summary?branches=", "branches"),
-        ("workflows/ci/summary?all-branches=1", "all-branches"),
+        ("workflows/ci/summary?all-branches=2", "all-branches"),
         (
-            "workflows/ci/test-metrics?all-branches=TRUE",
+            "workflows/ci/test-metrics?all-branches=truthy",
             "all-branches",
         ),
         ("branches?workflow-name=", "workflow-name"),

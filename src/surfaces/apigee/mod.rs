@@ -16,7 +16,7 @@ use time::{Date, Month};
 
 use super::App;
 use crate::error::{Error, Result};
-use crate::http::{Method, Req, Resp};
+use crate::http::{parse_bool, Method, Req, Resp};
 use crate::ingest::{self, fields};
 use crate::model::times::{self, bucket_next, bucket_start, Unit, DAY, HOUR, MINUTE, SECOND};
 use crate::store::functions::{BUCKET_FN, REGEXP_FN};
@@ -552,14 +552,12 @@ fn parse_query(
     let offset = number(req, "offset")?.unwrap_or(0);
     let ts_ascending = match req.param("tsAscending") {
         None => false,
-        Some(s) if s.eq_ignore_ascii_case("true") => true,
-        Some(s) if s.eq_ignore_ascii_case("false") => false,
-        Some(s) => {
-            return Err(Error::bad(format!(
+        Some(s) => parse_bool(s).ok_or_else(|| {
+            Error::bad(format!(
                 "tsAscending: expected true or false, got {:?}",
                 clip(s)
-            )))
-        }
+            ))
+        })?,
     };
     let filter = match req.param("filter").filter(|f| !f.trim().is_empty()) {
         None => None,

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::App;
 use crate::error::{Error, Result};
-use crate::http::{Method, Req, Resp};
+use crate::http::{parse_bool, Method, Req, Resp};
 use crate::ingest;
 use crate::model::times;
 use sql::{Agg, Branches, Dur, Project, ProjectAgg, Scope};
@@ -190,11 +190,11 @@ fn one_name<'r>(req: &'r Req, param: &str) -> Result<Option<&'r str>> {
 fn all_branches(req: &Req) -> Result<bool> {
     match req.param("all-branches") {
         None => Ok(false),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(v) => Err(Error::bad(format!(
-            "parameter \"all-branches\": expected true or false, got {v:?}"
-        ))),
+        Some(v) => parse_bool(v).ok_or_else(|| {
+            Error::bad(format!(
+                "parameter \"all-branches\": expected true or false, got {v:?}"
+            ))
+        }),
     }
 }
 
