@@ -35,13 +35,15 @@ const OUTCOME_WORDS: [&str; 3] = ["success", "aborted", "error"];
 const SELECT_PIPELINE: &str =
     "SELECT w.id, w.project_id, w.name, w.pipeline_id FROM workflows w WHERE w.pipeline_id = ?1";
 
-/// The latest run: the highest build number, then the newest. Uses runs_by_workflow_number.
-/// Its columns are those `RunRow::from_row` reads.
+/// The latest run: the newest by creation (ties: the last stored), so that a backfilled old
+/// run never becomes the latest. ?2 is the pipeline's project: the statement walks the
+/// project's runs from the newest (runs_by_project_time, whose order ends with the row id) and
+/// stops at the first of this workflow. Its columns are those `RunRow::from_row` reads.
 const LATEST_RUN: &str = "
 SELECT r.id, r.number, r.actor, r.status, r.started_at, r.stopped_at, r.created_at,
     r.detail_url, r.parameters
-FROM runs r WHERE r.workflow_id = ?1
-ORDER BY r.number DESC, r.created_at DESC, r.id DESC LIMIT 1";
+FROM runs r INDEXED BY runs_by_project_time WHERE r.project_id = ?2 AND r.workflow_id = ?1
+ORDER BY r.created_at DESC, r.id DESC LIMIT 1";
 
 /// The run with build number ?2 (the newest if several share it), else the run whose id is ?3.
 /// ?4 is the pipeline's project. Uses runs_by_workflow_number, then the (project_id, ext_id) key.
@@ -274,7 +276,9 @@ fn status(app: &App, conn: &Connection, req: &Req, pipeline_id: &str) -> Result<
     let run = match build_id {
         None => conn
             .prepare_cached(LATEST_RUN)?
-            .query_row([pipeline.workflow_id], |r| RunRow::from_row(r, 0))
+            .query_row(params![pipeline.workflow_id, pipeline.project_id], |r| {
+                RunRow::from_row(r, 0)
+            })
             .optional()?,
         Some(b) => conn
             .prepare_cached(RUN_BY_BUILD_ID)?

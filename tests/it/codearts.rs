@@ -161,6 +161,25 @@ fn a_finished_build_with_its_stages() {
     assert_eq!(b["outcome"], "success");
 }
 
+/// A run backfilled later, with an old time and a higher build number, is not the latest.
+#[test]
+fn a_backfilled_old_run_is_not_the_latest() {
+    let d = loaded();
+    let old = json!({"id": "rel-old", "project": "gh/acme/api", "workflow": "release",
+        "pipeline_id": "pipe-1", "number": 99, "status": "failed",
+        "created_at": "2024-03-01T00:00:00Z", "started_at": "2024-03-01T00:00:10Z",
+        "stopped_at": "2024-03-01T00:05:00Z"});
+    let a = d.post_json("/api/v1/runs", &old.to_string());
+    assert_eq!(a.status, 200, "{}", a.text);
+    // Still rel-3 (build 3, created 2024-03-04T03:00Z): the newest, not the highest number.
+    let b = status(&d, "/v3/pipelines/pipe-1/status");
+    assert_eq!(b["build_id"], "3");
+    // The backfilled run is still reached by its number.
+    let b = status(&d, "/v3/pipelines/pipe-1/status?build_id=99");
+    assert_eq!(b["build_id"], "99");
+    assert_eq!(b["outcome"], "error");
+}
+
 #[test]
 fn the_latest_build_in_progress() {
     let d = loaded();
