@@ -188,6 +188,16 @@ fn window(app: &App, req: &Req, required: bool) -> Result<Window> {
     let offset_ms = offset_ms(app, req)?;
     let day = |ms: i64| (ms + offset_ms).div_euclid(DAY_MS);
     match instants(req)? {
+        // A day past 9999-12-31 has no date to answer with.
+        Some((_, e)) if times::date_of_unix_day(day(e)).is_none() => {
+            let given = END
+                .iter()
+                .find(|n| req.param(n).is_some())
+                .unwrap_or(&END[0]);
+            Err(Error::bad(format!(
+                "parameter \"{given}\": its day at this UTC offset is past 9999-12-31"
+            )))
+        }
         Some((s, e)) => Ok(Window {
             first_day: day(s),
             last_day: day(e),

@@ -681,6 +681,18 @@ fn every_bad_parameter_is_a_400_naming_it() {
         assert_bad(&get(&format!("{ok_range}&tzo=abc")), "tzo");
         assert_bad(&get(&format!("{ok_range}&tzo=841")), "tzo");
         assert_bad(&get(&format!("{ok_range}&tzo=1.5")), "tzo");
+        // 9999-12-31T23:59:59Z is a day of year 10000 an hour east of UTC: no date to show.
+        let last = "startDate=253402300000&endDate=253402300799";
+        assert_bad(&get(&format!("{last}&tzo=60")), "endDate");
+        // In UTC it is the last day there is, and it has its date.
+        let b = d.get_ok(&format!("/openapi/statistics/build?{last}"));
+        let dates: Vec<&str> = b["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["date"].as_str().unwrap())
+            .collect();
+        assert_eq!(dates, ["9999-12-31"]);
     }
     // Release needs both times.
     assert_bad(&d.get("/openapi/statistics/v2/release"), "start_time");
