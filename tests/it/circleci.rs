@@ -759,6 +759,20 @@ fn all_branches_takes_booleans_as_clients_send_them() {
     }
 }
 
+/// Without end-date the window ends now: a start-date after now, or over 90 days before it, is
+/// refused naming start-date, the parameter given, not end-date.
+#[test]
+fn a_bad_start_date_alone_is_blamed_on_start_date() {
+    let d = daemon();
+    d.post_runs(&ci_runs());
+    for start in ["2026-04-01", "2025-01-01"] {
+        let a = d.get(&format!("{P}/workflows/ci?start-date={start}"));
+        assert_eq!(a.status, 400, "{}", a.text);
+        let msg = a.body["message"].as_str().unwrap();
+        assert!(msg.starts_with("parameter \"start-date\""), "{start}: {msg}");
+    }
+}
+
 #[test]
 fn every_bad_parameter_is_a_400_naming_it() {
     let d = daemon();
@@ -781,6 +795,7 @@ fn every_bad_parameter_is_a_400_naming_it() {
             "end-date",
         ),
         ("workflows/ci?start-date=2026-02-30", "start-date"),
+
         ("workflows/ci?page-token=dzpjaQ", "page-token"),
         ("workflows/ci/jobs?job-name=", "job-name"),
         ("workflows/ci/summary?branches=", "branches"),

@@ -286,19 +286,24 @@ fn window(req: &Req, now: i64) -> Result<Window> {
             ));
         };
         let start = parse_date("start-date", start, false)?;
-        let end = match end {
-            Some(e) => parse_date("end-date", e, true)?,
-            None => now + 1,
+        // Without end-date the window ends now, and a refusal names the parameter given.
+        let (end, too_early, too_long) = match end {
+            Some(e) => (
+                parse_date("end-date", e, true)?,
+                "parameter \"end-date\": must be after start-date",
+                "parameter \"end-date\": at most 90 days after start-date",
+            ),
+            None => (
+                now + 1,
+                "parameter \"start-date\": must be before now (end-date defaults to now)",
+                "parameter \"start-date\": at most 90 days before now (end-date defaults to now)",
+            ),
         };
         if end <= start {
-            return Err(Error::bad(
-                "parameter \"end-date\": must be after start-date",
-            ));
+            return Err(Error::bad(too_early));
         }
         if end - start > 90 * DAY_MS {
-            return Err(Error::bad(
-                "parameter \"end-date\": at most 90 days after start-date",
-            ));
+            return Err(Error::bad(too_long));
         }
         if req.param("reporting-window").is_some() {
             reporting_days(req)?;
