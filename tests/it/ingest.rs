@@ -325,6 +325,90 @@ fn hostile_bodies_are_400_and_the_daemon_keeps_serving() {
     assert_eq!(a.body["items"][0]["id"], "keep");
 }
 
+/// A run or job that stopped before it was created, and ids and names holding a NUL
+/// character, are 400s naming the field; nothing of the request is stored.
+#[test]
+fn stopped_before_created_and_nul_characters_are_400() {
+    let d = Daemon::start(&[]);
+    // run_json's runs are created at 2026-03-01T10:00:00Z.
+    let cases: Vec<(String, &str)> = vec![
+        (
+            run_json("a", "success", r#""stopped_at":"2026-03-01T09:59:59Z""#),
+            "field \"stopped_at\": is before created_at",
+        ),
+        (
+            // The job's created_at defaults to its run's.
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"j","status":"success","stopped_at":"2026-03-01T09:00:00Z"}]"#,
+            ),
+            "field \"jobs[0].stopped_at\": is before created_at",
+        ),
+        (
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"j","status":"success","created_at":"2026-03-01T11:00:00Z","stopped_at":"2026-03-01T10:30:00Z"}]"#,
+            ),
+            "field \"jobs[0].stopped_at\": is before created_at",
+        ),
+        (run_json("a\\u0000b", "success", ""), "field \"id\": must not contain a NUL"),
+        (
+            run_json("a", "success", "").replace("\"ci\"", "\"c\\u0000i\""),
+            "field \"workflow\": must not contain a NUL",
+        ),
+        (
+            run_json("a", "success", r#""branch":"main\u0000x""#),
+            "field \"branch\": must not contain a NUL",
+        ),
+        (
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"unit\u0000","status":"success"}]"#,
+            ),
+            "field \"jobs[0].name\": must not contain a NUL",
+        ),
+        (
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"id":"\u0000","name":"j","status":"success"}]"#,
+            ),
+            "field \"jobs[0].id\": must not contain a NUL",
+        ),
+        (
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"j","status":"success","tests":[{"name":"t\u0000","result":"success"}]}]"#,
+            ),
+            "field \"jobs[0].tests[0].name\": must not contain a NUL",
+        ),
+    ];
+    for (body, expect) in &cases {
+        // Each case after a good run in the same request: the whole request is refused.
+        let body = format!("[{}, {body}]", run_json("good", "success", ""));
+        let a = d.post_json("/api/v1/runs", &body);
+        assert_eq!(a.status, 400, "{expect}: {}", a.text);
+        let msg = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
+        assert!(msg.starts_with("item 1: "), "{msg}");
+    }
+    assert_eq!(count_runs(&d), 0);
+    // At the boundaries: stopping when created, and a NUL in free text, are fine.
+    let ok = run_json(
+        "b",
+        "failed",
+        r#""stopped_at":"2026-03-01T10:00:00Z","jobs":[{"name":"j","status":"failed","error_msg":"bad\u0000byte"}]"#,
+    );
+    let a = d.post_json("/api/v1/runs", &ok);
+    assert_eq!(a.status, 200, "{}", a.text);
+    let back = d.get_ok("/api/v1/runs/gh/acme/api/b");
+    assert_eq!(back["jobs"][0]["error_msg"], "bad\u{0}byte");
+}
+
 #[test]
 fn body_limit_content_type_routes_and_methods() {
     let d = Daemon::start(&["--max-body", "1000"]);
