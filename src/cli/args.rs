@@ -61,23 +61,81 @@ const fn switch(name: &'static str, about: &'static str) -> FlagDoc {
 /// Every flag of every command.
 const FLAGS: &[FlagDoc] = &[
     flag("db", "PATH", "the SQLite file (default ./pipestat.db)"),
-    flag("listen", "ADDR", "IP:PORT to serve (default 127.0.0.1:8080; port 0 picks a free one)"),
-    flag("threads", "N", "HTTP worker threads (default 4 per CPU, at least 2, at most 256)"),
-    flag("utc-offset", "+HH:MM", "where calendar days begin for daily statistics (default +00:00)"),
-    flag("quota-per-minute", "N", "requests per token per minute; 0 turns the quota off (default 600)"),
-    flag("max-body", "BYTES", "larger request bodies get 413 (default 16777216)"),
-    flag("github-secret", "S", "secret of the GitHub webhook (visible in `ps`: prefer --github-secret-file)"),
-    flag("github-secret-file", "PATH", "a file holding the GitHub webhook's secret (one trailing newline ignored)"),
-    flag("gitlab-secret", "S", "secret token of the GitLab webhook (visible in `ps`: prefer --gitlab-secret-file)"),
-    flag("gitlab-secret-file", "PATH", "a file holding the GitLab webhook's secret token (one trailing newline ignored)"),
-    flag("now", "TIME", "a fixed \"now\" (RFC 3339 or Unix seconds), for reproducible demos and tests"),
+    flag(
+        "listen",
+        "ADDR",
+        "IP:PORT to serve (default 127.0.0.1:8080; port 0 picks a free one)",
+    ),
+    flag(
+        "threads",
+        "N",
+        "HTTP worker threads (default 4 per CPU, at least 2, at most 256)",
+    ),
+    flag(
+        "utc-offset",
+        "+HH:MM",
+        "where calendar days begin for daily statistics (default +00:00)",
+    ),
+    flag(
+        "quota-per-minute",
+        "N",
+        "requests per token per minute; 0 turns the quota off (default 600)",
+    ),
+    flag(
+        "max-body",
+        "BYTES",
+        "larger request bodies get 413 (default 16777216)",
+    ),
+    flag(
+        "github-secret",
+        "S",
+        "secret of the GitHub webhook (visible in `ps`: prefer --github-secret-file)",
+    ),
+    flag(
+        "github-secret-file",
+        "PATH",
+        "a file holding the GitHub webhook's secret (one trailing newline ignored)",
+    ),
+    flag(
+        "gitlab-secret",
+        "S",
+        "secret token of the GitLab webhook (visible in `ps`: prefer --gitlab-secret-file)",
+    ),
+    flag(
+        "gitlab-secret-file",
+        "PATH",
+        "a file holding the GitLab webhook's secret token (one trailing newline ignored)",
+    ),
+    flag(
+        "now",
+        "TIME",
+        "a fixed \"now\" (RFC 3339 or Unix seconds), for reproducible demos and tests",
+    ),
     flag("name", "NAME", "the token's name, 1..256 characters"),
     flag("scope", "SCOPES", "a comma list of read, ingest, admin"),
-    flag("runs", "N", "how many runs to generate (default: a realistic number for --days)"),
-    flag("days", "D", "days of history, ending now (1..3660, default 90)"),
-    flag("seed", "S", "seed of the generator: the same seed makes the same data (default 42)"),
-    switch("demo", "fill an empty database with 90 days of generated data first"),
-    switch("insecure-open", "allow serving a non-loopback address with no token (logged loudly)"),
+    flag(
+        "runs",
+        "N",
+        "how many runs to generate (default: a realistic number for --days)",
+    ),
+    flag(
+        "days",
+        "D",
+        "days of history, ending now (1..3660, default 90)",
+    ),
+    flag(
+        "seed",
+        "S",
+        "seed of the generator: the same seed makes the same data (default 42)",
+    ),
+    switch(
+        "demo",
+        "fill an empty database with 90 days of generated data first",
+    ),
+    switch(
+        "insecure-open",
+        "allow serving a non-loopback address with no token (logged loudly)",
+    ),
 ];
 
 /// A command: the words that name it, its positional arguments (name, what it is), what it
@@ -181,7 +239,11 @@ fn wrap(text: &str, width: usize) -> String {
 fn help(words: &[&str]) -> String {
     let specs: Vec<&Spec> = SPECS
         .iter()
-        .filter(|s| !words.is_empty() && s.words.starts_with(&words[..words.len().min(s.words.len())]))
+        .filter(|s| {
+            !words.is_empty()
+                && s.words
+                    .starts_with(&words[..words.len().min(s.words.len())])
+        })
         .collect();
     if specs.is_empty() {
         return USAGE.to_owned();
@@ -202,12 +264,19 @@ fn help(words: &[&str]) -> String {
         }
         out.push_str("\nFlags (each also read from the environment variable named after it):\n");
         for name in spec.flags {
-            let f = FLAGS.iter().find(|f| f.name == *name).expect("documented flag");
+            let f = FLAGS
+                .iter()
+                .find(|f| f.name == *name)
+                .expect("documented flag");
             let head = match f.value {
                 Some(v) => format!("--{} {v}", f.name),
                 None => format!("--{}", f.name),
             };
-            out.push_str(&format!("  {head:<28} {} [{}]\n", f.about, env_name(f.name)));
+            out.push_str(&format!(
+                "  {head:<28} {} [{}]\n",
+                f.about,
+                env_name(f.name)
+            ));
         }
         out.push_str(&format!("  {:<28} this help\n\n", "-h, --help"));
     }
@@ -453,7 +522,10 @@ fn find_spec<'w>(words: &'w [&'w str]) -> Result<(&'static Spec, &'w [&'w str])>
             .collect();
         return Err(Error::Usage(match (group.is_empty(), words.get(1)) {
             (true, _) => format!("unknown command {:?}; try pipestat --help", words.join(" ")),
-            (false, None) => format!("{first}: missing the subcommand, one of {}", group.join(", ")),
+            (false, None) => format!(
+                "{first}: missing the subcommand, one of {}",
+                group.join(", ")
+            ),
             (false, Some(sub)) => format!(
                 "{first}: unknown subcommand {sub:?}; expected one of {}",
                 group.join(", ")

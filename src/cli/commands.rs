@@ -270,9 +270,9 @@ pub fn backup(db_path: &Path, dest: &Path) -> Result<()> {
             dest.display()
         )));
     }
-    let name = dest.file_name().ok_or_else(|| {
-        Error::Usage(format!("backup: {} does not name a file", dest.display()))
-    })?;
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("backup: {} does not name a file", dest.display())))?;
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -309,9 +309,9 @@ fn copy_into(conn: &Connection, temp: &Path, dest: &Path, dir: &Path) -> Result<
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", temp.display())))?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     drop(file);
-    let temp_text = temp.to_str().ok_or_else(|| {
-        Error::Usage(format!("backup: {} is not valid UTF-8", temp.display()))
-    })?;
+    let temp_text = temp
+        .to_str()
+        .ok_or_else(|| Error::Usage(format!("backup: {} is not valid UTF-8", temp.display())))?;
     conn.execute("VACUUM INTO ?1", [temp_text])?;
     let file = std::fs::File::open(temp)?;
     file.sync_all()?;

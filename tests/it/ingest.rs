@@ -353,7 +353,10 @@ fn stopped_before_created_and_nul_characters_are_400() {
             ),
             "field \"jobs[0].stopped_at\": is before created_at",
         ),
-        (run_json("a\\u0000b", "success", ""), "field \"id\": must not contain a NUL"),
+        (
+            run_json("a\\u0000b", "success", ""),
+            "field \"id\": must not contain a NUL",
+        ),
         (
             run_json("a", "success", "").replace("\"ci\"", "\"c\\u0000i\""),
             "field \"workflow\": must not contain a NUL",

@@ -333,11 +333,12 @@ fn a_version_1_database_is_upgraded() {
     );
 
     let fresh = tempfile::tempdir().unwrap();
-    assert!(
-        pipestat(fresh.path(), &["token", "create", "--name", "a", "--scope", "read"])
-            .status
-            .success()
-    );
+    assert!(pipestat(
+        fresh.path(),
+        &["token", "create", "--name", "a", "--scope", "read"]
+    )
+    .status
+    .success());
     let version = |p: &std::path::Path| -> i64 {
         rusqlite::Connection::open(p)
             .unwrap()
