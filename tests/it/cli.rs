@@ -663,3 +663,92 @@ fn backup_finishes_under_a_steady_write_load() {
         .unwrap();
     assert!(all >= 4000 + before.len() as i64, "{all}");
 }
+
+/// The README's fenced `sh` blocks that talk to the daemon: those with a `curl` line and no
+/// line that starts pipestat, cargo or the CI script.
+fn readme_curl_blocks(readme: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```sh") => current = Some(Vec::new()),
+            (Some(lines), "```") => {
+                let runnable = lines.iter().any(|l| l.contains("curl "))
+                    && !lines.iter().any(|l| {
+                        let l = l.trim_start();
+                        ["pipestat ", "cargo ", "export ", ".ci/"]
+                            .iter()
+                            .any(|p| l.starts_with(p))
+                    });
+                if runnable {
+                    blocks.push(lines.join("\n") + "\n");
+                }
+                current = None;
+            }
+            (Some(lines), _) => lines.push(line),
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// How many times `block` runs curl: at the start of a line, after `; ` or inside `$(`.
+fn curl_calls(block: &str) -> usize {
+    block
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            usize::from(l.starts_with("curl "))
+                + l.matches("; curl ").count()
+                + l.matches("$(curl ").count()
+        })
+        .sum()
+}
+
+/// Every curl command of the README, run by bash as printed (from the repository's root, with
+/// `TOKEN` empty, as in open mode) against `serve --demo` on today's clock, answers 2xx. Only
+/// the address is changed, to the test daemon's.
+#[test]
+fn the_readme_examples_work_against_serve_demo() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = readme_curl_blocks(&readme);
+    let expected: usize = blocks.iter().map(|b| curl_calls(b)).sum();
+    assert!(
+        expected >= 30,
+        "only {expected} curl commands found in the README"
+    );
+
+    let d = Daemon::start(&["--demo"]);
+    let address = d.base.trim_start_matches("http://").to_owned();
+    let log = d.dir.path().join("curl.log");
+    // A curl that points the README's address at the test daemon, records the status, and
+    // passes the body on (for `| jq`).
+    let prelude = format!(
+        r#"curl() {{
+  local args=("${{@//localhost:8080/{address}}}")
+  args=("${{args[@]//127.0.0.1:8080/{address}}}")
+  local code
+  code=$(command curl -sS -o "$CURL_BODY" -w '%{{http_code}}' "${{args[@]}}")
+  printf '%s %s\n' "$code" "${{args[*]}}" >> "$CURL_LOG"
+  cat "$CURL_BODY"
+}}
+"#
+    );
+    for block in &blocks {
+        let out = Command::new("bash")
+            .args(["-c", &format!("{prelude}{block}")])
+            .current_dir(root)
+            .env("CURL_LOG", &log)
+            .env("CURL_BODY", d.dir.path().join("body"))
+            .env("TOKEN", "")
+            .output()
+            .expect("bash runs");
+        assert!(out.stderr.is_empty(), "{block}\n{}", stderr_of(&out));
+    }
+    let ran = std::fs::read_to_string(&log).unwrap();
+    let failed: Vec<&str> = ran.lines().filter(|l| !l.starts_with('2')).collect();
+    assert!(failed.is_empty(), "not 2xx:\n{}", failed.join("\n"));
+    assert_eq!(ran.lines().count(), expected, "{ran}");
+}
