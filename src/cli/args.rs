@@ -17,7 +17,8 @@ pipestat — CI/CD statistics from one binary and one SQLite file
 Usage:
   pipestat serve [--db PATH] [--listen ADDR] [--threads N] [--utc-offset +HH:MM] [--demo]
                  [--quota-per-minute N] [--max-body BYTES] [--insecure-open]
-                 [--github-secret S] [--gitlab-secret S] [--now TIME]
+                 [--github-secret S | --github-secret-file PATH]
+                 [--gitlab-secret S | --gitlab-secret-file PATH] [--now TIME]
   pipestat token create --name NAME --scope read,ingest,admin [--db PATH]
   pipestat token list [--db PATH]
   pipestat token revoke NAME [--db PATH]
@@ -27,11 +28,260 @@ Usage:
   pipestat check [--db PATH]
   pipestat --help | --version
 
+`pipestat COMMAND --help` describes a command and every flag it takes.
 Every flag can also be set by an environment variable: --max-body is PIPESTAT_MAX_BODY.
 Defaults: --db ./pipestat.db, --listen 127.0.0.1:8080, --threads = 4 per CPU (at least 2),
 --utc-offset +00:00, --quota-per-minute 600 (0 = off), --max-body 16777216.
 TIME is RFC 3339 or Unix seconds; --now replaces the clock (for reproducible demos and tests).
 ";
+
+/// A flag: its name, the placeholder of its value (None for a switch), and what it does.
+struct FlagDoc {
+    name: &'static str,
+    value: Option<&'static str>,
+    about: &'static str,
+}
+
+const fn flag(name: &'static str, value: &'static str, about: &'static str) -> FlagDoc {
+    FlagDoc {
+        name,
+        value: Some(value),
+        about,
+    }
+}
+
+const fn switch(name: &'static str, about: &'static str) -> FlagDoc {
+    FlagDoc {
+        name,
+        value: None,
+        about,
+    }
+}
+
+/// Every flag of every command.
+const FLAGS: &[FlagDoc] = &[
+    flag("db", "PATH", "the SQLite file (default ./pipestat.db)"),
+    flag(
+        "listen",
+        "ADDR",
+        "IP:PORT to serve (default 127.0.0.1:8080; port 0 picks a free one)",
+    ),
+    flag(
+        "threads",
+        "N",
+        "HTTP worker threads (default 4 per CPU, at least 2, at most 256)",
+    ),
+    flag(
+        "utc-offset",
+        "+HH:MM",
+        "where calendar days begin for daily statistics (default +00:00)",
+    ),
+    flag(
+        "quota-per-minute",
+        "N",
+        "requests per token per minute; 0 turns the quota off (default 600)",
+    ),
+    flag(
+        "max-body",
+        "BYTES",
+        "larger request bodies get 413 (default 16777216)",
+    ),
+    flag(
+        "github-secret",
+        "S",
+        "secret of the GitHub webhook (visible in `ps`: prefer --github-secret-file)",
+    ),
+    flag(
+        "github-secret-file",
+        "PATH",
+        "a file holding the GitHub webhook's secret (one trailing newline ignored)",
+    ),
+    flag(
+        "gitlab-secret",
+        "S",
+        "secret token of the GitLab webhook (visible in `ps`: prefer --gitlab-secret-file)",
+    ),
+    flag(
+        "gitlab-secret-file",
+        "PATH",
+        "a file holding the GitLab webhook's secret token (one trailing newline ignored)",
+    ),
+    flag(
+        "now",
+        "TIME",
+        "a fixed \"now\" (RFC 3339 or Unix seconds), for reproducible demos and tests",
+    ),
+    flag("name", "NAME", "the token's name, 1..256 characters"),
+    flag("scope", "SCOPES", "a comma list of read, ingest, admin"),
+    flag(
+        "runs",
+        "N",
+        "how many runs to generate (default: a realistic number for --days)",
+    ),
+    flag(
+        "days",
+        "D",
+        "days of history, ending now (1..3660, default 90)",
+    ),
+    flag(
+        "seed",
+        "S",
+        "seed of the generator: the same seed makes the same data (default 42)",
+    ),
+    switch(
+        "demo",
+        "fill an empty database with 90 days of generated data first",
+    ),
+    switch(
+        "insecure-open",
+        "allow serving a non-loopback address with no token (logged loudly)",
+    ),
+];
+
+/// A command: the words that name it, its positional arguments (name, what it is), what it
+/// does, and the flags it takes.
+struct Spec {
+    words: &'static [&'static str],
+    args: &'static [(&'static str, &'static str)],
+    about: &'static str,
+    flags: &'static [&'static str],
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        words: &["serve"],
+        args: &[],
+        about: "Runs the daemon. Prints `listening on http://IP:PORT` once the socket is bound.",
+        flags: &[
+            "db",
+            "listen",
+            "threads",
+            "utc-offset",
+            "quota-per-minute",
+            "max-body",
+            "github-secret",
+            "github-secret-file",
+            "gitlab-secret",
+            "gitlab-secret-file",
+            "now",
+            "demo",
+            "insecure-open",
+        ],
+    },
+    Spec {
+        words: &["token", "create"],
+        args: &[],
+        about: "Creates an API token; prints its secret once, alone, as the last line. Creates the database when missing.",
+        flags: &["name", "scope", "db"],
+    },
+    Spec {
+        words: &["token", "list"],
+        args: &[],
+        about: "Lists the tokens (names, scopes, creation times; never a secret).",
+        flags: &["db"],
+    },
+    Spec {
+        words: &["token", "revoke"],
+        args: &[("NAME", "the name of the token to revoke")],
+        about: "Revokes a token.",
+        flags: &["db"],
+    },
+    Spec {
+        words: &["import"],
+        args: &[("FILE", "NDJSON, one run a line, or - for standard input")],
+        about: "Bulk-loads runs. A bad line is reported with its line number (from 1) and skipped; \
+                the rest lands, and the exit code is 1 when any line was skipped.",
+        flags: &["db"],
+    },
+    Spec {
+        words: &["demo"],
+        args: &[],
+        about: "Fills the database with generated, realistic data (deterministic for a seed).",
+        flags: &["runs", "days", "seed", "now", "db"],
+    },
+    Spec {
+        words: &["backup"],
+        args: &[("DEST", "the copy's path; must not exist yet")],
+        about: "Copies the live database consistently (one read snapshot, safe while serve runs) \
+                to a temporary file beside DEST, flushes it, then gives it DEST's name.",
+        flags: &["db"],
+    },
+    Spec {
+        words: &["check"],
+        args: &[],
+        about: "Checks the database file's integrity; exit 0 when sound.",
+        flags: &["db"],
+    },
+];
+
+/// `text` broken into lines of at most `width` characters, each ending in a line break.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+/// The help of the commands named by `words` (all of `token`'s for `token`), or the general
+/// usage.
+fn help(words: &[&str]) -> String {
+    let specs: Vec<&Spec> = SPECS
+        .iter()
+        .filter(|s| {
+            !words.is_empty()
+                && s.words
+                    .starts_with(&words[..words.len().min(s.words.len())])
+        })
+        .collect();
+    if specs.is_empty() {
+        return USAGE.to_owned();
+    }
+    let mut out = String::new();
+    for spec in specs {
+        let mut line = format!("Usage: pipestat {}", spec.words.join(" "));
+        for (name, _) in spec.args {
+            line.push_str(&format!(" {name}"));
+        }
+        line.push_str(" [FLAGS]");
+        out.push_str(&format!("{line}\n\n{}", wrap(spec.about, 92)));
+        if !spec.args.is_empty() {
+            out.push_str("\nArguments:\n");
+            for (name, about) in spec.args {
+                out.push_str(&format!("  {name:<28} {about}\n"));
+            }
+        }
+        out.push_str("\nFlags (each also read from the environment variable named after it):\n");
+        for name in spec.flags {
+            let f = FLAGS
+                .iter()
+                .find(|f| f.name == *name)
+                .expect("documented flag");
+            let head = match f.value {
+                Some(v) => format!("--{} {v}", f.name),
+                None => format!("--{}", f.name),
+            };
+            out.push_str(&format!(
+                "  {head:<28} {} [{}]\n",
+                f.about,
+                env_name(f.name)
+            ));
+        }
+        out.push_str(&format!("  {:<28} this help\n\n", "-h, --help"));
+    }
+    out
+}
 
 #[derive(Debug, Clone)]
 pub struct Demo {
@@ -69,7 +319,8 @@ pub enum Command {
     Check {
         db: PathBuf,
     },
-    Help,
+    /// The help text asked for.
+    Help(String),
     Version,
 }
 
@@ -107,25 +358,6 @@ impl Flags {
     }
 }
 
-/// Value flags and switches every subcommand knows; a subcommand rejects the ones it does not use.
-const VALUE_FLAGS: &[&str] = &[
-    "db",
-    "listen",
-    "threads",
-    "utc-offset",
-    "quota-per-minute",
-    "max-body",
-    "github-secret",
-    "gitlab-secret",
-    "now",
-    "name",
-    "scope",
-    "runs",
-    "days",
-    "seed",
-];
-const SWITCHES: &[&str] = &["demo", "insecure-open"];
-
 fn env_name(flag: &str) -> String {
     format!("PIPESTAT_{}", flag.to_uppercase().replace('-', "_"))
 }
@@ -137,20 +369,23 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
     let mut cli = Flags::default();
     while let Some(arg) = parser.next().map_err(usage)? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('h') | Long("help") => {
+                let words: Vec<&str> = positional.iter().map(String::as_str).collect();
+                return Ok(Command::Help(help(&words)));
+            }
             Short('V') | Long("version") => return Ok(Command::Version),
             Long(name) => {
                 let name = name.to_owned();
-                if let Some(flag) = VALUE_FLAGS.iter().find(|f| **f == name) {
-                    let value = parser.value().map_err(usage)?;
-                    let value = value
-                        .into_string()
-                        .map_err(|_| Error::Usage(format!("--{name}: not valid UTF-8")))?;
-                    cli.set(flag, value);
-                } else if let Some(flag) = SWITCHES.iter().find(|f| **f == name) {
-                    cli.switches.push(flag);
-                } else {
-                    return Err(Error::Usage(format!("unknown flag --{name}")));
+                match FLAGS.iter().find(|f| f.name == name) {
+                    Some(f) if f.value.is_some() => {
+                        let value = parser.value().map_err(usage)?;
+                        let value = value
+                            .into_string()
+                            .map_err(|_| Error::Usage(format!("--{name}: not valid UTF-8")))?;
+                        cli.set(f.name, value);
+                    }
+                    Some(f) => cli.switches.push(f.name),
+                    None => return Err(Error::Usage(format!("unknown flag --{name}"))),
                 }
             }
             Value(v) => positional.push(
@@ -168,14 +403,11 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
         .collect();
     // Environment first, then the command line on top.
     let mut flags = Flags::default();
-    for flag in VALUE_FLAGS {
-        if let Some(v) = env(&env_name(flag)) {
-            flags.set(flag, v);
-        }
-    }
-    for flag in SWITCHES {
-        if env(&env_name(flag)).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")) {
-            flags.switches.push(flag);
+    for f in FLAGS {
+        match env(&env_name(f.name)) {
+            Some(v) if f.value.is_some() => flags.set(f.name, v),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes") => flags.switches.push(f.name),
+            _ => {}
         }
     }
     for (n, v) in cli.values {
@@ -184,25 +416,11 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
     flags.switches.extend(cli.switches);
 
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
+    let (spec, rest) = find_spec(&words)?;
+    allow(&given, spec.flags)?;
     let db = PathBuf::from(flags.get("db").unwrap_or("pipestat.db"));
-    let command = match words.as_slice() {
-        ["serve"] => {
-            allow(
-                &given,
-                &[
-                    "db",
-                    "listen",
-                    "threads",
-                    "utc-offset",
-                    "quota-per-minute",
-                    "max-body",
-                    "github-secret",
-                    "gitlab-secret",
-                    "now",
-                    "demo",
-                    "insecure-open",
-                ],
-            )?;
+    let command = match (spec.words, rest) {
+        (["serve"], []) => {
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
             let threads = flags
                 .parse::<usize>("threads", "a number of threads")?
@@ -237,14 +455,13 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
                 insecure_open: flags.switch("insecure-open"),
                 settings: Settings {
                     utc_offset,
-                    github_secret: flags.get("github-secret").map(str::to_owned),
-                    gitlab_secret: flags.get("gitlab-secret").map(str::to_owned),
+                    github_secret: secret(&flags, &given, "github-secret")?,
+                    gitlab_secret: secret(&flags, &given, "gitlab-secret")?,
                     now: parse_now(&flags)?,
                 },
             })
         }
-        ["token", "create"] => {
-            allow(&given, &["db", "name", "scope"])?;
+        (["token", "create"], []) => {
             let name = flags
                 .get("name")
                 .ok_or_else(|| Error::Usage("token create: --name is required".into()))?;
@@ -257,26 +474,16 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
                 scopes: scopes.to_owned(),
             }
         }
-        ["token", "list"] => {
-            allow(&given, &["db"])?;
-            Command::TokenList { db }
-        }
-        ["token", "revoke", name] => {
-            allow(&given, &["db"])?;
-            Command::TokenRevoke {
-                db,
-                name: (*name).to_owned(),
-            }
-        }
-        ["import", file] => {
-            allow(&given, &["db"])?;
-            Command::Import {
-                db,
-                file: (*file).to_owned(),
-            }
-        }
-        ["demo"] => {
-            allow(&given, &["db", "runs", "days", "seed", "now"])?;
+        (["token", "list"], []) => Command::TokenList { db },
+        (["token", "revoke"], [name]) => Command::TokenRevoke {
+            db,
+            name: (*name).to_owned(),
+        },
+        (["import"], [file]) => Command::Import {
+            db,
+            file: (*file).to_owned(),
+        },
+        (["demo"], []) => {
             let days = flags
                 .parse::<u32>("days", "a number of days")?
                 .unwrap_or(90);
@@ -291,26 +498,90 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
                 now: parse_now(&flags)?,
             })
         }
-        ["backup", dest] => {
-            allow(&given, &["db"])?;
-            Command::Backup {
-                db,
-                dest: PathBuf::from(dest),
-            }
-        }
-        ["check"] => {
-            allow(&given, &["db"])?;
-            Command::Check { db }
-        }
-        [] => return Err(Error::Usage("missing command; try pipestat --help".into())),
-        other => {
-            return Err(Error::Usage(format!(
-                "unknown command {:?}; try pipestat --help",
-                other.join(" ")
-            )))
-        }
+        (["backup"], [dest]) => Command::Backup {
+            db,
+            dest: PathBuf::from(dest),
+        },
+        (["check"], []) => Command::Check { db },
+        _ => unreachable!("find_spec checked the arguments"),
     };
     Ok(command)
+}
+
+/// The command `words` name, and its positional arguments: exactly as many as it takes, or a
+/// usage error naming the missing or unexpected one.
+fn find_spec<'w>(words: &'w [&'w str]) -> Result<(&'static Spec, &'w [&'w str])> {
+    let Some(first) = words.first() else {
+        return Err(Error::Usage("missing command; try pipestat --help".into()));
+    };
+    let Some(spec) = SPECS.iter().find(|s| words.starts_with(s.words)) else {
+        let group: Vec<&str> = SPECS
+            .iter()
+            .filter(|s| s.words.len() > 1 && s.words[0] == *first)
+            .map(|s| s.words[1])
+            .collect();
+        return Err(Error::Usage(match (group.is_empty(), words.get(1)) {
+            (true, _) => format!("unknown command {:?}; try pipestat --help", words.join(" ")),
+            (false, None) => format!(
+                "{first}: missing the subcommand, one of {}",
+                group.join(", ")
+            ),
+            (false, Some(sub)) => format!(
+                "{first}: unknown subcommand {sub:?}; expected one of {}",
+                group.join(", ")
+            ),
+        }));
+    };
+    let rest = &words[spec.words.len()..];
+    let name = spec.words.join(" ");
+    if let Some((arg, about)) = spec.args.get(rest.len()) {
+        return Err(Error::Usage(format!(
+            "{name}: missing the {arg} argument ({about}); try pipestat {name} --help"
+        )));
+    }
+    if let Some(extra) = rest.get(spec.args.len()) {
+        return Err(Error::Usage(format!(
+            "{name}: unexpected argument {extra:?}; try pipestat {name} --help"
+        )));
+    }
+    Ok((spec, rest))
+}
+
+/// A webhook secret from `--NAME` or `--NAME-file` (or their variables). A flag given on the
+/// command line hides the other form's variable; both forms from the same place are a usage
+/// error. The file's content is the secret, without its trailing line break.
+fn secret(flags: &Flags, given: &[&str], name: &'static str) -> Result<Option<String>> {
+    let file_flag = match name {
+        "github-secret" => "github-secret-file",
+        _ => "gitlab-secret-file",
+    };
+    let (direct, file) = (flags.get(name), flags.get(file_flag));
+    let (on_line, file_on_line) = (given.contains(&name), given.contains(&file_flag));
+    let (direct, file) = match (direct, file) {
+        (Some(_), Some(_)) if on_line == file_on_line => {
+            return Err(Error::Usage(format!(
+                "--{name} and --{file_flag} both given ({} and {}): give one",
+                env_name(name),
+                env_name(file_flag)
+            )))
+        }
+        (Some(_), Some(_)) if on_line => (direct, None),
+        (Some(_), Some(_)) => (None, file),
+        other => other,
+    };
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Internal(format!("--{file_flag}: cannot read {path}: {e}")))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.is_empty() {
+            // A file given on purpose but empty is a mistake, not a way to turn the hook off.
+            return Err(Error::Usage(format!("--{file_flag}: {path} is empty")));
+        }
+        return Ok(Some(text.to_owned()));
+    }
+    // An empty secret given directly is no secret: the webhook then answers how to set one.
+    Ok(direct.map(str::to_owned))
 }
 
 fn parse_now(flags: &Flags) -> Result<Option<i64>> {

@@ -12,7 +12,7 @@ use args::Command;
 /// Runs one command line; `main` maps the result to an exit code.
 pub fn run(args: Vec<std::ffi::OsString>) -> Result<()> {
     match args::parse(args, |name| std::env::var(name).ok())? {
-        Command::Help => print!("{}", args::USAGE),
+        Command::Help(text) => print!("{text}"),
         Command::Version => println!("pipestat {}", env!("CARGO_PKG_VERSION")),
         Command::Serve(cfg) => server::serve(cfg)?,
         Command::TokenCreate { db, name, scopes } => commands::token_create(&db, &name, &scopes)?,

@@ -127,13 +127,16 @@ impl<'a> Obj<'a> {
         }
     }
 
-    /// A string of at most `max` bytes; an empty one is kept.
+    /// A string of at most `max` bytes; an empty one is kept. Ids, names and URLs (`max`
+    /// below `MAX_TEXT`) must not hold a NUL character: C strings, file names and log lines
+    /// end at one, so it would make one name look like another. Free text may.
     pub fn opt_str(&self, key: &str, max: usize) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.len() > max => {
                 Err(self.err(key, &format!("longer than {max} bytes")))
             }
+            Some(Value::String(s)) if max < MAX_TEXT && s.contains('\0') => Err(self.nul(key)),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(self.err(key, "expected a string")),
         }
@@ -188,6 +191,7 @@ impl<'a> Obj<'a> {
             Some(Value::String(s)) if s.len() > MAX_ID => {
                 Err(self.err(key, &format!("longer than {MAX_ID} bytes")))
             }
+            Some(Value::String(s)) if s.contains('\0') => Err(self.nul(key)),
             Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
             Some(_) => Err(self.err(key, "expected an id (an integer or a non-empty string)")),
         }
@@ -284,6 +288,11 @@ impl<'a> Obj<'a> {
                 .ok_or_else(|| self.unknown(key, s, &names())),
             Some(_) => Err(self.err(key, &format!("expected a string, one of {}", names()))),
         }
+    }
+
+    /// The refusal of a NUL character in member `key`.
+    fn nul(&self, key: &str) -> FieldError {
+        self.err(key, "must not contain a NUL character (\\u0000)")
     }
 
     /// The refusal of `word`, quoted back clipped, as a value of member `key`.
@@ -401,6 +410,23 @@ mod tests {
             msg(o.req_word("u", TABLE)),
             "field \"u\": unknown value \"zz\"; expected one of a, b"
         );
+    }
+
+    #[test]
+    fn nul_characters_in_ids_and_names_are_refused_and_kept_in_text() {
+        let v = json!({"id": "a\u{0}b", "name": "x\u{0}", "msg": "line\u{0}"});
+        let o = Obj::new(&v, "jobs[1].").unwrap();
+        assert_eq!(
+            msg(o.opt_id("id")),
+            "field \"jobs[1].id\": must not contain a NUL character (\\u0000)"
+        );
+        assert_eq!(
+            msg(o.opt_str("id", MAX_ID)),
+            "field \"jobs[1].id\": must not contain a NUL character (\\u0000)"
+        );
+        assert!(o.opt_name("name").is_err());
+        assert!(o.opt_url("name").is_err());
+        assert_eq!(o.opt_text("msg"), Ok(Some("line\u{0}".to_owned())));
     }
 
     #[test]

@@ -16,9 +16,12 @@ const MAX_TESTS: usize = 1_000_000;
 pub fn parse_runs(body: &[u8], ndjson: bool) -> Result<Vec<Run>> {
     if ndjson {
         let mut runs = Vec::new();
-        for (index, line) in ndjson_lines(body) {
-            let value = parse_json(line).map_err(|m| Error::bad(format!("item {index}: {m}")))?;
-            runs.push(run_from_json(&value).map_err(|m| Error::bad(format!("item {index}: {m}")))?);
+        for (index, line_no, line) in ndjson_lines(body) {
+            // Items count from 0, as array items and `jobs[i]` do; lines from 1, as editors
+            // and `pipestat import` do.
+            let refuse = |m: String| Error::bad(format!("item {index} (line {line_no}): {m}"));
+            let value = parse_json(line).map_err(refuse)?;
+            runs.push(run_from_json(&value).map_err(refuse)?);
         }
         if runs.is_empty() {
             return Err(Error::bad("body holds no run"));
@@ -85,12 +88,15 @@ impl<'de> serde::de::Visitor<'de> for RunsVisitor<'_> {
     }
 }
 
-/// The non-blank lines of an NDJSON body with their 0-based item index.
-pub fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+/// The non-blank lines of an NDJSON body with their 0-based item index and 1-based line
+/// number.
+pub fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
     body.split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .enumerate()
+        .map(|(index, (n, l))| (index, n + 1, l))
 }
 
 /// Parses JSON text, describing a syntax error by line and column.
@@ -216,6 +222,7 @@ pub fn run_from_json(v: &Value) -> Result<Run, String> {
 }
 
 fn job_from_json(o: &Obj, run_id: &str, index: usize, run_created: i64) -> Result<Job, String> {
+    let created_at = o.opt_time("created_at")?.unwrap_or(run_created);
     let started_at = o.opt_time("started_at")?;
     let stopped_at = o.opt_time("stopped_at")?;
     check_order(o, started_at, stopped_at)?;
@@ -255,7 +262,7 @@ fn job_from_json(o: &Obj, run_id: &str, index: usize, run_created: i64) -> Resul
             .opt_enum("kind", Kind::parse, &Kind::ALL.map(Kind::as_str))?
             .unwrap_or(Kind::Other),
         status: o.req_enum("status", Status::parse, &Status::ALL.map(Status::as_str))?,
-        created_at: o.opt_time("created_at")?.unwrap_or(run_created),
+        created_at,
         started_at,
         stopped_at,
         credits_used: o.opt_int("credits_used", 0)?.unwrap_or(0),
@@ -390,6 +397,6 @@ mod tests {
     fn ndjson_items_are_numbered() {
         let body = format!("{MINIMAL}\n\n{}\n", MINIMAL.replace("success", "bogus"));
         let e = parse_runs(body.as_bytes(), true).unwrap_err().to_string();
-        assert!(e.starts_with("item 1: field \"status\""), "{e}");
+        assert!(e.starts_with("item 1 (line 3): field \"status\""), "{e}");
     }
 }

@@ -109,12 +109,90 @@ fn to_v5(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Opens (creating if missing) the database at `path`, sets it up, and migrates it.
+/// Opens (creating if missing, mode 0600) the database at `path`, sets it up, and migrates
+/// it. A database that is not pipestat's is refused before anything is written to it.
 pub fn open(path: &Path) -> Result<Connection> {
+    create_private(path)?;
     let mut conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    identify(&conn, path)?;
     configure(&conn)?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// `PRAGMA application_id` of pipestat's files: the ASCII bytes "pSta". `file(1)` and other
+/// tools read it from offset 68 of the file's header. Databases of earlier versions, made
+/// before pipestat set it, are recognised by their tables and `user_version` and get it when
+/// they are opened (`migrate`).
+pub const APPLICATION_ID: i32 = 0x7053_7461;
+
+/// Tables every pipestat database has had since its first schema.
+const OWN_TABLES: &[&str] = &["projects", "workflows", "runs", "jobs", "tokens"];
+
+/// What a file opened as a database holds.
+#[derive(Debug, PartialEq)]
+enum Identity {
+    /// No table at all: a new database (or a new empty file).
+    Empty,
+    /// pipestat's: its application id, or the tables and `user_version` of an earlier version.
+    Pipestat,
+}
+
+/// Tells an empty database and pipestat's from any other, which it refuses with a message
+/// naming the file, before anything (even the journal mode) is written to it.
+fn identify(conn: &Connection, path: &Path) -> Result<Identity> {
+    let header = |pragma: &str| -> Result<i64> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+            .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))
+    };
+    let application_id = header("application_id")?;
+    let version = header("user_version")?;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if application_id == i64::from(APPLICATION_ID) {
+        return Ok(Identity::Pipestat);
+    }
+    if application_id == 0 && tables.is_empty() {
+        return Ok(Identity::Empty);
+    }
+    let earlier = application_id == 0
+        && version >= 1
+        && OWN_TABLES.iter().all(|t| tables.iter().any(|n| n == t));
+    if earlier {
+        return Ok(Identity::Pipestat);
+    }
+    Err(Error::Internal(format!(
+        "{} is not a pipestat database (application_id {application_id:#x}, {} tables, none of them \
+         pipestat's): refusing to touch it; choose another file with --db",
+        path.display(),
+        tables.len()
+    )))
+}
+
+/// Creates the database file, empty, readable and writable by its owner only, when it does not
+/// exist yet. SQLite gives the WAL and shared-memory files the mode of the database file, so
+/// they are 0600 too. The mode is set after creation, so the umask cannot change it.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(file) => {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Internal(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Page cache of a bulk load's connection (`import`, `demo`), in KiB, against 8 MB for every
@@ -130,11 +208,36 @@ pub fn open_bulk(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens an existing database without creating or migrating it (for `check`).
+/// Opens an existing pipestat database without creating or migrating it (`check`, `backup`):
+/// a missing file, an empty one and one that is not pipestat's are errors naming the path.
 pub fn open_existing(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+    if !path.exists() {
+        return Err(Error::Internal(format!(
+            "no database at {} (give its path with --db)",
+            path.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    if identify(&conn, path)? == Identity::Empty {
+        return Err(Error::Internal(format!(
+            "{} holds no pipestat database (it has no tables)",
+            path.display()
+        )));
+    }
     configure(&conn)?;
+    Ok(conn)
+}
+
+/// Opens an existing pipestat database as `open_existing` does, then brings an older one up to
+/// date as `open` does (`token list`, `token revoke`): never creates a file.
+pub fn open_current(path: &Path) -> Result<Connection> {
+    let mut conn = open_existing(path)?;
+    migrate(&mut conn)?;
     Ok(conn)
 }
 
@@ -146,9 +249,8 @@ pub fn immediate<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>)
     Ok(value)
 }
 
-/// Connection set-up shared by every connection pipestat opens.
+/// Connection set-up shared by every connection pipestat opens (after `identify`).
 fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(30))?;
     // WAL lets readers run beside the one writer; FULL makes each commit durable on return.
     // (The writer thread of `serve` switches its own connection to NORMAL and flushes the WAL
     // itself before answering: src/store/writer.rs.)
@@ -192,6 +294,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         }
     }
     tx.pragma_update(None, "user_version", VERSION as i64)?;
+    // New databases and those of versions before the id was set alike.
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     tx.commit()?;
     Ok(())
 }

@@ -325,6 +325,71 @@ fn hostile_bodies_are_400_and_the_daemon_keeps_serving() {
     assert_eq!(a.body["items"][0]["id"], "keep");
 }
 
+/// Ids and names holding a NUL character are 400s naming the field; nothing of the request
+/// is stored.
+#[test]
+fn nul_characters_in_ids_and_names_are_400() {
+    let d = Daemon::start(&[]);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            run_json("a\\u0000b", "success", ""),
+            "field \"id\": must not contain a NUL",
+        ),
+        (
+            run_json("a", "success", "").replace("\"ci\"", "\"c\\u0000i\""),
+            "field \"workflow\": must not contain a NUL",
+        ),
+        (
+            run_json("a", "success", r#""branch":"main\u0000x""#),
+            "field \"branch\": must not contain a NUL",
+        ),
+        (
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"unit\u0000","status":"success"}]"#,
+            ),
+            "field \"jobs[0].name\": must not contain a NUL",
+        ),
+        (
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"id":"\u0000","name":"j","status":"success"}]"#,
+            ),
+            "field \"jobs[0].id\": must not contain a NUL",
+        ),
+        (
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"j","status":"success","tests":[{"name":"t\u0000","result":"success"}]}]"#,
+            ),
+            "field \"jobs[0].tests[0].name\": must not contain a NUL",
+        ),
+    ];
+    for (body, expect) in &cases {
+        // Each case after a good run in the same request: the whole request is refused.
+        let body = format!("[{}, {body}]", run_json("good", "success", ""));
+        let a = d.post_json("/api/v1/runs", &body);
+        assert_eq!(a.status, 400, "{expect}: {}", a.text);
+        let msg = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
+        assert!(msg.starts_with("item 1: "), "{msg}");
+    }
+    assert_eq!(count_runs(&d), 0);
+    // A NUL in free text is kept.
+    let ok = run_json(
+        "b",
+        "failed",
+        r#""jobs":[{"name":"j","status":"failed","error_msg":"bad\u0000byte"}]"#,
+    );
+    let a = d.post_json("/api/v1/runs", &ok);
+    assert_eq!(a.status, 200, "{}", a.text);
+    let back = d.get_ok("/api/v1/runs/gh/acme/api/b");
+    assert_eq!(back["jobs"][0]["error_msg"], "bad\u{0}byte");
+}
+
 #[test]
 fn body_limit_content_type_routes_and_methods() {
     let d = Daemon::start(&["--max-body", "1000"]);

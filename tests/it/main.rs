@@ -6,6 +6,7 @@ mod auth;
 mod circleci;
 mod circleci_flaky;
 mod circleci_rollup;
+mod cli;
 mod codearts;
 mod common;
 mod history;

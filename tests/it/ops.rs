@@ -97,7 +97,12 @@ fn import_skips_bad_lines_and_loads_the_rest() {
         &["import", "runs.ndjson", "--db", "pipestat.db"],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // Skipped lines make the command fail, after the rest has landed, saying how many.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("2 of 12000 lines were bad and skipped"),
+        "{stderr}"
+    );
     assert!(stderr.contains("line 4: malformed JSON"), "{stderr}");
     assert!(stderr.contains("line 7001: field \"status\""), "{stderr}");
     assert!(
@@ -197,11 +202,8 @@ fn environment_variables_stand_in_for_flags() {
 #[test]
 fn a_newer_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        pipestat(dir.path(), &["token", "list", "--db", "pipestat.db"])
-            .status
-            .success()
-    );
+    let token = ["token", "create", "--name", "a", "--scope", "read"];
+    assert!(pipestat(dir.path(), &token).status.success());
     let conn = rusqlite::Connection::open(dir.path().join("pipestat.db")).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
@@ -331,11 +333,12 @@ fn a_version_1_database_is_upgraded() {
     );
 
     let fresh = tempfile::tempdir().unwrap();
-    assert!(
-        pipestat(fresh.path(), &["token", "list", "--db", "pipestat.db"])
-            .status
-            .success()
-    );
+    assert!(pipestat(
+        fresh.path(),
+        &["token", "create", "--name", "a", "--scope", "read"]
+    )
+    .status
+    .success());
     let version = |p: &std::path::Path| -> i64 {
         rusqlite::Connection::open(p)
             .unwrap()
