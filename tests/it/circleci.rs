@@ -749,7 +749,10 @@ fn all_branches_takes_booleans_as_clients_send_them() {
             a.body
         };
         let (yes, no) = (answer("true"), answer("false"));
-        assert_ne!(yes, no, "{route}: all branches and the default branch differ here");
+        assert_ne!(
+            yes, no,
+            "{route}: all branches and the default branch differ here"
+        );
         for value in ["True", "TRUE", "1"] {
             assert_eq!(answer(value), yes, "{route}?all-branches={value}");
         }
@@ -769,7 +772,10 @@ fn a_bad_start_date_alone_is_blamed_on_start_date() {
         let a = d.get(&format!("{P}/workflows/ci?start-date={start}"));
         assert_eq!(a.status, 400, "{}", a.text);
         let msg = a.body["message"].as_str().unwrap();
-        assert!(msg.starts_with("parameter \"start-date\""), "{start}: {msg}");
+        assert!(
+            msg.starts_with("parameter \"start-date\""),
+            "{start}: {msg}"
+        );
     }
 }
 
@@ -795,7 +801,6 @@ fn every_bad_parameter_is_a_400_naming_it() {
             "end-date",
         ),
         ("workflows/ci?start-date=2026-02-30", "start-date"),
-
         ("workflows/ci?page-token=dzpjaQ", "page-token"),
         ("workflows/ci/jobs?job-name=", "job-name"),
         ("workflows/ci/summary?branches=", "branches"),
