@@ -18,6 +18,7 @@ use rollups::{any_failing, New, Old, OldJob, OldRun, Rollups, RunPlace};
 
 pub mod bulk;
 pub mod db;
+pub mod dora;
 pub mod functions;
 pub mod rollups;
 pub mod tokens;
