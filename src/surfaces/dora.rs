@@ -602,7 +602,8 @@ const NO_COMMIT_TIMES: &str = "no commit times for the window's deployments: sen
 fn blocks(facts: &Facts, outs: &[Option<Outcome>], q: &Query, w: Window) -> Map<String, Value> {
     let deps = &facts.deployments;
     let in_scope = |i: usize| q.service.is_none() || deps[i].service == q.service;
-    let any_deploy_job = (0..deps.len()).any(in_scope);
+    // A window before the first deploy job of the scope has no data, rather than no deployments.
+    let any_deploy_job = (0..deps.len()).any(|i| in_scope(i) && deps[i].at < w.end);
     let failure_data = !facts.rollbacks.is_empty() || !facts.incidents.is_empty();
     let good: Vec<usize> = (0..deps.len())
         .filter(|&i| in_scope(i) && deps[i].ok() && w.holds(deps[i].at))
