@@ -918,3 +918,46 @@ fn random_histories_match_an_independent_computation() {
         }
     }
 }
+
+/// The demo's two DORA projects tell their story (README's examples): the storefront is
+/// elite on every key, the ledger struggles, with an incident still open.
+#[test]
+fn the_demo_has_an_elite_and_a_struggling_project() {
+    let d = Daemon::start(&["--demo", "--now", "2026-03-01T12:00:00Z"]);
+    let a = d.get_ok("/api/v1/dora?project=storefront&days=30");
+    for block in [
+        "deployment_frequency",
+        "lead_time",
+        "change_failure_rate",
+        "recovery_time",
+    ] {
+        assert_eq!(
+            a[block]["level"], "elite",
+            "storefront {block}: {}",
+            a[block]
+        );
+    }
+    let web = d.get_ok("/api/v1/dora?project=storefront&service=checkout&days=30");
+    assert!(web["deployment_frequency"]["deployments"].as_i64().unwrap() > 10);
+    let a = d.get_ok("/api/v1/dora?project=gh/acme/ledger&days=90");
+    assert_eq!(
+        a["change_failure_rate"]["level"], "low",
+        "{}",
+        a["change_failure_rate"]
+    );
+    assert!(["medium", "low"].contains(&a["lead_time"]["level"].as_str().unwrap()));
+    assert!(["medium", "low"].contains(&a["deployment_frequency"]["level"].as_str().unwrap()));
+    assert!(
+        a["recovery_time"]["open"].as_i64().unwrap() >= 1,
+        "{}",
+        a["recovery_time"]
+    );
+    let open = d.get_ok("/api/v1/incidents?project=gh/acme/ledger&state=open");
+    assert!(!open["items"].as_array().unwrap().is_empty());
+    let list = d.get_ok("/api/v1/dora/deployments?project=ledger&days=90&limit=5");
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["change_failure"] == true));
+}
