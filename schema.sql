@@ -366,6 +366,29 @@ CREATE TABLE rollbacks (
 CREATE INDEX rollbacks_by_time ON rollbacks (created_at);
 CREATE INDEX rollbacks_by_project_time ON rollbacks (project_id, created_at);
 
+-- DORA deployments (read by the DORA surface; kept by the store's DORA upkeep, rebuilt by its
+-- rebuild): every finished deploy job (status success, failed, error or timeout, with a
+-- stopped_at) with what DORA needs of its run, in (project, production, time) order, so one
+-- project's production deployments are one range of this table. A write of a deploy job, or an
+-- update of a run, recomputes the rows of its run.
+CREATE TABLE dora_deploys (
+    project_id   INTEGER NOT NULL, -- jobs.project_id
+    at           INTEGER NOT NULL, -- jobs.stopped_at: the deployment's time
+    job_id       INTEGER NOT NULL, -- jobs.id
+    run_id       INTEGER NOT NULL, -- jobs.run_id
+    production   INTEGER NOT NULL, -- jobs.production
+    env          TEXT,             -- jobs.env
+    service      TEXT,             -- jobs.service
+    status       TEXT NOT NULL,    -- jobs.status: success, failed, error or timeout
+    run_ext      TEXT NOT NULL,    -- runs.ext_id of the job's run
+    branch       TEXT,             -- runs.branch
+    commit_sha   TEXT,             -- runs.commit_sha
+    committed_at INTEGER,          -- runs.committed_at
+    PRIMARY KEY (project_id, production, at, job_id)
+) STRICT, WITHOUT ROWID;
+-- The upkeep replaces a run's rows.
+CREATE INDEX dora_deploys_by_run ON dora_deploys (run_id);
+
 -- Pushes of commits to a branch (GitHub push, GitLab Push Hook, POST /api/v1/pushes): the
 -- changes DORA's lead time follows (docs/dora.md). One row a push, by (project, branch, last
 -- commit's sha); a redelivery replaces the row and its commits.

@@ -109,10 +109,17 @@ fn to_v5(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Version 6: pushes and their commits, and incidents, the inputs of DORA (empty at first).
+/// Version 6: the DORA deployments, computed from the stored deploy jobs; pushes and their
+/// commits, and incidents, the other inputs of DORA (empty at first).
 fn to_v6(conn: &Connection) -> Result<()> {
     conn.execute_batch(
-        "CREATE TABLE pushes (id INTEGER PRIMARY KEY,
+        "CREATE TABLE dora_deploys (project_id INTEGER NOT NULL, at INTEGER NOT NULL,
+            job_id INTEGER NOT NULL, run_id INTEGER NOT NULL, production INTEGER NOT NULL,
+            env TEXT, service TEXT, status TEXT NOT NULL, run_ext TEXT NOT NULL, branch TEXT,
+            commit_sha TEXT, committed_at INTEGER,
+            PRIMARY KEY (project_id, production, at, job_id)) STRICT, WITHOUT ROWID;
+        CREATE INDEX dora_deploys_by_run ON dora_deploys (run_id);
+        CREATE TABLE pushes (id INTEGER PRIMARY KEY,
             project_id INTEGER NOT NULL REFERENCES projects(id), branch TEXT NOT NULL,
             head_sha TEXT NOT NULL, pushed_at INTEGER NOT NULL,
             UNIQUE (project_id, branch, head_sha)) STRICT;
@@ -128,7 +135,7 @@ fn to_v6(conn: &Connection) -> Result<()> {
             UNIQUE (project_id, ext_id)) STRICT;
         CREATE INDEX incidents_by_project_time ON incidents (project_id, started_at);",
     )?;
-    Ok(())
+    crate::store::rollups::dora::rebuild(conn)
 }
 
 /// Opens (creating if missing) the database at `path`, sets it up, and migrates it.

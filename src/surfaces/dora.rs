@@ -3,12 +3,12 @@
 //! `GET /api/v1/dora/deployments` (the window's deployments, each with its changes, failure
 //! and recovery); and `GET /api/v1/incidents`.
 //!
-//! The figures are computed in Rust from four reads of one project (its deploy jobs in scope,
-//! rollbacks, incidents and pushes), because each definition follows a sequence: a
-//! deployment's changes start after the previous deployment of its service, a rollback blames
-//! the deployment before it, a failure is recovered by what comes after it. Those reads are a
-//! project's own rows through its indexes, a few thousand even for a busy project, so no
-//! rollup is needed (docs/benchmarks.md has the figure).
+//! The figures are computed in Rust from four reads of one project (its deployments in scope,
+//! from the `dora_deploys` rollup, and its rollbacks, incidents and pushes), because each
+//! definition follows a sequence: a deployment's changes start after the previous deployment
+//! of its service, a rollback blames the deployment before it, a failure is recovered by what
+//! comes after it. Those reads are a project's own rows in order, a few thousand even for a
+//! busy project (docs/benchmarks.md has the figure).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -250,14 +250,18 @@ struct PushRow {
 }
 
 /// A project's finished deploy jobs in the environment scope, in (stopped_at, job) order:
-/// successes and failed attempts (failed, error, timeout). Through jobs_by_project_kind_start.
-const DEPLOYMENTS: &str = "SELECT j.id, r.ext_id, r.branch, r.commit_sha, r.committed_at,
-    j.service, j.env, j.status, j.stopped_at
-    FROM jobs j JOIN runs r ON r.id = j.run_id
-    WHERE j.project_id = ?1 AND j.kind = 'deploy' AND j.stopped_at IS NOT NULL
-      AND (j.status = 'success' OR j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout')
-      AND ((?2 IS NULL AND j.production = 1) OR j.env = ?2)
-    ORDER BY j.stopped_at, j.id";
+/// successes and failed attempts (failed, error, timeout), from the DORA deployments rollup
+/// (one range of it for production deployments).
+const DEPLOYMENTS: &str = "SELECT job_id, run_ext, branch, commit_sha, committed_at, service,
+    env, status, at
+    FROM dora_deploys
+    WHERE project_id = ?1 AND production = 1 AND ?2 IS NULL
+    ORDER BY at, job_id";
+const DEPLOYMENTS_OF_ENV: &str = "SELECT job_id, run_ext, branch, commit_sha, committed_at,
+    service, env, status, at
+    FROM dora_deploys
+    WHERE project_id = ?1 AND env = ?2
+    ORDER BY at, job_id";
 
 /// A project's rollbacks in the environment scope, oldest first.
 const ROLLBACKS: &str = "SELECT id, ext_id, service, created_at FROM rollbacks
@@ -284,8 +288,13 @@ struct Facts {
 }
 
 fn read(conn: &Connection, q: &Query) -> Result<Facts> {
+    let sql = if q.env.is_some() {
+        DEPLOYMENTS_OF_ENV
+    } else {
+        DEPLOYMENTS
+    };
     let deployments = conn
-        .prepare_cached(DEPLOYMENTS)?
+        .prepare_cached(sql)?
         .query_map(params![q.project_id, q.env], |r| {
             Ok(Deployment {
                 job: r.get(0)?,

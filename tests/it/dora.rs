@@ -67,6 +67,17 @@ impl Dep {
     }
 }
 
+/// The rows of the DORA deployments rollup, in key order.
+pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
+    crate::common::strings(
+        conn,
+        "SELECT project_id || ' ' || production || ' ' || at || ' ' || job_id || ' ' || run_id
+            || ' ' || quote(env) || ' ' || quote(service) || ' ' || status || ' ' || run_ext
+            || ' ' || quote(branch) || ' ' || quote(commit_sha) || ' ' || quote(committed_at)
+         FROM dora_deploys ORDER BY project_id, production, at, job_id",
+    )
+}
+
 fn post(d: &Daemon, path: &str, items: &[Value]) {
     let a = d.post_json(path, &Value::Array(items.to_vec()).to_string());
     assert_eq!(a.status, 200, "{path}: {}", a.text);
@@ -916,7 +927,50 @@ fn random_histories_match_an_independent_computation() {
                 }
             }
         }
+        crate::common::assert_every_rollup_equals_its_rebuild(&mut d.db());
     }
+}
+
+/// The deployments rollup follows every change of a deploy job and of its run: a job that
+/// finishes, a run whose commit changes, a job that stops being a deploy.
+#[test]
+fn the_deployments_rollup_follows_jobs_and_runs() {
+    let d = Daemon::start(&[]);
+    let p = "gh/acme/shop";
+    let mut dep = Dep::new("r1", "web", "2026-03-02T10:00:00Z").commit("main", "c1");
+    let mut running = dep.json(p);
+    running["status"] = "running".into();
+    running["jobs"][0]["status"] = "running".into();
+    running["stopped_at"] = Value::Null;
+    running["jobs"][0]["stopped_at"] = Value::Null;
+    post(&d, "/api/v1/runs", &[running]);
+    assert!(
+        kept(&d.db()).is_empty(),
+        "a running deploy job is no deployment yet"
+    );
+    post(&d, "/api/v1/runs", &[dep.json(p)]);
+    assert_eq!(kept(&d.db()).len(), 1);
+    // The same run again, later, with another commit and without its jobs (which stay): the
+    // row follows the run.
+    dep.commit = Some("c2".into());
+    dep.at += 60_000;
+    let mut run_only = dep.json(p);
+    run_only.as_object_mut().unwrap().remove("jobs");
+    post(&d, "/api/v1/runs", &[run_only]);
+    let rows = kept(&d.db());
+    assert!(rows.len() == 1 && rows[0].contains("'c2'"), "{rows:?}");
+    let list =
+        d.get_ok("/api/v1/dora/deployments?project=acme/shop&start=2026-03-02&end=2026-03-02");
+    assert_eq!(list["items"][0]["commit"], "c2");
+    crate::common::assert_every_rollup_equals_its_rebuild(&mut d.db());
+    // The job becomes a build job: no deployment any more.
+    let mut v = dep.json(p);
+    v["jobs"][0]["kind"] = "build".into();
+    v["stopped_at"] = iso(dep.at + 60_000).into();
+    v["jobs"][0]["stopped_at"] = iso(dep.at + 60_000).into();
+    post(&d, "/api/v1/runs", &[v]);
+    assert!(kept(&d.db()).is_empty());
+    crate::common::assert_every_rollup_equals_its_rebuild(&mut d.db());
 }
 
 /// The demo's two DORA projects tell their story (README's examples): the storefront is
