@@ -338,3 +338,35 @@ fn incident_flags_are_checked() {
         assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_github_deployment_to_production_is_a_dora_deployment() {
+    let d = webhook_daemon(&["--incident-label", "bug"]);
+    // deployment_status/payload.json: state success, environment production, at
+    // 2019-05-15T15:20:55Z, sha f95f852b…; gh-pages.payload.json is still in progress.
+    for f in ["payload.json", "gh-pages.payload.json"] {
+        let a = github(
+            &d,
+            "deployment_status",
+            &read(&format!("github/deployment_status/{f}")),
+        );
+        assert_eq!(a.status, 200, "{f}: {}", a.text);
+    }
+    // The issue opened at 15:20:18Z, before the deployment finished: not caused by it.
+    github(&d, "issues", &read("github/issues/opened.json"));
+    let q = "project=gh/Codertocat/Hello-World&start=2019-05-15&end=2019-05-15";
+    let a = d.get_ok(&format!("/api/v1/dora?{q}"));
+    assert_eq!(a["deployment_frequency"]["deployments"], 1, "{a}");
+    assert_eq!(a["change_failure_rate"]["failures"], 0);
+    assert_eq!(a["change_failure_rate"]["rate"], 0.0);
+    // No push holds the deployed sha and the deployment has no commit time: no lead time.
+    assert_eq!(a["lead_time"]["changes"], 0);
+    assert!(a["lead_time"]["missing"].is_string());
+    let list = d.get_ok(&format!("/api/v1/dora/deployments?{q}"));
+    assert_eq!(
+        list["items"][0]["commit"],
+        "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
+    );
+    assert_eq!(list["items"][0]["env"], "production");
+    assert_eq!(list["items"][0]["stopped_at"], "2019-05-15T15:20:55.000Z");
+}
