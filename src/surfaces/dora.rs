@@ -439,10 +439,11 @@ fn outcomes(facts: &Facts, incident_window: i64) -> Vec<Option<Outcome>> {
 
     // The latest successful deployment before `t` (strictly) of `service` (any when None).
     let latest_before = |t: i64, service: Option<&str>| -> Option<usize> {
-        ok.iter()
+        let before = ok.partition_point(|&i| deps[i].at < t);
+        ok[..before]
+            .iter()
             .rev()
             .copied()
-            .filter(|&i| deps[i].at < t)
             .find(|&i| service.is_none() || deps[i].service.as_deref() == service)
     };
 
