@@ -337,6 +337,15 @@ fn incident_flags_are_checked() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
     }
+    // The variables stand in for the flags.
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PIPESTAT_INCIDENT_WINDOW", "3 days")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--incident-window"));
 }
 
 #[test]
