@@ -1,4 +1,4 @@
--- pipestat's schema, version 5 (`PRAGMA user_version`): what a new database gets, as is. An
+-- pipestat's schema, version 6 (`PRAGMA user_version`): what a new database gets, as is. An
 -- older database is brought here when it is opened, by the store's upgrades list `UPGRADES`
 -- (entry i takes version i + 1 to i + 2), applied in order in one transaction; a database of a
 -- newer version is refused. A change here comes with a new entry appended to `UPGRADES`, and a
@@ -365,6 +365,72 @@ CREATE TABLE rollbacks (
 ) STRICT;
 CREATE INDEX rollbacks_by_time ON rollbacks (created_at);
 CREATE INDEX rollbacks_by_project_time ON rollbacks (project_id, created_at);
+
+-- DORA deployments (read by the DORA surface; kept by the store's DORA upkeep, rebuilt by its
+-- rebuild): every finished deploy job (status success, failed, error or timeout, with a
+-- stopped_at) with what DORA needs of its run, in (project, production, time) order, so one
+-- project's production deployments are one range of this table. A write of a deploy job, or an
+-- update of a run, recomputes the rows of its run.
+CREATE TABLE dora_deploys (
+    project_id   INTEGER NOT NULL, -- jobs.project_id
+    at           INTEGER NOT NULL, -- jobs.stopped_at: the deployment's time
+    job_id       INTEGER NOT NULL, -- jobs.id
+    run_id       INTEGER NOT NULL, -- jobs.run_id
+    production   INTEGER NOT NULL, -- jobs.production
+    env          TEXT,             -- jobs.env
+    service      TEXT,             -- jobs.service
+    status       TEXT NOT NULL,    -- jobs.status: success, failed, error or timeout
+    run_ext      TEXT NOT NULL,    -- runs.ext_id of the job's run
+    branch       TEXT,             -- runs.branch
+    commit_sha   TEXT,             -- runs.commit_sha
+    committed_at INTEGER,          -- runs.committed_at
+    PRIMARY KEY (project_id, production, at, job_id)
+) STRICT, WITHOUT ROWID;
+-- The upkeep replaces a run's rows.
+CREATE INDEX dora_deploys_by_run ON dora_deploys (run_id);
+
+-- Pushes of commits to a branch (GitHub push, GitLab Push Hook, POST /api/v1/pushes): the
+-- changes DORA's lead time follows (docs/dora.md). One row a push, by (project, branch, last
+-- commit's sha); a redelivery replaces the row and its commits.
+CREATE TABLE pushes (
+    id         INTEGER PRIMARY KEY,                      -- rowid
+    project_id INTEGER NOT NULL REFERENCES projects(id), -- project pushed to
+    branch     TEXT NOT NULL,                            -- branch pushed to (refs/heads/ taken off)
+    head_sha   TEXT NOT NULL,                            -- the push's last commit
+    pushed_at  INTEGER NOT NULL,                         -- when the push happened (orders a branch's pushes)
+    UNIQUE (project_id, branch, head_sha)
+) STRICT;
+-- A branch's pushes in order (the DORA surface reads a project's pushes by branch and time).
+CREATE INDEX pushes_by_branch_time ON pushes (project_id, branch, pushed_at);
+
+-- The commits of a push, in push order.
+CREATE TABLE push_commits (
+    push_id      INTEGER NOT NULL REFERENCES pushes(id), -- the push
+    position     INTEGER NOT NULL,                       -- 0-based place in the push, oldest first
+    sha          TEXT NOT NULL,                          -- the commit
+    committed_at INTEGER NOT NULL,                       -- its commit time (the start of its lead time)
+    PRIMARY KEY (push_id, position)
+) STRICT, WITHOUT ROWID;
+
+-- Incidents (GitHub issues and GitLab issues with the incident label or type, POST
+-- /api/v1/incidents): the failures DORA's change failure rate and recovery time count.
+CREATE TABLE incidents (
+    id          INTEGER PRIMARY KEY,                      -- rowid
+    project_id  INTEGER NOT NULL REFERENCES projects(id), -- project it happened in
+    ext_id      TEXT NOT NULL,                            -- the client's id ("issue-<number>" from webhooks)
+    title       TEXT NOT NULL,                            -- what happened
+    service     TEXT,                                     -- service affected, when known
+    env         TEXT,                                     -- environment affected, when known
+    started_at  INTEGER NOT NULL,                         -- when it began
+    resolved_at INTEGER CHECK (resolved_at IS NULL OR resolved_at >= started_at), -- when it was resolved; NULL while open
+    severity    TEXT,                                     -- severity as reported
+    url         TEXT,                                     -- link to the incident
+    deployment  TEXT,                                     -- run id (runs.ext_id) of the deployment that caused it, when known
+    commit_sha  TEXT,                                     -- sha of the commit that caused it, when known
+    UNIQUE (project_id, ext_id)
+) STRICT;
+-- A project's incidents in time order (the DORA surface, the incident list).
+CREATE INDEX incidents_by_project_time ON incidents (project_id, started_at);
 
 -- API tokens. Only a SHA-256 of the secret is stored; the secret is shown once at creation.
 CREATE TABLE tokens (

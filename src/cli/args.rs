@@ -19,6 +19,7 @@ Usage:
                  [--quota-per-minute N] [--max-body BYTES] [--insecure-open]
                  [--github-secret S | --github-secret-file PATH]
                  [--gitlab-secret S | --gitlab-secret-file PATH] [--now TIME]
+                 [--incident-label NAME] [--incident-window DURATION]
   pipestat token create --name NAME --scope read,ingest,admin [--db PATH]
   pipestat token list [--db PATH]
   pipestat token revoke NAME [--db PATH]
@@ -31,7 +32,8 @@ Usage:
 `pipestat COMMAND --help` describes a command and every flag it takes.
 Every flag can also be set by an environment variable: --max-body is PIPESTAT_MAX_BODY.
 Defaults: --db ./pipestat.db, --listen 127.0.0.1:8080, --threads = 4 per CPU (at least 2),
---utc-offset +00:00, --quota-per-minute 600 (0 = off), --max-body 16777216.
+--utc-offset +00:00, --quota-per-minute 600 (0 = off), --max-body 16777216,
+--incident-label incident, --incident-window 72h (DURATION: a number with s, m, h or d).
 TIME is RFC 3339 or Unix seconds; --now replaces the clock (for reproducible demos and tests).
 ";
 
@@ -111,6 +113,17 @@ const FLAGS: &[FlagDoc] = &[
         "TIME",
         "a fixed \"now\" (RFC 3339 or Unix seconds), for reproducible demos and tests",
     ),
+    flag(
+        "incident-label",
+        "NAME",
+        "issues carrying this label, in any case, are incidents for DORA (default incident)",
+    ),
+    flag(
+        "incident-window",
+        "DURATION",
+        "an incident linked to no deployment is blamed on the latest production deployment at \
+         most this long before it: a number with s, m, h or d, up to 365d (default 72h)",
+    ),
     flag("name", "NAME", "the token's name, 1..256 characters"),
     flag("scope", "SCOPES", "a comma list of read, ingest, admin"),
     flag(
@@ -166,6 +179,8 @@ const SPECS: &[Spec] = &[
             "now",
             "demo",
             "insecure-open",
+            "incident-label",
+            "incident-window",
         ],
     },
     Spec {
@@ -458,6 +473,8 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
                     github_secret: secret(&flags, &given, "github-secret")?,
                     gitlab_secret: secret(&flags, &given, "gitlab-secret")?,
                     now: parse_now(&flags)?,
+                    incident_label: parse_incident_label(&flags)?,
+                    incident_window_ms: parse_duration(&flags, "incident-window")?,
                 },
             })
         }
@@ -599,6 +616,40 @@ fn parse_now(flags: &Flags) -> Result<Option<i64>> {
                 })
         })
         .transpose()
+}
+
+/// `--incident-label`: a label name, 1..256 bytes.
+fn parse_incident_label(flags: &Flags) -> Result<Option<String>> {
+    match flags.get("incident-label") {
+        Some(v) if v.trim().is_empty() || v.len() > 256 => Err(Error::Usage(format!(
+            "--incident-label: expected a label name, got {v:?}"
+        ))),
+        v => Ok(v.map(str::to_owned)),
+    }
+}
+
+/// A duration flag: a whole number with a unit, s, m, h or d (`72h`, `3d`), up to 365 days;
+/// milliseconds.
+fn parse_duration(flags: &Flags, name: &str) -> Result<Option<i64>> {
+    let Some(v) = flags.get(name) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::Usage(format!("--{name}: expected a duration such as 72h, 3d or 90m (s, m, h, d; up to 365d), got {v:?}"))
+    };
+    let unit_ms = match v.chars().last() {
+        Some('s') => 1_000,
+        Some('m') => 60_000,
+        Some('h') => 3_600_000,
+        Some('d') => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let n: i64 = v[..v.len() - 1].parse().map_err(|_| bad())?;
+    let ms = n.checked_mul(unit_ms).ok_or_else(bad)?;
+    if !(0..=365 * 86_400_000).contains(&ms) {
+        return Err(bad());
+    }
+    Ok(Some(ms))
 }
 
 /// Rejects a command-line flag the subcommand does not take. Environment variables for other

@@ -1,6 +1,7 @@
 //! Demo data: a deterministic generator of realistic histories (`generate`, domain values
 //! only) and `fill`, which writes them through the store (`pipestat demo`, `serve --demo`).
 
+mod dora;
 mod generate;
 
 use std::path::Path;
@@ -40,9 +41,27 @@ pub fn fill(db_path: &Path, runs: Option<u64>, days: u32, seed: u64, now_ms: i64
     db::immediate(&conn, |tx| {
         store::write_rollbacks(tx, &mut Ids::default(), &rollbacks)
     })?;
+    // The DORA story: two projects of their own, with pushes and incidents.
+    let story = dora::generate(seed, days, now_ms);
+    let (_, failures) = write_batch(&mut conn, &story.runs)?;
+    if let Some((i, e)) = failures.into_iter().next() {
+        return Err(Error::Internal(format!(
+            "demo run {:?} was refused: {e}",
+            story.runs[i].id
+        )));
+    }
+    db::immediate(&conn, |tx| {
+        let mut ids = Ids::default();
+        store::dora::write_pushes(tx, &mut ids, &story.pushes)?;
+        store::dora::write_incidents(tx, &mut ids, &story.incidents)?;
+        store::write_rollbacks(tx, &mut ids, &story.rollbacks)
+    })?;
+    written += story.runs.len() as u64;
     eprintln!(
-        "\rdemo: {written} runs and {} rollbacks over {days} days in {:.1} s",
-        rollbacks.len(),
+        "\rdemo: {written} runs, {} rollbacks, {} pushes and {} incidents over {days} days in {:.1} s",
+        rollbacks.len() + story.rollbacks.len(),
+        story.pushes.len(),
+        story.incidents.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

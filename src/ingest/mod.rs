@@ -1,7 +1,9 @@
 //! Payloads → domain values: native JSON (`native`), the one reader of a client's JSON object
-//! (`fields`), JUnit / xUnit XML (`junit`) and GitHub's and GitLab's webhooks (`webhooks`).
+//! (`fields`), pushes and incidents, the inputs of DORA (`dora`), JUnit / xUnit XML (`junit`)
+//! and GitHub's and GitLab's webhooks (`webhooks`).
 //! No SQL and no HTTP here; every refusal names the item and the field.
 
+pub mod dora;
 pub mod fields;
 pub mod junit;
 mod native;

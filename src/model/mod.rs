@@ -214,3 +214,42 @@ pub struct Rollback {
     pub create_by: Option<String>,
     pub created_at: i64,
 }
+
+/// One commit of a push: its sha and its commit time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    pub sha: String,
+    pub committed_at: i64,
+}
+
+/// A push of commits to a branch (the changes DORA's lead time follows). Stored by (project,
+/// branch, last commit's sha): a redelivery replaces the earlier one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Push {
+    /// Canonical slug.
+    pub project: String,
+    pub branch: String,
+    pub pushed_at: i64,
+    /// In push order, oldest first; never empty.
+    pub commits: Vec<Commit>,
+}
+
+/// An incident: something broke in production. Stored by (project, id); a later delivery
+/// replaces an earlier one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incident {
+    pub id: String,
+    /// Canonical slug.
+    pub project: String,
+    pub title: String,
+    pub service: Option<String>,
+    pub env: Option<String>,
+    pub started_at: i64,
+    pub resolved_at: Option<i64>,
+    pub severity: Option<String>,
+    pub url: Option<String>,
+    /// The run id of the deployment that caused it, when known.
+    pub deployment: Option<String>,
+    /// The sha of the commit that caused it, when known.
+    pub commit: Option<String>,
+}

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::http::{Method, Req, Resp};
-use crate::surfaces::{apigee, circleci, codearts, native, webhooks, zadig, App};
+use crate::surfaces::{apigee, circleci, codearts, dora, native, webhooks, zadig, App};
 
 /// The routing table: one match on (method, path segments).
 pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
@@ -20,6 +20,7 @@ pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         }
         (_, ["healthz"] | ["readyz"]) => Err(Error::MethodNotAllowed("GET")),
         (_, ["api", "v1", "stats", rest @ ..]) => apigee::route_native(app, conn, req, rest),
+        (_, ["api", "v1", "dora", rest @ ..]) => dora::route(app, conn, req, rest),
         (_, ["api", "v1", rest @ ..]) => native::route(app, conn, req, rest),
         (_, ["api", "v2", "insights", rest @ ..]) => circleci::route(app, conn, req, rest),
         (_, ["openapi", "statistics", rest @ ..]) => zadig::route(app, conn, req, rest),

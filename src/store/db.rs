@@ -16,7 +16,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 /// it makes: append one, and change schema.sql to match (tests/it/ops.rs compares an upgraded
 /// database with a new one). The rebuilds an entry calls are the current code's, so an entry
 /// whose rows a later version reshapes leaves them to that version (`to_v2` and `to_v5`).
-const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4, to_v5];
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4, to_v5, to_v6];
 
 /// The version of a database this binary makes.
 const VERSION: usize = UPGRADES.len() + 1;
@@ -107,6 +107,35 @@ fn to_v5(conn: &Connection) -> Result<()> {
     )?;
     conn.execute_batch(crate::store::rollups::circleci::REBUILD_JOB_DAYS)?;
     Ok(())
+}
+
+/// Version 6: the DORA deployments, computed from the stored deploy jobs; pushes and their
+/// commits, and incidents, the other inputs of DORA (empty at first).
+fn to_v6(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE dora_deploys (project_id INTEGER NOT NULL, at INTEGER NOT NULL,
+            job_id INTEGER NOT NULL, run_id INTEGER NOT NULL, production INTEGER NOT NULL,
+            env TEXT, service TEXT, status TEXT NOT NULL, run_ext TEXT NOT NULL, branch TEXT,
+            commit_sha TEXT, committed_at INTEGER,
+            PRIMARY KEY (project_id, production, at, job_id)) STRICT, WITHOUT ROWID;
+        CREATE INDEX dora_deploys_by_run ON dora_deploys (run_id);
+        CREATE TABLE pushes (id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id), branch TEXT NOT NULL,
+            head_sha TEXT NOT NULL, pushed_at INTEGER NOT NULL,
+            UNIQUE (project_id, branch, head_sha)) STRICT;
+        CREATE INDEX pushes_by_branch_time ON pushes (project_id, branch, pushed_at);
+        CREATE TABLE push_commits (push_id INTEGER NOT NULL REFERENCES pushes(id),
+            position INTEGER NOT NULL, sha TEXT NOT NULL, committed_at INTEGER NOT NULL,
+            PRIMARY KEY (push_id, position)) STRICT, WITHOUT ROWID;
+        CREATE TABLE incidents (id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id), ext_id TEXT NOT NULL,
+            title TEXT NOT NULL, service TEXT, env TEXT, started_at INTEGER NOT NULL,
+            resolved_at INTEGER CHECK (resolved_at IS NULL OR resolved_at >= started_at),
+            severity TEXT, url TEXT, deployment TEXT, commit_sha TEXT,
+            UNIQUE (project_id, ext_id)) STRICT;
+        CREATE INDEX incidents_by_project_time ON incidents (project_id, started_at);",
+    )?;
+    crate::store::rollups::dora::rebuild(conn)
 }
 
 /// Opens (creating if missing, mode 0600) the database at `path`, sets it up, and migrates

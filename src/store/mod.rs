@@ -18,6 +18,7 @@ use rollups::{any_failing, New, Old, OldJob, OldRun, Rollups, RunPlace, Timing};
 
 pub mod bulk;
 pub mod db;
+pub mod dora;
 pub mod functions;
 pub mod rollups;
 pub mod tokens;
@@ -479,7 +480,7 @@ const INSERT_JOB: &str = "INSERT INTO jobs (run_id, project_id, ext_id, position
     :started_at, :stopped_at, :credits_used, :detail_url, :error_code, :error_msg, :env, :cluster,
     :service, :service_type, :production, :artifacts)";
 /// A stored job's old state, the one read a write makes of it (`rollups::Old::Job`).
-const SELECT_OLD_JOB: &str = "SELECT id, name, status, created_at, started_at, stopped_at,
+const SELECT_OLD_JOB: &str = "SELECT id, name, kind, status, created_at, started_at, stopped_at,
     credits_used FROM jobs WHERE run_id = :run_id AND ext_id = :ext_id";
 const NEXT_JOB_POSITION: &str =
     "SELECT coalesce(max(position), -1) + 1 FROM jobs WHERE run_id = ?1";
@@ -631,6 +632,7 @@ fn merge_job(conn: &Connection, ids: &mut Ids, at: &RunPlace, job: &Job) -> Resu
                     project_id: at.project_id,
                     workflow_id: at.workflow_id,
                     name: r.get("name")?,
+                    kind: r.get("kind")?,
                     timing: stored_timing(r)?,
                 })
             },

@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Error, Result};
-use crate::model::{Rollback, Run, TestCase};
+use crate::model::{Incident, Push, Rollback, Run, TestCase};
 use crate::store::db;
-use crate::store::{self, tokens, Attached, Counts, Ids, Known};
+use crate::store::{self, dora, tokens, Attached, Counts, Ids, Known};
 
 /// Most requests committed together.
 const MAX_GROUP: usize = 256;
@@ -71,6 +71,16 @@ pub enum Write {
     },
     /// The named token deleted; answered `Written::Revoked(false)` when there was none.
     RevokeToken(String),
+    /// Pushes upserted by (project, branch, last commit's sha); answered `Written::Pushes`.
+    Pushes(Vec<Push>),
+    /// Incidents upserted by (project, id); answered `Written::Incidents`.
+    Incidents(Vec<Incident>),
+    /// The incident (project slug, id) removed; answered `Written::Revoked(false)` when there
+    /// was none.
+    RemoveIncident {
+        project: String,
+        id: String,
+    },
 }
 
 pub enum Written {
@@ -79,6 +89,8 @@ pub enum Written {
     Tests(Attached),
     TokenCreated,
     Revoked(bool),
+    Pushes(Counts),
+    Incidents(Counts),
 }
 
 struct Pending {
@@ -454,6 +466,13 @@ fn apply(conn: &Connection, ids: &mut Ids, write: &Write) -> Result<Written> {
             Written::TokenCreated
         }
         Write::RevokeToken(name) => Written::Revoked(tokens::revoke_token(conn, name)?),
+        Write::Pushes(pushes) => Written::Pushes(dora::write_pushes(conn, ids, pushes)?),
+        Write::Incidents(incidents) => {
+            Written::Incidents(dora::write_incidents(conn, ids, incidents)?)
+        }
+        Write::RemoveIncident { project, id } => {
+            Written::Revoked(dora::remove_incident(conn, project, id)?)
+        }
         Write::JobsIntoRun(run) => {
             let created = store::merge_jobs_into_run(conn, ids, run)? == store::Upsert::Created;
             Written::Runs(Counts {

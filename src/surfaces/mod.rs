@@ -5,6 +5,7 @@
 pub mod apigee;
 pub mod circleci;
 pub mod codearts;
+pub mod dora;
 pub mod native;
 pub mod webhooks;
 pub mod zadig;
@@ -21,6 +22,22 @@ pub struct Settings {
     pub gitlab_secret: Option<String>,
     /// A fixed "now" in UTC milliseconds, replacing the clock.
     pub now: Option<i64>,
+    /// `--incident-label`: issues carrying a label of this name are incidents (default
+    /// `incident`).
+    pub incident_label: Option<String>,
+    /// `--incident-window`: how long after a deployment an incident linked to nothing is
+    /// blamed on it, in milliseconds (default 72 hours).
+    pub incident_window_ms: Option<i64>,
+}
+
+impl Settings {
+    pub fn incident_label(&self) -> &str {
+        self.incident_label.as_deref().unwrap_or("incident")
+    }
+
+    pub fn incident_window_ms(&self) -> i64 {
+        self.incident_window_ms.unwrap_or(72 * 3_600_000)
+    }
 }
 
 /// State shared by every worker: the settings and the handle of the one writer.

@@ -31,6 +31,11 @@ pub fn route(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<R
         (_, ["runs", path @ .., _]) if !path.is_empty() => Err(Error::MethodNotAllowed("GET")),
         (Method::Post, ["rollbacks"]) => post_rollbacks(app, req),
         (_, ["rollbacks"]) => Err(Error::MethodNotAllowed("POST")),
+        (Method::Post, ["pushes"]) => post_pushes(app, req),
+        (_, ["pushes"]) => Err(Error::MethodNotAllowed("POST")),
+        (Method::Post, ["incidents"]) => post_incidents(app, req),
+        (Method::Get, ["incidents"]) => super::dora::list_incidents(conn, req),
+        (_, ["incidents"]) => Err(Error::MethodNotAllowed("GET, POST")),
         (Method::Get, ["pipelines"]) => list_pipelines(conn, req),
         (_, ["pipelines"]) => Err(Error::MethodNotAllowed("GET")),
         (Method::Get, ["tokens"]) => list_tokens(conn),
@@ -87,6 +92,43 @@ fn post_rollbacks(app: &App, req: &Req) -> Result<Resp> {
     req.drop_body();
     match app.writer.submit(Write::Rollbacks(rollbacks))? {
         Written::Rollbacks(n) => Ok(Resp::json(200, &json!({"accepted": n}))),
+        _ => Err(Error::Internal("unexpected writer answer".into())),
+    }
+}
+
+/// The media types of an NDJSON body.
+const NDJSON: &[&str] = &[
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+];
+
+/// `POST /api/v1/pushes`: pushes upserted by (project, branch, last commit's sha).
+fn post_pushes(app: &App, req: &Req) -> Result<Resp> {
+    let ndjson = require_json(req, NDJSON)?;
+    let pushes = ingest::dora::parse_pushes(&req.body(), ndjson)?;
+    req.drop_body();
+    let accepted = pushes.len();
+    match app.writer.submit(Write::Pushes(pushes))? {
+        Written::Pushes(c) => Ok(Resp::json(
+            200,
+            &json!({"accepted": accepted, "created": c.created, "updated": c.updated}),
+        )),
+        _ => Err(Error::Internal("unexpected writer answer".into())),
+    }
+}
+
+/// `POST /api/v1/incidents`: incidents upserted by (project, id).
+fn post_incidents(app: &App, req: &Req) -> Result<Resp> {
+    let ndjson = require_json(req, NDJSON)?;
+    let incidents = ingest::dora::parse_incidents(&req.body(), ndjson)?;
+    req.drop_body();
+    let accepted = incidents.len();
+    match app.writer.submit(Write::Incidents(incidents))? {
+        Written::Incidents(c) => Ok(Resp::json(
+            200,
+            &json!({"accepted": accepted, "created": c.created, "updated": c.updated}),
+        )),
         _ => Err(Error::Internal("unexpected writer answer".into())),
     }
 }

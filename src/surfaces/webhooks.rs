@@ -49,7 +49,8 @@ fn from_github(app: &App, req: &Req) -> Result<Resp> {
     let event = req
         .header("X-GitHub-Event")
         .ok_or_else(|| Error::bad("missing X-GitHub-Event header"))?;
-    answer(app, github::parse(event, &mut || payload(req))?)
+    let label = app.settings.incident_label();
+    answer(app, github::parse(event, &mut || payload(req), label)?)
 }
 
 /// A GitLab delivery: the secret token, then the event.
@@ -65,7 +66,12 @@ fn from_gitlab(app: &App, req: &Req) -> Result<Resp> {
         .ok_or_else(|| Error::bad("missing X-Gitlab-Event header"))?;
     answer(
         app,
-        gitlab::parse(event, &mut || payload(req), app.now_ms())?,
+        gitlab::parse(
+            event,
+            &mut || payload(req),
+            app.now_ms(),
+            app.settings.incident_label(),
+        )?,
     )
 }
 
@@ -76,6 +82,49 @@ fn answer(app: &App, delivery: Delivery) -> Result<Resp> {
         Delivery::Ignored { event, why } => Ok(ignored(&event, why)),
         Delivery::Run { event, run } => write_run(app, event, run),
         Delivery::Jobs { event, run } => merge_jobs(app, event, run),
+        Delivery::Push { event, push } => {
+            let (project, branch) = (push.project.clone(), push.branch.clone());
+            let head = push.commits.last().map(|c| c.sha.clone());
+            let commits = push.commits.len();
+            match app.writer.submit(Write::Pushes(vec![push]))? {
+                Written::Pushes(c) => Ok(Resp::json(
+                    200,
+                    &json!({
+                        "event": event, "project": project, "branch": branch, "head": head,
+                        "commits": commits, "created": c.created, "updated": c.updated
+                    }),
+                )),
+                _ => Err(Error::Internal("unexpected writer answer".into())),
+            }
+        }
+        Delivery::Incident { event, incident } => {
+            let (project, id) = (incident.project.clone(), incident.id.clone());
+            match app.writer.submit(Write::Incidents(vec![incident]))? {
+                Written::Incidents(c) => Ok(Resp::json(
+                    200,
+                    &json!({
+                        "event": event, "project": project, "incident": id,
+                        "created": c.created, "updated": c.updated
+                    }),
+                )),
+                _ => Err(Error::Internal("unexpected writer answer".into())),
+            }
+        }
+        Delivery::NotIncident { event, project, id } => {
+            let write = Write::RemoveIncident {
+                project: project.clone(),
+                id: id.clone(),
+            };
+            match app.writer.submit(write)? {
+                Written::Revoked(removed) => Ok(Resp::json(
+                    200,
+                    &json!({
+                        "event": event, "project": project, "incident": id, "removed": removed
+                    }),
+                )),
+                _ => Err(Error::Internal("unexpected writer answer".into())),
+            }
+        }
     }
 }
 

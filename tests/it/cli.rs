@@ -105,6 +105,8 @@ fn every_command_has_help_describing_each_of_its_flags() {
                 "now",
                 "demo",
                 "insecure-open",
+                "incident-label",
+                "incident-window",
             ],
         ),
         (&["token", "create"], &["name", "scope", "db"]),
@@ -731,7 +733,8 @@ fn the_readme_examples_work_against_serve_demo() {
   args=("${{args[@]//127.0.0.1:8080/{address}}}")
   local code
   code=$(command curl -sS -o "$CURL_BODY" -w '%{{http_code}}' "${{args[@]}}")
-  printf '%s %s\n' "$code" "${{args[*]}}" >> "$CURL_LOG"
+  local shown="${{args[*]}}"
+  printf '%s %s\n' "$code" "${{shown//$'\n'/ }}" >> "$CURL_LOG"
   cat "$CURL_BODY"
 }}
 "#

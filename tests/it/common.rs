@@ -309,6 +309,7 @@ fn kept_rows(family: &str, conn: &rusqlite::Connection) -> Vec<String> {
         "circleci" => crate::circleci_rollup::kept(conn),
         "apigee" => crate::apigee_rollup::kept(conn),
         "flaky" => crate::circleci_flaky::kept(conn),
+        "dora" => crate::dora::kept(conn),
         other => panic!("rollup family {other:?} has no kept rows to compare with its rebuild"),
     }
 }

@@ -9,6 +9,8 @@ mod circleci_rollup;
 mod cli;
 mod codearts;
 mod common;
+mod dora;
+mod dora_inputs;
 mod history;
 mod ingest;
 mod layers;

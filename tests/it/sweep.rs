@@ -18,6 +18,10 @@ const ROUTES: &[&str] = &[
     "/api/v1/runs/gh/acme/api/1/tests",
     "/api/v1/stats/suite,classname",
     "/api/v1/stats/{x}",
+    "/api/v1/dora",
+    "/api/v1/dora/deployments",
+    "/api/v1/dora/{x}",
+    "/api/v1/incidents",
     "/api/v2/insights/gh/acme/api/workflows",
     "/api/v2/insights/gh/acme/api/workflows/build-test",
     "/api/v2/insights/gh/acme/api/workflows/build-test/jobs",
@@ -83,6 +87,12 @@ const PARAMS: &[&str] = &[
     "workflow",
     "status",
     "job",
+    "service",
+    "env",
+    "days",
+    "start",
+    "end",
+    "state",
     "unknown-parameter",
 ];
 
@@ -331,6 +341,8 @@ fn mutated_redeliveries_keep_every_rollup_exact() {
         ("deployment", "payload.json"),
         ("deployment_status", "payload.json"),
         ("deployment_status", "gh-pages.payload.json"),
+        ("push", "with-new-branch.json"),
+        ("issues", "reopened.json"),
     ]
     .iter()
     .map(|(event, file)| {
@@ -343,6 +355,8 @@ fn mutated_redeliveries_keep_every_rollup_exact() {
     let gitlab: Vec<(&str, Value)> = [
         ("Pipeline Hook", "gitlab/pipeline_hook.json"),
         ("Job Hook", "gitlab/job_hook.json"),
+        ("Push Hook", "gitlab/push_hook.json"),
+        ("Issue Hook", "gitlab/issue_hook.json"),
     ]
     .iter()
     .map(|(event, file)| (*event, crate::webhooks::read_json(file)))

@@ -12,10 +12,10 @@ use sha2::Sha256;
 
 use crate::common::{fixture, Answer, Daemon};
 
-const GH_SECRET: &str = "gh-test-secret";
-const GL_TOKEN: &str = "gl-test-token";
+pub const GH_SECRET: &str = "gh-test-secret";
+pub const GL_TOKEN: &str = "gl-test-token";
 
-fn read(rel: &str) -> Vec<u8> {
+pub fn read(rel: &str) -> Vec<u8> {
     let path = fixture(rel);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

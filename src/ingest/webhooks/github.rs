@@ -1,26 +1,38 @@
 //! GitHub: `workflow_run` → a run, `workflow_job` → a job of its run, `deployment_status` → a
-//! deploy job, `ping` → 200; any other event → 202. Mapping tables in docs/webhooks.md.
+//! deploy job, `push` → a push of commits, `issues` → an incident while the issue carries the
+//! incident label, `ping` → 200; any other event → 202. Mapping tables in docs/webhooks.md and
+//! docs/dora.md.
 
-use super::{is_production, kind_of, rfc3339, slug, span, Delivery, Payload};
+use serde_json::Value;
+
+use super::{
+    branch_of_ref, is_incident_label, is_production, kind_of, rfc3339, slug, span, Delivery,
+    Payload,
+};
 use crate::error::Result;
+use crate::ingest::dora::links;
 use crate::ingest::fields::Obj;
-use crate::model::{Job, Kind, Run, Status};
+use crate::model::{Commit, Incident, Job, Kind, Push, Run, Status};
 
 /// What a verified delivery of `event` asks for; `payload` is read only for the events mapped.
-pub fn parse(event: &str, payload: Payload) -> Result<Delivery> {
+/// An issue is an incident while it carries a label named `incident_label` (in any case).
+pub fn parse(event: &str, payload: Payload, incident_label: &str) -> Result<Delivery> {
     match event {
         "ping" => return Ok(Delivery::Ping),
-        "workflow_run" | "workflow_job" | "deployment_status" => {}
+        "workflow_run" | "workflow_job" | "deployment_status" | "push" | "issues" => {}
         other => {
             return Ok(Delivery::Ignored {
                 event: other.to_owned(),
-                why: "pipestat maps the GitHub events workflow_run, workflow_job and deployment_status",
+                why: "pipestat maps the GitHub events workflow_run, workflow_job, \
+                      deployment_status, push and issues",
             });
         }
     }
     let body = payload()?;
     let root = Obj::new(&body, "")?;
     match event {
+        "push" => push(&root),
+        "issues" => issues(&root, incident_label),
         "workflow_run" => {
             let repo = root.obj("repository")?;
             let run = run_of(&repo, &root.obj("workflow_run")?, root.opt_obj("workflow")?)?;
@@ -365,5 +377,125 @@ fn deployment_status(root: &Obj) -> Result<Delivery> {
     Ok(Delivery::Run {
         event: "deployment_status",
         run,
+    })
+}
+
+/// A push to a branch, with its commits (GitHub lists at most 20, oldest first). Tag pushes,
+/// deleted branches and pushes without commits bring no change and are ignored. The push's
+/// time is `repository.pushed_at`, else its head commit's time.
+fn push(root: &Obj) -> Result<Delivery> {
+    let ignored = |why| {
+        Ok(Delivery::Ignored {
+            event: "push".to_owned(),
+            why,
+        })
+    };
+    let git_ref = root.opt_name("ref")?.unwrap_or_default();
+    let Some(branch) = branch_of_ref(&git_ref) else {
+        return ignored("only pushes to branches (refs/heads/…) bring changes; tags are ignored");
+    };
+    if root.opt_bool("deleted")?.unwrap_or(false) {
+        return ignored("a deleted branch brings no change");
+    }
+    let items = root.objects("commits")?;
+    if items.is_empty() {
+        return ignored("a push without commits brings no change");
+    }
+    let mut commits = Vec::with_capacity(items.len());
+    for c in &items {
+        commits.push(Commit {
+            sha: c.req_name("id")?,
+            committed_at: c
+                .opt_time_by("timestamp", rfc3339)?
+                .ok_or_else(|| c.err("timestamp", "is required"))?,
+        });
+    }
+    let repo = root.obj("repository")?;
+    let head_time = match root.opt_obj("head_commit")? {
+        Some(h) => h.opt_time_by("timestamp", rfc3339)?,
+        None => None,
+    };
+    let pushed_at = match repo.opt_time("pushed_at")? {
+        Some(t) => t,
+        None => {
+            head_time.unwrap_or_else(|| commits.iter().map(|c| c.committed_at).max().unwrap_or(0))
+        }
+    };
+    Ok(Delivery::Push {
+        event: "push",
+        push: Push {
+            project: project_of(&repo)?,
+            branch: branch.to_owned(),
+            pushed_at,
+            commits,
+        },
+    })
+}
+
+/// An issue event: the issue is an incident while it carries the incident label. It is
+/// removed when deleted, transferred, or when that label is taken off; any other action on a
+/// labelled issue makes or updates the incident (resolved at `closed_at` while closed).
+fn issues(root: &Obj, incident_label: &str) -> Result<Delivery> {
+    let action = root.req_name("action")?;
+    let repo = root.obj("repository")?;
+    let project = project_of(&repo)?;
+    let issue = root.obj("issue")?;
+    let id = format!("issue-{}", issue.req_id("number")?);
+    let label_removed = action == "unlabeled"
+        && match root.opt_obj("label")? {
+            Some(l) => l
+                .opt_name("name")?
+                .is_some_and(|n| is_incident_label(&n, incident_label)),
+            None => false,
+        };
+    if matches!(action.as_str(), "deleted" | "transferred") || label_removed {
+        return Ok(Delivery::NotIncident {
+            event: "issues",
+            project,
+            id,
+        });
+    }
+    let mut labelled = false;
+    for l in issue.objects("labels")? {
+        labelled |= l
+            .opt_name("name")?
+            .is_some_and(|n| is_incident_label(&n, incident_label));
+    }
+    if !labelled {
+        return Ok(Delivery::Ignored {
+            event: "issues".to_owned(),
+            why: "the issue carries no incident label (--incident-label)",
+        });
+    }
+    let started_at = issue
+        .opt_time_by("created_at", rfc3339)?
+        .ok_or_else(|| issue.err("created_at", "is required"))?;
+    let resolved_at = if issue.opt_name("state")?.as_deref() == Some("closed") {
+        let closed = match issue.opt_time_by("closed_at", rfc3339)? {
+            Some(t) => Some(t),
+            None => issue.opt_time_by("updated_at", rfc3339)?,
+        };
+        closed.map(|t| t.max(started_at))
+    } else {
+        None
+    };
+    // The body is only searched for links, so its length is not limited here.
+    let text = issue.get("body").and_then(Value::as_str).unwrap_or("");
+    let links = links(text);
+    Ok(Delivery::Incident {
+        event: "issues",
+        incident: Incident {
+            id,
+            project,
+            title: issue.req_name("title")?,
+            service: links.service,
+            env: None,
+            started_at,
+            resolved_at,
+            severity: None,
+            url: issue.opt_url("html_url")?,
+            deployment: links.deployment,
+            commit: links.commit,
+        },
     })
 }

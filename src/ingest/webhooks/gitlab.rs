@@ -5,27 +5,35 @@ use serde_json::{json, Value};
 use time::macros::format_description;
 use time::{PrimitiveDateTime, UtcOffset};
 
-use super::{is_production, kind_of, slug, span, Delivery, Payload};
+use super::{
+    branch_of_ref, is_incident_label, is_production, kind_of, slug, span, Delivery, Payload,
+};
 use crate::error::{Error, Result};
+use crate::ingest::dora::links;
 use crate::ingest::fields::{Obj, MAX_TEXT};
 use crate::model::times;
-use crate::model::{Job, Kind, Run, Status};
+use crate::model::{Commit, Incident, Job, Kind, Push, Run, Status};
 
 /// The workflow name of a pipeline that has none: GitLab pipelines are usually unnamed.
 const DEFAULT_WORKFLOW: &str = "pipeline";
 
 /// What a verified delivery of `event` asks for; `payload` is read only for the events mapped.
-/// A job without any time is dated `now`.
-pub fn parse(event: &str, payload: Payload, now: i64) -> Result<Delivery> {
+/// A job without any time is dated `now`, and so is a push (GitLab's push payload has no time of
+/// its own). An issue is an incident when its type is Incident or it carries a label named
+/// `incident_label` (in any case).
+pub fn parse(event: &str, payload: Payload, now: i64, incident_label: &str) -> Result<Delivery> {
     let kind = match event {
         "Pipeline Hook" => "pipeline",
         "Job Hook" | "Build Hook" => "build",
+        "Push Hook" => "push",
+        "Issue Hook" | "Confidential Issue Hook" => "issue",
         // A system hook says what it carries in `object_kind`.
         "System Hook" => "",
         other => {
             return Ok(Delivery::Ignored {
                 event: other.to_owned(),
-                why: "pipestat maps the GitLab events Pipeline Hook and Job Hook",
+                why: "pipestat maps the GitLab events Pipeline Hook, Job Hook, Push Hook and \
+                      Issue Hook",
             });
         }
     };
@@ -45,16 +53,17 @@ pub fn parse(event: &str, payload: Payload, now: i64) -> Result<Delivery> {
     } else {
         kind
     };
-    if kind == "pipeline" {
-        Ok(Delivery::Run {
+    match kind {
+        "pipeline" => Ok(Delivery::Run {
             event: "Pipeline Hook",
             run: pipeline(&root)?,
-        })
-    } else {
-        Ok(Delivery::Jobs {
+        }),
+        "push" => push(&root, now),
+        "issue" => issue(&root, incident_label),
+        _ => Ok(Delivery::Jobs {
             event: "Job Hook",
             run: job_hook(&root, now)?,
-        })
+        }),
     }
 }
 
@@ -344,6 +353,138 @@ fn job_hook(root: &Obj, now: i64) -> Result<Run> {
         credits_used: 0,
         parameters: None,
         jobs: vec![job],
+    })
+}
+
+/// A Push Hook: a push to a branch with its commits (GitLab lists at most 20). Tag pushes,
+/// deleted branches and pushes without commits bring no change and are ignored. GitLab sends
+/// no time for the push itself: it is dated `now`, when pipestat heard of it.
+fn push(root: &Obj, now: i64) -> Result<Delivery> {
+    let ignored = |why| {
+        Ok(Delivery::Ignored {
+            event: "Push Hook".to_owned(),
+            why,
+        })
+    };
+    let git_ref = root.opt_name("ref")?.unwrap_or_default();
+    let Some(branch) = branch_of_ref(&git_ref) else {
+        return ignored("only pushes to branches (refs/heads/…) bring changes; tags are ignored");
+    };
+    let items = root.objects("commits")?;
+    if items.is_empty() {
+        return ignored("a push without commits brings no change");
+    }
+    let mut commits = Vec::with_capacity(items.len());
+    for c in &items {
+        commits.push(Commit {
+            sha: c.req_name("id")?,
+            committed_at: c
+                .opt_time_by("timestamp", gitlab_time)?
+                .ok_or_else(|| c.err("timestamp", "is required"))?,
+        });
+    }
+    let project = root.obj("project")?;
+    Ok(Delivery::Push {
+        event: "Push Hook",
+        push: Push {
+            project: slug(
+                "gl",
+                &project.req_name("path_with_namespace")?,
+                "project.path_with_namespace",
+            )?,
+            branch: branch.to_owned(),
+            pushed_at: now,
+            commits,
+        },
+    })
+}
+
+/// Whether any label object of `labels` (GitLab's `{"title": …}`) names incidents.
+fn has_label(labels: &[Obj], incident_label: &str) -> Result<bool> {
+    for l in labels {
+        if l.opt_name("title")?
+            .is_some_and(|t| is_incident_label(&t, incident_label))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// An Issue Hook (issues and work items): an incident when its type is Incident or it carries
+/// the incident label. One that loses the label in this update is removed; any other issue is
+/// ignored. Resolved at `closed_at` while closed.
+fn issue(root: &Obj, incident_label: &str) -> Result<Delivery> {
+    let attrs = root.obj("object_attributes")?;
+    let project = root.obj("project")?;
+    let project = slug(
+        "gl",
+        &project.req_name("path_with_namespace")?,
+        "project.path_with_namespace",
+    )?;
+    let id = format!("issue-{}", attrs.req_id("iid")?);
+    let typed = attrs
+        .opt_name("type")?
+        .is_some_and(|t| t.eq_ignore_ascii_case("incident"));
+    let labels = match root.opt_objects("labels", usize::MAX)? {
+        Some(l) => l,
+        None => attrs.objects("labels")?,
+    };
+    if !typed && !has_label(&labels, incident_label)? {
+        let had = match root.opt_obj("changes")? {
+            Some(changes) => match changes.opt_obj("labels")? {
+                Some(l) => has_label(&l.objects("previous")?, incident_label)?,
+                None => false,
+            },
+            None => false,
+        };
+        if had {
+            return Ok(Delivery::NotIncident {
+                event: "Issue Hook",
+                project,
+                id,
+            });
+        }
+        return Ok(Delivery::Ignored {
+            event: "Issue Hook".to_owned(),
+            why:
+                "the issue is not of type Incident and carries no incident label (--incident-label)",
+        });
+    }
+    let started_at = attrs
+        .opt_time_by("created_at", gitlab_time)?
+        .ok_or_else(|| attrs.err("created_at", "is required"))?;
+    let closed = attrs.opt_name("state")?.as_deref() == Some("closed")
+        || attrs.opt_name("action")?.as_deref() == Some("close");
+    let resolved_at = if closed {
+        let at = match attrs.opt_time_by("closed_at", gitlab_time)? {
+            Some(t) => Some(t),
+            None => attrs.opt_time_by("updated_at", gitlab_time)?,
+        };
+        at.map(|t| t.max(started_at))
+    } else {
+        None
+    };
+    let text = attrs
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let links = links(text);
+    Ok(Delivery::Incident {
+        event: "Issue Hook",
+        incident: Incident {
+            id,
+            project,
+            title: attrs.req_name("title")?,
+            service: links.service,
+            env: None,
+            started_at,
+            resolved_at,
+            severity: attrs.opt_name("severity")?,
+            url: attrs.opt_url("url")?,
+            deployment: links.deployment,
+            commit: links.commit,
+        },
     })
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::ingest;
 use crate::model::times;
-use crate::model::{Kind, Run, Status};
+use crate::model::{Incident, Kind, Push, Run, Status};
 
 /// What a verified delivery asks for.
 #[derive(Debug)]
@@ -23,6 +23,31 @@ pub enum Delivery {
     Run { event: &'static str, run: Run },
     /// A run's jobs merged into the stored run, which is created from `run` when absent.
     Jobs { event: &'static str, run: Run },
+    /// A push of commits to a branch (GitHub `push`, GitLab `Push Hook`).
+    Push { event: &'static str, push: Push },
+    /// An issue that is an incident, made or updated (GitHub `issues`, GitLab `Issue Hook`).
+    Incident {
+        event: &'static str,
+        incident: Incident,
+    },
+    /// An issue that is no longer an incident: the incident (project, id) is removed.
+    NotIncident {
+        event: &'static str,
+        project: String,
+        id: String,
+    },
+}
+
+/// Whether a label names incidents: equal to `--incident-label`, in any case.
+pub(super) fn is_incident_label(label: &str, incident_label: &str) -> bool {
+    label.to_lowercase() == incident_label.to_lowercase()
+}
+
+/// The branch of a pushed ref, `refs/heads/<branch>`; none for tags and other refs.
+pub(super) fn branch_of_ref(git_ref: &str) -> Option<&str> {
+    git_ref
+        .strip_prefix("refs/heads/")
+        .filter(|b| !b.is_empty())
 }
 
 /// The payload of a delivery, parsed only once its event is known to be mapped.

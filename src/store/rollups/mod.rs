@@ -18,6 +18,7 @@
 
 pub mod apigee;
 pub mod circleci;
+pub mod dora;
 pub mod durations;
 pub mod flaky;
 pub mod zadig;
@@ -95,6 +96,8 @@ pub struct OldJob {
     /// The workflow its run is in now.
     pub workflow_id: i64,
     pub name: String,
+    /// Its kind as stored (a deploy job's write changes the DORA deployments).
+    pub kind: Kind,
     pub timing: Timing,
 }
 
@@ -166,15 +169,17 @@ pub struct Rollups {
     circleci: circleci::Pending,
     apigee: apigee::Pending,
     flaky: flaky::Pending,
+    dora: dora::Pending,
 }
 
 impl Rollups {
-    fn each(&mut self) -> [&mut dyn Family; 4] {
+    fn each(&mut self) -> [&mut dyn Family; 5] {
         [
             &mut self.zadig,
             &mut self.circleci,
             &mut self.apigee,
             &mut self.flaky,
+            &mut self.dora,
         ]
     }
 
@@ -200,11 +205,12 @@ pub type Rebuild = fn(&Connection) -> Result<()>;
 
 /// Each family's rebuild, by name: the upgrades call them, and the tests compare each with
 /// its upkeep.
-pub const REBUILDS: [(&str, Rebuild); 4] = [
+pub const REBUILDS: [(&str, Rebuild); 5] = [
     ("zadig", zadig::rebuild),
     ("circleci", circleci::rebuild),
     ("apigee", apigee::rebuild),
     ("flaky", flaky::rebuild),
+    ("dora", dora::rebuild),
 ];
 
 /// Whether any of `tests` failed or errored.
