@@ -3,17 +3,17 @@
 //! SIGINT. Only this module knows tiny_http.
 
 mod memory;
+mod open;
 mod quota;
 mod request;
 mod routes;
 
-use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -46,7 +46,70 @@ struct Daemon {
     quota: Quota,
     /// Whether a database without tokens may be used without one (loopback, or --insecure-open).
     open_allowed: bool,
+    /// Whether the daemon listens on a loopback address (open mode then checks `Host`).
+    loopback: bool,
     max_body: u64,
+    limits: Limits,
+    /// Set by SIGTERM or SIGINT.
+    stop: Arc<AtomicBool>,
+}
+
+impl Daemon {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// What the daemon holds of its connections (docs/operations.md). Set by environment
+/// variables, for tests and unusual deployments; there are no flags for them.
+#[derive(Debug, Clone)]
+struct Limits {
+    /// Every read and write on a connection (SO_RCVTIMEO, SO_SNDTIMEO), and the time for a
+    /// request's head to arrive, or for a kept-alive connection to send its next one:
+    /// PIPESTAT_IO_TIMEOUT_SECS, default 15.
+    io_timeout: Duration,
+    /// Connections open at once, and so tiny_http's threads: PIPESTAT_MAX_CONNECTIONS,
+    /// default 256. One more is answered 503 and closed.
+    max_connections: usize,
+}
+
+/// A request's head, at most (request line and headers); a larger one gets 431. Large
+/// enough that the statistics routes answer overlong queries with their own 400, which
+/// names the parameter (the Apigee surface's `select` and `filter`, tested up to 1 MiB).
+const MAX_HEAD_BYTES: usize = 2 * 1024 * 1024;
+/// After the io timeout, a body must arrive at this rate at least (bytes per second).
+const MIN_BODY_RATE: u64 = 64 * 1024;
+/// After SIGTERM, requests in flight get this long to finish before their connections are
+/// shut down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+impl Limits {
+    fn from_env() -> Result<Limits> {
+        let number = |name: &str, default: u64, max: u64| -> Result<u64> {
+            match std::env::var(name) {
+                Err(_) => Ok(default),
+                Ok(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "{name}: expected a number from 1 to {max}, got {v:?}"
+                        ))
+                    }),
+            }
+        };
+        Ok(Limits {
+            io_timeout: Duration::from_secs(number("PIPESTAT_IO_TIMEOUT_SECS", 15, 3600)?),
+            max_connections: number("PIPESTAT_MAX_CONNECTIONS", 256, 65_536)? as usize,
+        })
+    }
+
+    /// How long a body of `len` bytes may take to arrive.
+    fn body_time(&self, len: usize) -> Duration {
+        self.io_timeout + Duration::from_secs(len as u64 / MIN_BODY_RATE)
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -66,6 +129,7 @@ pub fn serve(cfg: Config) -> Result<()> {
             log::info!("--demo: the database already holds runs; leaving it as it is");
         }
     }
+    let limits = Limits::from_env()?;
     let addr = resolve(&cfg.listen)?;
     let loopback = addr.ip().is_loopback();
     if !tokens::any_token(&conn)? && !loopback {
@@ -82,10 +146,23 @@ pub fn serve(cfg: Config) -> Result<()> {
 
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
-    // Accepted connections inherit TCP_NODELAY from the listener (see Cargo.toml for why).
-    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+    // Accepted connections inherit TCP_NODELAY (see Cargo.toml for why) and the read and
+    // write timeouts from the listener (Linux copies a listener's socket options to the
+    // sockets it accepts; tests/it/hardening.rs checks that an idle connection is closed).
+    let sock = socket2::SockRef::from(&listener);
+    sock.set_tcp_nodelay(true)?;
+    sock.set_read_timeout(Some(limits.io_timeout))?;
+    sock.set_write_timeout(Some(limits.io_timeout))?;
+    let server = tiny_http::Server::from_listener_with_limits(
+        listener,
+        None,
+        tiny_http::Limits {
+            max_connections: limits.max_connections,
+            head_timeout: limits.io_timeout,
+            max_head_bytes: MAX_HEAD_BYTES,
+        },
+    )
+    .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
     let local = server
         .server_addr()
         .to_ip()
@@ -94,17 +171,20 @@ pub fn serve(cfg: Config) -> Result<()> {
     let (writer, writer_thread) = Writer::start(&cfg.db)?;
     let threads = cfg.threads;
     let db_path = cfg.db.clone();
+    let stop = Arc::new(AtomicBool::new(false));
     let daemon = Arc::new(Daemon {
         quota: Quota::new(cfg.quota_per_minute),
         open_allowed: loopback || cfg.insecure_open,
+        loopback,
         max_body: cfg.max_body,
+        limits,
+        stop: stop.clone(),
         app: App {
             settings: cfg.settings,
             writer,
         },
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -122,6 +202,16 @@ pub fn serve(cfg: Config) -> Result<()> {
                     for _ in 0..threads {
                         server.unblock();
                     }
+                    // Requests still in flight after the grace (a slow client's body or
+                    // answer) are cut off: their connections are shut down, which ends
+                    // every read and write on them at once.
+                    std::thread::sleep(SHUTDOWN_GRACE);
+                    log::warn!(
+                        "closing {} connections still open after {}s",
+                        server.open_connections(),
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                    server.close_connections();
                 }
             })?;
     }
@@ -200,14 +290,13 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
     let url = rq.url().to_owned();
     let path = url.split('?').next().unwrap_or("").to_owned();
     let surface = Surface::of(&path);
-    let body_len = Cell::new(0);
+    let mut progress = request::Progress::default();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // Every write arrives as a POST: the writer waits briefly for announced requests
         // before it commits, so concurrent ones share a commit. Withdrawn on return.
         let _announced =
             (*rq.method() == tiny_http::Method::Post).then(|| daemon.app.writer.announce());
-        let req = request::prepare(daemon, conn, &mut rq, &url)?;
-        body_len.set(req.body().len());
+        let req = request::prepare(daemon, conn, &mut rq, &url, &mut progress)?;
         routes::route(&daemon.app, conn, &req)
     }));
     let resp = match outcome {
@@ -229,7 +318,7 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
         resp.status,
         started.elapsed().as_millis()
     );
-    let large = body_len.get().max(resp.body.len()) > memory::LARGE_BODY;
+    let large = progress.body_len.max(resp.body.len()) > memory::LARGE_BODY;
     let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
     let content_type =
         tiny_http::Header::from_bytes("Content-Type", resp.content_type).expect("valid header");
@@ -239,7 +328,15 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             out.add_header(h);
         }
     }
-    if let Err(e) = rq.respond(out) {
+    // A request whose body was not read to its end (refused before it was read, or not
+    // framed unambiguously) closes its connection: draining the body would hand the worker
+    // to a slow client, and what follows it on the wire is not to be trusted.
+    let sent = if progress.body_done && !daemon.stopping() {
+        rq.respond(out)
+    } else {
+        rq.respond_and_close(out)
+    };
+    if let Err(e) = sent {
         log::debug!("could not send the response: {e}");
     }
     if large {

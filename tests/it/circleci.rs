@@ -749,7 +749,10 @@ fn all_branches_takes_booleans_as_clients_send_them() {
             a.body
         };
         let (yes, no) = (answer("true"), answer("false"));
-        assert_ne!(yes, no, "{route}: all branches and the default branch differ here");
+        assert_ne!(
+            yes, no,
+            "{route}: all branches and the default branch differ here"
+        );
         for value in ["True", "TRUE", "1"] {
             assert_eq!(answer(value), yes, "{route}?all-branches={value}");
         }

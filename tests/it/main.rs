@@ -8,6 +8,7 @@ mod circleci_flaky;
 mod circleci_rollup;
 mod codearts;
 mod common;
+mod hardening;
 mod history;
 mod ingest;
 mod layers;
