@@ -11,8 +11,8 @@ mod routes;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -52,6 +52,12 @@ struct Daemon {
     limits: Limits,
     /// Set by SIGTERM or SIGINT.
     stop: Arc<AtomicBool>,
+    /// Set once the shutdown's grace is over: no request is routed any more.
+    abandon: AtomicBool,
+    /// Requests being routed (their body read, their answer not built yet).
+    routing: AtomicUsize,
+    /// Threads answering a request whose body was not read (see `handle`).
+    answering: Arc<AtomicUsize>,
 }
 
 impl Daemon {
@@ -60,28 +66,23 @@ impl Daemon {
     }
 }
 
-/// What the daemon holds of its connections (docs/operations.md). Set by environment
-/// variables, for tests and unusual deployments; there are no flags for them.
+/// What the daemon holds of its connections (docs/operations.md). Set by an environment
+/// variable, for tests and unusual deployments; there is no flag for it.
 #[derive(Debug, Clone)]
 struct Limits {
-    /// Every read and write on a connection (SO_RCVTIMEO, SO_SNDTIMEO), and the time for a
-    /// request's head to arrive, or for a kept-alive connection to send its next one:
-    /// PIPESTAT_IO_TIMEOUT_SECS, default 15.
+    /// Every read and write on a connection (SO_RCVTIMEO, SO_SNDTIMEO): a connection that
+    /// sends nothing for this long between requests is closed, and a body that stops for this
+    /// long is a 408: PIPESTAT_IO_TIMEOUT_SECS, default 15.
     io_timeout: Duration,
-    /// Connections open at once, and so tiny_http's threads: PIPESTAT_MAX_CONNECTIONS,
-    /// default 256. One more is answered 503 and closed.
-    max_connections: usize,
 }
 
-/// A request's head, at most (request line and headers); a larger one gets 431. Large
-/// enough that the statistics routes answer overlong queries with their own 400, which
-/// names the parameter (the Apigee surface's `select` and `filter`, tested up to 1 MiB).
-const MAX_HEAD_BYTES: usize = 2 * 1024 * 1024;
 /// After the io timeout, a body must arrive at this rate at least (bytes per second).
 const MIN_BODY_RATE: u64 = 64 * 1024;
-/// After SIGTERM, requests in flight get this long to finish before their connections are
-/// shut down.
+/// After SIGTERM, requests in flight get this long to finish; then pipestat exits without
+/// waiting for the workers still held by a slow client (see `serve`).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Threads that may answer a request whose body was not read, at once (see `handle`).
+const MAX_ANSWERING: usize = 64;
 
 impl Limits {
     fn from_env() -> Result<Limits> {
@@ -102,7 +103,6 @@ impl Limits {
         };
         Ok(Limits {
             io_timeout: Duration::from_secs(number("PIPESTAT_IO_TIMEOUT_SECS", 15, 3600)?),
-            max_connections: number("PIPESTAT_MAX_CONNECTIONS", 256, 65_536)? as usize,
         })
     }
 
@@ -149,20 +149,13 @@ pub fn serve(cfg: Config) -> Result<()> {
     // Accepted connections inherit TCP_NODELAY (see Cargo.toml for why) and the read and
     // write timeouts from the listener (Linux copies a listener's socket options to the
     // sockets it accepts; tests/it/hardening.rs checks that an idle connection is closed).
+    // The read timeout bounds the listener's own accept too: see `keep_accepting`.
     let sock = socket2::SockRef::from(&listener);
     sock.set_tcp_nodelay(true)?;
     sock.set_read_timeout(Some(limits.io_timeout))?;
     sock.set_write_timeout(Some(limits.io_timeout))?;
-    let server = tiny_http::Server::from_listener_with_limits(
-        listener,
-        None,
-        tiny_http::Limits {
-            max_connections: limits.max_connections,
-            head_timeout: limits.io_timeout,
-            max_head_bytes: MAX_HEAD_BYTES,
-        },
-    )
-    .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
     let local = server
         .server_addr()
         .to_ip()
@@ -179,6 +172,9 @@ pub fn serve(cfg: Config) -> Result<()> {
         max_body: cfg.max_body,
         limits,
         stop: stop.clone(),
+        abandon: AtomicBool::new(false),
+        routing: AtomicUsize::new(0),
+        answering: Arc::new(AtomicUsize::new(0)),
         app: App {
             settings: cfg.settings,
             writer,
@@ -186,13 +182,20 @@ pub fn serve(cfg: Config) -> Result<()> {
     });
 
     let failed = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, every) = (stop.clone(), daemon.limits.io_timeout / 3);
+        std::thread::Builder::new()
+            .name("keep-accepting".into())
+            .spawn(move || keep_accepting(local, every, &stop))?;
+    }
+    let (events, shutdown) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])?;
     let signal_handle = signals.handle();
     {
-        let (server, stop) = (server.clone(), stop.clone());
+        let (server, stop, events) = (server.clone(), stop.clone(), events.clone());
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -202,46 +205,69 @@ pub fn serve(cfg: Config) -> Result<()> {
                     for _ in 0..threads {
                         server.unblock();
                     }
-                    // Requests still in flight after the grace (a slow client's body or
-                    // answer) are cut off: their connections are shut down, which ends
-                    // every read and write on them at once.
                     std::thread::sleep(SHUTDOWN_GRACE);
-                    log::warn!(
-                        "closing {} connections still open after {}s",
-                        server.open_connections(),
-                        SHUTDOWN_GRACE.as_secs()
-                    );
-                    server.close_connections();
+                    let _ = events.send(Event::GraceOver);
                 }
             })?;
     }
 
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
-        let (server, daemon, stop, failed) =
-            (server.clone(), daemon.clone(), stop.clone(), failed.clone());
+        let (server, daemon, stop, failed, events) = (
+            server.clone(),
+            daemon.clone(),
+            stop.clone(),
+            failed.clone(),
+            events.clone(),
+        );
         let conn = db::open(&db_path)?;
         workers.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
                     worker(&server, &daemon, &conn, &stop, &failed, threads);
+                    let _ = events.send(Event::WorkerDone);
                 })?,
         );
     }
+    drop(events);
 
     println!("listening on http://{local}");
     use std::io::Write as _;
     std::io::stdout().flush()?;
     log::info!("serving {} with {threads} workers", db_path.display());
 
-    for w in workers {
-        let _ = w.join();
+    let mut running = threads;
+    while running > 0 {
+        match shutdown.recv() {
+            Ok(Event::WorkerDone) => running -= 1,
+            Ok(Event::GraceOver) | Err(_) => break,
+        }
     }
-    signal_handle.close();
-    // Dropping the last Writer handle lets the writer finish its queue and stop.
-    drop(daemon);
-    let _ = writer_thread.join();
+    if running > 0 {
+        // Workers still busy after the grace are held by slow clients: reading a body that
+        // does not come, or writing an answer that is not read (tiny_http gives no way to
+        // close a connection; each read or write ends at the io timeout). None of them is
+        // let into the routes any more, and once the requests being routed are answered no
+        // write is pending: every acknowledged write is on the disk, so pipestat exits
+        // without them (the process ends with its last thread, `main`).
+        daemon.abandon.store(true, Ordering::SeqCst);
+        while daemon.routing.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log::warn!(
+            "exiting with {running} workers still held by slow clients after {}s",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    } else {
+        for w in workers {
+            let _ = w.join();
+        }
+        signal_handle.close();
+        // Dropping the last Writer handle lets the writer finish its queue and stop.
+        drop(daemon);
+        let _ = writer_thread.join();
+    }
     if failed.load(Ordering::SeqCst) {
         return Err(Error::Internal(
             "the HTTP listener failed; stopping so the service manager restarts pipestat".into(),
@@ -249,6 +275,35 @@ pub fn serve(cfg: Config) -> Result<()> {
     }
     log::info!("stopped cleanly");
     Ok(())
+}
+
+/// What the main thread waits for once it serves.
+enum Event {
+    /// A worker has stopped.
+    WorkerDone,
+    /// SHUTDOWN_GRACE has passed since SIGTERM or SIGINT.
+    GraceOver,
+}
+
+/// The listener's read timeout also bounds `accept`: with no connection for that long, it
+/// fails with EAGAIN, and tiny_http's accept loop stops at its first error (the daemon then
+/// exits for the service manager to restart it). So the daemon connects to itself, and closes
+/// at once, every third of the timeout: `accept` never waits long enough to fail. tiny_http
+/// reads end-of-stream from such a connection and drops it, and no request is logged.
+fn keep_accepting(local: SocketAddr, every: Duration, stop: &AtomicBool) {
+    let mut target = local;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(every);
+        if let Err(e) = std::net::TcpStream::connect_timeout(&target, every) {
+            log::debug!("keep-accepting: cannot connect to {target}: {e}");
+        }
+    }
 }
 
 fn resolve(listen: &str) -> Result<SocketAddr> {
@@ -297,6 +352,7 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
         let _announced =
             (*rq.method() == tiny_http::Method::Post).then(|| daemon.app.writer.announce());
         let req = request::prepare(daemon, conn, &mut rq, &url, &mut progress)?;
+        let _routing = Routing::enter(daemon)?;
         routes::route(&daemon.app, conn, &req)
     }));
     let resp = match outcome {
@@ -328,18 +384,62 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             out.add_header(h);
         }
     }
-    // A request whose body was not read to its end (refused before it was read, or not
-    // framed unambiguously) closes its connection: draining the body would hand the worker
-    // to a slow client, and what follows it on the wire is not to be trusted.
-    let sent = if progress.body_done && !daemon.stopping() {
-        rq.respond(out)
-    } else {
-        rq.respond_and_close(out)
-    };
-    if let Err(e) = sent {
-        log::debug!("could not send the response: {e}");
+    // A request refused before its body was read to its end: tiny_http reads the rest of
+    // the body when the request is dropped, after the answer is sent, to find the next
+    // request on the connection (it has no way to close a connection instead). That read
+    // lasts as long as the client takes to send the body, so it is done on a thread of its
+    // own, not the worker's; beyond MAX_ANSWERING of them, on the worker.
+    if !progress.body_done {
+        let answering = daemon.answering.clone();
+        if answering.fetch_add(1, Ordering::SeqCst) < MAX_ANSWERING {
+            let spawned = std::thread::Builder::new()
+                .name("answer".into())
+                .spawn(move || {
+                    send(rq, out);
+                    answering.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                // The request is lost with the closure; tiny_http answers it 500.
+                log::error!("cannot start a thread to answer a refused request: {e}");
+                daemon.answering.fetch_sub(1, Ordering::SeqCst);
+            }
+            if large {
+                memory::release_freed_memory();
+            }
+            return;
+        }
+        daemon.answering.fetch_sub(1, Ordering::SeqCst);
     }
+    send(rq, out);
     if large {
         memory::release_freed_memory();
+    }
+}
+
+fn send(rq: tiny_http::Request, out: tiny_http::Response<std::io::Cursor<Vec<u8>>>) {
+    if let Err(e) = rq.respond(out) {
+        log::debug!("could not send the response: {e}");
+    }
+}
+
+/// A request being routed; once the shutdown's grace is over, none enters (see `serve`).
+struct Routing<'a>(&'a AtomicUsize);
+
+impl<'a> Routing<'a> {
+    fn enter(daemon: &'a Daemon) -> Result<Routing<'a>> {
+        daemon.routing.fetch_add(1, Ordering::SeqCst);
+        let routing = Routing(&daemon.routing);
+        if daemon.abandon.load(Ordering::SeqCst) {
+            return Err(Error::RequestTimeout(
+                "pipestat is stopping; send the request again".into(),
+            ));
+        }
+        Ok(routing)
+    }
+}
+
+impl Drop for Routing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

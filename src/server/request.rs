@@ -26,9 +26,9 @@ fn scope_for(method: Method, segments: &[String]) -> Option<Scope> {
 /// What `prepare` learnt of a request that `handle` needs to answer it.
 #[derive(Default)]
 pub(super) struct Progress {
-    /// The body has been read to its end (or there is none): the connection can serve the next
-    /// request. A request refused before its body was read is answered and its connection
-    /// closed, never drained.
+    /// The body has been read to its end (or there is none). When it has not, tiny_http reads
+    /// the rest after the answer, so the answer is sent from a thread of its own (see
+    /// `handle`).
     pub(super) body_done: bool,
     /// Bytes of body read.
     pub(super) body_len: usize,
