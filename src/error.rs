@@ -14,6 +14,8 @@ pub enum Error {
     /// The path exists but not for this method; carries the allowed methods.
     MethodNotAllowed(&'static str),
     PayloadTooLarge(u64),
+    /// The request (its body) did not arrive in time.
+    RequestTimeout(String),
     UnsupportedMediaType(String),
     /// Over quota; carries the seconds until the quota resets.
     TooManyRequests(u64),
@@ -40,6 +42,7 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
+            Error::RequestTimeout(_) => 408,
             Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType(_) => 415,
             Error::TooManyRequests(_) => 429,
@@ -55,6 +58,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::RequestTimeout(_) => "request_timeout",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::TooManyRequests(_) => "too_many_requests",
@@ -71,6 +75,7 @@ impl fmt::Display for Error {
             | Error::Forbidden(m)
             | Error::NotFound(m)
             | Error::UnsupportedMediaType(m)
+            | Error::RequestTimeout(m)
             | Error::Usage(m)
             | Error::Internal(m) => f.write_str(m),
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed; allowed: {allow}"),

@@ -52,7 +52,6 @@ impl Surface {
         match e {
             Error::MethodNotAllowed(allow) => resp.headers.push(("Allow", (*allow).to_owned())),
             Error::TooManyRequests(secs) => resp.headers.push(("Retry-After", secs.to_string())),
-            Error::PayloadTooLarge(_) => resp.headers.push(("Connection", "close".to_owned())),
             _ => {}
         }
         resp
@@ -66,6 +65,7 @@ fn reason(status: u16) -> &'static str {
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
         405 => "METHOD_NOT_ALLOWED",
+        408 => "DEADLINE_EXCEEDED",
         413 => "PAYLOAD_TOO_LARGE",
         415 => "UNSUPPORTED_MEDIA_TYPE",
         429 => "RESOURCE_EXHAUSTED",

@@ -3,17 +3,17 @@
 //! SIGINT. Only this module knows tiny_http.
 
 mod memory;
+mod open;
 mod quota;
 mod request;
 mod routes;
 
-use std::cell::Cell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -46,7 +46,70 @@ struct Daemon {
     quota: Quota,
     /// Whether a database without tokens may be used without one (loopback, or --insecure-open).
     open_allowed: bool,
+    /// Whether the daemon listens on a loopback address (open mode then checks `Host`).
+    loopback: bool,
     max_body: u64,
+    limits: Limits,
+    /// Set by SIGTERM or SIGINT.
+    stop: Arc<AtomicBool>,
+    /// Set once the shutdown's grace is over: no request is routed any more.
+    abandon: AtomicBool,
+    /// Requests being routed (their body read, their answer not built yet).
+    routing: AtomicUsize,
+    /// Threads answering a request whose body was not read (see `handle`).
+    answering: Arc<AtomicUsize>,
+}
+
+impl Daemon {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// What the daemon holds of its connections (docs/operations.md). Set by an environment
+/// variable, for tests and unusual deployments; there is no flag for it.
+#[derive(Debug, Clone)]
+struct Limits {
+    /// Every read and write on a connection (SO_RCVTIMEO, SO_SNDTIMEO): a connection that
+    /// sends nothing for this long between requests is closed, and a body that stops for this
+    /// long is a 408: PIPESTAT_IO_TIMEOUT_SECS, default 15.
+    io_timeout: Duration,
+}
+
+/// After the io timeout, a body must arrive at this rate at least (bytes per second).
+const MIN_BODY_RATE: u64 = 64 * 1024;
+/// After SIGTERM, requests in flight get this long to finish; then pipestat exits without
+/// waiting for the workers still held by a slow client (see `serve`).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Threads that may answer a request whose body was not read, at once (see `handle`).
+const MAX_ANSWERING: usize = 64;
+
+impl Limits {
+    fn from_env() -> Result<Limits> {
+        let number = |name: &str, default: u64, max: u64| -> Result<u64> {
+            match std::env::var(name) {
+                Err(_) => Ok(default),
+                Ok(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "{name}: expected a number from 1 to {max}, got {v:?}"
+                        ))
+                    }),
+            }
+        };
+        Ok(Limits {
+            io_timeout: Duration::from_secs(number("PIPESTAT_IO_TIMEOUT_SECS", 15, 3600)?),
+        })
+    }
+
+    /// How long a body of `len` bytes may take to arrive.
+    fn body_time(&self, len: usize) -> Duration {
+        self.io_timeout + Duration::from_secs(len as u64 / MIN_BODY_RATE)
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -66,6 +129,7 @@ pub fn serve(cfg: Config) -> Result<()> {
             log::info!("--demo: the database already holds runs; leaving it as it is");
         }
     }
+    let limits = Limits::from_env()?;
     let addr = resolve(&cfg.listen)?;
     let loopback = addr.ip().is_loopback();
     if !tokens::any_token(&conn)? && !loopback {
@@ -82,8 +146,14 @@ pub fn serve(cfg: Config) -> Result<()> {
 
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
-    // Accepted connections inherit TCP_NODELAY from the listener (see Cargo.toml for why).
-    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    // Accepted connections inherit TCP_NODELAY (see Cargo.toml for why) and the read and
+    // write timeouts from the listener (Linux copies a listener's socket options to the
+    // sockets it accepts; tests/it/hardening.rs checks that an idle connection is closed).
+    // The read timeout bounds the listener's own accept too: see `keep_accepting`.
+    let sock = socket2::SockRef::from(&listener);
+    sock.set_tcp_nodelay(true)?;
+    sock.set_read_timeout(Some(limits.io_timeout))?;
+    sock.set_write_timeout(Some(limits.io_timeout))?;
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
     let local = server
@@ -94,25 +164,38 @@ pub fn serve(cfg: Config) -> Result<()> {
     let (writer, writer_thread) = Writer::start(&cfg.db)?;
     let threads = cfg.threads;
     let db_path = cfg.db.clone();
+    let stop = Arc::new(AtomicBool::new(false));
     let daemon = Arc::new(Daemon {
         quota: Quota::new(cfg.quota_per_minute),
         open_allowed: loopback || cfg.insecure_open,
+        loopback,
         max_body: cfg.max_body,
+        limits,
+        stop: stop.clone(),
+        abandon: AtomicBool::new(false),
+        routing: AtomicUsize::new(0),
+        answering: Arc::new(AtomicUsize::new(0)),
         app: App {
             settings: cfg.settings,
             writer,
         },
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, every) = (stop.clone(), daemon.limits.io_timeout / 3);
+        std::thread::Builder::new()
+            .name("keep-accepting".into())
+            .spawn(move || keep_accepting(local, every, &stop))?;
+    }
+    let (events, shutdown) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])?;
     let signal_handle = signals.handle();
     {
-        let (server, stop) = (server.clone(), stop.clone());
+        let (server, stop, events) = (server.clone(), stop.clone(), events.clone());
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -122,36 +205,69 @@ pub fn serve(cfg: Config) -> Result<()> {
                     for _ in 0..threads {
                         server.unblock();
                     }
+                    std::thread::sleep(SHUTDOWN_GRACE);
+                    let _ = events.send(Event::GraceOver);
                 }
             })?;
     }
 
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
-        let (server, daemon, stop, failed) =
-            (server.clone(), daemon.clone(), stop.clone(), failed.clone());
+        let (server, daemon, stop, failed, events) = (
+            server.clone(),
+            daemon.clone(),
+            stop.clone(),
+            failed.clone(),
+            events.clone(),
+        );
         let conn = db::open(&db_path)?;
         workers.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
                     worker(&server, &daemon, &conn, &stop, &failed, threads);
+                    let _ = events.send(Event::WorkerDone);
                 })?,
         );
     }
+    drop(events);
 
     println!("listening on http://{local}");
     use std::io::Write as _;
     std::io::stdout().flush()?;
     log::info!("serving {} with {threads} workers", db_path.display());
 
-    for w in workers {
-        let _ = w.join();
+    let mut running = threads;
+    while running > 0 {
+        match shutdown.recv() {
+            Ok(Event::WorkerDone) => running -= 1,
+            Ok(Event::GraceOver) | Err(_) => break,
+        }
     }
-    signal_handle.close();
-    // Dropping the last Writer handle lets the writer finish its queue and stop.
-    drop(daemon);
-    let _ = writer_thread.join();
+    if running > 0 {
+        // Workers still busy after the grace are held by slow clients: reading a body that
+        // does not come, or writing an answer that is not read (tiny_http gives no way to
+        // close a connection; each read or write ends at the io timeout). None of them is
+        // let into the routes any more, and once the requests being routed are answered no
+        // write is pending: every acknowledged write is on the disk, so pipestat exits
+        // without them (the process ends with its last thread, `main`).
+        daemon.abandon.store(true, Ordering::SeqCst);
+        while daemon.routing.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log::warn!(
+            "exiting with {running} workers still held by slow clients after {}s",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    } else {
+        for w in workers {
+            let _ = w.join();
+        }
+        signal_handle.close();
+        // Dropping the last Writer handle lets the writer finish its queue and stop.
+        drop(daemon);
+        let _ = writer_thread.join();
+    }
     if failed.load(Ordering::SeqCst) {
         return Err(Error::Internal(
             "the HTTP listener failed; stopping so the service manager restarts pipestat".into(),
@@ -159,6 +275,35 @@ pub fn serve(cfg: Config) -> Result<()> {
     }
     log::info!("stopped cleanly");
     Ok(())
+}
+
+/// What the main thread waits for once it serves.
+enum Event {
+    /// A worker has stopped.
+    WorkerDone,
+    /// SHUTDOWN_GRACE has passed since SIGTERM or SIGINT.
+    GraceOver,
+}
+
+/// The listener's read timeout also bounds `accept`: with no connection for that long, it
+/// fails with EAGAIN, and tiny_http's accept loop stops at its first error (the daemon then
+/// exits for the service manager to restart it). So the daemon connects to itself, and closes
+/// at once, every third of the timeout: `accept` never waits long enough to fail. tiny_http
+/// reads end-of-stream from such a connection and drops it, and no request is logged.
+fn keep_accepting(local: SocketAddr, every: Duration, stop: &AtomicBool) {
+    let mut target = local;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(every);
+        if let Err(e) = std::net::TcpStream::connect_timeout(&target, every) {
+            log::debug!("keep-accepting: cannot connect to {target}: {e}");
+        }
+    }
 }
 
 fn resolve(listen: &str) -> Result<SocketAddr> {
@@ -200,14 +345,14 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
     let url = rq.url().to_owned();
     let path = url.split('?').next().unwrap_or("").to_owned();
     let surface = Surface::of(&path);
-    let body_len = Cell::new(0);
+    let mut progress = request::Progress::default();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // Every write arrives as a POST: the writer waits briefly for announced requests
         // before it commits, so concurrent ones share a commit. Withdrawn on return.
         let _announced =
             (*rq.method() == tiny_http::Method::Post).then(|| daemon.app.writer.announce());
-        let req = request::prepare(daemon, conn, &mut rq, &url)?;
-        body_len.set(req.body().len());
+        let req = request::prepare(daemon, conn, &mut rq, &url, &mut progress)?;
+        let _routing = Routing::enter(daemon)?;
         routes::route(&daemon.app, conn, &req)
     }));
     let resp = match outcome {
@@ -229,7 +374,7 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
         resp.status,
         started.elapsed().as_millis()
     );
-    let large = body_len.get().max(resp.body.len()) > memory::LARGE_BODY;
+    let large = progress.body_len.max(resp.body.len()) > memory::LARGE_BODY;
     let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
     let content_type =
         tiny_http::Header::from_bytes("Content-Type", resp.content_type).expect("valid header");
@@ -239,10 +384,62 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             out.add_header(h);
         }
     }
+    // A request refused before its body was read to its end: tiny_http reads the rest of
+    // the body when the request is dropped, after the answer is sent, to find the next
+    // request on the connection (it has no way to close a connection instead). That read
+    // lasts as long as the client takes to send the body, so it is done on a thread of its
+    // own, not the worker's; beyond MAX_ANSWERING of them, on the worker.
+    if !progress.body_done {
+        let answering = daemon.answering.clone();
+        if answering.fetch_add(1, Ordering::SeqCst) < MAX_ANSWERING {
+            let spawned = std::thread::Builder::new()
+                .name("answer".into())
+                .spawn(move || {
+                    send(rq, out);
+                    answering.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                // The request is lost with the closure; tiny_http answers it 500.
+                log::error!("cannot start a thread to answer a refused request: {e}");
+                daemon.answering.fetch_sub(1, Ordering::SeqCst);
+            }
+            if large {
+                memory::release_freed_memory();
+            }
+            return;
+        }
+        daemon.answering.fetch_sub(1, Ordering::SeqCst);
+    }
+    send(rq, out);
+    if large {
+        memory::release_freed_memory();
+    }
+}
+
+fn send(rq: tiny_http::Request, out: tiny_http::Response<std::io::Cursor<Vec<u8>>>) {
     if let Err(e) = rq.respond(out) {
         log::debug!("could not send the response: {e}");
     }
-    if large {
-        memory::release_freed_memory();
+}
+
+/// A request being routed; once the shutdown's grace is over, none enters (see `serve`).
+struct Routing<'a>(&'a AtomicUsize);
+
+impl<'a> Routing<'a> {
+    fn enter(daemon: &'a Daemon) -> Result<Routing<'a>> {
+        daemon.routing.fetch_add(1, Ordering::SeqCst);
+        let routing = Routing(&daemon.routing);
+        if daemon.abandon.load(Ordering::SeqCst) {
+            return Err(Error::RequestTimeout(
+                "pipestat is stopping; send the request again".into(),
+            ));
+        }
+        Ok(routing)
+    }
+}
+
+impl Drop for Routing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

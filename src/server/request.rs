@@ -2,12 +2,13 @@
 //! body read under the size limit, in that order, so a refused request is never read.
 
 use std::cell::RefCell;
-use std::io::Read;
+use std::io::{ErrorKind, Read};
+use std::time::Instant;
 
 use percent_encoding::percent_decode_str;
 use rusqlite::Connection;
 
-use super::Daemon;
+use super::{open, Daemon};
 use crate::error::{Error, Result};
 use crate::http::{credentials, parse_query, Method, Req};
 use crate::store::tokens::{self, Scope};
@@ -22,13 +23,34 @@ fn scope_for(method: Method, segments: &[String]) -> Option<Scope> {
     }
 }
 
-/// Authentication, quota and body, in that order: a refused request is never read.
+/// What `prepare` learnt of a request that `handle` needs to answer it.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// The body has been read to its end (or there is none). When it has not, tiny_http reads
+    /// the rest after the answer, so the answer is sent from a thread of its own (see
+    /// `handle`).
+    pub(super) body_done: bool,
+    /// Bytes of body read.
+    pub(super) body_len: usize,
+}
+
+/// Framing, method, open-mode checks, authentication, quota and body, in that order: a refused
+/// request is never read.
 pub(super) fn prepare(
     daemon: &Daemon,
     conn: &Connection,
     rq: &mut tiny_http::Request,
     url: &str,
+    progress: &mut Progress,
 ) -> Result<Req> {
+    let header = |name: &str| -> Option<String> {
+        rq.headers()
+            .iter()
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().to_owned())
+    };
+    let framing = framing(rq.headers())?;
+    progress.body_done = framing == Framing::Empty;
     let method = match rq.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
         tiny_http::Method::Post => Method::Post,
@@ -46,38 +68,56 @@ pub(super) fn prepare(
                 .map_err(|_| Error::bad("the path is not valid UTF-8 after percent-decoding"))
         })
         .collect::<Result<Vec<_>>>()?;
+    // A method the path does not serve is a 405 before any credential is looked at.
+    if let Some(allow) = super::routes::allowed(&daemon.app, conn, &segments) {
+        let name = match rq.method() {
+            tiny_http::Method::Head => "GET",
+            m => m.as_str(),
+        };
+        if method == Method::Other || !allow.split(", ").any(|a| a == name) {
+            return Err(Error::MethodNotAllowed(allow));
+        }
+    }
+    // A write a web page makes the browser send to another site is refused: in open mode it
+    // needs no token, and a browser may hold Basic credentials for pipestat.
+    if method != Method::Get {
+        open::same_origin(&header)?;
+    }
     let query = parse_query(query);
-    let header = |name: &str| -> Option<String> {
-        rq.headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_owned())
-    };
     let content_type = header("Content-Type");
 
     let token = match scope_for(method, &segments) {
         None => None,
-        Some(scope) => match credentials::presented_token(header) {
-            Some(secret) => {
-                let token = tokens::find_token(conn, &tokens::hash_secret(&secret))?
-                    .ok_or_else(|| Error::Unauthorized("unknown or revoked token".into()))?;
-                if !tokens::has_scope(&token.scopes, scope) {
-                    return Err(Error::Forbidden(format!(
-                        "token {:?} lacks the {:?} scope this route needs",
-                        token.name,
-                        scope.as_str()
-                    )));
-                }
-                daemon.quota.check(token.id, daemon.app.now_ms())?;
-                Some(token)
+        Some(scope) if daemon.open_allowed && !tokens::any_token(conn)? => {
+            // Open mode: no token is stored, so any token presented is ignored (clients such
+            // as pycircleci refuse to run without one). What a web page could do through the
+            // user's browser is refused instead.
+            if daemon.loopback {
+                open::loopback_host(header("Host").as_deref(), rq.http_version())?;
             }
-            None if daemon.open_allowed && !tokens::any_token(conn)? => None,
-            None => {
+            if scope == Scope::Admin && method == Method::Post {
+                return Err(Error::Unauthorized(open::TOKEN_CREATION.into()));
+            }
+            None
+        }
+        Some(scope) => {
+            let Some(secret) = credentials::presented_token(header) else {
                 return Err(Error::Unauthorized(
                     "a token is required: send Authorization: Bearer TOKEN (or Circle-Token, X-Auth-Token, HTTP Basic)".into(),
-                ))
+                ));
+            };
+            let token = tokens::find_token(conn, &tokens::hash_secret(&secret))?
+                .ok_or_else(|| Error::Unauthorized("unknown or revoked token".into()))?;
+            if !tokens::has_scope(&token.scopes, scope) {
+                return Err(Error::Forbidden(format!(
+                    "token {:?} lacks the {:?} scope this route needs",
+                    token.name,
+                    scope.as_str()
+                )));
             }
-        },
+            daemon.quota.check(token.id, daemon.app.now_ms())?;
+            Some(token)
+        }
     };
 
     let max = daemon.max_body;
@@ -89,10 +129,9 @@ pub(super) fn prepare(
         // Sized from Content-Length (already checked against the limit), so the buffer is not
         // doubled while it grows.
         body.reserve_exact(rq.body_length().unwrap_or(0));
-        rq.as_reader().take(max + 1).read_to_end(&mut body)?;
-        if body.len() as u64 > max {
-            return Err(Error::PayloadTooLarge(max));
-        }
+        read_body(daemon, rq.as_reader(), &mut body)?;
+        progress.body_len = body.len();
+        progress.body_done = true;
     }
     let headers = rq
         .headers()
@@ -113,6 +152,99 @@ pub(super) fn prepare(
         headers,
         token,
     })
+}
+
+/// Reads a body under the size limit and the body deadline; a client that sends it too slowly
+/// (or stops) gets a 408, and shutdown stops the read.
+fn read_body(daemon: &Daemon, reader: &mut dyn Read, body: &mut Vec<u8>) -> Result<()> {
+    let started = Instant::now();
+    let max = daemon.max_body;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(Error::RequestTimeout(
+                    "the request body stopped arriving".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(Error::bad(format!(
+                    "the request body could not be read: {e}"
+                )))
+            }
+        };
+        if body.len() as u64 + n as u64 > max {
+            return Err(Error::PayloadTooLarge(max));
+        }
+        body.extend_from_slice(&chunk[..n]);
+        if started.elapsed() > daemon.limits.body_time(body.len()) {
+            return Err(Error::RequestTimeout(
+                "the request body arrived too slowly".into(),
+            ));
+        }
+        if daemon.stopping() {
+            return Err(Error::RequestTimeout(
+                "pipestat is stopping; send the request again".into(),
+            ));
+        }
+    }
+}
+
+/// How a request says where its body ends.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    /// No body.
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// The body's framing, refusing what two parsers could read two ways (request smuggling):
+/// Content-Length beside Transfer-Encoding, several Content-Lengths that differ, one that is
+/// not a plain number, or a Transfer-Encoding other than chunked.
+fn framing(headers: &[tiny_http::Header]) -> Result<Framing> {
+    let named = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |h| h.field.equiv(name))
+            .map(|h| h.value.as_str().trim())
+    };
+    let mut length = None;
+    for value in named("Content-Length").flat_map(|v| v.split(',')) {
+        let value = value.trim();
+        let n =
+            (!value.is_empty() && value.len() <= 19 && value.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| value.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| Error::bad(format!("Content-Length: not a number: {value:?}")))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Error::bad("several Content-Length headers that differ"));
+        }
+        length = Some(n);
+    }
+    let codings: Vec<&str> = named("Transfer-Encoding").collect();
+    if codings.is_empty() {
+        return Ok(match length {
+            None | Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        });
+    }
+    if length.is_some() {
+        return Err(Error::bad(
+            "both Content-Length and Transfer-Encoding: send one of them",
+        ));
+    }
+    if codings.len() == 1 && codings[0].eq_ignore_ascii_case("chunked") {
+        Ok(Framing::Chunked)
+    } else {
+        Err(Error::bad(format!(
+            "Transfer-Encoding: only chunked is supported, got {:?}",
+            codings.join(", ")
+        )))
+    }
 }
 
 #[cfg(test)]

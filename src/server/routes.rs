@@ -30,3 +30,22 @@ pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         _ => Err(Error::NotFound(format!("no route for /{}", segs.join("/")))),
     }
 }
+
+/// The methods a path is served with (the `Allow` of its 405), or None for a path no route
+/// serves. Asks the routing table itself with a method no route takes, which every surface
+/// answers with its 405 (or 404) before it reads anything.
+pub(super) fn allowed(app: &App, conn: &Connection, segments: &[String]) -> Option<&'static str> {
+    let probe = Req {
+        method: Method::Other,
+        segments: segments.to_vec(),
+        query: Vec::new(),
+        content_type: None,
+        body: Default::default(),
+        headers: Vec::new(),
+        token: None,
+    };
+    match route(app, conn, &probe) {
+        Err(Error::MethodNotAllowed(allow)) => Some(allow),
+        _ => None,
+    }
+}

@@ -28,6 +28,9 @@ pub fn route(app: &App, conn: &Connection, req: &Req, rest: &[&str]) -> Result<R
             post_tests(app, req, path, id)
         }
         (Method::Get, ["runs", path @ .., id]) if !path.is_empty() => get_run(conn, path, id),
+        (_, ["runs", path @ .., _, "tests"]) if !path.is_empty() => {
+            Err(Error::MethodNotAllowed("GET, POST"))
+        }
         (_, ["runs", path @ .., _]) if !path.is_empty() => Err(Error::MethodNotAllowed("GET")),
         (Method::Post, ["rollbacks"]) => post_rollbacks(app, req),
         (_, ["rollbacks"]) => Err(Error::MethodNotAllowed("POST")),
@@ -284,6 +287,14 @@ fn list_tokens(conn: &Connection) -> Result<Resp> {
 }
 
 fn create_token(app: &App, req: &Req) -> Result<Resp> {
+    // Open mode serves requests without a token, but never mints one for them.
+    if req.token.is_none() {
+        return Err(Error::Unauthorized(
+            "creating a token over HTTP needs an admin token, also in open mode; \
+             make the first one with `pipestat token create --name NAME --scope admin`"
+                .into(),
+        ));
+    }
     require_json(req, &[])?;
     let body = ingest::parse_json(&req.body()).map_err(Error::BadRequest)?;
     let field = |k: &str| {

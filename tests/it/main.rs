@@ -11,6 +11,7 @@ mod codearts;
 mod common;
 mod dora;
 mod dora_inputs;
+mod hardening;
 mod history;
 mod ingest;
 mod layers;
