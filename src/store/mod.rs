@@ -6,6 +6,7 @@
 //! IMMEDIATE; they take `&Connection` because a `Transaction` derefs to one.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row, Statement, ToSql};
@@ -376,8 +377,11 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
         // A plain INSERT, not INSERT … RETURNING: SQLite buffers RETURNING rows in a
         // temporary table, which costs more than reading the new rowid back.
         let mut insert = conn.prepare_cached(INSERT_RUN)?;
-        bind(
+        static KEYS: OnceLock<Vec<usize>> = OnceLock::new();
+        static VALUES: OnceLock<Vec<usize>> = OnceLock::new();
+        bind_hot(
             &mut insert,
+            &KEYS,
             named_params! {
                 ":project_id": project_id,
                 ":workflow_id": workflow_id,
@@ -385,7 +389,7 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
                 ":number": number,
             },
         )?;
-        bind(&mut insert, &run_values(run))?;
+        bind_hot(&mut insert, &VALUES, &run_values(run))?;
         insert.raw_execute()?;
         let run_id = conn.last_insert_rowid();
         ids.rollups.written(
@@ -433,15 +437,18 @@ pub fn write_run(conn: &Connection, ids: &mut Ids, run: &Run) -> Result<Upsert> 
         }
         ids.rollups.replacing(conn, Old::Run(&old))?;
         let mut update = conn.prepare_cached(UPDATE_RUN)?;
-        bind(
+        static KEYS: OnceLock<Vec<usize>> = OnceLock::new();
+        static VALUES: OnceLock<Vec<usize>> = OnceLock::new();
+        bind_hot(
             &mut update,
+            &KEYS,
             named_params! {
                 ":id": old.id,
                 ":workflow_id": workflow_id,
                 ":number": run.number,
             },
         )?;
-        bind(&mut update, &run_values(run))?;
+        bind_hot(&mut update, &VALUES, &run_values(run))?;
         update.raw_execute()?;
         let written = New::Run {
             id: old.id,
@@ -499,7 +506,7 @@ const TEST_ROWS_LOG: u32 = 5;
 
 /// The INSERT of 2^`log` test results, ten parameters a row.
 fn insert_tests_sql(log: u32) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
     let all = SQL.get_or_init(|| {
         (0..=TEST_ROWS_LOG)
             .map(|log| {
@@ -523,10 +530,37 @@ fn insert_tests_sql(log: u32) -> &'static str {
 /// Binds values to a statement's named parameters; run it with `raw_execute`.
 fn bind<T: ToSql>(stmt: &mut Statement, values: &[(&str, T)]) -> Result<()> {
     for (name, value) in values {
-        let index = stmt
-            .parameter_index(name)?
-            .ok_or_else(|| Error::Internal(format!("no parameter {name} in the statement")))?;
-        stmt.raw_bind_parameter(index, value)?;
+        stmt.raw_bind_parameter(parameter_index(stmt, name)?, value)?;
+    }
+    Ok(())
+}
+
+fn parameter_index(stmt: &Statement, name: &str) -> Result<usize> {
+    stmt.parameter_index(name)?
+        .ok_or_else(|| Error::Internal(format!("no parameter {name} in the statement")))
+}
+
+/// Binds values to named parameters as `bind` does, for the statements run once per run or
+/// job: their parameters' indices are looked up by name on first use and kept in `indices`,
+/// one per call site (its names and the statement text never change), since a look-up by name
+/// on every execution cost more than the binding itself.
+fn bind_hot(
+    stmt: &mut Statement,
+    indices: &OnceLock<Vec<usize>>,
+    values: &[(&str, &dyn ToSql)],
+) -> Result<()> {
+    let indices = match indices.get() {
+        Some(found) => found,
+        None => {
+            let found = values
+                .iter()
+                .map(|(name, _)| parameter_index(stmt, name))
+                .collect::<Result<Vec<_>>>()?;
+            indices.get_or_init(|| found)
+        }
+    };
+    for (index, (_, value)) in indices.iter().zip(values) {
+        stmt.raw_bind_parameter(*index, value)?;
     }
     Ok(())
 }
@@ -603,8 +637,11 @@ fn insert_job(
 /// Inserts one job's row, and nothing else; returns its row id. Count it with `New::Job`.
 fn insert_job_row(conn: &Connection, at: &RunPlace, position: i64, job: &Job) -> Result<i64> {
     let mut insert = conn.prepare_cached(INSERT_JOB)?;
-    bind(
+    static KEYS: OnceLock<Vec<usize>> = OnceLock::new();
+    static VALUES: OnceLock<Vec<usize>> = OnceLock::new();
+    bind_hot(
         &mut insert,
+        &KEYS,
         named_params! {
             ":run_id": at.run_id,
             ":project_id": at.project_id,
@@ -613,7 +650,7 @@ fn insert_job_row(conn: &Connection, at: &RunPlace, position: i64, job: &Job) ->
         },
     )?;
     let artifacts = artifacts_json(job);
-    bind(&mut insert, &job_values(job, &artifacts))?;
+    bind_hot(&mut insert, &VALUES, &job_values(job, &artifacts))?;
     insert.raw_execute()?;
     Ok(conn.last_insert_rowid())
 }
@@ -652,9 +689,11 @@ fn merge_job(conn: &Connection, ids: &mut Ids, at: &RunPlace, job: &Job) -> Resu
             }
             ids.rollups.replacing(conn, Old::Job(&old))?;
             let mut update = conn.prepare_cached(UPDATE_JOB)?;
-            bind(&mut update, named_params! {":id": old.id})?;
+            static KEY: OnceLock<Vec<usize>> = OnceLock::new();
+            static VALUES: OnceLock<Vec<usize>> = OnceLock::new();
+            bind_hot(&mut update, &KEY, named_params! {":id": old.id})?;
             let artifacts = artifacts_json(job);
-            bind(&mut update, &job_values(job, &artifacts))?;
+            bind_hot(&mut update, &VALUES, &job_values(job, &artifacts))?;
             update.raw_execute()?;
             let written = New::Job {
                 id: old.id,
