@@ -15,9 +15,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{load_average, machine, percentile_ms, Server};
+use common::{load_average, machine, ms_cells, time_gets, Server};
 use rusqlite::{Connection, OpenFlags};
 
 const DAY_S: i64 = 86_400;
@@ -100,26 +100,9 @@ fn main() {
 
 /// Times `n` GETs of `url` and prints one table row.
 fn row(timeout: Duration, name: &str, scope: &str, url: &str, n: usize) {
-    let get = || {
-        let started = Instant::now();
-        // A new connection per request, as curl makes.
-        let resp = ureq::AgentBuilder::new()
-            .timeout(timeout)
-            .build()
-            .get(url)
-            .call()
-            .unwrap_or_else(|e| panic!("{url}: {e}"));
-        let _ = resp.into_string().expect("body");
-        started.elapsed()
-    };
-    get();
-    let mut times: Vec<Duration> = (0..n).map(|_| get()).collect();
-    times.sort_unstable();
     println!(
-        "| {name} | {scope} | {:.1} | {:.1} | {:.1} |",
-        percentile_ms(&times, 0.5),
-        percentile_ms(&times, 0.95),
-        percentile_ms(&times, 1.0)
+        "| {name} | {scope} | {} |",
+        ms_cells(&time_gets(timeout, url, n))
     );
 }
 

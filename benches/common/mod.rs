@@ -43,6 +43,36 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     ms(lo) + (h - lo as f64) * (ms(hi) - ms(lo))
 }
 
+/// Times `n` GETs of `url`, each on a new connection as curl makes, after one untimed warm-up,
+/// and returns the times sorted. A request that fails stops the bench.
+pub fn time_gets(timeout: Duration, url: &str, n: usize) -> Vec<Duration> {
+    let get = || {
+        let started = std::time::Instant::now();
+        let resp = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .build()
+            .get(url)
+            .call()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let _ = resp.into_string().expect("body");
+        started.elapsed()
+    };
+    get();
+    let mut times: Vec<Duration> = (0..n).map(|_| get()).collect();
+    times.sort_unstable();
+    times
+}
+
+/// The median, p95 and max of sorted times, in ms, as the cells of a Markdown table row.
+pub fn ms_cells(sorted: &[Duration]) -> String {
+    format!(
+        "{:.1} | {:.1} | {:.1}",
+        percentile_ms(sorted, 0.5),
+        percentile_ms(sorted, 0.95),
+        percentile_ms(sorted, 1.0)
+    )
+}
+
 /// `pipestat serve` on a database, on a free loopback port, without quota; stopped with
 /// SIGTERM when dropped, or by `stop`.
 pub struct Server {
