@@ -12,11 +12,10 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use base64::Engine;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 
-use super::App;
+use super::{decode_cursor, encode_cursor, App};
 use crate::error::{Error, Result};
 use crate::http::{Method, Req, Resp};
 use crate::ingest;
@@ -832,23 +831,6 @@ fn limit(req: &Req) -> Result<usize> {
                 ))
             }),
     }
-}
-
-fn encode_cursor(at: i64, id: i64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}:{id}"))
-}
-
-fn decode_cursor(s: &str) -> Result<(i64, i64)> {
-    let bad = || Error::bad("parameter \"cursor\": not a cursor this server issued");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (at, id) = text.split_once(':').ok_or_else(bad)?;
-    Ok((
-        at.parse().map_err(|_| bad())?,
-        id.parse().map_err(|_| bad())?,
-    ))
 }
 
 fn deployments(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {

@@ -10,6 +10,9 @@ pub mod native;
 pub mod webhooks;
 pub mod zadig;
 
+use base64::Engine;
+
+use crate::error::{Error, Result};
 use crate::model::times;
 use crate::store::writer::Writer;
 
@@ -51,4 +54,23 @@ impl App {
     pub fn now_ms(&self) -> i64 {
         self.settings.now.unwrap_or_else(times::now_ms)
     }
+}
+
+/// The opaque `cursor` of pipestat's own paged lists: the last item's time and row id.
+pub fn encode_cursor(at: i64, id: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}:{id}"))
+}
+
+/// The (time, row id) a `cursor` names; a cursor this server did not issue is a 400.
+pub fn decode_cursor(s: &str) -> Result<(i64, i64)> {
+    let bad = || Error::bad("parameter \"cursor\": not a cursor this server issued");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (at, id) = text.split_once(':').ok_or_else(bad)?;
+    Ok((
+        at.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
 }

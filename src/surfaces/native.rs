@@ -1,11 +1,10 @@
 //! pipestat's own API under `/api/v1` (docs/api.md): ingestion of runs, rollbacks and JUnit
 //! reports, reading runs back, pipelines, and token management.
 
-use base64::Engine;
 use rusqlite::Connection;
 use serde_json::{json, Map, Value};
 
-use super::App;
+use super::{decode_cursor, encode_cursor, App};
 use crate::error::{Error, Result};
 use crate::http::{Method, Req, Resp};
 use crate::ingest;
@@ -235,24 +234,7 @@ fn list_runs(conn: &Connection, req: &Req) -> Result<Resp> {
     let items: Vec<Value> = runs.iter().map(|r| run_json(r, false)).collect();
     Ok(Resp::json(
         200,
-        &json!({"items": items, "next_cursor": next.map(encode_cursor)}),
-    ))
-}
-
-fn encode_cursor((at, id): (i64, i64)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}:{id}"))
-}
-
-fn decode_cursor(s: &str) -> Result<(i64, i64)> {
-    let bad = || Error::bad("parameter \"cursor\": not a cursor this server issued");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (at, id) = text.split_once(':').ok_or_else(bad)?;
-    Ok((
-        at.parse().map_err(|_| bad())?,
-        id.parse().map_err(|_| bad())?,
+        &json!({"items": items, "next_cursor": next.map(|(at, id)| encode_cursor(at, id))}),
     ))
 }
 
