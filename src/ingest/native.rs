@@ -167,7 +167,7 @@ pub fn run_from_json(v: &Value) -> Result<Run, String> {
     let created_at = o.req_time("created_at")?;
     let started_at = o.opt_time("started_at")?;
     let stopped_at = o.opt_time("stopped_at")?;
-    check_order(&o, started_at, stopped_at)?;
+    check_order(&o, created_at, started_at, stopped_at)?;
     let pipeline_id = o.opt_str("pipeline_id", MAX_ID)?;
     let jobs = match o.opt_objects("jobs", MAX_JOBS)? {
         None => Vec::new(),
@@ -225,7 +225,7 @@ fn job_from_json(o: &Obj, run_id: &str, index: usize, run_created: i64) -> Resul
     let created_at = o.opt_time("created_at")?.unwrap_or(run_created);
     let started_at = o.opt_time("started_at")?;
     let stopped_at = o.opt_time("stopped_at")?;
-    check_order(o, started_at, stopped_at)?;
+    check_order(o, created_at, started_at, stopped_at)?;
     let tests = match o.opt_objects("tests", MAX_TESTS)? {
         None => None,
         Some(items) => Some(
@@ -328,9 +328,18 @@ fn rollback_from_json(v: &Value) -> Result<Rollback, String> {
     })
 }
 
-fn check_order(o: &Obj, started: Option<i64>, stopped: Option<i64>) -> Result<(), String> {
+/// A run or job cannot stop before it started, nor before it was created (a job's
+/// `created_at` defaults to its run's). Starting before its creation is allowed: CI systems
+/// report queue times that way around when clocks differ.
+fn check_order(
+    o: &Obj,
+    created: i64,
+    started: Option<i64>,
+    stopped: Option<i64>,
+) -> Result<(), String> {
     match (started, stopped) {
         (Some(a), Some(b)) if b < a => Err(o.err("stopped_at", "is before started_at").into()),
+        (_, Some(b)) if b < created => Err(o.err("stopped_at", "is before created_at").into()),
         _ => Ok(()),
     }
 }

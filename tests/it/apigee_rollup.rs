@@ -15,8 +15,9 @@ fn enc(s: &str) -> String {
 
 /// Runs with jobs over four days in two projects and three workflows, with ties in
 /// created_at; then redeliveries that change status, times (so durations), created_at (across
-/// hours and days), workflow, and the jobs' names and times. Times are loose (negative
-/// durations, starts dropped or moved), as the rollups must count whatever is stored.
+/// hours and days), workflow, and the jobs' names and times. Times are loose (zero durations,
+/// starts dropped or moved before created_at: negative queue times), as the rollups must count
+/// whatever is stored.
 const HISTORY: Shape = Shape {
     runs: 300,
     days: 4,
@@ -59,6 +60,23 @@ fn upkeep_matches_a_rebuild() {
     let d = Daemon::start(&[]);
     random_history_with_reports(&d, 11);
     let mut conn = d.db();
+    // The loose times are there: runs and jobs that never started, some of them stopping the
+    // instant they were created, and runs that started before they were created.
+    for table in ["runs", "jobs"] {
+        let cases = crate::common::strings(
+            &conn,
+            &format!(
+                "SELECT concat_ws(' ', sum(started_at IS NULL AND stopped_at IS NOT NULL),
+                    sum(started_at IS NULL AND stopped_at = created_at),
+                    sum(started_at < created_at)) FROM {table}"
+            ),
+        );
+        let counts: Vec<i64> = cases[0].split(' ').map(|n| n.parse().unwrap()).collect();
+        assert!(counts[..2].iter().all(|&n| n > 0), "{table}: {counts:?}");
+        if table == "runs" {
+            assert!(counts[2] > 0, "{table}: {counts:?}");
+        }
+    }
     // The rebuild encodes blobs with pipestat_durs.
     pipestat::hooks::register_functions(&conn).unwrap();
     let before = kept(&conn);

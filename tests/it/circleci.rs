@@ -339,11 +339,12 @@ fn recent_runs_page_across_a_boundary() {
 #[test]
 fn jobs_metrics_job_runs_and_time_series() {
     let d = daemon();
-    let jobs = |build: (&str, &str), test_status: &str| {
+    // unit-test and hold run at 10:00 on `day`, the day of their run.
+    let jobs = |build: (&str, &str), test_status: &str, day: &str| {
         format!(
             r#""jobs":[{{"name":"build","status":"success","started_at":"{}","stopped_at":"{}","credits_used":3}},
-                {{"name":"unit-test","status":"{test_status}","started_at":"2026-03-01T10:00:00Z","stopped_at":"2026-03-01T10:00:10Z","credits_used":1}},
-                {{"name":"hold","kind":"approval","status":"success","started_at":"2026-03-01T10:00:00Z","stopped_at":"2026-03-01T10:00:01Z"}}]"#,
+                {{"name":"unit-test","status":"{test_status}","started_at":"{day}T10:00:00Z","stopped_at":"{day}T10:00:10Z","credits_used":1}},
+                {{"name":"hold","kind":"approval","status":"success","started_at":"{day}T10:00:00Z","stopped_at":"{day}T10:00:01Z"}}]"#,
             build.0, build.1
         )
     };
@@ -358,7 +359,11 @@ fn jobs_metrics_job_runs_and_time_series() {
             "10:00:00",
             "10:05:00",
             4,
-            &jobs(("2026-03-01T10:00:00Z", "2026-03-01T10:01:00Z"), "failed"),
+            &jobs(
+                ("2026-03-01T10:00:00Z", "2026-03-01T10:01:00Z"),
+                "failed",
+                "2026-03-01",
+            ),
         ),
         run(
             "j2",
@@ -369,7 +374,11 @@ fn jobs_metrics_job_runs_and_time_series() {
             "2026-03-02T10:00:00Z",
             "2026-03-02T10:05:00Z",
             4,
-            &jobs(("2026-03-02T10:00:00Z", "2026-03-02T10:02:00Z"), "success"),
+            &jobs(
+                ("2026-03-02T10:00:00Z", "2026-03-02T10:02:00Z"),
+                "success",
+                "2026-03-02",
+            ),
         ),
     ]);
     let body = d.get_ok(&format!("{P}/workflows/ci/jobs"));

@@ -148,14 +148,15 @@ fn random_history(d: &Daemon, seed: u64, shape: Shape) {
         let (id, created, stopped) = state[k].clone();
         match g.next(3) {
             // Fresher: maybe another commit and time; job j0 updated, with or without tests
-            // (an update without tests drops the job's results), maybe renamed.
+            // (an update without tests drops the job's results), maybe renamed. The stop is a
+            // minute later, or the new created_at when that is later still.
             0 => {
-                let stop = stopped + 60_000;
                 let created = if g.next(2) == 0 {
                     created + (g.next(240) - 120) * 60_000
                 } else {
                     created
                 };
+                let stop = (stopped + 60_000).max(created);
                 let commit = commit(&mut g, shape);
                 let with_tests = g.next(2) == 0;
                 let jobs = [random_job(

@@ -237,19 +237,21 @@ pub enum Times {
     /// redelivery keeps its run's start and sends its jobs an hour later, so that they are
     /// fresher and apply.
     Ordered,
-    /// Whatever the API accepts: a run or job that never started may stop before it was
-    /// created (a negative duration), a job is created up to an hour after its run, and a
-    /// redelivery may drop its run's start, move it earlier, or move created_at past the stop.
+    /// Whatever the API accepts (a stop is never before the start nor before created_at): a
+    /// run or job that never started may stop the instant it was created (a zero duration),
+    /// a job is created up to an hour after its run, and a redelivery may drop its run's
+    /// start, move it earlier (before created_at: a negative queue time), or move created_at
+    /// past the old stop, the stop following it.
     Loose,
 }
 
 impl Times {
     /// A stop up to `secs` seconds (and odd milliseconds) after the start, or after `created`
     /// when there was none; under `Loose`, something that never started stops anywhere from
-    /// `early` ms before `created` on.
+    /// `early` ms before `created` on, held at `created` (the API refuses a stop before it).
     fn stop(self, g: &mut Lcg, created: i64, started: Option<i64>, secs: u64, early: i64) -> i64 {
         match (self, started) {
-            (Times::Loose, None) => created + g.next(secs) * 1_000 - early,
+            (Times::Loose, None) => (created + g.next(secs) * 1_000 - early).max(created),
             (_, started) => started.unwrap_or(created) + g.next(secs) * 1_000 + g.next(1_000),
         }
     }
@@ -332,8 +334,8 @@ fn delivery(
 
 /// Posts a random history of `shape` from `seed`: runs with jobs, with ties in created_at,
 /// then redeliveries with a finished status and a stop no earlier than the stored one (so
-/// that they apply) that move created_at (across hours and days) and change workflow,
-/// branch, start and jobs. Returns the runs as last delivered.
+/// that they apply) nor than their created_at, that move created_at (across hours and days)
+/// and change workflow, branch, start and jobs. Returns the runs as last delivered.
 pub fn random_history(d: &Daemon, seed: u64, shape: &Shape) -> Vec<Delivered> {
     let mut g = Lcg(seed);
     let mut runs = Vec::new();
@@ -360,7 +362,7 @@ pub fn random_history(d: &Daemon, seed: u64, shape: &Shape) -> Vec<Delivered> {
         let k = g.next(runs.len() as u64) as usize;
         let old = runs[k].clone();
         let status = g.pick(&FINISHED);
-        let stop = old.stopped.unwrap_or(old.created).max(old.created) + g.next(3) * 60_000;
+        let mut stop = old.stopped.unwrap_or(old.created).max(old.created) + g.next(3) * 60_000;
         let mut created = if g.next(3) == 0 {
             old.created + (g.next(600) - 300) * 60_000
         } else {
@@ -372,10 +374,15 @@ pub fn random_history(d: &Daemon, seed: u64, shape: &Shape) -> Vec<Delivered> {
                 created = created.min(started.unwrap_or(stop)).min(stop);
                 started
             }
-            Times::Loose => match g.next(3) {
-                0 => None,
-                _ => Some(old.started.unwrap_or(created).min(stop) - g.next(600) * 1_000),
-            },
+            Times::Loose => {
+                // created_at moved past the stop takes the stop along: a later stop still
+                // applies, and one before created_at would be refused.
+                stop = stop.max(created);
+                match g.next(3) {
+                    0 => None,
+                    _ => Some(old.started.unwrap_or(created).min(stop) - g.next(600) * 1_000),
+                }
+            }
         };
         let run = Delivered {
             created,

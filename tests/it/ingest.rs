@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{fixture, run_json, Daemon};
+use crate::common::{fixture, pipestat, run_json, Daemon};
 
 fn count_runs(d: &Daemon) -> usize {
     let a = d.get("/api/v1/runs?limit=1000");
@@ -323,6 +323,101 @@ fn hostile_bodies_are_400_and_the_daemon_keeps_serving() {
     let a = d.get("/api/v1/runs");
     assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
     assert_eq!(a.body["items"][0]["id"], "keep");
+}
+
+/// A run or job that stopped before it was created is a 400 naming the item and the field,
+/// over HTTP (a JSON array and NDJSON) and in `pipestat import`; nothing of the request is
+/// stored. Stopping when created, and starting before created (clocks differ), are fine.
+#[test]
+fn stopped_before_created_is_400() {
+    // run_json's runs are created at 2026-03-01T10:00:00Z.
+    let cases: Vec<(String, &str)> = vec![
+        (
+            run_json("a", "success", r#""stopped_at":"2026-03-01T09:59:59Z""#),
+            "field \"stopped_at\": is before created_at",
+        ),
+        (
+            // Started before created too: still before created_at, the start does not excuse it.
+            run_json(
+                "a",
+                "success",
+                r#""started_at":"2026-03-01T09:00:00Z","stopped_at":"2026-03-01T09:30:00Z""#,
+            ),
+            "field \"stopped_at\": is before created_at",
+        ),
+        (
+            // The job's created_at defaults to its run's.
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"j","status":"success","stopped_at":"2026-03-01T09:00:00Z"}]"#,
+            ),
+            "field \"jobs[0].stopped_at\": is before created_at",
+        ),
+        (
+            // A job's own created_at, later than its run's, and a stop between the two.
+            run_json(
+                "a",
+                "success",
+                r#""jobs":[{"name":"j","status":"success"},{"name":"k","status":"success","created_at":"2026-03-01T11:00:00Z","stopped_at":"2026-03-01T10:30:00Z"}]"#,
+            ),
+            "field \"jobs[1].stopped_at\": is before created_at",
+        ),
+    ];
+    let good = run_json("good", "success", "");
+    let d = Daemon::start(&[]);
+    for (body, expect) in &cases {
+        // Each case after a good run in the same request: the whole request is refused.
+        let a = d.post_json("/api/v1/runs", &format!("[{good}, {body}]"));
+        assert_eq!(a.status, 400, "{expect}: {}", a.text);
+        let msg = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with("item 1: "), "{msg}");
+        assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
+        let a = d.call(
+            "POST",
+            "/api/v1/runs",
+            &[("Content-Type", "application/x-ndjson")],
+            Some(format!("{good}\n{body}\n").as_bytes()),
+        );
+        assert_eq!(a.status, 400, "{expect}: {}", a.text);
+        let msg = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with("item 1 (line 2): "), "{msg}");
+        assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
+    }
+    assert_eq!(count_runs(&d), 0);
+
+    // At the boundaries: stopping the instant the run and the job were created, and a job
+    // that started before it was created, are stored as sent.
+    let ok = run_json(
+        "b",
+        "failed",
+        r#""stopped_at":"2026-03-01T10:00:00Z","jobs":[{"name":"j","status":"failed","created_at":"2026-03-01T10:00:00Z","started_at":"2026-03-01T09:59:00Z","stopped_at":"2026-03-01T10:00:00Z"}]"#,
+    );
+    let a = d.post_json("/api/v1/runs", &ok);
+    assert_eq!(a.status, 200, "{}", a.text);
+    let back = d.get_ok("/api/v1/runs/gh/acme/api/b");
+    assert_eq!(back["stopped_at"], "2026-03-01T10:00:00.000Z");
+    assert_eq!(back["jobs"][0]["started_at"], "2026-03-01T09:59:00.000Z");
+    assert_eq!(back["jobs"][0]["stopped_at"], "2026-03-01T10:00:00.000Z");
+
+    // pipestat import skips such lines, naming the line and the field, and keeps the rest.
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = std::iter::once(run_json("c", "success", ""))
+        .chain(cases.iter().map(|(body, _)| body.replace("\"a\"", "\"d\"")))
+        .collect();
+    std::fs::write(dir.path().join("runs.ndjson"), lines.join("\n")).unwrap();
+    let out = pipestat(dir.path(), &["import", "runs.ndjson"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for (i, (_, expect)) in cases.iter().enumerate() {
+        let want = format!("line {}: {expect}", i + 2);
+        assert!(stderr.contains(&want), "expected {want:?} in {stderr}");
+    }
+    assert!(
+        stderr.contains("4 of 5 lines were bad and skipped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 runs created"), "{stderr}");
 }
 
 /// Ids and names holding a NUL character are 400s naming the field; nothing of the request
