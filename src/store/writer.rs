@@ -948,6 +948,22 @@ mod tests {
     }
 
     #[test]
+    fn readiness_follows_a_full_disk_and_a_failed_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, handle) = Writer::start(&dir.path().join("w.db")).unwrap();
+        assert!(writer.ready().is_ok());
+        writer.health.full.store(true, Ordering::SeqCst);
+        let e = writer.ready().unwrap_err();
+        assert!(matches!(e, Error::StorageFull(_)), "{e}");
+        writer.health.disk_failed.store(true, Ordering::SeqCst);
+        let e = writer.ready().unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert_eq!(e.status(), 503);
+        drop(writer);
+        handle.join().unwrap();
+    }
+
+    #[test]
     fn a_group_without_failures_commits_every_write() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = db::open(&dir.path().join("w.db")).unwrap();
