@@ -19,6 +19,11 @@ pub enum Error {
     UnsupportedMediaType(String),
     /// Over quota; carries the seconds until the quota resets.
     TooManyRequests(u64),
+    /// The disk holding the database is full: the write was refused and nothing of it stored;
+    /// carries the seconds after which to retry (`Retry-After`).
+    StorageFull(u64),
+    /// pipestat cannot take writes until it restarts (an fsync of the WAL failed).
+    Unavailable(String),
     /// A usage error on the command line (exit code 2).
     Usage(String),
     Db(rusqlite::Error),
@@ -46,6 +51,7 @@ impl Error {
             Error::PayloadTooLarge(_) => 413,
             Error::UnsupportedMediaType(_) => 415,
             Error::TooManyRequests(_) => 429,
+            Error::StorageFull(_) | Error::Unavailable(_) => 503,
             Error::Db(_) | Error::Io(_) | Error::Internal(_) => 500,
         }
     }
@@ -62,6 +68,8 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::TooManyRequests(_) => "too_many_requests",
+            Error::StorageFull(_) => "storage_full",
+            Error::Unavailable(_) => "unavailable",
             Error::Db(_) | Error::Io(_) | Error::Internal(_) => "internal",
         }
     }
@@ -77,12 +85,18 @@ impl fmt::Display for Error {
             | Error::UnsupportedMediaType(m)
             | Error::RequestTimeout(m)
             | Error::Usage(m)
+            | Error::Unavailable(m)
             | Error::Internal(m) => f.write_str(m),
             Error::MethodNotAllowed(allow) => write!(f, "method not allowed; allowed: {allow}"),
             Error::PayloadTooLarge(max) => write!(f, "request body is larger than {max} bytes"),
             Error::TooManyRequests(secs) => {
                 write!(f, "request quota exceeded; retry in {secs} s")
             }
+            Error::StorageFull(secs) => write!(
+                f,
+                "the disk holding the database is full: writes are refused, nothing of this one \
+                 was stored; retry in {secs} s"
+            ),
             Error::Db(e) => write!(f, "database error: {e}"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
@@ -99,9 +113,18 @@ impl std::error::Error for Error {
     }
 }
 
+/// Seconds a client is told to wait (`Retry-After`) when a write was refused for lack of
+/// space: the writer probes for space back every few seconds (src/store/writer.rs).
+pub const STORAGE_FULL_RETRY_SECS: u64 = 10;
+
 impl From<rusqlite::Error> for Error {
+    /// SQLite's SQLITE_FULL (a write or commit found no space) becomes `StorageFull`; SQLite has
+    /// rolled the statement back, so nothing of the write is stored.
     fn from(e: rusqlite::Error) -> Error {
-        Error::Db(e)
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Error::StorageFull(STORAGE_FULL_RETRY_SECS),
+            _ => Error::Db(e),
+        }
     }
 }
 

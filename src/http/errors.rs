@@ -51,7 +51,9 @@ impl Surface {
         let mut resp = Resp::json(status, &body);
         match e {
             Error::MethodNotAllowed(allow) => resp.headers.push(("Allow", (*allow).to_owned())),
-            Error::TooManyRequests(secs) => resp.headers.push(("Retry-After", secs.to_string())),
+            Error::TooManyRequests(secs) | Error::StorageFull(secs) => {
+                resp.headers.push(("Retry-After", secs.to_string()))
+            }
             _ => {}
         }
         resp
@@ -69,6 +71,48 @@ fn reason(status: u16) -> &'static str {
         413 => "PAYLOAD_TOO_LARGE",
         415 => "UNSUPPORTED_MEDIA_TYPE",
         429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
         _ => "INTERNAL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(resp: &'a Resp, name: &str) -> Option<&'a str> {
+        resp.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_full_disk_is_503_with_retry_after_in_every_shape() {
+        let e = Error::StorageFull(10);
+        for (surface, path) in [
+            (Surface::Native, "/error/code"),
+            (Surface::CircleCi, "/message"),
+            (Surface::Zadig, "/message"),
+            (Surface::CodeArts, "/error_msg"),
+            (Surface::Apigee, "/error/message"),
+        ] {
+            let resp = surface.error(&e);
+            assert_eq!(resp.status, 503, "{surface:?}");
+            assert_eq!(header(&resp, "Retry-After"), Some("10"), "{surface:?}");
+            let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+            assert!(body.pointer(path).is_some(), "{surface:?}: {body}");
+        }
+        let body = |s: Surface| -> serde_json::Value {
+            serde_json::from_slice(&s.error(&e).body).unwrap()
+        };
+        assert_eq!(body(Surface::Native)["error"]["code"], "storage_full");
+        assert_eq!(body(Surface::Zadig)["code"], 503);
+        assert_eq!(body(Surface::CodeArts)["error_code"], "PIPESTAT.503");
+        assert_eq!(body(Surface::Apigee)["error"]["status"], "UNAVAILABLE");
+        assert!(body(Surface::CircleCi)["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk holding the database is full"));
     }
 }

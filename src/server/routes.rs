@@ -16,6 +16,8 @@ pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
             conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
                 r.get::<_, i64>(0)
             })?;
+            // 503 while writes are refused: the disk is full, or an fsync failed.
+            app.writer.ready()?;
             Ok(Resp::json(200, &json!({"status": "ready"})))
         }
         (_, ["healthz"] | ["readyz"]) => Err(Error::MethodNotAllowed("GET")),

@@ -138,12 +138,20 @@ fn to_v6(conn: &Connection) -> Result<()> {
     crate::store::rollups::dora::rebuild(conn)
 }
 
+/// How long a connection waits for another's lock before giving up with SQLITE_BUSY.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The size, in bytes, the WAL file is cut back to when it is reused after a checkpoint
+/// (`PRAGMA journal_size_limit`): the 8,000 pages between automatic checkpoints. Without it the
+/// WAL keeps the largest size it ever reached (a bulk load's, or a full disk's) for good.
+pub const WAL_SIZE_LIMIT: i64 = 8_000 * 4_096;
+
 /// Opens (creating if missing, mode 0600) the database at `path`, sets it up, and migrates
 /// it. A database that is not pipestat's is refused before anything is written to it.
 pub fn open(path: &Path) -> Result<Connection> {
     create_private(path)?;
     let mut conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     identify(&conn, path)?;
     configure(&conn)?;
     migrate(&mut conn)?;
@@ -251,7 +259,7 @@ pub fn open_existing(path: &Path) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| Error::Internal(format!("cannot open {}: {e}", path.display())))?;
-    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     if identify(&conn, path)? == Identity::Empty {
         return Err(Error::Internal(format!(
             "{} holds no pipestat database (it has no tables)",
@@ -285,6 +293,7 @@ fn configure(conn: &Connection) -> Result<()> {
     // itself before answering: src/store/writer.rs.)
     // Checkpoints every 8,000 pages (32 MB of WAL) rather than SQLite's 1,000: bulk loads
     // spend less time copying pages back, at the cost of a larger WAL file between them.
+    // The WAL file is cut back to that size when reused after a checkpoint (WAL_SIZE_LIMIT).
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Internal(format!(
@@ -298,6 +307,7 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 8000;",
     )?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.set_prepared_statement_cache_capacity(128);
     // The Apigee surface's `regexp` and time-bucket functions, on every connection.
     super::functions::register(conn)?;
@@ -356,5 +366,41 @@ mod tests {
         assert_eq!(cache_size(&open_bulk(&path).unwrap()), -32_000);
         assert_eq!(cache_size(&open(&path).unwrap()), -8_000);
         assert_eq!(cache_size(&open_existing(&path).unwrap()), -8_000);
+    }
+
+    #[test]
+    fn the_wal_is_cut_back_to_its_limit_after_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = open(&path).unwrap();
+        let wal = || {
+            std::fs::metadata(dir.path().join("w.db-wal"))
+                .unwrap()
+                .len()
+        };
+        // One transaction of 48 MB: the WAL grows past the limit, then the automatic checkpoint
+        // after its commit copies every page back.
+        conn.execute_batch(
+            "CREATE TABLE scratch (b BLOB);
+             BEGIN;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 48)
+             INSERT INTO scratch SELECT randomblob(1048576) FROM n;
+             COMMIT;",
+        )
+        .unwrap();
+        let grown = wal();
+        assert!(
+            grown > 48 << 20,
+            "the WAL held the transaction: {grown} bytes"
+        );
+        // The next commit reuses the WAL from its start, and cuts the file back.
+        conn.execute_batch("DELETE FROM scratch").unwrap();
+        conn.execute_batch("INSERT INTO scratch VALUES (1)")
+            .unwrap();
+        let after = wal();
+        assert!(
+            after <= WAL_SIZE_LIMIT as u64,
+            "the WAL is {after} bytes after a checkpoint, more than {WAL_SIZE_LIMIT}"
+        );
     }
 }

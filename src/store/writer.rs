@@ -20,7 +20,23 @@
 //! with any commit still on its way to the disk. If an fsync fails, the syncer answers the
 //! requests waiting for it with an error, and the writer writes nothing more, answering every
 //! later write with an error until pipestat restarts: after a failed fsync the kernel no
-//! longer says which pages reached the disk.
+//! longer says which pages reached the disk. That holds for an fsync that fails with ENOSPC
+//! too (a file system that allocates blocks at writeback, or a network one): the kernel may
+//! have dropped the dirty pages it could not write, so what the WAL holds on the disk is not
+//! known, and a later successful fsync would not say otherwise.
+//!
+//! A full disk met by a write or a commit is a different failure, which the writer recovers
+//! from. SQLite reports it (SQLITE_FULL, `Error::StorageFull`) when appending the group's pages
+//! to the WAL fails; the transaction is rolled back, no commit record reached the WAL, and the
+//! earlier groups, whose fsyncs succeeded, are untouched. So the group's requests are answered
+//! 503 with `Retry-After` and nothing of them is stored; the writer then marks itself full
+//! (`/readyz` answers 503) and tries a checkpoint that truncates the WAL (`wal_checkpoint
+//! (TRUNCATE)`), which gives back the space the WAL's older page versions took. While full it
+//! goes on trying every write it is given, and when idle for `PROBE_EVERY` it probes: that
+//! checkpoint again, then a commit of one page (the database header, rewritten unchanged). The
+//! first write or probe that commits clears the mark. A checkpoint syncs the WAL before copying
+//! its pages into the database and syncs the database before truncating the WAL; one whose
+//! fsync fails counts as a failed fsync (above).
 //!
 //! A worker announces a write request as soon as it starts on it (`Writer::announce`), before
 //! reading and validating its body. Before committing, the writer waits for the announced
@@ -49,6 +65,21 @@ const MAX_GROUP: usize = 256;
 /// single run is read and validated in well under a millisecond; a large array takes longer,
 /// and is committed in a later group rather than keeping the others waiting.
 const MAX_WAIT: Duration = Duration::from_millis(2);
+
+/// How long the writer, marked full, waits idle before probing for space again.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The longest a checkpoint after a full disk waits for readers to leave the WAL.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
+
+/// The writer's state, shared with the syncer and with `/readyz`.
+#[derive(Default)]
+struct Health {
+    /// An fsync failed: nothing more is written until pipestat restarts.
+    disk_failed: AtomicBool,
+    /// The last write (or probe) found the disk full, and none has committed since.
+    full: AtomicBool,
+}
 
 pub enum Write {
     Runs(Vec<Run>),
@@ -104,6 +135,7 @@ pub struct Writer {
     queue: mpsc::Sender<Pending>,
     /// Announced writes not submitted yet.
     preparing: Arc<AtomicUsize>,
+    health: Arc<Health>,
 }
 
 thread_local! {
@@ -138,18 +170,19 @@ impl Writer {
         let (queue, rx) = mpsc::channel();
         let preparing = Arc::new(AtomicUsize::new(0));
         let counter = preparing.clone();
+        let health = Arc::new(Health::default());
+        let state = health.clone();
         let handle = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
                 let (committed, to_sync) = mpsc::channel();
-                let disk_failed = Arc::new(AtomicBool::new(false));
-                let flag = disk_failed.clone();
+                let flag = state.clone();
                 let syncer = std::thread::Builder::new()
                     .name("syncer".into())
-                    .spawn(move || sync_loop(&wal, &to_sync, &flag, |f| f.sync_data()));
+                    .spawn(move || sync_loop(&wal, &to_sync, &flag.disk_failed, |f| f.sync_data()));
                 match syncer {
                     Ok(syncer) => {
-                        run(conn, &rx, &counter, &committed, &disk_failed);
+                        run(conn, &rx, &counter, &committed, &state);
                         drop(committed);
                         if let Ok(s) = syncer.join() {
                             log::info!(
@@ -163,7 +196,30 @@ impl Writer {
                     Err(e) => log::error!("cannot start the syncer thread: {e}"),
                 }
             })?;
-        Ok((Writer { queue, preparing }, handle))
+        Ok((
+            Writer {
+                queue,
+                preparing,
+                health,
+            },
+            handle,
+        ))
+    }
+
+    /// Whether writes are being taken: `StorageFull` while the disk is full (until a write or a
+    /// probe commits again), `Unavailable` after a failed fsync (until pipestat restarts).
+    pub fn ready(&self) -> Result<()> {
+        if self.health.disk_failed.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(
+                "not ready: an fsync of the WAL failed; writes are refused until pipestat \
+                 restarts"
+                    .into(),
+            ));
+        }
+        if self.health.full.load(Ordering::SeqCst) {
+            return Err(Error::StorageFull(crate::error::STORAGE_FULL_RETRY_SECS));
+        }
+        Ok(())
     }
 
     /// Announces that this thread is preparing a request that will probably submit a write,
@@ -279,14 +335,30 @@ fn run(
     rx: &mpsc::Receiver<Pending>,
     preparing: &AtomicUsize,
     committed: &mpsc::Sender<Vec<Answer>>,
-    disk_failed: &AtomicBool,
+    health: &Health,
 ) {
     let mut stats = Stats::default();
     let mut known = Known::default();
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first =
+            if health.full.load(Ordering::SeqCst) && !health.disk_failed.load(Ordering::SeqCst) {
+                match rx.recv_timeout(PROBE_EVERY) {
+                    Ok(p) => p,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        probe(&conn, health);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(p) => p,
+                    Err(_) => break,
+                }
+            };
         let started = Instant::now();
         let group = gather(first, rx, preparing, started + MAX_WAIT);
-        if disk_failed.load(Ordering::SeqCst) {
+        if health.disk_failed.load(Ordering::SeqCst) {
             // Nothing more is written after a failed fsync (see `sync_loop`).
             for p in group {
                 let _ = p.reply.send(Err(refused()));
@@ -301,10 +373,26 @@ fn run(
         stats.largest = stats.largest.max(group.len());
         stats.waiting += gathered - started;
         stats.writing += gathered.elapsed();
+        let full = results
+            .iter()
+            .any(|r| matches!(r, Err(Error::StorageFull(_))));
+        if full {
+            if !health.full.swap(true, Ordering::SeqCst) {
+                log::error!("the disk is full: writes are refused (503) until space is back");
+            }
+        } else if results.iter().any(Result::is_ok) && health.full.swap(false, Ordering::SeqCst) {
+            log::warn!("space is back: a write committed; writes are taken again");
+        }
         let answers = group.into_iter().map(|p| p.reply).zip(results).collect();
         if committed.send(answers).is_err() {
             log::error!("the syncer has stopped; the writer stops too");
             break;
+        }
+        if full {
+            // The failed group's answers are on their way; give back the WAL's space now.
+            if let Err(e) = checkpoint(&conn, health) {
+                log::warn!("checkpoint after a full disk: {e}");
+            }
         }
     }
     log::info!(
@@ -318,6 +406,66 @@ fn run(
         stats.writing.as_secs_f64(),
         stats.waiting.as_secs_f64()
     );
+}
+
+/// Copies the WAL's pages into the database and truncates the WAL to nothing, waiting at most
+/// `CHECKPOINT_WAIT` for readers to leave it. A checkpoint whose fsync fails marks the disk
+/// failed (see the module's documentation).
+fn checkpoint(conn: &Connection, health: &Health) -> Result<()> {
+    conn.busy_timeout(CHECKPOINT_WAIT)?;
+    let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    conn.busy_timeout(db::BUSY_TIMEOUT)?;
+    match done {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(Error::Internal(
+            "readers still use the WAL; it is truncated at a later checkpoint".into(),
+        )),
+        Err(e) => {
+            if is_fsync_failure(&e) {
+                log::error!(
+                    "fsync during a checkpoint failed, refusing writes until restarted: {e}"
+                );
+                health.disk_failed.store(true, Ordering::SeqCst);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Whether SQLite reports a failed fsync (of a file or of its directory).
+fn is_fsync_failure(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.extended_code,
+            rusqlite::ffi::SQLITE_IOERR_FSYNC | rusqlite::ffi::SQLITE_IOERR_DIR_FSYNC
+        ),
+        _ => false,
+    }
+}
+
+/// While the disk is full and no write arrives: a checkpoint that truncates the WAL, then one
+/// page committed (the database header, rewritten unchanged). When that commits, space is
+/// back and the mark is cleared; writes then show whether there is room for them.
+fn probe(conn: &Connection, health: &Health) {
+    if let Err(e) = checkpoint(conn, health) {
+        log::debug!("probe: checkpoint: {e}");
+    }
+    if health.disk_failed.load(Ordering::SeqCst) {
+        return;
+    }
+    let wrote = db::immediate(conn, |tx| {
+        tx.pragma_update(None, "application_id", db::APPLICATION_ID)?;
+        Ok(())
+    });
+    match wrote {
+        Ok(()) => {
+            health.full.store(false, Ordering::SeqCst);
+            log::warn!("space is back: a probe write committed; writes are taken again");
+        }
+        Err(e) => log::debug!("probe: still no space: {e}"),
+    }
 }
 
 /// The group to commit: `first`, every write already queued, and the writes announced and
@@ -364,7 +512,7 @@ fn commit_group(
         Ok(results) => results,
         Err(Replay::Commit(e)) => {
             log::error!("commit failed: {e}");
-            all_failed(writes.len(), &e)
+            failed(writes.len(), e)
         }
         Err(Replay::OneFailed) => one_by_one(conn, known, writes),
     }
@@ -373,13 +521,25 @@ fn commit_group(
 enum Replay {
     /// A write failed; the transaction was rolled back.
     OneFailed,
-    /// The transaction could not begin or commit.
+    /// The transaction could not begin or commit, or the disk is full.
     Commit(Error),
 }
 
-fn all_failed(n: usize, e: &dyn std::fmt::Display) -> Vec<Result<Written>> {
+/// The answers of a group none of whose writes was stored: 503 with `Retry-After` for a full
+/// disk, 500 otherwise.
+fn failed(n: usize, e: Error) -> Vec<Result<Written>> {
+    if matches!(e, Error::StorageFull(_)) {
+        return all_full(n);
+    }
     (0..n)
         .map(|_| Err(Error::Internal(format!("write failed: {e}"))))
+        .collect()
+}
+
+/// The answers of a group refused for lack of space (503 with `Retry-After`).
+fn all_full(n: usize) -> Vec<Result<Written>> {
+    (0..n)
+        .map(|_| Err(Error::StorageFull(crate::error::STORAGE_FULL_RETRY_SECS)))
         .collect()
 }
 
@@ -395,21 +555,29 @@ fn all_or_nothing(
     let mut results = Vec::with_capacity(writes.len());
     for write in writes {
         // Dropping `tx` on the early return rolls everything back.
-        results.push(Ok(
-            apply(&tx, &mut ids, write).map_err(|_| Replay::OneFailed)?
-        ));
+        results.push(Ok(apply(&tx, &mut ids, write).map_err(replay)?));
     }
     // The rollup counts of the whole group, each row written once.
-    store::flush(&tx, &mut ids).map_err(|_| Replay::OneFailed)?;
+    store::flush(&tx, &mut ids).map_err(replay)?;
     tx.commit().map_err(|e| Replay::Commit(e.into()))?;
     *known = ids.into_known();
     Ok(results)
 }
 
+/// How to go on after a write of the group failed: a full disk fails the whole group (a
+/// replay would meet it again, and SQLite may have rolled the transaction back already), any
+/// other failure replays the group one write at a time.
+fn replay(e: Error) -> Replay {
+    match e {
+        Error::StorageFull(_) => Replay::Commit(e),
+        _ => Replay::OneFailed,
+    }
+}
+
 fn one_by_one(conn: &mut Connection, known: &mut Known, writes: &[&Write]) -> Vec<Result<Written>> {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return all_failed(writes.len(), &e),
+        Err(e) => return failed(writes.len(), e.into()),
     };
     let mut ids = Ids::default();
     let mut results = Vec::with_capacity(writes.len());
@@ -420,6 +588,10 @@ fn one_by_one(conn: &mut Connection, known: &mut Known, writes: &[&Write]) -> Ve
             sp.commit()?;
             Ok(r)
         });
+        if matches!(result, Err(Error::StorageFull(_))) {
+            // Nothing of the group is kept: dropping `tx` rolls back what is left of it.
+            return all_full(writes.len());
+        }
         if result.is_err() {
             // The savepoint rolled back on drop; forget rows it may have created.
             ids.clear();
@@ -434,7 +606,7 @@ fn one_by_one(conn: &mut Connection, known: &mut Known, writes: &[&Write]) -> Ve
         }
         Err(e) => {
             log::error!("commit failed: {e}");
-            all_failed(writes.len(), &e)
+            failed(writes.len(), e.into())
         }
     }
 }
@@ -672,13 +844,9 @@ mod tests {
             })
             .unwrap();
         drop(queue);
-        super::run(
-            conn,
-            &rx,
-            &AtomicUsize::new(0),
-            &committed,
-            &AtomicBool::new(true),
-        );
+        let health = Health::default();
+        health.disk_failed.store(true, Ordering::SeqCst);
+        super::run(conn, &rx, &AtomicUsize::new(0), &committed, &health);
         let e = answer.recv().unwrap().err().expect("refused");
         assert!(e.to_string().contains("writes are refused"), "{e}");
         // Refused by the writer itself: nothing went to the syncer, nothing was stored.
@@ -700,6 +868,99 @@ mod tests {
         handle.join().unwrap();
         let conn = db::open(&path).unwrap();
         assert_eq!(stored(&conn), ["a"]);
+    }
+
+    /// Limits the database to the pages it has now: SQLite then answers a write that needs a
+    /// new page with SQLITE_FULL, as when the disk is full.
+    fn fill(conn: &Connection) {
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+    }
+
+    /// Enough runs, with long names, to need new pages.
+    fn many(prefix: &str) -> Vec<Run> {
+        (0..200)
+            .map(|i| run(&format!("{prefix}-{i:0>120}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_full_disk_refuses_the_whole_group_with_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = db::open(&dir.path().join("w.db")).unwrap();
+        let a = Write::Runs(vec![run("a")]);
+        commit_group(&mut conn, &mut Known::default(), &[&a]);
+        fill(&conn);
+        let (b, c) = (Write::Runs(many("b")), Write::Runs(vec![run("c")]));
+        let results = commit_group(&mut conn, &mut Known::default(), &[&b, &c]);
+        for r in &results {
+            let e = r.as_ref().err().expect("refused");
+            assert!(matches!(e, Error::StorageFull(_)), "{e}");
+            assert_eq!(e.status(), 503);
+        }
+        assert_eq!(stored(&conn), ["a"], "nothing of the refused group is kept");
+        // Space back: the same connection writes again.
+        conn.pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        let results = commit_group(&mut conn, &mut Known::default(), &[&b, &c]);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(stored(&conn).len(), 202);
+    }
+
+    #[test]
+    fn a_full_writer_is_not_ready_until_a_probe_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = db::open(&dir.path().join("w.db")).unwrap();
+        fill(&conn);
+        let (queue, rx) = mpsc::channel();
+        let (committed, to_sync) = mpsc::channel::<Vec<Answer>>();
+        let health = Arc::new(Health::default());
+        let writer = {
+            let health = health.clone();
+            std::thread::spawn(move || {
+                super::run(conn, &rx, &AtomicUsize::new(0), &committed, &health)
+            })
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        let write = Write::Runs(many("a"));
+        queue.send(Pending { write, reply }).unwrap();
+        for (reply, result) in to_sync.recv().unwrap() {
+            reply.send(result).unwrap();
+        }
+        let e = answer.recv().unwrap().err().expect("refused");
+        assert!(matches!(e, Error::StorageFull(_)), "{e}");
+        assert!(health.full.load(Ordering::SeqCst));
+        // Idle, the writer probes: rewriting the header needs no new page, so it commits and
+        // clears the mark (as space coming back would).
+        let deadline = Instant::now() + PROBE_EVERY * 5;
+        while health.full.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !health.full.load(Ordering::SeqCst),
+            "the probe cleared the mark"
+        );
+        drop(queue);
+        writer.join().unwrap();
+        assert!(stored(&db::open(&dir.path().join("w.db")).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn readiness_follows_a_full_disk_and_a_failed_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, handle) = Writer::start(&dir.path().join("w.db")).unwrap();
+        assert!(writer.ready().is_ok());
+        writer.health.full.store(true, Ordering::SeqCst);
+        let e = writer.ready().unwrap_err();
+        assert!(matches!(e, Error::StorageFull(_)), "{e}");
+        writer.health.disk_failed.store(true, Ordering::SeqCst);
+        let e = writer.ready().unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)), "{e}");
+        assert_eq!(e.status(), 503);
+        drop(writer);
+        handle.join().unwrap();
     }
 
     #[test]
