@@ -6,13 +6,13 @@
 use serde_json::Value;
 
 use super::{
-    branch_of_ref, is_incident_label, is_production, kind_of, rfc3339, slug, span, Delivery,
-    Payload,
+    branch_of_ref, is_incident_label, is_production, kind_of, pushed_commits, rfc3339, slug, span,
+    Delivery, Payload,
 };
 use crate::error::Result;
 use crate::ingest::dora::links;
 use crate::ingest::fields::Obj;
-use crate::model::{Commit, Incident, Job, Kind, Push, Run, Status};
+use crate::model::{Incident, Job, Kind, Push, Run, Status};
 
 /// What a verified delivery of `event` asks for; `payload` is read only for the events mapped.
 /// An issue is an incident while it carries a label named `incident_label` (in any case).
@@ -401,15 +401,7 @@ fn push(root: &Obj) -> Result<Delivery> {
     if items.is_empty() {
         return ignored("a push without commits brings no change");
     }
-    let mut commits = Vec::with_capacity(items.len());
-    for c in &items {
-        commits.push(Commit {
-            sha: c.req_name("id")?,
-            committed_at: c
-                .opt_time_by("timestamp", rfc3339)?
-                .ok_or_else(|| c.err("timestamp", "is required"))?,
-        });
-    }
+    let commits = pushed_commits(&items, rfc3339)?;
     let repo = root.obj("repository")?;
     let head_time = match root.opt_obj("head_commit")? {
         Some(h) => h.opt_time_by("timestamp", rfc3339)?,

@@ -6,13 +6,14 @@ use time::macros::format_description;
 use time::{PrimitiveDateTime, UtcOffset};
 
 use super::{
-    branch_of_ref, is_incident_label, is_production, kind_of, slug, span, Delivery, Payload,
+    branch_of_ref, is_incident_label, is_production, kind_of, pushed_commits, slug, span, Delivery,
+    Payload,
 };
 use crate::error::{Error, Result};
 use crate::ingest::dora::links;
 use crate::ingest::fields::{Obj, MAX_TEXT};
 use crate::model::times;
-use crate::model::{Commit, Incident, Job, Kind, Push, Run, Status};
+use crate::model::{Incident, Job, Kind, Push, Run, Status};
 
 /// The workflow name of a pipeline that has none: GitLab pipelines are usually unnamed.
 const DEFAULT_WORKFLOW: &str = "pipeline";
@@ -374,15 +375,7 @@ fn push(root: &Obj, now: i64) -> Result<Delivery> {
     if items.is_empty() {
         return ignored("a push without commits brings no change");
     }
-    let mut commits = Vec::with_capacity(items.len());
-    for c in &items {
-        commits.push(Commit {
-            sha: c.req_name("id")?,
-            committed_at: c
-                .opt_time_by("timestamp", gitlab_time)?
-                .ok_or_else(|| c.err("timestamp", "is required"))?,
-        });
-    }
+    let commits = pushed_commits(&items, gitlab_time)?;
     let project = root.obj("project")?;
     Ok(Delivery::Push {
         event: "Push Hook",

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::ingest;
+use crate::ingest::fields::Obj;
 use crate::model::times;
-use crate::model::{Incident, Kind, Push, Run, Status};
+use crate::model::{Commit, Incident, Kind, Push, Run, Status};
 
 /// What a verified delivery asks for.
 #[derive(Debug)]
@@ -48,6 +49,22 @@ pub(super) fn branch_of_ref(git_ref: &str) -> Option<&str> {
     git_ref
         .strip_prefix("refs/heads/")
         .filter(|b| !b.is_empty())
+}
+
+/// The commits of a push payload (GitHub's and GitLab's share the members `id` and
+/// `timestamp`), their times read by the CI system's own `time` parser.
+pub(super) fn pushed_commits(items: &[Obj], time: fn(&str) -> Option<i64>) -> Result<Vec<Commit>> {
+    items
+        .iter()
+        .map(|c| {
+            Ok(Commit {
+                sha: c.req_name("id")?,
+                committed_at: c
+                    .opt_time_by("timestamp", time)?
+                    .ok_or_else(|| c.err("timestamp", "is required"))?,
+            })
+        })
+        .collect()
 }
 
 /// The payload of a delivery, parsed only once its event is known to be mapped.
