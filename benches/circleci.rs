@@ -30,11 +30,7 @@ fn main() {
         println!("and run PIPESTAT_BENCH_DB=PATH cargo bench --bench circleci");
         return;
     };
-    let requests: usize = std::env::var("PIPESTAT_BENCH_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(40);
+    let requests = common::requests_per_row(40);
     let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the benchmark database read-only");
     // pipestat's SQL functions, which some of the statements explained below call.

@@ -18,7 +18,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{load_average, machine, ms_cells, time_gets, Server};
+use common::{load_average, machine, ms_cells, requests_per_row, time_gets, Server};
 use rusqlite::{Connection, OpenFlags};
 
 const DAY_MS: i64 = 86_400_000;
@@ -30,14 +30,7 @@ fn main() {
         );
         return;
     };
-    let requests: usize = std::env::var("PIPESTAT_BENCH_REQUESTS")
-        .ok()
-        .map(|s| {
-            s.parse()
-                .expect("PIPESTAT_BENCH_REQUESTS: a positive integer")
-        })
-        .unwrap_or(100)
-        .max(1);
+    let requests = requests_per_row(100);
     // The daemon upgrades the schema when it opens the file, before the facts are read.
     let server = Server::start(env!("CARGO_BIN_EXE_pipestat"), &db);
     let facts = Facts::read(&db);

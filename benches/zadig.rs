@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{load_average, machine, ms_cells, time_gets, Server};
+use common::{load_average, machine, ms_cells, requests_per_row, time_gets, Server};
 use rusqlite::{Connection, OpenFlags};
 
 const DAY_S: i64 = 86_400;
@@ -29,14 +29,7 @@ fn main() {
         );
         return;
     };
-    let requests: usize = std::env::var("PIPESTAT_BENCH_REQUESTS")
-        .ok()
-        .map(|s| {
-            s.parse()
-                .expect("PIPESTAT_BENCH_REQUESTS: a positive integer")
-        })
-        .unwrap_or(100)
-        .max(1);
+    let requests = requests_per_row(100);
     let facts = Facts::read(&db);
     let end = facts.newest_s;
     let start = end - 29 * DAY_S;

@@ -43,6 +43,18 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     ms(lo) + (h - lo as f64) * (ms(hi) - ms(lo))
 }
 
+/// `PIPESTAT_BENCH_REQUESTS`: the timed requests per table row, `default` when unset.
+pub fn requests_per_row(default: usize) -> usize {
+    std::env::var("PIPESTAT_BENCH_REQUESTS")
+        .ok()
+        .map(|s| {
+            s.parse()
+                .expect("PIPESTAT_BENCH_REQUESTS: a positive integer")
+        })
+        .unwrap_or(default)
+        .max(1)
+}
+
 /// Times `n` GETs of `url`, each on a new connection as curl makes, after one untimed warm-up,
 /// and returns the times sorted. A request that fails stops the bench.
 pub fn time_gets(timeout: Duration, url: &str, n: usize) -> Vec<Duration> {
