@@ -1,7 +1,9 @@
-//! The daemon: tiny_http's listener, the worker threads, the per-request checks (`request`),
-//! the routing table (`routes`), memory release (`memory`) and a clean shutdown on SIGTERM or
-//! SIGINT. Only this module knows tiny_http.
+//! The daemon: the accept front on the TCP listener (`front`), tiny_http behind it on a
+//! private Unix socket, the worker threads, the per-request checks (`request`), the routing
+//! table (`routes`), memory release (`memory`) and a clean shutdown on SIGTERM or SIGINT. Only
+//! this module knows tiny_http.
 
+mod front;
 mod memory;
 mod open;
 mod quota;
@@ -9,6 +11,7 @@ mod request;
 mod routes;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::net::UnixListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -74,6 +77,8 @@ struct Limits {
     /// sends nothing for this long between requests is closed, and a body that stops for this
     /// long is a 408: PIPESTAT_IO_TIMEOUT_SECS, default 15.
     io_timeout: Duration,
+    /// Client connections served at once (see `front`): PIPESTAT_MAX_CONNECTIONS, default 256.
+    max_connections: usize,
 }
 
 /// After the io timeout, a body must arrive at this rate at least (bytes per second).
@@ -103,6 +108,7 @@ impl Limits {
         };
         Ok(Limits {
             io_timeout: Duration::from_secs(number("PIPESTAT_IO_TIMEOUT_SECS", 15, 3600)?),
+            max_connections: number("PIPESTAT_MAX_CONNECTIONS", 256, 65536)? as usize,
         })
     }
 
@@ -146,20 +152,21 @@ pub fn serve(cfg: Config) -> Result<()> {
 
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
-    // Accepted connections inherit TCP_NODELAY (see Cargo.toml for why) and the read and
-    // write timeouts from the listener (Linux copies a listener's socket options to the
-    // sockets it accepts; tests/it/hardening.rs checks that an idle connection is closed).
-    // The read timeout bounds the listener's own accept too: see `keep_accepting`.
-    let sock = socket2::SockRef::from(&listener);
-    sock.set_tcp_nodelay(true)?;
-    sock.set_read_timeout(Some(limits.io_timeout))?;
-    sock.set_write_timeout(Some(limits.io_timeout))?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
-    let local = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| Error::Internal("not listening on an IP address".into()))?;
+    let local = listener.local_addr()?;
+    // Accepted connections inherit TCP_NODELAY (see Cargo.toml for why).
+    socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+    // tiny_http serves a Unix socket in a directory only pipestat's user can enter, removed
+    // when `serve` returns; the front forwards complete requests to it.
+    let socket_dir = front::SocketDir::create()
+        .map_err(|e| Error::Internal(format!("cannot create the socket directory: {e}")))?;
+    let unix = UnixListener::bind(socket_dir.socket()).map_err(|e| {
+        Error::Internal(format!(
+            "cannot listen on {}: {e}",
+            socket_dir.socket().display()
+        ))
+    })?;
+    let server = tiny_http::Server::from_listener(unix, None)
+        .map_err(|e| Error::Internal(format!("cannot serve the Unix socket: {e}")))?;
     let server = Arc::new(server);
     let (writer, writer_thread) = Writer::start(&cfg.db)?;
     let threads = cfg.threads;
@@ -182,12 +189,17 @@ pub fn serve(cfg: Config) -> Result<()> {
     });
 
     let failed = Arc::new(AtomicBool::new(false));
-    {
-        let (stop, every) = (stop.clone(), daemon.limits.io_timeout / 3);
-        std::thread::Builder::new()
-            .name("keep-accepting".into())
-            .spawn(move || keep_accepting(local, every, &stop))?;
-    }
+    let front = front::Front::start(
+        listener,
+        socket_dir.socket(),
+        front::Settings {
+            io_timeout: daemon.limits.io_timeout,
+            max_connections: daemon.limits.max_connections,
+            max_body: daemon.max_body,
+            min_body_rate: MIN_BODY_RATE,
+        },
+        stop.clone(),
+    )?;
     let (events, shutdown) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -202,6 +214,7 @@ pub fn serve(cfg: Config) -> Result<()> {
                 if let Some(sig) = signals.forever().next() {
                     log::info!("signal {sig}: draining and stopping");
                     stop.store(true, Ordering::SeqCst);
+                    front.stop();
                     for _ in 0..threads {
                         server.unblock();
                     }
@@ -285,27 +298,6 @@ enum Event {
     GraceOver,
 }
 
-/// The listener's read timeout also bounds `accept`: with no connection for that long, it
-/// fails with EAGAIN, and tiny_http's accept loop stops at its first error (the daemon then
-/// exits for the service manager to restart it). So the daemon connects to itself, and closes
-/// at once, every third of the timeout: `accept` never waits long enough to fail. tiny_http
-/// reads end-of-stream from such a connection and drops it, and no request is logged.
-fn keep_accepting(local: SocketAddr, every: Duration, stop: &AtomicBool) {
-    let mut target = local;
-    if target.ip().is_unspecified() {
-        target.set_ip(match target {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(every);
-        if let Err(e) = std::net::TcpStream::connect_timeout(&target, every) {
-            log::debug!("keep-accepting: cannot connect to {target}: {e}");
-        }
-    }
-}
-
 fn resolve(listen: &str) -> Result<SocketAddr> {
     listen
         .to_socket_addrs()
@@ -345,13 +337,33 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
     let url = rq.url().to_owned();
     let path = url.split('?').next().unwrap_or("").to_owned();
     let surface = Surface::of(&path);
-    let mut progress = request::Progress::default();
+    let internal = |name: &'static str| {
+        rq.headers()
+            .iter()
+            .find(|h| h.field.equiv(name))
+            .map(|h| h.value.as_str().to_owned())
+    };
+    // Both set by the front alone (it removes clients' copies).
+    let peer = internal(front::PEER).unwrap_or_else(|| "-".into());
+    let mut progress = request::Progress {
+        precheck: internal(front::PRECHECK).is_some(),
+        ..Default::default()
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // Every write arrives as a POST: the writer waits briefly for announced requests
         // before it commits, so concurrent ones share a commit. Withdrawn on return.
         let _announced =
             (*rq.method() == tiny_http::Method::Post).then(|| daemon.app.writer.announce());
         let req = request::prepare(daemon, conn, &mut rq, &url, &mut progress)?;
+        if progress.precheck {
+            // The checks before the body passed; the front now reads the body.
+            return Ok(crate::http::Resp {
+                status: 204,
+                content_type: "text/plain",
+                headers: Vec::new(),
+                body: Vec::new(),
+            });
+        }
         let _routing = Routing::enter(daemon)?;
         routes::route(&daemon.app, conn, &req)
     }));
@@ -368,7 +380,7 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
         )),
     };
     log::info!(
-        "{} {} {} {}ms",
+        "{peer} {} {} {} {}ms",
         rq.method(),
         path,
         resp.status,

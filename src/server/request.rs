@@ -32,6 +32,9 @@ pub(super) struct Progress {
     pub(super) body_done: bool,
     /// Bytes of body read.
     pub(super) body_len: usize,
+    /// The front sent the head alone, to learn whether the request passes the checks before
+    /// its body (see `front`): the quota is not counted, and the route is not run.
+    pub(super) precheck: bool,
 }
 
 /// Framing, method, open-mode checks, authentication, quota and body, in that order: a refused
@@ -49,7 +52,12 @@ pub(super) fn prepare(
             .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
             .map(|h| h.value.as_str().to_owned())
     };
-    let framing = framing(rq.headers())?;
+    let pairs: Vec<(&str, &str)> = rq
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+        .collect();
+    let framing = framing(&pairs)?;
     progress.body_done = framing == Framing::Empty;
     let method = match rq.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
@@ -115,7 +123,9 @@ pub(super) fn prepare(
                     scope.as_str()
                 )));
             }
-            daemon.quota.check(token.id, daemon.app.now_ms())?;
+            if !progress.precheck {
+                daemon.quota.check(token.id, daemon.app.now_ms())?;
+            }
             Some(token)
         }
     };
@@ -194,8 +204,8 @@ fn read_body(daemon: &Daemon, reader: &mut dyn Read, body: &mut Vec<u8>) -> Resu
 }
 
 /// How a request says where its body ends.
-#[derive(Debug, PartialEq, Eq)]
-enum Framing {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
     /// No body.
     Empty,
     Length(u64),
@@ -205,12 +215,13 @@ enum Framing {
 /// The body's framing, refusing what two parsers could read two ways (request smuggling):
 /// Content-Length beside Transfer-Encoding, several Content-Lengths that differ, one that is
 /// not a plain number, or a Transfer-Encoding other than chunked.
-fn framing(headers: &[tiny_http::Header]) -> Result<Framing> {
+/// `headers` are (name, value) pairs as received.
+pub(super) fn framing(headers: &[(&str, &str)]) -> Result<Framing> {
     let named = |name: &'static str| {
         headers
             .iter()
-            .filter(move |h| h.field.equiv(name))
-            .map(|h| h.value.as_str().trim())
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
     };
     let mut length = None;
     for value in named("Content-Length").flat_map(|v| v.split(',')) {

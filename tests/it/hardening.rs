@@ -91,7 +91,17 @@ fn assert_closed(mut r: BufReader<TcpStream>) {
 
 /// Starts `pipestat serve` on a fresh database with environment variables set.
 fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> (Child, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    start_in_with_env(tempfile::tempdir().unwrap(), env, extra, None)
+}
+
+/// Starts `pipestat serve` on the database in `dir`, with environment variables set; its log
+/// (at `info`) goes to `log` when given.
+fn start_in_with_env(
+    dir: tempfile::TempDir,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    log: Option<&std::path::Path>,
+) -> (Child, String, tempfile::TempDir) {
     let db = dir.path().join("pipestat.db");
     let mut args = vec![
         "serve",
@@ -101,12 +111,16 @@ fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> (Child, String, tempf
         "127.0.0.1:0",
     ];
     args.extend(extra);
+    let (level, stderr) = match log {
+        Some(path) => ("info", Stdio::from(std::fs::File::create(path).unwrap())),
+        None => ("error", Stdio::null()),
+    };
     let mut child = Command::new(BIN)
         .args(&args)
         .envs(env.iter().copied())
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -539,4 +553,404 @@ fn sigterm_does_not_wait_for_slow_or_idle_clients() {
     let status = wait_timeout(&mut child, Duration::from_secs(10))
         .expect("pipestat exits within 10 s of SIGTERM");
     assert!(status.success(), "{status:?}");
+}
+
+/// A run stored under `id`, read from the database.
+fn stored(d: &Daemon, id: &str) -> i64 {
+    d.db()
+        .query_row("SELECT count(*) FROM runs WHERE ext_id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_request_smuggled_behind_ambiguous_framing_is_never_served() {
+    // Open mode: the smuggled request would need no token to be stored.
+    let d = Daemon::start(&[]);
+    let addr = addr(&d);
+    let run = run_json("smuggled", "success", "");
+    let smuggled = format!(
+        "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{run}",
+        run.len()
+    );
+    for (what, head, body) in [
+        // Read by its Content-Length, the body ends after "0\r\n\r\n" and the smuggled
+        // request follows; read as chunked, it is part of the body.
+        (
+            "Content-Length and Transfer-Encoding",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            format!("0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "Transfer-Encoding before Content-Length",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            format!("0\r\n\r\n{smuggled}"),
+        ),
+        // Read by the first length, the smuggled request follows "[]".
+        (
+            "two different Content-Lengths",
+            "Content-Length: 2\r\nContent-Length: 400\r\n",
+            format!("[]{smuggled}"),
+        ),
+    ] {
+        let (a, r) = exchange(
+            &addr,
+            &format!(
+                "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: application/json\r\n{head}\r\n{body}"
+            ),
+        );
+        assert_eq!(a.status, 400, "{what}: {a:?}");
+        assert_eq!(a.body["error"]["code"], "bad_request", "{what}");
+        // Closed after the 400: nothing more is answered on it.
+        assert_closed(r);
+    }
+    assert_eq!(stored(&d, "smuggled"), 0);
+    // The same request sent on its own is stored: the check above could fail.
+    let (a, _) = exchange(&addr, &smuggled);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(stored(&d, "smuggled"), 1);
+}
+
+#[test]
+fn a_huge_header_is_431_and_the_connection_closed() {
+    let d = Daemon::start(&[]);
+    let addr = addr(&d);
+    let s = connect(&addr);
+    let mut w = s.try_clone().unwrap();
+    // 1 MiB of one header, written beside the read: pipestat answers after 64 KiB and may
+    // stop reading, so the write may fail.
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ");
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..16 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = w.write_all(b"\r\n\r\n");
+    });
+    let mut r = BufReader::new(s);
+    let a = read_answer(&mut r);
+    assert_eq!(a.status, 431, "{a:?}");
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("64 KiB"),
+        "{a:?}"
+    );
+    assert_closed(r);
+    writer.join().unwrap();
+    // Many headers, each small, are one head too.
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (a, r) = exchange(
+        &addr,
+        &format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{many}\r\n"),
+    );
+    assert_eq!(a.status, 431, "{a:?}");
+    assert_closed(r);
+    // A head just under the bound is served.
+    let (a, _) = exchange(
+        &addr,
+        &format!(
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(60 * 1024)
+        ),
+    );
+    assert_eq!(a.status, 200);
+}
+
+#[test]
+fn an_absurd_content_length_is_refused_and_the_daemon_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ci = create_token(dir.path(), "ci", "ingest");
+    let d = Daemon::start_in(dir, &[]);
+    let addr = addr(&d);
+    // 100 TB, without a token and with one.
+    for auth in [String::new(), format!("Authorization: Bearer {ci}\r\n")] {
+        let (a, r) = exchange(
+            &addr,
+            &format!(
+                "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: application/json\r\n{auth}Content-Length: 100000000000000\r\n\r\n[",
+            ),
+        );
+        assert!(matches!(a.status, 401 | 413), "{auth}: {a:?}");
+        assert_closed(r);
+        assert_eq!(d.get("/healthz").status, 200);
+    }
+}
+
+/// A thread that sends `head` and then one byte of `trickle` every 250 ms, at most `bytes`
+/// of them, until `stop`.
+fn trickler(
+    addr: &str,
+    head: String,
+    trickle: u8,
+    bytes: usize,
+    stop: &Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let (addr, stop) = (addr.to_owned(), stop.clone());
+    thread::spawn(move || {
+        let mut s = connect(&addr);
+        if s.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        for _ in 0..bytes {
+            if stop.load(Ordering::SeqCst) || s.write_all(&[trickle]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    })
+}
+
+/// Asserts that /healthz answers within 2 s, five times, half a second apart.
+fn healthz_answers(base: &str) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build();
+    for _ in 0..5 {
+        let a = agent
+            .get(&format!("{base}/healthz"))
+            .call()
+            .expect("/healthz answers within 2 s");
+        assert_eq!(a.status(), 200);
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn slow_heads_beyond_the_connection_cap_do_not_stop_healthz() {
+    let (mut child, addr, _dir) = start_with_env(&[("PIPESTAT_MAX_CONNECTIONS", "4")], &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Five clients, one more than the cap, sending a head a byte every 250 ms.
+    let slow: Vec<_> = (0..5)
+        .map(|_| {
+            trickler(
+                &addr,
+                "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".into(),
+                b'a',
+                40,
+                &stop,
+            )
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    healthz_answers(&format!("http://{addr}"));
+    stop.store(true, Ordering::SeqCst);
+    for t in slow {
+        t.join().unwrap();
+    }
+    signal(&child, "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+}
+
+#[test]
+fn slow_bodies_with_a_valid_token_hold_no_worker() {
+    // Six clients WITH an ingest token announce a body and send it a byte every 250 ms: more
+    // than the daemon's two workers, and each passes every check. pipestat reads their bodies
+    // before any worker sees them, so /healthz answers at once.
+    let dir = tempfile::tempdir().unwrap();
+    let ci = create_token(dir.path(), "ci", "ingest");
+    let (mut child, addr, _dir) = start_in_with_env(dir, &[], &["--threads", "2"], None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let head = format!(
+        "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {ci}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    let slow: Vec<_> = (0..6)
+        .map(|_| trickler(&addr, head.clone(), b' ', 40, &stop))
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    healthz_answers(&format!("http://{addr}"));
+    stop.store(true, Ordering::SeqCst);
+    for t in slow {
+        t.join().unwrap();
+    }
+    signal(&child, "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+
+    // With every connection of the cap busy with such a body (none waits for a head), a new
+    // connection is answered 503 and closed.
+    let dir = tempfile::tempdir().unwrap();
+    let ci = create_token(dir.path(), "ci", "ingest");
+    let (mut child, addr, _dir) =
+        start_in_with_env(dir, &[("PIPESTAT_MAX_CONNECTIONS", "2")], &[], None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let head = format!(
+        "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {ci}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    let busy: Vec<_> = (0..2)
+        .map(|_| trickler(&addr, head.clone(), b' ', 40, &stop))
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let (a, r) = exchange(&addr, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert_eq!(a.status, 503, "{a:?}");
+    assert_eq!(a.body["error"]["code"], "unavailable");
+    assert_closed(r);
+    stop.store(true, Ordering::SeqCst);
+    for t in busy {
+        t.join().unwrap();
+    }
+    // Their places are free again.
+    thread::sleep(Duration::from_millis(300));
+    let (a, _) = exchange(
+        &addr,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 200);
+    signal(&child, "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+}
+
+/// The process's thread count, from /proc.
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn threads_stay_bounded_under_many_idle_connections() {
+    const CAP: usize = 16;
+    let (mut child, addr, _dir) = start_with_env(
+        &[
+            ("PIPESTAT_MAX_CONNECTIONS", "16"),
+            ("PIPESTAT_IO_TIMEOUT_SECS", "60"),
+        ],
+        &["--threads", "2"],
+    );
+    let (a, _) = exchange(
+        &addr,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 200);
+    let before = threads_of(child.id());
+    // 300 connections: half connected and silent, half idle after a kept-alive request.
+    let mut held = Vec::new();
+    for i in 0..300 {
+        if i % 2 == 0 {
+            held.push(connect(&addr));
+        } else {
+            let (a, r) = exchange(&addr, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            assert_eq!(a.status, 200);
+            held.push(r.into_inner());
+        }
+    }
+    // tiny_http's idle pool threads leave after 5 s.
+    thread::sleep(Duration::from_secs(6));
+    let after = threads_of(child.id());
+    // Each connection held costs at most two threads (its reader, and tiny_http's for its
+    // forwarding connection); 4 more for tiny_http's pool.
+    assert!(
+        after <= before + 2 * CAP + 4,
+        "{before} threads before, {after} with 300 connections"
+    );
+    healthz_answers(&format!("http://{addr}"));
+    drop(held);
+    signal(&child, "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+}
+
+#[test]
+fn sigterm_does_not_wait_for_slow_heads_or_bodies_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let ci = create_token(dir.path(), "ci", "ingest");
+    let (mut child, addr, _dir) = start_in_with_env(dir, &[], &["--threads", "2"], None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        slow.push(trickler(
+            &addr,
+            format!(
+                "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer {ci}\r\nContent-Length: 100000\r\n\r\n"
+            ),
+            b' ',
+            80,
+            &stop,
+        ));
+        slow.push(trickler(
+            &addr,
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".into(),
+            b'a',
+            80,
+            &stop,
+        ));
+    }
+    let idle: Vec<_> = (0..3).map(|_| connect(&addr)).collect();
+    thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    let status = wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("pipestat exits within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    stop.store(true, Ordering::SeqCst);
+    for t in slow {
+        t.join().unwrap();
+    }
+    drop(idle);
+}
+
+#[test]
+fn the_worker_socket_is_private_and_removed_at_exit_and_the_log_names_the_client() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let (mut child, addr, _dir) = start_in_with_env(
+        dir,
+        &[("RUNTIME_DIRECTORY", runtime.path().to_str().unwrap())],
+        &[],
+        Some(&log),
+    );
+    let entries: Vec<_> = std::fs::read_dir(runtime.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let mode = std::fs::metadata(&entries[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    assert!(entries[0].join("http.sock").exists());
+    // A client's own copy of the internal address header is replaced.
+    let (a, r) = exchange(
+        &addr,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pipestat-Peer: 203.0.113.9:1\r\n\
+         Connection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 200);
+    let local = r.get_ref().local_addr().unwrap().to_string();
+    drop(r);
+    signal(&child, "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+    assert_eq!(std::fs::read_dir(runtime.path()).unwrap().count(), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("GET /healthz"))
+        .unwrap_or_else(|| panic!("no access line: {text}"));
+    assert!(
+        line.contains(&format!("{local} GET /healthz 200")),
+        "{line}"
+    );
+    assert!(!text.contains("203.0.113.9"), "{text}");
 }
