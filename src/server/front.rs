@@ -87,6 +87,7 @@ impl SocketDir {
                     .map(PathBuf::from)
             })
             .unwrap_or_else(std::env::temp_dir);
+        remove_stale(&base);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -108,6 +109,34 @@ impl SocketDir {
 
     pub(super) fn socket(&self) -> PathBuf {
         self.dir.join("http.sock")
+    }
+}
+
+/// Removes the socket directories that pipestat processes no longer running left in `base`
+/// (after `kill -9`): only ours by name and owner, and only their socket in them.
+fn remove_stale(base: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten().take(10_000) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("pipestat-"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path().join("http.sock"));
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 

@@ -379,13 +379,16 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             "internal error: the request handler panicked".into(),
         )),
     };
-    log::info!(
-        "{peer} {} {} {} {}ms",
-        rq.method(),
-        path,
-        resp.status,
-        started.elapsed().as_millis()
-    );
+    // A precheck that passed is no answer to the client; the request itself is logged next.
+    if !(progress.precheck && resp.status == 204) {
+        log::info!(
+            "{peer} {} {} {} {}ms",
+            rq.method(),
+            path,
+            resp.status,
+            started.elapsed().as_millis()
+        );
+    }
     let large = progress.body_len.max(resp.body.len()) > memory::LARGE_BODY;
     let mut out = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
     let content_type =

@@ -915,17 +915,31 @@ fn the_worker_socket_is_private_and_removed_at_exit_and_the_log_names_the_client
     let runtime = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
+    // Left by a pipestat killed with SIGKILL (no such process): removed at start. One of a
+    // process still running (pid 1) is left alone.
+    let stale = runtime.path().join("pipestat-999999999-0badcafe");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("http.sock"), b"").unwrap();
+    let alive = runtime.path().join("pipestat-1-0badcafe");
+    std::fs::create_dir(&alive).unwrap();
     let (mut child, addr, _dir) = start_in_with_env(
         dir,
         &[("RUNTIME_DIRECTORY", runtime.path().to_str().unwrap())],
         &[],
         Some(&log),
     );
+    assert!(!stale.exists());
+    std::fs::remove_dir(&alive).expect("a running process's directory is kept");
     let entries: Vec<_> = std::fs::read_dir(runtime.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with(&format!("pipestat-{}-", child.id())),
+        "{name}"
+    );
     let mode = std::fs::metadata(&entries[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     assert!(entries[0].join("http.sock").exists());
