@@ -68,6 +68,52 @@ pub(super) struct Settings {
     pub(super) min_body_rate: u64,
 }
 
+/// File descriptors one client connection can take: its socket and the handle the cap keeps,
+/// the front's Unix connection, and tiny_http's end of it with the clone it reads from.
+const FDS_PER_CONNECTION: u64 = 5;
+/// File descriptors kept for the rest of the daemon beside its connections (and per worker).
+const FDS_RESERVED: u64 = 64;
+
+/// The most connections the open-file limit allows, the soft limit raised to the hard one
+/// first (at most 65536): tiny_http stops serving for good when it cannot accept or clone
+/// a socket, so the cap must never let connections take every descriptor.
+pub(super) fn connections_allowed(threads: usize) -> Option<usize> {
+    let soft = raise_open_files_limit()?;
+    let reserved = FDS_RESERVED + 4 * threads as u64;
+    Some((soft.saturating_sub(reserved) / FDS_PER_CONNECTION).max(1) as usize)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 only on 64-bit targets
+fn raise_open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        let want = lim.rlim_max.min(1 << 16);
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+    }
+    Some(lim.rlim_cur as u64)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn raise_open_files_limit() -> Option<u64> {
+    None
+}
+
 /// The directory holding tiny_http's Unix socket: mode 0700, created new at start (never an
 /// existing one), removed on drop.
 pub(super) struct SocketDir {
@@ -326,7 +372,6 @@ fn accept_loop(listener: &TcpListener, slots: &Arc<Slots>, ctx: &Arc<Ctx>) {
             .name("conn".into())
             .stack_size(STACK)
             .spawn(move || {
-                let _slot = &slot;
                 Conn::new(stream, peer, &ctx2, &slot).serve();
             });
         if let Err(e) = spawned {

@@ -189,12 +189,22 @@ pub fn serve(cfg: Config) -> Result<()> {
     });
 
     let failed = Arc::new(AtomicBool::new(false));
+    let mut max_connections = daemon.limits.max_connections;
+    if let Some(allowed) = front::connections_allowed(threads) {
+        if allowed < max_connections {
+            log::warn!(
+                "serving {allowed} connections at most, not {max_connections}: the open-file \
+                 limit allows no more (raise LimitNOFILE= / ulimit -n)"
+            );
+            max_connections = allowed;
+        }
+    }
     let front = front::Front::start(
         listener,
         socket_dir.socket(),
         front::Settings {
             io_timeout: daemon.limits.io_timeout,
-            max_connections: daemon.limits.max_connections,
+            max_connections,
             max_body: daemon.max_body,
             min_body_rate: MIN_BODY_RATE,
         },

@@ -968,3 +968,49 @@ fn the_worker_socket_is_private_and_removed_at_exit_and_the_log_names_the_client
     );
     assert!(!text.contains("203.0.113.9"), "{text}");
 }
+
+#[test]
+fn the_connection_cap_fits_the_open_file_limit() {
+    // With 256 open files at most (soft and hard), 256 connections would take every
+    // descriptor, and tiny_http stops serving for good when it cannot take one. pipestat
+    // lowers its cap to what fits: 100 connections kept alive after a request, then /healthz.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pipestat.db");
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 256 && exec \"$0\" \"$@\"", BIN, "serve"])
+        .args(["--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--threads", "2"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+        .to_owned();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 256 ")),
+        "{limits}"
+    );
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let (a, r) = exchange(&addr, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        assert_eq!(a.status, 200);
+        held.push(r.into_inner());
+    }
+    healthz_answers(&format!("http://{addr}"));
+    drop(held);
+    signal(&child, "TERM");
+    assert!(wait_timeout(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+}
