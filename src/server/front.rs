@@ -702,7 +702,9 @@ impl<'a> Conn<'a> {
     }
 
     fn read_length(&mut self, n: usize) -> crate::error::Result<Vec<u8>> {
-        let mut body = Vec::with_capacity(n);
+        // Memory follows what arrives, not what is announced: 1 MiB first, then doubling up
+        // to the length announced (never beyond it).
+        let mut body = Vec::with_capacity(n.min(1 << 20));
         let max = self.ctx.settings.max_body;
         let mut reader = BodyReader {
             started: Instant::now(),
@@ -717,6 +719,9 @@ impl<'a> Conn<'a> {
             match reader.read(&mut chunk[..want]) {
                 Ok(0) => return Err(Error::bad("the connection closed before the body's end")),
                 Ok(k) => {
+                    if body.capacity() - body.len() < k {
+                        body.reserve_exact((n - body.len()).min(body.len().max(1 << 20)));
+                    }
                     body.extend_from_slice(&chunk[..k]);
                     reader.decoded += k as u64;
                 }
