@@ -8,6 +8,8 @@ mod quota;
 mod request;
 mod routes;
 
+pub use routes::TEMPLATES;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use rusqlite::Connection;
 use crate::demo;
 use crate::error::{Error, Result};
 use crate::http::Surface;
+use crate::metrics::Metrics;
 use crate::model::times;
 use crate::store::writer::Writer;
 use crate::store::{self, db, tokens};
@@ -162,6 +165,8 @@ pub fn serve(cfg: Config) -> Result<()> {
         .ok_or_else(|| Error::Internal("not listening on an IP address".into()))?;
     let server = Arc::new(server);
     let (writer, writer_thread) = Writer::start(&cfg.db)?;
+    let metrics = Metrics::new(&cfg.db);
+    metrics.register_writer(writer.metrics());
     let threads = cfg.threads;
     let db_path = cfg.db.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -178,6 +183,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         app: App {
             settings: cfg.settings,
             writer,
+            metrics: Arc::new(metrics),
         },
     });
 
@@ -367,6 +373,13 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             "internal error: the request handler panicked".into(),
         )),
     };
+    routes::observe(
+        &daemon.app,
+        rq.method(),
+        &path,
+        resp.status,
+        started.elapsed(),
+    );
     log::info!(
         "{} {} {} {}ms",
         rq.method(),

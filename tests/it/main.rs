@@ -16,6 +16,7 @@ mod hardening;
 mod history;
 mod ingest;
 mod layers;
+mod metrics;
 mod ops;
 mod sweep;
 mod webhooks;
