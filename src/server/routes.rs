@@ -8,6 +8,10 @@ use crate::http::{Method, Req, Resp};
 use crate::metrics::{self, Source};
 use crate::surfaces::{apigee, circleci, codearts, dora, native, webhooks, zadig, App};
 
+/// The OpenAPI 3.1 document of every route (docs/operations.md, "OpenAPI"), written by hand;
+/// tests/it/openapi.rs checks that it names exactly the paths of `TEMPLATES`.
+const OPENAPI: &str = include_str!("openapi.json");
+
 /// The routing table: one match on (method, path segments).
 pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
@@ -27,7 +31,15 @@ pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
             headers: Vec::new(),
             body: app.metrics.render(),
         }),
-        (_, ["healthz"] | ["readyz"] | ["metrics"]) => Err(Error::MethodNotAllowed("GET")),
+        (Method::Get, ["openapi.json"]) => Ok(Resp {
+            status: 200,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: OPENAPI.as_bytes().to_vec(),
+        }),
+        (_, ["healthz"] | ["readyz"] | ["metrics"] | ["openapi.json"]) => {
+            Err(Error::MethodNotAllowed("GET"))
+        }
         (_, ["api", "v1", "stats", rest @ ..]) => apigee::route_native(app, conn, req, rest),
         (_, ["api", "v1", "dora", rest @ ..]) => dora::route(app, conn, req, rest),
         (_, ["api", "v1", rest @ ..]) => native::route(app, conn, req, rest),
@@ -66,6 +78,7 @@ pub const TEMPLATES: &[&str] = &[
     "/healthz",
     "/readyz",
     "/metrics",
+    "/openapi.json",
     "/api/v1/runs",
     "/api/v1/runs/{project}/{id}",
     "/api/v1/runs/{project}/{id}/tests",
@@ -125,6 +138,7 @@ pub(crate) fn template(method: Method, segs: &[&str]) -> &'static str {
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
         ["metrics"] => "/metrics",
+        ["openapi.json"] => "/openapi.json",
         ["api", "v1", "stats"] => "/api/v1/stats",
         ["api", "v1", "stats", _] => "/api/v1/stats/{dimensions}",
         ["api", "v1", "dora"] => "/api/v1/dora",

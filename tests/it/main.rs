@@ -17,6 +17,7 @@ mod history;
 mod ingest;
 mod layers;
 mod metrics;
+mod openapi;
 mod ops;
 mod sweep;
 mod webhooks;
