@@ -8,7 +8,7 @@ use crate::http::{Method, Req, Resp};
 use crate::metrics::{self, Source};
 use crate::surfaces::{apigee, circleci, codearts, dora, native, webhooks, zadig, App};
 
-/// The OpenAPI 3.1 document of every route (docs/operations.md, "OpenAPI"), written by hand;
+/// The OpenAPI 3.1 document of every route (docs/operations.md, "OpenAPI"), kept by hand;
 /// tests/it/openapi.rs checks that it names exactly the paths of `TEMPLATES`.
 const OPENAPI: &str = include_str!("openapi.json");
 

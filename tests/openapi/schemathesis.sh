@@ -48,6 +48,6 @@ schemathesis/bin/schemathesis run "$base/openapi.json" "${skip[@]}" \
     --max-time "${PIPESTAT_SCHEMATHESIS_SECONDS:-180}" \
     --request-timeout 30 \
     --workers 2 \
-    --seed 29 \
+    --seed "${PIPESTAT_SCHEMATHESIS_SEED:-29}" \
     --suppress-health-check all \
     --report junit --report-dir schemathesis-report
