@@ -23,3 +23,7 @@ pub mod circleci {
     };
     pub use crate::surfaces::circleci::{job_figures, workflow_figures, workflow_figures_exact};
 }
+
+/// Every path the routing table serves, as OpenAPI path templates (the `route` label of the
+/// request metrics).
+pub use crate::server::TEMPLATES as ROUTE_TEMPLATES;

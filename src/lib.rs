@@ -9,6 +9,7 @@ mod demo;
 mod error;
 mod http;
 mod ingest;
+mod metrics;
 mod model;
 mod server;
 mod store;

@@ -10,6 +10,8 @@ mod quota;
 mod request;
 mod routes;
 
+pub use routes::TEMPLATES;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::net::UnixListener;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,6 +25,7 @@ use rusqlite::Connection;
 use crate::demo;
 use crate::error::{Error, Result};
 use crate::http::Surface;
+use crate::metrics::Metrics;
 use crate::model::times;
 use crate::store::writer::Writer;
 use crate::store::{self, db, tokens};
@@ -169,6 +172,8 @@ pub fn serve(cfg: Config) -> Result<()> {
         .map_err(|e| Error::Internal(format!("cannot serve the Unix socket: {e}")))?;
     let server = Arc::new(server);
     let (writer, writer_thread) = Writer::start(&cfg.db)?;
+    let metrics = Metrics::new(&cfg.db);
+    metrics.register_writer(writer.metrics());
     let threads = cfg.threads;
     let db_path = cfg.db.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -185,6 +190,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         app: App {
             settings: cfg.settings,
             writer,
+            metrics: Arc::new(metrics),
         },
     });
 
@@ -389,8 +395,16 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             "internal error: the request handler panicked".into(),
         )),
     };
-    // A precheck that passed is no answer to the client; the request itself is logged next.
+    // A precheck that passed is no answer to the client; the request itself is counted and
+    // logged next.
     if !(progress.precheck && resp.status == 204) {
+        routes::observe(
+            &daemon.app,
+            rq.method(),
+            &path,
+            resp.status,
+            started.elapsed(),
+        );
         log::info!(
             "{peer} {} {} {} {}ms",
             rq.method(),

@@ -13,10 +13,11 @@ use crate::error::{Error, Result};
 use crate::http::{credentials, parse_query, Method, Req};
 use crate::store::tokens::{self, Scope};
 
-/// The scope a path needs, or None for the probes and webhooks.
+/// The scope a path needs, or None for the probes, the OpenAPI document and webhooks.
 fn scope_for(method: Method, segments: &[String]) -> Option<Scope> {
     match segments.first().map(String::as_str) {
         Some("healthz" | "readyz" | "webhooks") => None,
+        Some("openapi.json") if segments.len() == 1 => None,
         Some("api") if segments.get(2).is_some_and(|s| s == "tokens") => Some(Scope::Admin),
         Some("api") if method == Method::Post => Some(Scope::Ingest),
         _ => Some(Scope::Read),

@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::{Error, Result};
+use crate::metrics::WriterMetrics;
 use crate::model::{Incident, Push, Rollback, Run, TestCase};
 use crate::store::db;
 use crate::store::{self, dora, tokens, Attached, Counts, Ids, Known};
@@ -79,6 +80,8 @@ struct Health {
     disk_failed: AtomicBool,
     /// The last write (or probe) found the disk full, and none has committed since.
     full: AtomicBool,
+    /// Group sizes and commit times, for `/metrics`.
+    metrics: WriterMetrics,
 }
 
 pub enum Write {
@@ -220,6 +223,11 @@ impl Writer {
             return Err(Error::StorageFull(crate::error::STORAGE_FULL_RETRY_SECS));
         }
         Ok(())
+    }
+
+    /// The writer's histograms, for the daemon's metrics registry.
+    pub fn metrics(&self) -> &WriterMetrics {
+        &self.health.metrics
     }
 
     /// Announces that this thread is preparing a request that will probably submit a write,
@@ -373,6 +381,7 @@ fn run(
         stats.largest = stats.largest.max(group.len());
         stats.waiting += gathered - started;
         stats.writing += gathered.elapsed();
+        health.metrics.group(group.len(), gathered.elapsed());
         let full = results
             .iter()
             .any(|r| matches!(r, Err(Error::StorageFull(_))));

@@ -13,6 +13,7 @@ pub mod zadig;
 use base64::Engine;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::model::times;
 use crate::store::writer::Writer;
 
@@ -47,6 +48,8 @@ impl Settings {
 pub struct App {
     pub settings: Settings,
     pub writer: Writer,
+    /// The daemon's Prometheus metrics (`GET /metrics`).
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 impl App {

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::http::{Method, Req, Resp};
 use crate::ingest;
 use crate::ingest::junit;
+use crate::metrics::Source;
 use crate::model::times::format_rfc3339;
 use crate::model::{Job, Run, Status, TestCase, TestOutcome};
 use crate::store::tokens;
@@ -80,10 +81,15 @@ fn post_runs(app: &App, req: &Req) -> Result<Resp> {
     req.drop_body();
     let accepted = runs.len();
     match app.writer.submit(Write::Runs(runs))? {
-        Written::Runs(c) => Ok(Resp::json(
-            200,
-            &json!({"accepted": accepted, "created": c.created, "updated": c.updated}),
-        )),
+        Written::Runs(c) => {
+            let stale = (accepted as u64).saturating_sub(c.created + c.updated);
+            app.metrics
+                .runs(Source::Native, c.created, c.updated, stale);
+            Ok(Resp::json(
+                200,
+                &json!({"accepted": accepted, "created": c.created, "updated": c.updated}),
+            ))
+        }
         _ => Err(Error::Internal("unexpected writer answer".into())),
     }
 }

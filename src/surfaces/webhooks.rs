@@ -20,6 +20,7 @@ use crate::http::{Method, Req, Resp};
 use crate::ingest;
 use crate::ingest::fields;
 use crate::ingest::webhooks::{github, gitlab, Delivery};
+use crate::metrics::Source;
 use crate::model::Run;
 use crate::store::writer::{Write, Written};
 
@@ -50,7 +51,11 @@ fn from_github(app: &App, req: &Req) -> Result<Resp> {
         .header("X-GitHub-Event")
         .ok_or_else(|| Error::bad("missing X-GitHub-Event header"))?;
     let label = app.settings.incident_label();
-    answer(app, github::parse(event, &mut || payload(req), label)?)
+    answer(
+        app,
+        Source::Github,
+        github::parse(event, &mut || payload(req), label)?,
+    )
 }
 
 /// A GitLab delivery: the secret token, then the event.
@@ -66,6 +71,7 @@ fn from_gitlab(app: &App, req: &Req) -> Result<Resp> {
         .ok_or_else(|| Error::bad("missing X-Gitlab-Event header"))?;
     answer(
         app,
+        Source::Gitlab,
         gitlab::parse(
             event,
             &mut || payload(req),
@@ -76,12 +82,12 @@ fn from_gitlab(app: &App, req: &Req) -> Result<Resp> {
 }
 
 /// Stores what a delivery asks for, and says what was done.
-fn answer(app: &App, delivery: Delivery) -> Result<Resp> {
+fn answer(app: &App, source: Source, delivery: Delivery) -> Result<Resp> {
     match delivery {
         Delivery::Ping => Ok(Resp::json(200, &json!({"pong": true}))),
         Delivery::Ignored { event, why } => Ok(ignored(&event, why)),
-        Delivery::Run { event, run } => write_run(app, event, run),
-        Delivery::Jobs { event, run } => merge_jobs(app, event, run),
+        Delivery::Run { event, run } => write_run(app, source, event, run),
+        Delivery::Jobs { event, run } => merge_jobs(app, source, event, run),
         Delivery::Push { event, push } => {
             let (project, branch) = (push.project.clone(), push.branch.clone());
             let head = push.commits.last().map(|c| c.sha.clone());
@@ -242,29 +248,47 @@ fn ignored(event: &str, why: &str) -> Resp {
 }
 
 /// Commits the write and answers what it did.
-fn commit(app: &App, event: &str, project: &str, run: &str, write: Write) -> Result<Resp> {
+fn commit(
+    app: &App,
+    source: Source,
+    event: &str,
+    project: &str,
+    run: &str,
+    write: Write,
+) -> Result<Resp> {
     match app.writer.submit(write)? {
-        Written::Runs(c) => Ok(Resp::json(
-            200,
-            &json!({
-                "event": event, "project": project, "run": run,
-                "created": c.created, "updated": c.updated
-            }),
-        )),
+        Written::Runs(c) => {
+            let stale = 1u64.saturating_sub(c.created + c.updated);
+            app.metrics.runs(source, c.created, c.updated, stale);
+            Ok(Resp::json(
+                200,
+                &json!({
+                    "event": event, "project": project, "run": run,
+                    "created": c.created, "updated": c.updated
+                }),
+            ))
+        }
         _ => Err(Error::Internal("unexpected writer answer".into())),
     }
 }
 
 /// Writes a run whole (freshness decides whether it replaces the stored one).
-fn write_run(app: &App, event: &str, run: Run) -> Result<Resp> {
+fn write_run(app: &App, source: Source, event: &str, run: Run) -> Result<Resp> {
     let (project, id) = (run.project.clone(), run.id.clone());
-    commit(app, event, &project, &id, Write::Runs(vec![run]))
+    commit(app, source, event, &project, &id, Write::Runs(vec![run]))
 }
 
 /// Merges a run's jobs into the stored run, creating the run from `run` when absent.
-fn merge_jobs(app: &App, event: &str, run: Run) -> Result<Resp> {
+fn merge_jobs(app: &App, source: Source, event: &str, run: Run) -> Result<Resp> {
     let (project, id) = (run.project.clone(), run.id.clone());
-    commit(app, event, &project, &id, Write::JobsIntoRun(Box::new(run)))
+    commit(
+        app,
+        source,
+        event,
+        &project,
+        &id,
+        Write::JobsIntoRun(Box::new(run)),
+    )
 }
 
 #[cfg(test)]

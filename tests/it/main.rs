@@ -16,6 +16,8 @@ mod hardening;
 mod history;
 mod ingest;
 mod layers;
+mod metrics;
+mod openapi;
 mod ops;
 mod sweep;
 mod webhooks;
