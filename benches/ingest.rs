@@ -8,6 +8,8 @@
 //! `PIPESTAT_BENCH_ONLY=store` or `=bare` runs one phase alone, once, on the import's runs
 //! (made and parsed first), and prints its time and CPU: for a profiler or callgrind, whose
 //! counts do not drift with the machine (docs/benchmarks.md has the command).
+//! `PIPESTAT_BENCH_ONLY=ndjson` prints the import's runs as NDJSON and nothing else, for
+//! posting them as arrays to a daemon under callgrind.
 //!
 //! Phases:
 //! 1. Single-run POSTs to a running `pipestat serve`, from 8 keep-alive client threads.
@@ -382,12 +384,21 @@ impl Clock {
 /// profiler or callgrind (`--toggle-collect='ingest::store_path'` or `'ingest::bare_loop'`)
 /// sees it and little else.
 fn one_phase(only: &str, runs: usize, dir: &Path) {
+    if only == "ndjson" {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        for i in 0..runs {
+            serde_json::to_writer(&mut out, &run_json(i)).expect("write NDJSON");
+            out.write_all(b"\n").expect("write NDJSON");
+        }
+        out.flush().expect("write NDJSON");
+        return;
+    }
     let parsed: Vec<Run> = (0..runs).map(|i| parse_run(&run_json(i))).collect();
     let db = dir.join("one.db");
     let t = match only {
         "store" => store_path(&db, &parsed),
         "bare" => bare_loop(&db, &parsed, Indexes::All, Commits::One),
-        _ => panic!("PIPESTAT_BENCH_ONLY: expected store or bare, got {only:?}"),
+        _ => panic!("PIPESTAT_BENCH_ONLY: expected store, bare or ndjson, got {only:?}"),
     };
     println!(
         "{only}: {runs} runs in {:.2} s ({:.0} runs/s), {:.2} s CPU",

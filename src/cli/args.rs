@@ -9,6 +9,7 @@ use lexopt::prelude::*;
 use crate::error::{Error, Result};
 use crate::model::times;
 use crate::server;
+use crate::store::db::Checkpoints;
 use crate::surfaces::Settings;
 
 pub const USAGE: &str = "\
@@ -31,6 +32,8 @@ Usage:
 
 `pipestat COMMAND --help` describes a command and every flag it takes.
 Every flag can also be set by an environment variable: --max-body is PIPESTAT_MAX_BODY.
+Every command that opens the database takes --checkpoints pipestat|litestream (default pipestat):
+litestream leaves every checkpoint of the WAL to Litestream, which replicates the database.
 Defaults: --db ./pipestat.db, --listen 127.0.0.1:8080, --threads = 4 per CPU (at least 2),
 --utc-offset +00:00, --quota-per-minute 600 (0 = off), --max-body 16777216,
 --incident-label incident, --incident-window 72h (DURATION: a number with s, m, h or d).
@@ -124,6 +127,12 @@ const FLAGS: &[FlagDoc] = &[
         "an incident linked to no deployment is blamed on the latest production deployment at \
          most this long before it: a number with s, m, h or d, up to 365d (default 72h)",
     ),
+    flag(
+        "checkpoints",
+        "WHO",
+        "who checkpoints the WAL: pipestat (default), or litestream when Litestream replicates \
+         the database (pipestat then never checkpoints)",
+    ),
     flag("name", "NAME", "the token's name, 1..256 characters"),
     flag("scope", "SCOPES", "a comma list of read, ingest, admin"),
     flag(
@@ -181,51 +190,52 @@ const SPECS: &[Spec] = &[
             "insecure-open",
             "incident-label",
             "incident-window",
+            "checkpoints",
         ],
     },
     Spec {
         words: &["token", "create"],
         args: &[],
         about: "Creates an API token; prints its secret once, alone, as the last line. Creates the database when missing.",
-        flags: &["name", "scope", "db"],
+        flags: &["name", "scope", "db", "checkpoints"],
     },
     Spec {
         words: &["token", "list"],
         args: &[],
         about: "Lists the tokens (names, scopes, creation times; never a secret).",
-        flags: &["db"],
+        flags: &["db", "checkpoints"],
     },
     Spec {
         words: &["token", "revoke"],
         args: &[("NAME", "the name of the token to revoke")],
         about: "Revokes a token.",
-        flags: &["db"],
+        flags: &["db", "checkpoints"],
     },
     Spec {
         words: &["import"],
         args: &[("FILE", "NDJSON, one run a line, or - for standard input")],
         about: "Bulk-loads runs. A bad line is reported with its line number (from 1) and skipped; \
                 the rest lands, and the exit code is 1 when any line was skipped.",
-        flags: &["db"],
+        flags: &["db", "checkpoints"],
     },
     Spec {
         words: &["demo"],
         args: &[],
         about: "Fills the database with generated, realistic data (deterministic for a seed).",
-        flags: &["runs", "days", "seed", "now", "db"],
+        flags: &["runs", "days", "seed", "now", "db", "checkpoints"],
     },
     Spec {
         words: &["backup"],
         args: &[("DEST", "the copy's path; must not exist yet")],
         about: "Copies the live database consistently (one read snapshot, safe while serve runs) \
                 to a temporary file beside DEST, flushes it, then gives it DEST's name.",
-        flags: &["db"],
+        flags: &["db", "checkpoints"],
     },
     Spec {
         words: &["check"],
         args: &[],
         about: "Checks the database file's integrity; exit 0 when sound.",
-        flags: &["db"],
+        flags: &["db", "checkpoints"],
     },
 ];
 
@@ -377,8 +387,12 @@ fn env_name(flag: &str) -> String {
     format!("PIPESTAT_{}", flag.to_uppercase().replace('-', "_"))
 }
 
-/// Parses the command line (without the program name) with `env` as the variable lookup.
-pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Result<Command> {
+/// Parses the command line (without the program name) with `env` as the variable lookup: the
+/// command, and who checkpoints the WAL (`--checkpoints`).
+pub fn parse(
+    args: Vec<OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Command, Checkpoints)> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut positional: Vec<String> = Vec::new();
     let mut cli = Flags::default();
@@ -386,9 +400,9 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
         match arg {
             Short('h') | Long("help") => {
                 let words: Vec<&str> = positional.iter().map(String::as_str).collect();
-                return Ok(Command::Help(help(&words)));
+                return Ok((Command::Help(help(&words)), Checkpoints::Pipestat));
             }
-            Short('V') | Long("version") => return Ok(Command::Version),
+            Short('V') | Long("version") => return Ok((Command::Version, Checkpoints::Pipestat)),
             Long(name) => {
                 let name = name.to_owned();
                 match FLAGS.iter().find(|f| f.name == name) {
@@ -434,6 +448,7 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
     let (spec, rest) = find_spec(&words)?;
     allow(&given, spec.flags)?;
     let db = PathBuf::from(flags.get("db").unwrap_or("pipestat.db"));
+    let checkpoints = parse_checkpoints(&flags)?;
     let command = match (spec.words, rest) {
         (["serve"], []) => {
             let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -522,7 +537,23 @@ pub fn parse(args: Vec<OsString>, env: impl Fn(&str) -> Option<String>) -> Resul
         (["check"], []) => Command::Check { db },
         _ => unreachable!("find_spec checked the arguments"),
     };
-    Ok(command)
+    Ok((command, checkpoints))
+}
+
+/// `--checkpoints`: pipestat (the default) or litestream.
+fn parse_checkpoints(flags: &Flags) -> Result<Checkpoints> {
+    let Some(v) = flags.get("checkpoints") else {
+        return Ok(Checkpoints::Pipestat);
+    };
+    Checkpoints::WORDS
+        .iter()
+        .find(|(word, _)| *word == v)
+        .map(|(_, who)| *who)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--checkpoints: expected pipestat or litestream, got {v:?}"
+            ))
+        })
 }
 
 /// The command `words` name, and its positional arguments: exactly as many as it takes, or a

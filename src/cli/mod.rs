@@ -11,7 +11,9 @@ use args::Command;
 
 /// Runs one command line; `main` maps the result to an exit code.
 pub fn run(args: Vec<std::ffi::OsString>) -> Result<()> {
-    match args::parse(args, |name| std::env::var(name).ok())? {
+    let (command, checkpoints) = args::parse(args, |name| std::env::var(name).ok())?;
+    crate::store::db::set_checkpoints(checkpoints);
+    match command {
         Command::Help(text) => print!("{text}"),
         Command::Version => println!("pipestat {}", env!("CARGO_PKG_VERSION")),
         Command::Serve(cfg) => server::serve(cfg)?,

@@ -2,8 +2,10 @@
 //! older one, in one place.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result};
@@ -145,6 +147,47 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// (`PRAGMA journal_size_limit`): the 8,000 pages between automatic checkpoints. Without it the
 /// WAL keeps the largest size it ever reached (a bulk load's, or a full disk's) for good.
 pub const WAL_SIZE_LIMIT: i64 = 8_000 * 4_096;
+
+/// Who checkpoints the WAL, copying its pages back into the database file (`--checkpoints`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// pipestat's connections: SQLite's automatic checkpoint after a commit that leaves 8,000
+    /// pages or more in the WAL, and the writer's checkpoint that truncates the WAL after a
+    /// full disk. The default.
+    Pipestat,
+    /// Litestream's, and no connection of pipestat's: no automatic checkpoint, none when a
+    /// connection closes, none after a full disk. Litestream copies every page of the WAL to
+    /// its replicas before it checkpoints them into the database file; a checkpoint by another
+    /// process between two of its own could move pages it has not copied yet (docs/operations.md,
+    /// "Replication").
+    Litestream,
+}
+
+impl Checkpoints {
+    /// The word `--checkpoints` takes for each.
+    pub const WORDS: [(&'static str, Checkpoints); 2] = [
+        ("pipestat", Checkpoints::Pipestat),
+        ("litestream", Checkpoints::Litestream),
+    ];
+}
+
+/// Whether every connection this process opens leaves checkpoints to Litestream.
+static LEFT_TO_LITESTREAM: AtomicBool = AtomicBool::new(false);
+
+/// Sets who checkpoints for every connection the process opens from now on: called once, by the
+/// command line, before anything is opened.
+pub fn set_checkpoints(who: Checkpoints) {
+    LEFT_TO_LITESTREAM.store(who == Checkpoints::Litestream, Ordering::SeqCst);
+}
+
+/// Who checkpoints, as `set_checkpoints` last set it (pipestat when never set).
+pub fn checkpoints() -> Checkpoints {
+    if LEFT_TO_LITESTREAM.load(Ordering::SeqCst) {
+        Checkpoints::Litestream
+    } else {
+        Checkpoints::Pipestat
+    }
+}
 
 /// Opens (creating if missing, mode 0600) the database at `path`, sets it up, and migrates
 /// it. A database that is not pipestat's is refused before anything is written to it.
@@ -294,6 +337,9 @@ fn configure(conn: &Connection) -> Result<()> {
     // Checkpoints every 8,000 pages (32 MB of WAL) rather than SQLite's 1,000: bulk loads
     // spend less time copying pages back, at the cost of a larger WAL file between them.
     // The WAL file is cut back to that size when reused after a checkpoint (WAL_SIZE_LIMIT).
+    // With `--checkpoints litestream` no connection checkpoints, not even the last one to
+    // close: Litestream does, after copying the WAL's pages to its replicas. The WAL is then
+    // reused, and cut back, after Litestream's checkpoints.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Internal(format!(
@@ -308,6 +354,10 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA wal_autocheckpoint = 8000;",
     )?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    if checkpoints() == Checkpoints::Litestream {
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    }
     conn.set_prepared_statement_cache_capacity(128);
     // The Apigee surface's `regexp` and time-bucket functions, on every connection.
     super::functions::register(conn)?;

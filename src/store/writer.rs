@@ -36,7 +36,9 @@
 //! checkpoint again, then a commit of one page (the database header, rewritten unchanged). The
 //! first write or probe that commits clears the mark. A checkpoint syncs the WAL before copying
 //! its pages into the database and syncs the database before truncating the WAL; one whose
-//! fsync fails counts as a failed fsync (above).
+//! fsync fails counts as a failed fsync (above). With `--checkpoints litestream` (`db::Checkpoints`)
+//! the writer never checkpoints: the probe only tries its one-page commit, which succeeds once
+//! Litestream's next checkpoint lets the WAL be reused from its start.
 //!
 //! A worker announces a write request as soon as it starts on it (`Writer::announce`), before
 //! reading and validating its body. Before committing, the writer waits for the announced
@@ -419,8 +421,12 @@ fn run(
 
 /// Copies the WAL's pages into the database and truncates the WAL to nothing, waiting at most
 /// `CHECKPOINT_WAIT` for readers to leave it. A checkpoint whose fsync fails marks the disk
-/// failed (see the module's documentation).
+/// failed (see the module's documentation). With `--checkpoints litestream` it does nothing:
+/// the WAL is Litestream's to checkpoint, and a full disk waits for Litestream's next one.
 fn checkpoint(conn: &Connection, health: &Health) -> Result<()> {
+    if db::checkpoints() == db::Checkpoints::Litestream {
+        return Ok(());
+    }
     conn.busy_timeout(CHECKPOINT_WAIT)?;
     let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         r.get::<_, i64>(0)

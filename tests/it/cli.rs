@@ -107,15 +107,22 @@ fn every_command_has_help_describing_each_of_its_flags() {
                 "insecure-open",
                 "incident-label",
                 "incident-window",
+                "checkpoints",
             ],
         ),
-        (&["token", "create"], &["name", "scope", "db"]),
-        (&["token", "list"], &["db"]),
-        (&["token", "revoke"], &["db"]),
-        (&["import"], &["db"]),
-        (&["demo"], &["runs", "days", "seed", "now", "db"]),
-        (&["backup"], &["db"]),
-        (&["check"], &["db"]),
+        (
+            &["token", "create"],
+            &["name", "scope", "db", "checkpoints"],
+        ),
+        (&["token", "list"], &["db", "checkpoints"]),
+        (&["token", "revoke"], &["db", "checkpoints"]),
+        (&["import"], &["db", "checkpoints"]),
+        (
+            &["demo"],
+            &["runs", "days", "seed", "now", "db", "checkpoints"],
+        ),
+        (&["backup"], &["db", "checkpoints"]),
+        (&["check"], &["db", "checkpoints"]),
     ];
     for (words, flags) in commands {
         let mut args = words.to_vec();

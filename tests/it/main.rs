@@ -3,6 +3,7 @@
 mod apigee;
 mod apigee_rollup;
 mod auth;
+mod checkpoints;
 mod circleci;
 mod circleci_flaky;
 mod circleci_rollup;
