@@ -19,7 +19,6 @@ use rusqlite::Connection;
 
 use crate::demo;
 use crate::error::{Error, Result};
-use crate::http::Surface;
 use crate::model::times;
 use crate::store::writer::Writer;
 use crate::store::{self, db, tokens};
@@ -344,7 +343,6 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let url = rq.url().to_owned();
     let path = url.split('?').next().unwrap_or("").to_owned();
-    let surface = Surface::of(&path);
     let mut progress = request::Progress::default();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // Every write arrives as a POST: the writer waits briefly for announced requests
@@ -361,11 +359,12 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             if e.status() >= 500 {
                 log::error!("{} {path}: {e}", rq.method());
             }
-            surface.error(&e)
+            routes::error(&path, &e)
         }
-        Err(_) => surface.error(&Error::Internal(
-            "internal error: the request handler panicked".into(),
-        )),
+        Err(_) => routes::error(
+            &path,
+            &Error::Internal("internal error: the request handler panicked".into()),
+        ),
     };
     log::info!(
         "{} {} {} {}ms",

@@ -4,8 +4,8 @@ use rusqlite::Connection;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::http::{Method, Req, Resp};
-use crate::surfaces::{apigee, circleci, codearts, dora, native, webhooks, zadig, App};
+use crate::http::{Method, Req, Resp, Surface};
+use crate::surfaces::{apigee, circleci, codearts, dashboard, dora, native, webhooks, zadig, App};
 
 /// The routing table: one match on (method, path segments).
 pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
@@ -29,6 +29,7 @@ pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         (_, ["v3", "pipelines", rest @ ..]) => codearts::route(app, conn, req, rest),
         (_, ["v1", "organizations" | "o", rest @ ..]) => apigee::route(app, conn, req, rest),
         (_, ["webhooks", rest @ ..]) => webhooks::route(app, conn, req, rest),
+        (_, [] | ["projects", ..] | ["assets", ..]) => dashboard::route(app, conn, req, &segs),
         _ => Err(Error::NotFound(format!("no route for /{}", segs.join("/")))),
     }
 }
@@ -49,5 +50,14 @@ pub(super) fn allowed(app: &App, conn: &Connection, segments: &[String]) -> Opti
     match route(app, conn, &probe) {
         Err(Error::MethodNotAllowed(allow)) => Some(allow),
         _ => None,
+    }
+}
+
+/// An error in the shape of its path's surface; the dashboard's paths get an HTML page.
+pub(super) fn error(path: &str, e: &Error) -> Resp {
+    if dashboard::is_page(path) {
+        dashboard::error_page(e)
+    } else {
+        Surface::of(path).error(e)
     }
 }
