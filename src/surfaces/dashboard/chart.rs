@@ -30,6 +30,8 @@ pub struct Chart {
     /// The numbers' table: its column heads and one row per point.
     pub columns: Vec<&'static str>,
     pub rows: Vec<TableRow>,
+    /// What each class of mark shows: (class, name), for the caption's key.
+    pub legend: Vec<(&'static str, &'static str)>,
 }
 
 /// One rectangle.
@@ -128,6 +130,7 @@ pub fn bars(
         height,
         marks,
         paths: Vec::new(),
+        legend: key(["bar", "bar-bad"], &columns),
         columns,
         rows: table(points),
     }
@@ -185,9 +188,18 @@ pub fn lines(
         height,
         marks: Vec::new(),
         paths,
+        legend: key(["line", "line-2"], &columns),
         columns,
         rows: table(points),
     }
+}
+
+/// The key of a chart's two classes of marks: the table's second and third columns.
+fn key(classes: [&'static str; 2], columns: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    classes
+        .into_iter()
+        .zip(columns.iter().skip(1).copied())
+        .collect()
 }
 
 fn table(points: Vec<Point>) -> Vec<TableRow> {

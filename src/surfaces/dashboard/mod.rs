@@ -261,7 +261,7 @@ impl Controls {
                 Branch::All => "all".into(),
                 Branch::Named(b) => b.clone(),
             },
-            default_branch: default_branch.unwrap_or_else(|| "the default branch".into()),
+            default_branch: default_branch.unwrap_or_else(|| "default".into()),
             with_service,
             service: self.service.clone().unwrap_or_default(),
         }
@@ -672,6 +672,14 @@ pub struct RunLink {
     created_at: String,
 }
 
+/// An RFC 3339 UTC time of the API to the minute: `2026-03-01 10:04 UTC`.
+fn short_time(t: &str) -> String {
+    match (t.get(..10), t.get(11..16)) {
+        (Some(day), Some(hm)) if t.ends_with('Z') => format!("{day} {hm} UTC"),
+        _ => t.to_owned(),
+    }
+}
+
 fn status_class(s: &str) -> &'static str {
     match s {
         "success" => "st-ok",
@@ -699,7 +707,7 @@ fn run_links(runs: &Answer, slug: &str) -> Vec<RunLink> {
                 external,
                 workflow: f("workflow"),
                 branch: f("branch"),
-                created_at: f("created_at"),
+                created_at: short_time(&f("created_at")),
                 status,
                 id,
             }
@@ -1132,7 +1140,7 @@ fn project_page(app: &App, conn: &Connection, slug: &str, c: &Controls) -> Resul
                 created_at: String::new(),
             }),
             service: f("service"),
-            stopped_at: f("stopped_at"),
+            stopped_at: short_time(&f("stopped_at")),
             status_class: status_class(&status),
             status,
             change_failure: match deps.at(&format!("/items/{i}/change_failure")) {
