@@ -267,6 +267,15 @@ impl Controls {
         }
     }
 
+    /// The `branch` of the runs lists: the one chosen, the default branch, or none for all.
+    fn branch_of_runs(&self, default_branch: &Option<String>) -> Option<String> {
+        match &self.branch {
+            Branch::Default => default_branch.clone(),
+            Branch::All => None,
+            Branch::Named(b) => Some(b.clone()),
+        }
+    }
+
     fn branch_text(&self) -> String {
         match &self.branch {
             Branch::Default => "default branch".into(),
@@ -1079,29 +1088,9 @@ fn project_page(app: &App, conn: &Connection, slug: &str, c: &Controls) -> Resul
         ("project".to_owned(), slug.clone()),
         ("limit".into(), LIST_ROWS.to_string()),
     ];
-    let default_branch;
-    match &c.branch {
-        Branch::All => default_branch = None,
-        Branch::Named(b) => {
-            default_branch = None;
-            rq.push(("branch".into(), b.clone()));
-        }
-        Branch::Default => {
-            // The default branch is what the newest run says it is.
-            let newest = Call::new(
-                Family::Native,
-                &["runs"],
-                vec![
-                    ("project".into(), slug.clone()),
-                    ("limit".into(), "1".into()),
-                ],
-            )
-            .answer(app, conn)?;
-            default_branch = Some(newest.text("/items/0/default_branch")).filter(|b| !b.is_empty());
-            if let Some(b) = &default_branch {
-                rq.push(("branch".into(), b.clone()));
-            }
-        }
+    let (_, default_branch) = newest_run(app, conn, &slug)?;
+    if let Some(b) = c.branch_of_runs(&default_branch) {
+        rq.push(("branch".into(), b));
     }
     let runs_a = Call::new(Family::Native, &["runs"], rq).answer(app, conn)?;
     let runs = run_links(&runs_a, &slug);
@@ -1260,23 +1249,7 @@ fn workflow_page(
     .answer(app, conn)?;
     let jobs = job_rows(&jobs_a, name);
 
-    let canonical = {
-        let first = Call::new(
-            Family::Native,
-            &["runs"],
-            vec![
-                ("project".into(), slug.to_owned()),
-                ("limit".into(), "1".into()),
-            ],
-        )
-        .answer(app, conn)?;
-        let p = first.text("/items/0/project");
-        if p.is_empty() {
-            slug.to_owned()
-        } else {
-            p
-        }
-    };
+    let (canonical, default_branch) = newest_run(app, conn, slug)?;
     let series = Call::new(
         Family::Stats,
         &["workflow"],
@@ -1347,28 +1320,13 @@ fn workflow_page(
         ("workflow".into(), name.to_owned()),
         ("limit".into(), "25".into()),
     ];
-    if let Branch::Named(b) = &c.branch {
-        rq.push(("branch".into(), b.clone()));
+    if let Some(b) = c.branch_of_runs(&default_branch) {
+        rq.push(("branch".into(), b));
     }
-    let runs_a = Call::new(Family::Native, &["runs"], rq).answer(app, conn)?;
-    let mut runs = run_links(&runs_a, &canonical);
-    let mut default_branch = None;
-    if c.branch == Branch::Default {
-        // The default branch's runs only, as the figures count.
-        default_branch = Some(runs_a.text("/items/0/default_branch")).filter(|b| !b.is_empty());
-        if let Some(b) = &default_branch {
-            let mut rq = vec![
-                ("project".to_owned(), canonical.clone()),
-                ("workflow".into(), name.to_owned()),
-                ("limit".into(), "25".into()),
-            ];
-            rq.push(("branch".into(), b.clone()));
-            runs = run_links(
-                &Call::new(Family::Native, &["runs"], rq).answer(app, conn)?,
-                &canonical,
-            );
-        }
-    }
+    let runs = run_links(
+        &Call::new(Family::Native, &["runs"], rq).answer(app, conn)?,
+        &canonical,
+    );
     Ok(WorkflowPage {
         title: format!("{name} · {canonical} · pipestat"),
         controls: Some(c.view(
@@ -1387,6 +1345,23 @@ fn workflow_page(
         jobs,
         runs,
     })
+}
+
+/// A project's canonical slug and its default branch, as its newest run has them (the slug as
+/// given when it has no run).
+fn newest_run(app: &App, conn: &Connection, slug: &str) -> Result<(String, Option<String>)> {
+    let newest = Call::new(
+        Family::Native,
+        &["runs"],
+        vec![
+            ("project".into(), slug.to_owned()),
+            ("limit".into(), "1".into()),
+        ],
+    )
+    .answer(app, conn)?;
+    let canonical = Some(newest.text("/items/0/project")).filter(|p| !p.is_empty());
+    let branch = Some(newest.text("/items/0/default_branch")).filter(|b| !b.is_empty());
+    Ok((canonical.unwrap_or_else(|| slug.to_owned()), branch))
 }
 
 #[derive(Template)]
