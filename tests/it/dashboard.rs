@@ -320,3 +320,73 @@ fn names_are_escaped() {
         );
     }
 }
+
+/// Random controls and path segments on every page: never a 5xx, always an HTML page with the
+/// CSP, 200 or a 4xx page that says what was wrong.
+#[test]
+fn random_controls_get_a_page_or_a_clear_error() {
+    let d = Daemon::start(&["--demo", "--now", "2026-03-01T12:00:00Z"]);
+    let mut g = crate::common::Lcg(28);
+    let routes = [
+        "/",
+        "/projects/gh/acme/api",
+        "/projects/gh%2Facme%2Fapi",
+        "/projects/{x}/{x}/{x}",
+        "/projects/gh/acme/api/workflows/{x}",
+        "/projects/gh/acme/api/workflows/build-test",
+    ];
+    let params = ["window", "branch", "service", "x", "reporting-window"];
+    let values = [
+        "",
+        "7",
+        "30",
+        "90",
+        "0",
+        "-1",
+        "1e309",
+        "all",
+        "main",
+        "api",
+        "%00",
+        "%01",
+        "%FF",
+        "%27",
+        "%3Cb%3E",
+        "a%2Fb",
+        "build-test",
+        "x%20y",
+    ];
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..300 {
+        let mut path = g.pick(&routes).to_owned();
+        while path.contains("{x}") {
+            let v = match g.pick(&values) {
+                "" => "x",
+                v => v,
+            };
+            path = path.replacen("{x}", v, 1);
+        }
+        let query: Vec<String> = (0..g.next(4))
+            .map(|_| format!("{}={}", g.pick(&params), g.pick(&values)))
+            .collect();
+        let url = format!("{path}?{}", query.join("&"));
+        let p = page(&d, &url, None);
+        assert!(
+            p.status < 500,
+            "request {i}: {url}: {} {}",
+            p.status,
+            p.body
+        );
+        assert_eq!(p.content_type, "text/html; charset=utf-8", "{url}");
+        assert_eq!(p.csp.as_deref(), Some("default-src 'self'"), "{url}");
+        match p.status {
+            200 => ok += 1,
+            _ => {
+                assert!(p.body.contains("class=\"error\""), "{url}: {}", p.body);
+                refused += 1
+            }
+        }
+    }
+    assert!(ok > 50 && refused > 50, "200: {ok}, 4xx: {refused}");
+    assert_eq!(page(&d, "/", None).status, 200);
+}
