@@ -7,7 +7,7 @@ Checks, on `/`, every project's page and the workflow pages of one project, with
 off (the pages need none): no console error, no failed request and no answer >= 400; every
 link on them that stays on the daemon answers 200 (links to the CI systems' run pages are
 counted and skipped: no request leaves the machine); every figure's data-value equals the
-number its data-api answers at its data-pointer; no horizontal scroll at 390 px. Screenshots at
+number its data-api (its own, or its chart table's) answers at its data-pointer; no horizontal scroll at 390 px. Screenshots at
 1280 and 390 px (light and dark) are written to OUT_DIR (default target/browser).
 
 Ends with "N passed, M failed" and exits non-zero when anything failed.
@@ -141,7 +141,8 @@ def run(browser, base, out):
                 external += 1
         figs = page.eval_on_selector_all(
             "[data-metric]",
-            "els => els.map(e => [e.dataset.metric, e.dataset.value, e.dataset.api, e.dataset.pointer])")
+            "els => els.map(e => [e.dataset.metric, e.dataset.value,"
+            " e.dataset.api || e.closest('[data-api]').dataset.api, e.dataset.pointer])")
         for metric, value, api, ptr in figs:
             figures += 1
             if api not in answers:

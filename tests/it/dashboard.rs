@@ -55,19 +55,30 @@ struct Figure {
     pointer: String,
 }
 
+/// The figures of a page, in page order. A figure in a chart's table names no API: the
+/// table's `data-api` is its.
 fn figures(html: &str) -> Vec<Figure> {
     let re = regex::Regex::new(
-        r#"data-metric="([^"]*)" data-value="([^"]*)" data-api="([^"]*)" data-pointer="([^"]*)""#,
+        r#"<table class="nums" data-api="([^"]*)"|data-metric="([^"]*)" data-value="([^"]*)"(?: data-api="([^"]*)")? data-pointer="([^"]*)""#,
     )
     .unwrap();
-    re.captures_iter(html)
-        .map(|c| Figure {
-            metric: unescape(&c[1]),
-            value: unescape(&c[2]),
-            api: unescape(&c[3]),
-            pointer: unescape(&c[4]),
-        })
-        .collect()
+    let mut table_api = String::new();
+    let mut out = Vec::new();
+    for c in re.captures_iter(html) {
+        if let Some(api) = c.get(1) {
+            table_api = unescape(api.as_str());
+            continue;
+        }
+        out.push(Figure {
+            metric: unescape(&c[2]),
+            value: unescape(&c[3]),
+            api: c
+                .get(4)
+                .map_or_else(|| table_api.clone(), |a| unescape(a.as_str())),
+            pointer: unescape(&c[5]),
+        });
+    }
+    out
 }
 
 /// The values of the figures named `metric`, in page order.

@@ -34,6 +34,18 @@ pub struct Chart {
     pub legend: Vec<(&'static str, &'static str)>,
 }
 
+impl Chart {
+    /// The route every figure of the chart was read from (its table names it once).
+    pub fn api(&self) -> &str {
+        self.rows
+            .iter()
+            .flat_map(|r| r.cells.first())
+            .map(|f| f.api.as_str())
+            .next()
+            .unwrap_or("")
+    }
+}
+
 /// One rectangle.
 pub struct Mark {
     pub class: &'static str,

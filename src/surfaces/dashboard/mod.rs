@@ -453,6 +453,7 @@ pub struct Fig {
     value: String,
     /// As a person reads it.
     text: String,
+    /// The route's address; a chart's table names it once for all its figures.
     api: String,
     pointer: String,
 }
