@@ -299,6 +299,7 @@ fn bad_controls_and_unknown_pages_get_html_errors() {
         ("/projects/gh/acme/nothing", 404, "not found"),
         ("/projects/gh/acme/api/workflows/nope", 404, "nope"),
         ("/assets/other.css", 404, "no page"),
+        ("/projects", 404, "no page"),
     ] {
         let p = page(&d, path, None);
         assert_eq!(p.status, status, "{path}: {}", p.body);

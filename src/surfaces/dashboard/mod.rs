@@ -67,7 +67,10 @@ pub fn route(app: &App, conn: &Connection, req: &Req, segs: &[&str]) -> Result<R
 
 /// Whether a path is one of the dashboard's (its errors are HTML pages).
 pub fn is_page(path: &str) -> bool {
-    path == "/" || path.starts_with("/projects/") || path.starts_with("/assets/")
+    path == "/"
+        || path == "/projects"
+        || path.starts_with("/projects/")
+        || path.starts_with("/assets/")
 }
 
 fn html(body: askama::Result<String>) -> Result<Resp> {
