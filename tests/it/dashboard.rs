@@ -147,14 +147,22 @@ fn pages_are_html_with_csp_and_figures_of_the_api() {
         assert!(!p.body.contains("<script"), "{path}");
         assert!(!p.body.contains("style="), "{path}");
     }
-    let css = page(&d, "/assets/pipestat.css", None);
+    // The stylesheet's address carries its digest, since it is cached for a year.
+    let index = page(&d, "/", None).body;
+    let href = regex::Regex::new(
+        r#"<link rel="stylesheet" href="(/assets/pipestat\.css\?v=[0-9a-f]{12})">"#,
+    )
+    .unwrap()
+    .captures(&index)
+    .expect("a stylesheet link")[1]
+        .to_owned();
+    let css = page(&d, &href, None);
     assert_eq!(css.status, 200);
     assert_eq!(css.content_type, "text/css; charset=utf-8");
     assert!(css.body.contains("prefers-color-scheme: dark"));
 
     // Hand-worked, default branch (main): 3 runs, 2 successes → 2/3; durations 60, 120, 180 s
     // → median 120 s.
-    let index = page(&d, "/", None).body;
     assert_eq!(values(&index, "workflow.total_runs"), ["3"]);
     let rate: f64 = values(&index, "workflow.success_rate")[0].parse().unwrap();
     assert!((rate - 2.0 / 3.0).abs() < 1e-12, "{rate}");

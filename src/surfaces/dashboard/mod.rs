@@ -65,6 +65,18 @@ pub fn route(app: &App, conn: &Connection, req: &Req, segs: &[&str]) -> Result<R
     }
 }
 
+/// The stylesheet's address in the pages: its content's digest in the query, so that a new
+/// stylesheet is a new address for the browsers that keep the old one for a year.
+fn css_href() -> &'static str {
+    static HREF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HREF.get_or_init(|| {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(CSS.as_bytes());
+        let hex: String = d[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("/assets/pipestat.css?v={hex}")
+    })
+}
+
 /// Whether a path is one of the dashboard's (its errors are HTML pages).
 pub fn is_page(path: &str) -> bool {
     path == "/"
