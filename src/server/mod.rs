@@ -24,7 +24,6 @@ use rusqlite::Connection;
 
 use crate::demo;
 use crate::error::{Error, Result};
-use crate::http::Surface;
 use crate::metrics::Metrics;
 use crate::model::times;
 use crate::store::writer::Writer;
@@ -352,7 +351,6 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let url = rq.url().to_owned();
     let path = url.split('?').next().unwrap_or("").to_owned();
-    let surface = Surface::of(&path);
     let internal = |name: &'static str| {
         rq.headers()
             .iter()
@@ -389,11 +387,12 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             if e.status() >= 500 {
                 log::error!("{} {path}: {e}", rq.method());
             }
-            surface.error(&e)
+            routes::error(&path, &e)
         }
-        Err(_) => surface.error(&Error::Internal(
-            "internal error: the request handler panicked".into(),
-        )),
+        Err(_) => routes::error(
+            &path,
+            &Error::Internal("internal error: the request handler panicked".into()),
+        ),
     };
     // A precheck that passed is no answer to the client; the request itself is counted and
     // logged next.

@@ -16,7 +16,9 @@ use crate::store::tokens::{self, Scope};
 /// The scope a path needs, or None for the probes, the OpenAPI document and webhooks.
 fn scope_for(method: Method, segments: &[String]) -> Option<Scope> {
     match segments.first().map(String::as_str) {
-        Some("healthz" | "readyz" | "webhooks") => None,
+        // The dashboard's stylesheet holds nothing secret; a browser fetching it may not have
+        // sent its Basic credentials yet.
+        Some("healthz" | "readyz" | "webhooks" | "assets") => None,
         Some("openapi.json") if segments.len() == 1 => None,
         Some("api") if segments.get(2).is_some_and(|s| s == "tokens") => Some(Scope::Admin),
         Some("api") if method == Method::Post => Some(Scope::Ingest),

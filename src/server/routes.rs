@@ -4,9 +4,9 @@ use rusqlite::Connection;
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::http::{Method, Req, Resp};
+use crate::http::{Method, Req, Resp, Surface};
 use crate::metrics::{self, Source};
-use crate::surfaces::{apigee, circleci, codearts, dora, native, webhooks, zadig, App};
+use crate::surfaces::{apigee, circleci, codearts, dashboard, dora, native, webhooks, zadig, App};
 
 /// The OpenAPI 3.1 document of every route (docs/operations.md, "OpenAPI"), kept by hand;
 /// tests/it/openapi.rs checks that it names exactly the paths of `TEMPLATES`.
@@ -48,6 +48,7 @@ pub(super) fn route(app: &App, conn: &Connection, req: &Req) -> Result<Resp> {
         (_, ["v3", "pipelines", rest @ ..]) => codearts::route(app, conn, req, rest),
         (_, ["v1", "organizations" | "o", rest @ ..]) => apigee::route(app, conn, req, rest),
         (_, ["webhooks", rest @ ..]) => webhooks::route(app, conn, req, rest),
+        (_, [] | ["projects", ..] | ["assets", ..]) => dashboard::route(app, conn, req, &segs),
         _ => Err(Error::NotFound(format!("no route for /{}", segs.join("/")))),
     }
 }
@@ -68,6 +69,15 @@ pub(super) fn allowed(app: &App, conn: &Connection, segments: &[String]) -> Opti
     match route(app, conn, &probe) {
         Err(Error::MethodNotAllowed(allow)) => Some(allow),
         _ => None,
+    }
+}
+
+/// An error in the shape of its path's surface; the dashboard's paths get an HTML page.
+pub(super) fn error(path: &str, e: &Error) -> Resp {
+    if dashboard::is_page(path) {
+        dashboard::error_page(e)
+    } else {
+        Surface::of(path).error(e)
     }
 }
 
@@ -123,7 +133,7 @@ pub const TEMPLATES: &[&str] = &[
     "/",
     "/projects/{slug}",
     "/projects/{slug}/workflows/{name}",
-    "/assets/{file}",
+    "/assets/pipestat.css",
 ];
 
 /// The label of paths no route serves.
@@ -183,7 +193,7 @@ pub(crate) fn template(method: Method, segs: &[&str]) -> &'static str {
             "/projects/{slug}/workflows/{name}"
         }
         ["projects", _, ..] => "/projects/{slug}",
-        ["assets", _, ..] => "/assets/{file}",
+        ["assets", "pipestat.css"] => "/assets/pipestat.css",
         _ => UNMATCHED,
     }
 }
@@ -191,7 +201,12 @@ pub(crate) fn template(method: Method, segs: &[&str]) -> &'static str {
 /// The CircleCI Insights templates; `rest` is the path after `/api/v2/insights`.
 fn insights(rest: &[&str]) -> &'static str {
     match rest {
-        [vcs, org, "summary"] if !vcs.contains('/') && !org.contains('/') => {
+        // As the surface reads it: the `pages` and `time-series` prefixes first.
+        [vcs, org, "summary"]
+            if !matches!(*vcs, "pages" | "time-series")
+                && !vcs.contains('/')
+                && !org.contains('/') =>
+        {
             return "/api/v2/insights/{org-slug}/summary"
         }
         [both, "summary"] if both.split('/').count() == 2 => {

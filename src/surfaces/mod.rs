@@ -5,6 +5,7 @@
 pub mod apigee;
 pub mod circleci;
 pub mod codearts;
+pub mod dashboard;
 pub mod dora;
 pub mod native;
 pub mod webhooks;

@@ -10,6 +10,7 @@ mod circleci_rollup;
 mod cli;
 mod codearts;
 mod common;
+mod dashboard;
 mod diskfull;
 mod dora;
 mod dora_inputs;

@@ -21,7 +21,7 @@ const DASHBOARD: &[&str] = &[
     "/",
     "/projects/{slug}",
     "/projects/{slug}/workflows/{name}",
-    "/assets/{file}",
+    "/assets/pipestat.css",
 ];
 
 #[test]
