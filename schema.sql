@@ -1,4 +1,4 @@
--- pipestat's schema, version 6 (`PRAGMA user_version`): what a new database gets, as is. An
+-- pipestat's schema, version 7 (`PRAGMA user_version`): what a new database gets, as is. An
 -- older database is brought here when it is opened, by the store's upgrades list `UPGRADES`
 -- (entry i takes version i + 1 to i + 2), applied in order in one transaction; a database of a
 -- newer version is refused. A change here comes with a new entry appended to `UPGRADES`, and a
@@ -266,8 +266,11 @@ CREATE TABLE insights_days (
     rec_n      INTEGER NOT NULL, -- recoveries (runs with rec_from)
     rec_timed  INTEGER NOT NULL, -- of which with a length (rec_ms)
     rec_sum    REAL NOT NULL,    -- sum of those lengths, ms
+    durs       BLOB NOT NULL,    -- the durations, ms, ascending, in the format of insights_job_days' durs
     PRIMARY KEY (project_id, branch, workflow_id, day)
 ) STRICT, WITHOUT ROWID;
+-- All branches at once (the rollup reader's DAYS_ALL): a project's rows of a window's days.
+CREATE INDEX insights_days_by_day ON insights_days (project_id, day);
 
 -- The same for jobs (the jobs route), per job name: a job counts on the day of its run's
 -- created_at, in its run's branch and workflow, as the window queries place it. The day
@@ -293,6 +296,8 @@ CREATE TABLE insights_job_days (
     durs        BLOB NOT NULL,    -- their durations, stopped_at − (started_at or created_at), never negative, ms, ascending
     PRIMARY KEY (project_id, branch, workflow_id, day, name)
 ) STRICT, WITHOUT ROWID;
+-- All branches at once (JOB_DAYS_ALL): a workflow's rows of a window's days.
+CREATE INDEX insights_job_days_by_day ON insights_job_days (project_id, workflow_id, day);
 
 -- Apigee rollups (read by the Apigee fast path; kept by the store's upkeep): the runs, and the
 -- jobs, of one project and workflow (and job name) whose time falls in one span of time, an

@@ -53,14 +53,14 @@ struct Amounts {
 #[derive(Default)]
 pub struct Pending {
     /// insights_days: (project, branch, workflow, day).
-    days: BTreeMap<(i64, String, i64, i64), Amounts>,
+    days: BTreeMap<(i64, String, i64, i64), JobDelta>,
     /// insights_job_days: (project, branch, workflow, day, name).
     job_days: BTreeMap<(i64, String, i64, i64, String), JobDelta>,
     last_run: Option<(i64, Key)>,
 }
 
-/// What the writes of one transaction changed in one job day row: its figures, and the
-/// durations (ms) to add to its blob and to take out of it.
+/// What the writes of one transaction changed in one day row (of runs or of jobs): its
+/// figures, and the durations (ms) to add to its blob and to take out of it.
 #[derive(Default)]
 struct JobDelta {
     amounts: Amounts,
@@ -146,17 +146,20 @@ fn amounts(status: Status, credits: i64, dur: Option<i64>, sign: f64) -> Amounts
     }
 }
 
+/// `:durs` is the row's new blob, or NULL when its durations did not change.
 const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
-    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum, durs)
     VALUES (:project_id, :branch, :workflow_id, :day, :total, :ok, :bad, :canceled, :open,
-        :credits, :dur_n, :dur_sum, :dur_sumsq, :rec_n, :rec_timed, :rec_sum)
+        :credits, :dur_n, :dur_sum, :dur_sumsq, :rec_n, :rec_timed, :rec_sum, coalesce(:durs, x''))
     ON CONFLICT (project_id, branch, workflow_id, day) DO UPDATE SET
         total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
         canceled = canceled + excluded.canceled, open = open + excluded.open,
         credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
         dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
         rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
-        rec_sum = rec_sum + excluded.rec_sum";
+        rec_sum = rec_sum + excluded.rec_sum, durs = coalesce(:durs, durs)";
+const DAY_DURS: &str = "SELECT durs FROM insights_days
+    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND day = ?4";
 /// `:durs` is the row's new blob, or NULL when its durations did not change.
 const ADD_JOB_DAY: &str = "INSERT INTO insights_job_days (project_id, branch, workflow_id, day,
     name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
@@ -175,10 +178,18 @@ const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
 fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
     let Pending { days, job_days, .. } = std::mem::take(pending);
     let mut stmt = conn.prepare_cached(ADD_DAY)?;
-    for ((p, b, w, d), f) in days {
+    for ((p, b, w, d), delta) in days {
+        let JobDelta {
+            amounts: f,
+            add,
+            del,
+        } = delta;
+        let blob = durations::new_blob(conn, DAY_DURS, params![p, b, w, d], add, del)?;
         bind(
             &mut stmt,
-            named_params! {":project_id": p, ":branch": b, ":workflow_id": w, ":day": d},
+            named_params! {
+                ":project_id": p, ":branch": b, ":workflow_id": w, ":day": d, ":durs": blob,
+            },
         )?;
         bind(&mut stmt, &f.run_values())?;
         stmt.raw_execute()?;
@@ -287,7 +298,15 @@ fn bump(pending: &mut Pending, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i
         r.key.workflow,
         r.key.at.div_euclid(DAY_MS),
     );
-    *pending.days.entry(key).or_default() += fig;
+    let row = pending.days.entry(key).or_default();
+    row.amounts += fig;
+    if let (true, Some(d)) = (base, r.dur) {
+        if sign > 0 {
+            row.add.push(d);
+        } else {
+            row.del.push(d);
+        }
+    }
 }
 
 const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1";
@@ -598,11 +617,11 @@ fn run_jobs(
     Ok(())
 }
 
-/// The rollups recomputed from the stored runs, independently of the functions above: the
-/// recoveries by one window pass per sequence (as the MTTR query of src/surfaces/circleci/sql.rs finds
-/// them), then the day rows (the job day rows: `REBUILD_JOB_DAYS`). For a database filled
-/// before they existed, and for tests.
-pub const REBUILD: &str = "
+/// The recoveries recomputed from the stored runs, independently of the functions above: by
+/// one window pass per sequence (as the MTTR query of src/surfaces/circleci/sql.rs finds
+/// them). With `REBUILD_DAYS` and `REBUILD_JOB_DAYS`, the family's `rebuild`: for a database
+/// filled before the rollups existed, and for tests.
+pub const REBUILD_RECOVERIES: &str = "
     UPDATE runs SET rec_from = NULL, rec_ms = NULL WHERE rec_from IS NOT NULL OR rec_ms IS NOT NULL;
     WITH seq AS (SELECT id, project_id AS p, branch AS b, workflow_id AS w, created_at AS at,
             ext_id AS e, stopped_at AS stop, (status <> 'success') AS bad FROM runs
@@ -617,17 +636,21 @@ pub const REBUILD: &str = "
     UPDATE runs SET rec_from = f.f_at, rec_ms = runs.stopped_at - f.f_stop
     FROM marked m JOIN firsts f ON f.p = m.p AND f.b IS m.b AND f.w = m.w AND f.streak = m.streak
         AND f.k = 1
-    WHERE runs.id = m.id AND NOT m.bad AND m.prev_bad;
+    WHERE runs.id = m.id AND NOT m.bad AND m.prev_bad;";
+
+/// The run day rows recomputed from the stored runs and their recoveries (part of `rebuild`,
+/// and the upgrade that gave the rows their blobs). The connection needs `pipestat_durs`.
+pub const REBUILD_DAYS: &str = "
     DELETE FROM insights_days;
     INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok, bad, canceled,
-        open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+        open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum, durs)
     SELECT project_id, branch, workflow_id,
         (created_at - (created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
         count(*), sum(status = 'success'),
         sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
         sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
         count(dur), total(dur), total(CAST(dur AS REAL) * dur),
-        count(rec_from), count(rec_ms), total(rec_ms)
+        count(rec_from), count(rec_ms), total(rec_ms), pipestat_durs(dur)
     FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
             THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS dur FROM runs)
     WHERE branch IS NOT NULL
@@ -655,7 +678,8 @@ pub const REBUILD_JOB_DAYS: &str = "
 /// Recomputes the CircleCI rollups from the stored runs (the connection needs
 /// `pipestat_durs`, as every connection `db` opens has).
 pub fn rebuild(conn: &Connection) -> Result<()> {
-    conn.execute_batch(REBUILD)?;
+    conn.execute_batch(REBUILD_RECOVERIES)?;
+    conn.execute_batch(REBUILD_DAYS)?;
     conn.execute_batch(REBUILD_JOB_DAYS)?;
     Ok(())
 }
