@@ -269,8 +269,9 @@ CREATE TABLE insights_days (
     durs       BLOB NOT NULL,    -- the durations, ms, ascending, in the format of insights_job_days' durs
     PRIMARY KEY (project_id, branch, workflow_id, day)
 ) STRICT, WITHOUT ROWID;
--- All branches at once (the rollup reader's DAYS_ALL): a project's rows of a window's days.
-CREATE INDEX insights_days_by_day ON insights_days (project_id, day);
+-- All branches at once (the rollup reader's REC_DAYS): the recoveries of a project's rows of
+-- a window's days, from this index alone.
+CREATE INDEX insights_days_by_day ON insights_days (project_id, day, rec_n, rec_timed, rec_sum);
 
 -- The same for jobs (the jobs route), per job name: a job counts on the day of its run's
 -- created_at, in its run's branch and workflow, as the window queries place it. The day
@@ -296,8 +297,43 @@ CREATE TABLE insights_job_days (
     durs        BLOB NOT NULL,    -- their durations, stopped_at − (started_at or created_at), never negative, ms, ascending
     PRIMARY KEY (project_id, branch, workflow_id, day, name)
 ) STRICT, WITHOUT ROWID;
--- All branches at once (JOB_DAYS_ALL): a workflow's rows of a window's days.
-CREATE INDEX insights_job_days_by_day ON insights_job_days (project_id, workflow_id, day);
+
+-- The same two rollups over every branch (the rows of all branches of a (project, workflow,
+-- day) and job name, added up; recoveries stay per branch, in insights_days), so that
+-- `all-branches=true` reads one row per day. Kept by the same writes, in the same way.
+CREATE TABLE insights_all_days (
+    project_id  INTEGER NOT NULL, -- projects.id
+    workflow_id INTEGER NOT NULL, -- workflows.id
+    day         INTEGER NOT NULL, -- UTC day of created_at
+    total       INTEGER NOT NULL, -- runs with a branch
+    ok          INTEGER NOT NULL, -- of which success
+    bad         INTEGER NOT NULL, -- of which failed, error or timeout
+    canceled    INTEGER NOT NULL, -- of which canceled
+    open        INTEGER NOT NULL, -- of which queued, running or waiting
+    credits     REAL NOT NULL,    -- sum of credits_used
+    dur_n       INTEGER NOT NULL, -- runs with a duration
+    dur_sum     REAL NOT NULL,    -- sum of their durations, ms
+    dur_sumsq   REAL NOT NULL,    -- sum of their squares, ms²
+    durs        BLOB NOT NULL,    -- their durations, ms, ascending, as insights_job_days' durs
+    PRIMARY KEY (project_id, workflow_id, day)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE insights_all_job_days (
+    project_id  INTEGER NOT NULL, -- projects.id
+    workflow_id INTEGER NOT NULL, -- workflows.id of the jobs' runs (with a branch)
+    day         INTEGER NOT NULL, -- UTC day of the runs' created_at
+    name        TEXT NOT NULL,    -- jobs.name
+    total       INTEGER NOT NULL, -- jobs
+    ok          INTEGER NOT NULL, -- of which success
+    bad         INTEGER NOT NULL, -- of which failed, error or timeout
+    canceled    INTEGER NOT NULL, -- of which canceled
+    open        INTEGER NOT NULL, -- of which queued, running or waiting
+    credits     REAL NOT NULL,    -- sum of credits_used
+    dur_n       INTEGER NOT NULL, -- jobs with a duration
+    dur_sum     REAL NOT NULL,    -- sum of their durations, ms
+    dur_sumsq   REAL NOT NULL,    -- sum of their squares, ms²
+    durs        BLOB NOT NULL,    -- their durations, ms, ascending
+    PRIMARY KEY (project_id, workflow_id, day, name)
+) STRICT, WITHOUT ROWID;
 
 -- Apigee rollups (read by the Apigee fast path; kept by the store's upkeep): the runs, and the
 -- jobs, of one project and workflow (and job name) whose time falls in one span of time, an

@@ -142,7 +142,8 @@ fn to_v6(conn: &Connection) -> Result<()> {
 /// Version 7: the CircleCI run day rows keep their durations in a blob, as the job day rows
 /// do, so that every percentile of the workflows and summary routes is picked from the rows of
 /// the window's days, of one branch or of all; the rows are computed anew from the stored runs.
-/// Both day tables get an index by day, so that all branches read only the window's rows.
+/// The same rows over every branch (`insights_all_days`, `insights_all_job_days`) let
+/// `all-branches=true` read one row per day, and the branches' recoveries are read by day.
 fn to_v7(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "DROP TABLE insights_days;
@@ -153,10 +154,24 @@ fn to_v7(conn: &Connection) -> Result<()> {
             dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL, rec_n INTEGER NOT NULL,
             rec_timed INTEGER NOT NULL, rec_sum REAL NOT NULL, durs BLOB NOT NULL,
             PRIMARY KEY (project_id, branch, workflow_id, day)) STRICT, WITHOUT ROWID;
-        CREATE INDEX insights_days_by_day ON insights_days (project_id, day);
-        CREATE INDEX insights_job_days_by_day ON insights_job_days (project_id, workflow_id, day);",
+        CREATE INDEX insights_days_by_day ON insights_days (project_id, day, rec_n, rec_timed,
+            rec_sum);
+        CREATE TABLE insights_all_days (project_id INTEGER NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL,
+            ok INTEGER NOT NULL, bad INTEGER NOT NULL, canceled INTEGER NOT NULL,
+            open INTEGER NOT NULL, credits REAL NOT NULL, dur_n INTEGER NOT NULL,
+            dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (project_id, workflow_id, day)) STRICT, WITHOUT ROWID;
+        CREATE TABLE insights_all_job_days (project_id INTEGER NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, name TEXT NOT NULL,
+            total INTEGER NOT NULL, ok INTEGER NOT NULL, bad INTEGER NOT NULL,
+            canceled INTEGER NOT NULL, open INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL,
+            durs BLOB NOT NULL,
+            PRIMARY KEY (project_id, workflow_id, day, name)) STRICT, WITHOUT ROWID;",
     )?;
     conn.execute_batch(crate::store::rollups::circleci::REBUILD_DAYS)?;
+    conn.execute_batch(crate::store::rollups::circleci::REBUILD_ALL_DAYS)?;
     Ok(())
 }
 

@@ -84,6 +84,12 @@ pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
              UNION ALL SELECT concat_ws(' ', 'job day', project_id, branch, workflow_id, day, name,
                 total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, hex(durs))
                 FROM insights_job_days WHERE total <> 0
+             UNION ALL SELECT concat_ws(' ', 'all day', project_id, workflow_id, day, total, ok,
+                bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, hex(durs))
+                FROM insights_all_days WHERE total <> 0
+             UNION ALL SELECT concat_ws(' ', 'all job day', project_id, workflow_id, day, name,
+                total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, hex(durs))
+                FROM insights_all_job_days WHERE total <> 0
              ORDER BY 1",
     )
 }

@@ -5,8 +5,8 @@
 //! compare them), without passing every run of the window through window functions:
 //!
 //! - additive figures (counts, credits, duration count, sum and sum of squares, recoveries) are
-//!   the `insights_days` (`insights_job_days`) rows of the window's whole UTC days, of the one
-//!   branch or of every branch, plus the runs of its two partial days read from the runs (one
+//!   the `insights_days` (`insights_job_days`) rows of the window's whole UTC days of the one
+//!   branch, or the `insights_all_days` (`insights_all_job_days`) rows of every branch, plus the runs of its two partial days read from the runs (one
 //!   branch: a seek into runs_insights; all branches: a range of runs_by_project_time); for all
 //!   branches also the runs without a branch, which are in no day row, read from runs_insights;
 //! - min, max, median and p95 are picked by rank among the duration blobs of those day rows and
@@ -17,7 +17,9 @@
 //!   the recoveries of each branch's whole sequence; in the window's sequence they are the same
 //!   but for the first recovery of the window when its streak began before the window: that one
 //!   counts only when one of its failures is inside, from the first of those (at most one per
-//!   workflow and branch with recoveries in the window, found with two seeks).
+//!   workflow and branch with recoveries in the window, found with two seeks). For all
+//!   branches the branches with recoveries in the window's whole days are read from the index
+//!   insights_days_by_day.
 //!
 //! Statements are constants with every value bound (written `+?N`: with a bare `?N` in a range,
 //! SQLite re-plans a statement whenever the bound values change); each reads the window's day
@@ -237,18 +239,26 @@ fn run_sums_at(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Sums> {
 }
 
 /// The day rows of the whole days [?3, ?4) of branch ?2 of project ?1 (workflow ?5, or all):
-/// workflow, branch, day, the sums, the durations' blob. A seek per workflow.
+/// workflow, branch, day, the sums, the durations' blob. A seek per workflow (`CROSS JOIN`
+/// keeps that order, rather than a range of insights_days_by_day over every branch).
 const DAYS: &str = "SELECT d.workflow_id, d.branch, d.day, d.total, d.ok, d.bad, d.canceled,
     d.open, d.credits, d.dur_n, d.dur_sum, d.dur_sumsq, d.rec_n, d.rec_timed, d.rec_sum, d.durs
-    FROM workflows w JOIN insights_days d ON d.project_id = +?1 AND d.branch = +?2
+    FROM workflows w CROSS JOIN insights_days d ON d.project_id = +?1 AND d.branch = +?2
       AND d.workflow_id = w.id AND d.day >= +?3 AND d.day < +?4
     WHERE w.project_id = +?1 AND (+?5 IS NULL OR w.id = +?5)";
-/// The same for every branch (?2 unused): a range of insights_days_by_day.
-const DAYS_ALL: &str = "SELECT workflow_id, branch, day, total, ok, bad, canceled, open, credits,
-    dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum, durs
+/// The same over every branch (?2 unused), from the all-branch rows, which have no branch and
+/// no recoveries (read by REC_DAYS): NULL and zeros in their places.
+const DAYS_ALL: &str = "SELECT d.workflow_id, NULL, d.day, d.total, d.ok, d.bad, d.canceled,
+    d.open, d.credits, d.dur_n, d.dur_sum, d.dur_sumsq, 0, 0, 0.0, d.durs
+    FROM workflows w CROSS JOIN insights_all_days d ON d.project_id = +?1
+      AND d.workflow_id = w.id AND d.day >= +?3 AND d.day < +?4
+    WHERE w.project_id = +?1 AND (+?5 IS NULL OR w.id = +?5) AND +?2 IS NULL";
+/// The recoveries of every branch's day rows of the whole days [?3, ?4) (?2 unused), from
+/// insights_days_by_day alone: workflow, branch, count, how many have a length, their sum.
+const REC_DAYS: &str = "SELECT workflow_id, branch, rec_n, rec_timed, rec_sum
     FROM insights_days INDEXED BY insights_days_by_day
-    WHERE project_id = +?1 AND (+?5 IS NULL OR workflow_id = +?5)
-      AND day >= +?3 AND day < +?4 AND +?2 IS NULL";
+    WHERE project_id = +?1 AND day >= +?3 AND day < +?4 AND rec_n <> 0
+      AND (+?5 IS NULL OR workflow_id = +?5) AND +?2 IS NULL";
 
 /// The runs created in [?3, ?4) of branch ?2 of project ?1 (workflow ?5, or all), per workflow
 /// and branch: the sums, first and last created_at, and the durations' blob (`pipestat_durs`).
@@ -273,7 +283,7 @@ const RUNS_ALL: &str = "SELECT workflow_id, branch, count(*), sum(status = 'succ
     min(created_at), max(created_at), pipestat_durs(d)
     FROM (SELECT workflow_id, branch, status, credits_used, rec_from, rec_ms, created_at,
         (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END) AS d
-      FROM runs
+      FROM runs INDEXED BY runs_by_project_time
       WHERE project_id = +?1 AND (+?5 IS NULL OR workflow_id = +?5)
         AND created_at >= +?3 AND created_at < +?4 AND +?2 IS NULL)
     GROUP BY workflow_id, branch";
@@ -304,11 +314,11 @@ const FIRST_LAST: &str = "SELECT
 /// The first and the last created_at in [?4, ?5) (within one day, where a day row says there
 /// is one) of a run of workflow ?3 of project ?1 on any branch (?2 unused): a walk of
 /// runs_by_project_time from either end of the day to the first run of the workflow.
-const FIRST_AT_ALL: &str = "SELECT created_at FROM runs
+const FIRST_AT_ALL: &str = "SELECT created_at FROM runs INDEXED BY runs_by_project_time
     WHERE project_id = +?1 AND created_at >= +?4 AND created_at < +?5 AND +workflow_id = +?3
       AND +?2 IS NULL
     ORDER BY created_at LIMIT 1";
-const LAST_AT_ALL: &str = "SELECT created_at FROM runs
+const LAST_AT_ALL: &str = "SELECT created_at FROM runs INDEXED BY runs_by_project_time
     WHERE project_id = +?1 AND created_at >= +?4 AND created_at < +?5 AND +workflow_id = +?3
       AND +?2 IS NULL
     ORDER BY created_at DESC LIMIT 1";
@@ -330,6 +340,7 @@ const FIRST_FINISHED: &str = "SELECT created_at, ext_id, stopped_at FROM runs
 pub const BENCHED: &[(&str, &str)] = &[
     ("workflows, summary (rollup): DAYS", DAYS),
     ("workflows, summary (rollup): DAYS_ALL", DAYS_ALL),
+    ("workflows, summary (rollup): REC_DAYS", REC_DAYS),
     ("workflows, summary (rollup): RUNS", RUNS),
     ("workflows, summary (rollup): RUNS_ALL", RUNS_ALL),
     ("workflows, summary (rollup): RUNS_NULL", RUNS_NULL),
@@ -387,7 +398,9 @@ pub fn workflows(
             let s = run_sums_at(r, 3)?;
             let e = by_wf.entry(r.get(0)?).or_default();
             e.day_rows.add(&s);
-            e.seqs.entry(r.get(1)?).or_default().add(&s);
+            if b.branch.is_some() {
+                e.seqs.entry(r.get(1)?).or_default().add(&s);
+            }
             if s.total == 0 {
                 continue;
             }
@@ -402,6 +415,20 @@ pub fn workflows(
             if let ValueRef::Blob(blob) = r.get_ref(15)? {
                 e.ranks.push(blob);
             }
+        }
+    }
+    if first_day < end_day && b.branch.is_none() {
+        let mut stmt = conn.prepare_cached(REC_DAYS)?;
+        let mut rows = stmt.query(params![b.project, b.branch, first_day, end_day, workflow])?;
+        while let Some(r) = rows.next()? {
+            let rec = Sums {
+                rec_n: r.get(2)?,
+                rec_timed: r.get(3)?,
+                rec_sum: r.get(4)?,
+                ..Sums::default()
+            };
+            let e = by_wf.entry(r.get(0)?).or_default();
+            e.seqs.entry(r.get(1)?).or_default().add(&rec);
         }
     }
     for e in by_wf.values_mut() {
@@ -622,11 +649,10 @@ const JOB_DAYS: &str = "SELECT name, day, total, ok, bad, canceled, open, credit
     FROM insights_job_days WHERE project_id = +?1 AND branch = +?2 AND workflow_id = +?3
       AND day >= +?4 AND day < +?5 AND (+?6 IS NULL OR instr(name, +?6) > 0)
       AND (+?7 IS NULL OR name > +?7)";
-/// The same for every branch (?2 unused): a range of insights_job_days_by_day.
+/// The same over every branch (?2 unused), from the all-branch rows.
 const JOB_DAYS_ALL: &str = "SELECT name, day, total, ok, bad, canceled, open, credits, dur_n,
     dur_sum, dur_sumsq, durs
-    FROM insights_job_days INDEXED BY insights_job_days_by_day
-    WHERE project_id = +?1 AND workflow_id = +?3
+    FROM insights_all_job_days WHERE project_id = +?1 AND workflow_id = +?3
       AND day >= +?4 AND day < +?5 AND (+?6 IS NULL OR instr(name, +?6) > 0)
       AND (+?7 IS NULL OR name > +?7) AND +?2 IS NULL";
 
@@ -650,7 +676,7 @@ const JOB_RUNS_ALL: &str = "SELECT name, count(*), sum(status = 'success'),
     count(d), total(d), total(CAST(d AS REAL) * d), min(at), max(at), pipestat_durs(d)
     FROM (SELECT j.name, j.status, j.credits_used, r.created_at AS at,
         CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS d
-      FROM runs r JOIN jobs j ON j.run_id = r.id
+      FROM runs r INDEXED BY runs_by_project_time JOIN jobs j ON j.run_id = r.id
       WHERE r.project_id = +?1 AND +r.workflow_id = +?3 AND +?2 IS NULL
         AND r.created_at >= +?4 AND r.created_at < +?5 AND (+?6 IS NULL OR instr(j.name, +?6) > 0)
         AND (+?7 IS NULL OR j.name > +?7))
@@ -679,12 +705,12 @@ const JOB_LAST_AT: &str = "SELECT r.created_at FROM runs r
       AND r.created_at < +?5 AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = +?6)
     ORDER BY r.created_at DESC LIMIT 1";
 /// The same on any branch (?2 unused).
-const JOB_FIRST_AT_ALL: &str = "SELECT r.created_at FROM runs r
+const JOB_FIRST_AT_ALL: &str = "SELECT r.created_at FROM runs r INDEXED BY runs_by_project_time
     WHERE r.project_id = +?1 AND +r.workflow_id = +?3 AND r.created_at >= +?4
       AND r.created_at < +?5 AND +?2 IS NULL
       AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = +?6)
     ORDER BY r.created_at LIMIT 1";
-const JOB_LAST_AT_ALL: &str = "SELECT r.created_at FROM runs r
+const JOB_LAST_AT_ALL: &str = "SELECT r.created_at FROM runs r INDEXED BY runs_by_project_time
     WHERE r.project_id = +?1 AND +r.workflow_id = +?3 AND r.created_at >= +?4
       AND r.created_at < +?5 AND +?2 IS NULL
       AND EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id AND j.name = +?6)
