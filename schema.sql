@@ -66,12 +66,6 @@ CREATE INDEX runs_by_workflow_number ON runs (workflow_id, number, created_at);
 -- upkeep seeks a run's neighbours in its sequence in it.
 CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
     started_at, stopped_at, credits_used, rec_from, rec_ms);
--- CircleCI workflow metrics (WORKFLOW_METRICS) rank durations per workflow: this index delivers
--- one branch's runs in (workflow, duration) order, so the ranking window needs no sort. The
--- expression is the query's duration, stopped_at − (started_at or created_at), never negative.
-CREATE INDEX runs_insights_dur ON runs (project_id, branch, workflow_id,
-    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END),
-    created_at, status, credits_used, started_at, stopped_at);
 -- The flaky_results upkeep (COMMIT_RESULTS) and its REBUILD find the runs of one commit here.
 CREATE INDEX runs_by_commit ON runs (project_id, commit_sha, created_at);
 

@@ -144,6 +144,7 @@ fn to_v6(conn: &Connection) -> Result<()> {
 /// the window's days, of one branch or of all; the rows are computed anew from the stored runs.
 /// The same rows over every branch (`insights_all_days`, `insights_all_job_days`) let
 /// `all-branches=true` read one row per day, and the branches' recoveries are read by day.
+/// The index of runs in duration order, which the one-branch percentiles walked, goes.
 fn to_v7(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "DROP TABLE insights_days;
@@ -156,6 +157,7 @@ fn to_v7(conn: &Connection) -> Result<()> {
             PRIMARY KEY (project_id, branch, workflow_id, day)) STRICT, WITHOUT ROWID;
         CREATE INDEX insights_days_by_day ON insights_days (project_id, day, rec_n, rec_timed,
             rec_sum);
+        DROP INDEX runs_insights_dur;
         CREATE TABLE insights_all_days (project_id INTEGER NOT NULL,
             workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL,
             ok INTEGER NOT NULL, bad INTEGER NOT NULL, canceled INTEGER NOT NULL,

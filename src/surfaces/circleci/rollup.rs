@@ -505,11 +505,11 @@ fn first_last(
     let (mut first, mut last) = (w.raw.map(|r| r.first), w.raw.map(|r| r.last));
     if let Some(days) = w.days {
         // A walk only when the runs read hold nothing earlier (later) than that day.
-        if first.is_none_or(|f| f >= days.first * DAY_MS) {
+        if first.map_or(true, |f| f >= days.first * DAY_MS) {
             let f = in_day(FIRST_AT_ALL, days.first)?;
             first = first.into_iter().chain(f).min();
         }
-        if last.is_none_or(|l| l < (days.last + 1) * DAY_MS) {
+        if last.map_or(true, |l| l < (days.last + 1) * DAY_MS) {
             let l = in_day(LAST_AT_ALL, days.last)?;
             last = last.into_iter().chain(l).max();
         }
@@ -837,11 +837,11 @@ pub fn jobs(
         if let Some(days) = j.days {
             // Whole days lie after the leading partial day and before the trailing one, so a
             // walk is needed only when the runs read do not already hold an earlier (later) one.
-            if first_at.is_none_or(|f| f >= days.first * DAY_MS) {
+            if first_at.map_or(true, |f| f >= days.first * DAY_MS) {
                 let f = in_day(b.pick(JOB_FIRST_AT, JOB_FIRST_AT_ALL), days.first)?;
                 first_at = first_at.into_iter().chain(f).min();
             }
-            if last_at.is_none_or(|l| l < (days.last + 1) * DAY_MS) {
+            if last_at.map_or(true, |l| l < (days.last + 1) * DAY_MS) {
                 let l = in_day(b.pick(JOB_LAST_AT, JOB_LAST_AT_ALL), days.last)?;
                 last_at = last_at.into_iter().chain(l).max();
             }
