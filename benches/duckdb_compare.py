@@ -1,4 +1,4 @@
-"""pipestat beside DuckDB on the same rows: CircleCI workflows of all branches.
+"""pipestat beside DuckDB on the same rows: CircleCI workflows and jobs of all branches.
 
 Usage (docs/benchmarks.md, "duckdb"):
 
@@ -6,13 +6,14 @@ Usage (docs/benchmarks.md, "duckdb"):
     pipestat serve --db bench.db --now SECONDS --quota-per-minute 0 &   # SECONDS: newest run + 1 s
     venv/bin/python benches/duckdb_compare.py bench.db http://127.0.0.1:PORT [ROUNDS]
 
-It reads the runs and workflows of the SQLite file with Python's sqlite3 (read-only), loads them
-into an in-memory DuckDB through CSV files in a temporary directory, then, ROUNDS times
-(default 20) and alternately, asks pipestat for the busiest project's
-`/api/v2/insights/{slug}/workflows?all-branches=true` (90 days ending at the daemon's `--now`,
-which must be the newest run's second + 1) and runs DuckDB's equivalent SQL. It prints the
-median and p95 of each, their ratio, and whether every workflow's run counts and duration
-figures (seconds, as the route rounds them) agree.
+It reads the runs, jobs and workflows of the SQLite file with Python's sqlite3 (read-only),
+loads them into an in-memory DuckDB through CSV files in a temporary directory, then, ROUNDS
+times (default 20) and alternately, asks pipestat for the busiest project's
+`/api/v2/insights/{slug}/workflows?all-branches=true` and `…/workflows/{busiest
+workflow}/jobs?all-branches=true` (90 days ending at the daemon's `--now`, which must be the
+newest run's second + 1) and runs DuckDB's equivalent SQL. It prints the median and p95 of
+each, their ratio, and whether every workflow's (job's) counts and duration figures (seconds,
+as the route rounds them) agree.
 """
 
 import csv
@@ -63,6 +64,7 @@ def main():
             ("runs", "id, project_id, workflow_id, branch, status, created_at, started_at,"
                      " stopped_at, credits_used"),
             ("workflows", "id, project_id, name"),
+            ("jobs", "run_id, name, status, created_at, started_at, stopped_at"),
         ]:
             path = os.path.join(tmp, f"{table}.csv")
             with open(path, "w", newline="") as f:
@@ -87,9 +89,35 @@ def main():
         FROM r JOIN workflows w ON w.id = r.workflow_id
         GROUP BY w.name ORDER BY w.name"""
 
+    job_sql = """
+        WITH j AS (
+            SELECT j.name, j.status,
+                CASE WHEN j.stopped_at IS NOT NULL
+                    THEN greatest(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS dur
+            FROM runs r JOIN jobs j ON j.run_id = r.id
+            WHERE r.project_id = $1 AND r.created_at >= $2 AND r.created_at < $3
+              AND r.workflow_id = $4)
+        SELECT name, count(*), count(*) FILTER (WHERE status = 'success'),
+            count(*) FILTER (WHERE status IN ('failed', 'error', 'timeout')),
+            min(dur), max(dur), quantile_cont(dur, 0.5), quantile_cont(dur, 0.95)
+        FROM j GROUP BY name ORDER BY name"""
+    wf_id, wf_name = src.execute(
+        "SELECT w.id, w.name FROM runs r JOIN workflows w ON w.id = r.workflow_id"
+        " WHERE r.project_id = ? AND r.created_at >= ? GROUP BY w.id ORDER BY count(*) DESC"
+        " LIMIT 1", (pid, start)).fetchone()
+
     u = urllib.parse.urlparse(base)
     http_conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
-    path = f"/api/v2/insights/{urllib.parse.quote(slug, safe='/')}/workflows?all-branches=true"
+    prefix = f"/api/v2/insights/{urllib.parse.quote(slug, safe='/')}/workflows"
+    wf_path = urllib.parse.quote(wf_name, safe="")
+    compare(http_conn, duck, slug, rounds, "workflows",
+            f"{prefix}?all-branches=true", sql, [pid, start, end])
+    compare(http_conn, duck, slug, rounds, f"jobs of {wf_name}",
+            f"{prefix}/{wf_path}/jobs?all-branches=true", job_sql, [pid, start, end, wf_id])
+
+
+def compare(http_conn, duck, slug, rounds, label, path, sql, params):
+    """Times the route `path` and DuckDB's `sql` alternately; prints both and whether they agree."""
 
     def ask_pipestat():
         http_conn.request("GET", path)
@@ -99,7 +127,7 @@ def main():
         return json.loads(body)
 
     def ask_duckdb():
-        return duck.execute(sql, [pid, start, end]).fetchall()
+        return duck.execute(sql, params).fetchall()
 
     ask_pipestat(), ask_duckdb()
     times = {"pipestat": [], "duckdb": []}
@@ -124,7 +152,8 @@ def main():
     want = [(n, c, ok, bad, secs(lo), secs(hi), secs(p50), secs(p95))
             for n, c, ok, bad, lo, hi, p50, p95 in theirs]
     load = open("/proc/loadavg").read().split()[:3]
-    print(f"project {slug}, 90 days, {rounds} rounds alternately; load average {' '.join(load)}")
+    print(f"{label}, all branches, project {slug}, 90 days, {rounds} rounds alternately;"
+          f" load average {' '.join(load)}")
     for name in ("pipestat", "duckdb"):
         v = times[name]
         print(f"  {name:9} median {statistics.median(v):8.1f} ms   p95 {quantile(v, 0.95):8.1f} ms")
