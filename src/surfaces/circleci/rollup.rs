@@ -10,7 +10,8 @@
 //!   branch: a seek into runs_insights; all branches: a range of runs_by_project_time); for all
 //!   branches also the runs without a branch, which are in no day row, read from runs_insights;
 //! - min, max, median and p95 are picked by rank among the duration blobs of those day rows and
-//!   the blobs `pipestat_durs` makes of the runs read (`durations::Ranks`), so the cost follows
+//!   the blobs of the runs read (made by `pipestat_durs`, or in Rust where the rows of all
+//!   branches' jobs are added up there: `job_rows`) (`durations::Ranks`), so the cost follows
 //!   the window's days and branches, never the history before it;
 //! - MTTR adds up the recoveries kept on the runs (`rec_from`, `rec_ms`, see
 //!   src/store/rollups/circleci.rs), per branch: each branch is a sequence of its own. They are
@@ -669,18 +670,6 @@ const JOB_RUNS: &str = "SELECT name, count(*), sum(status = 'success'),
         AND r.created_at >= +?4 AND r.created_at < +?5 AND (+?6 IS NULL OR instr(j.name, +?6) > 0)
         AND (+?7 IS NULL OR j.name > +?7))
     GROUP BY name";
-/// The same for every branch (?2 unused): a range of runs_by_project_time.
-const JOB_RUNS_ALL: &str = "SELECT name, count(*), sum(status = 'success'),
-    sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
-    sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
-    count(d), total(d), total(CAST(d AS REAL) * d), min(at), max(at), pipestat_durs(d)
-    FROM (SELECT j.name, j.status, j.credits_used, r.created_at AS at,
-        CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END AS d
-      FROM runs r INDEXED BY runs_by_project_time JOIN jobs j ON j.run_id = r.id
-      WHERE r.project_id = +?1 AND +r.workflow_id = +?3 AND +?2 IS NULL
-        AND r.created_at >= +?4 AND r.created_at < +?5 AND (+?6 IS NULL OR instr(j.name, +?6) > 0)
-        AND (+?7 IS NULL OR j.name > +?7))
-    GROUP BY name";
 /// The same for the runs without a branch (?2 unused).
 const JOB_RUNS_NULL: &str = "SELECT name, count(*), sum(status = 'success'),
     sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
@@ -721,7 +710,6 @@ pub const BENCHED_JOBS: &[(&str, &str)] = &[
     ("jobs (rollup): JOB_DAYS", JOB_DAYS),
     ("jobs (rollup): JOB_DAYS_ALL", JOB_DAYS_ALL),
     ("jobs (rollup): JOB_RUNS", JOB_RUNS),
-    ("jobs (rollup): JOB_RUNS_ALL", JOB_RUNS_ALL),
     ("jobs (rollup): JOB_ROWS_ALL", JOB_ROWS_ALL),
     ("jobs (rollup): JOB_RUNS_NULL", JOB_RUNS_NULL),
     ("jobs (rollup): JOB_FIRST_AT", JOB_FIRST_AT),
@@ -771,8 +759,8 @@ pub fn jobs(
 ) -> Result<Vec<(String, Agg)>> {
     let mut by_name: std::collections::BTreeMap<String, JobSums> = Default::default();
     let (first_day, end_day) = b.whole_days();
-    for (sql, from, to) in b.raw_ranges(JOB_RUNS, JOB_RUNS_ALL, JOB_RUNS_NULL) {
-        if sql == JOB_RUNS_ALL {
+    for (sql, from, to) in b.raw_ranges(JOB_RUNS, JOB_ROWS_ALL, JOB_RUNS_NULL) {
+        if sql == JOB_ROWS_ALL {
             let at = params![b.project, b.branch, workflow, from, to, filter, after];
             job_rows(conn, at, &mut by_name)?;
             continue;
@@ -859,8 +847,9 @@ pub fn jobs(
     Ok(out)
 }
 
-/// The jobs JOB_RUNS_ALL adds up, one row each (`job_rows`): a day of the busiest project's
-/// jobs of all branches is about 15,000 rows, which SQL's `GROUP BY` would sort first.
+/// The jobs of the runs of every branch (?2 unused) created in [?4, ?5), as JOB_RUNS reads them
+/// but one row each, in the order of runs_by_project_time, added up by `job_rows`: a day of the
+/// busiest project's jobs of all branches is about 15,000 rows, which a `GROUP BY` would sort.
 const JOB_ROWS_ALL: &str = "SELECT j.name, j.status, j.credits_used, r.created_at,
     CASE WHEN j.stopped_at IS NOT NULL THEN max(j.stopped_at - coalesce(j.started_at, j.created_at), 0) END
     FROM runs r INDEXED BY runs_by_project_time JOIN jobs j ON j.run_id = r.id
@@ -888,7 +877,8 @@ fn text(v: ValueRef<'_>) -> &str {
     }
 }
 
-/// Adds to `by_name` what JOB_RUNS_ALL gives for the parameters `at`, from JOB_ROWS_ALL's rows.
+/// Adds to `by_name`, per job name, the sums, first and last created_at and durations' blob of
+/// JOB_ROWS_ALL's rows for the parameters `at` (what JOB_RUNS gives for one branch).
 fn job_rows(
     conn: &Connection,
     at: &[&dyn rusqlite::ToSql],
