@@ -1,4 +1,4 @@
--- pipestat's schema, version 6 (`PRAGMA user_version`): what a new database gets, as is. An
+-- pipestat's schema, version 7 (`PRAGMA user_version`): what a new database gets, as is. An
 -- older database is brought here when it is opened, by the store's upgrades list `UPGRADES`
 -- (entry i takes version i + 1 to i + 2), applied in order in one transaction; a database of a
 -- newer version is refused. A change here comes with a new entry appended to `UPGRADES`, and a
@@ -66,12 +66,6 @@ CREATE INDEX runs_by_workflow_number ON runs (workflow_id, number, created_at);
 -- upkeep seeks a run's neighbours in its sequence in it.
 CREATE INDEX runs_insights ON runs (project_id, branch, workflow_id, created_at, ext_id, status,
     started_at, stopped_at, credits_used, rec_from, rec_ms);
--- CircleCI workflow metrics (WORKFLOW_METRICS) rank durations per workflow: this index delivers
--- one branch's runs in (workflow, duration) order, so the ranking window needs no sort. The
--- expression is the query's duration, stopped_at − (started_at or created_at), never negative.
-CREATE INDEX runs_insights_dur ON runs (project_id, branch, workflow_id,
-    (CASE WHEN stopped_at IS NOT NULL THEN max(stopped_at - coalesce(started_at, created_at), 0) END),
-    created_at, status, credits_used, started_at, stopped_at);
 -- The flaky_results upkeep (COMMIT_RESULTS) and its REBUILD find the runs of one commit here.
 CREATE INDEX runs_by_commit ON runs (project_id, commit_sha, created_at);
 
@@ -266,8 +260,12 @@ CREATE TABLE insights_days (
     rec_n      INTEGER NOT NULL, -- recoveries (runs with rec_from)
     rec_timed  INTEGER NOT NULL, -- of which with a length (rec_ms)
     rec_sum    REAL NOT NULL,    -- sum of those lengths, ms
+    durs       BLOB NOT NULL,    -- the durations, ms, ascending, in the format of insights_job_days' durs
     PRIMARY KEY (project_id, branch, workflow_id, day)
 ) STRICT, WITHOUT ROWID;
+-- All branches at once (the rollup reader's REC_DAYS): the recoveries of a project's rows of
+-- a window's days, from this index alone.
+CREATE INDEX insights_days_by_day ON insights_days (project_id, day, rec_n, rec_timed, rec_sum);
 
 -- The same for jobs (the jobs route), per job name: a job counts on the day of its run's
 -- created_at, in its run's branch and workflow, as the window queries place it. The day
@@ -292,6 +290,43 @@ CREATE TABLE insights_job_days (
     dur_sumsq   REAL NOT NULL,    -- sum of their squares, ms²
     durs        BLOB NOT NULL,    -- their durations, stopped_at − (started_at or created_at), never negative, ms, ascending
     PRIMARY KEY (project_id, branch, workflow_id, day, name)
+) STRICT, WITHOUT ROWID;
+
+-- The same two rollups over every branch (the rows of all branches of a (project, workflow,
+-- day) and job name, added up; recoveries stay per branch, in insights_days), so that
+-- `all-branches=true` reads one row per day. Kept by the same writes, in the same way.
+CREATE TABLE insights_all_days (
+    project_id  INTEGER NOT NULL, -- projects.id
+    workflow_id INTEGER NOT NULL, -- workflows.id
+    day         INTEGER NOT NULL, -- UTC day of created_at
+    total       INTEGER NOT NULL, -- runs with a branch
+    ok          INTEGER NOT NULL, -- of which success
+    bad         INTEGER NOT NULL, -- of which failed, error or timeout
+    canceled    INTEGER NOT NULL, -- of which canceled
+    open        INTEGER NOT NULL, -- of which queued, running or waiting
+    credits     REAL NOT NULL,    -- sum of credits_used
+    dur_n       INTEGER NOT NULL, -- runs with a duration
+    dur_sum     REAL NOT NULL,    -- sum of their durations, ms
+    dur_sumsq   REAL NOT NULL,    -- sum of their squares, ms²
+    durs        BLOB NOT NULL,    -- their durations, ms, ascending, as insights_job_days' durs
+    PRIMARY KEY (project_id, workflow_id, day)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE insights_all_job_days (
+    project_id  INTEGER NOT NULL, -- projects.id
+    workflow_id INTEGER NOT NULL, -- workflows.id of the jobs' runs (with a branch)
+    day         INTEGER NOT NULL, -- UTC day of the runs' created_at
+    name        TEXT NOT NULL,    -- jobs.name
+    total       INTEGER NOT NULL, -- jobs
+    ok          INTEGER NOT NULL, -- of which success
+    bad         INTEGER NOT NULL, -- of which failed, error or timeout
+    canceled    INTEGER NOT NULL, -- of which canceled
+    open        INTEGER NOT NULL, -- of which queued, running or waiting
+    credits     REAL NOT NULL,    -- sum of credits_used
+    dur_n       INTEGER NOT NULL, -- jobs with a duration
+    dur_sum     REAL NOT NULL,    -- sum of their durations, ms
+    dur_sumsq   REAL NOT NULL,    -- sum of their squares, ms²
+    durs        BLOB NOT NULL,    -- their durations, ms, ascending
+    PRIMARY KEY (project_id, workflow_id, day, name)
 ) STRICT, WITHOUT ROWID;
 
 -- Apigee rollups (read by the Apigee fast path; kept by the store's upkeep): the runs, and the

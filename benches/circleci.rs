@@ -9,8 +9,10 @@
 //! most runs there; starts the real daemon (`serve --listen 127.0.0.1:0 --now` just after the
 //! newest run, so the 90-day window covers the data) and times, from one keep-alive client,
 //! sequential GETs of the workflows, jobs, summary and flaky-tests routes after 3 warm-up
-//! requests each. It prints each route's median and p95, then `EXPLAIN QUERY PLAN` of the
-//! statements behind them.
+//! requests each, the first three also with `all-branches=true`, and workflows and summary
+//! over 7 days. It prints each route's median and p95; the daemon's memory (VmHWM, VmRSS)
+//! before, after 8 concurrent requests of jobs with all branches, and 3 s later; then
+//! `EXPLAIN QUERY PLAN` of the statements behind them.
 
 mod common;
 
@@ -107,11 +109,24 @@ fn main() {
         .build();
     let wf = percent(&workflow);
     let project = format!("{base}/api/v2/insights/{slug}");
+    let all = "all-branches=true";
+    let week = "reporting-window=last-7-days";
     let routes = [
         ("workflows", format!("{project}/workflows")),
         ("jobs", format!("{project}/workflows/{wf}/jobs")),
         ("summary", format!("{project}/workflows/{wf}/summary")),
         ("flaky-tests", format!("{project}/flaky-tests")),
+        ("workflows all", format!("{project}/workflows?{all}")),
+        ("jobs all", format!("{project}/workflows/{wf}/jobs?{all}")),
+        (
+            "summary all",
+            format!("{project}/workflows/{wf}/summary?{all}"),
+        ),
+        ("workflows 7d", format!("{project}/workflows?{week}")),
+        (
+            "summary 7d",
+            format!("{project}/workflows/{wf}/summary?{week}"),
+        ),
     ];
     println!(
         "{:<14} {:>10} {:>10} {:>10} {:>8}",
@@ -139,6 +154,22 @@ fn main() {
     }
     println!();
     println!("  load average after: {}", load_average());
+
+    // Memory: the heaviest route (jobs of all branches), 8 requests at once, each on a
+    // connection of its own; the daemon's peak and resident memory, then 3 s later.
+    let heaviest = &routes[5].1;
+    let pid = child.id();
+    println!();
+    println!("memory (MiB), 8 concurrent requests of jobs all-branches:");
+    println!("  before: {}", memory(pid));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| get(&ureq::Agent::new(), heaviest));
+        }
+    });
+    println!("  after:  {}", memory(pid));
+    std::thread::sleep(Duration::from_secs(3));
+    println!("  3 s later: {}", memory(pid));
     let _ = child.kill();
     let _ = child.wait();
 
@@ -163,6 +194,23 @@ fn main() {
             _ => rusqlite::types::Value::Null,
         });
     }
+}
+
+/// The daemon's VmHWM and VmRSS from /proc, in MiB.
+fn memory(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    format!(
+        "VmHWM {:.1}, VmRSS {:.1}",
+        kib("VmHWM:") / 1024.0,
+        kib("VmRSS:") / 1024.0
+    )
 }
 
 /// Prints `EXPLAIN QUERY PLAN` of `sql` as an indented tree, parameter i bound to `value(i)`.

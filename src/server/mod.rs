@@ -248,7 +248,7 @@ pub fn serve(cfg: Config) -> Result<()> {
             failed.clone(),
             events.clone(),
         );
-        let conn = db::open(&db_path)?;
+        let conn = db::open_reader(&db_path)?;
         workers.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))

@@ -17,16 +17,17 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 /// i + 1 to version i + 2 (`PRAGMA user_version`). Never remove an entry or change the tables
 /// it makes: append one, and change schema.sql to match (tests/it/ops.rs compares an upgraded
 /// database with a new one). The rebuilds an entry calls are the current code's, so an entry
-/// whose rows a later version reshapes leaves them to that version (`to_v2` and `to_v5`).
-const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4, to_v5, to_v6];
+/// whose rows a later version reshapes leaves them to that version (`to_v2`, `to_v5` and
+/// `to_v7`).
+const UPGRADES: &[fn(&Connection) -> Result<()>] = &[to_v2, to_v3, to_v4, to_v5, to_v6, to_v7];
 
 /// The version of a database this binary makes.
 const VERSION: usize = UPGRADES.len() + 1;
 
 /// Version 2: the CircleCI rollups and recovery columns, and the wider run indexes behind the
-/// CircleCI routes; the recoveries and run day rows are then computed from the stored runs
-/// (the job day rows, whose shape version 5 changed, by `to_v5`, which every upgrade from
-/// version 1 runs too).
+/// CircleCI routes; the recoveries are then computed from the stored runs (the run day rows,
+/// whose shape version 7 changed, by `to_v7`, and the job day rows, whose shape version 5
+/// changed, by `to_v5`, which every upgrade from version 1 runs too).
 fn to_v2(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "ALTER TABLE runs ADD COLUMN rec_from INTEGER;
@@ -54,7 +55,7 @@ fn to_v2(conn: &Connection) -> Result<()> {
             job_id INTEGER NOT NULL, at INTEGER NOT NULL,
             PRIMARY KEY (project_id, branch, workflow_id, name, dur, job_id)) STRICT, WITHOUT ROWID;",
     )?;
-    conn.execute_batch(crate::store::rollups::circleci::REBUILD)?;
+    conn.execute_batch(crate::store::rollups::circleci::REBUILD_RECOVERIES)?;
     Ok(())
 }
 
@@ -138,6 +139,44 @@ fn to_v6(conn: &Connection) -> Result<()> {
         CREATE INDEX incidents_by_project_time ON incidents (project_id, started_at);",
     )?;
     crate::store::rollups::dora::rebuild(conn)
+}
+
+/// Version 7: the CircleCI run day rows keep their durations in a blob, as the job day rows
+/// do, so that every percentile of the workflows and summary routes is picked from the rows of
+/// the window's days, of one branch or of all; the rows are computed anew from the stored runs.
+/// The same rows over every branch (`insights_all_days`, `insights_all_job_days`) let
+/// `all-branches=true` read one row per day, and the branches' recoveries are read by day.
+/// The index of runs in duration order, which the one-branch percentiles walked, goes.
+fn to_v7(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DROP TABLE insights_days;
+        CREATE TABLE insights_days (project_id INTEGER NOT NULL, branch TEXT NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL,
+            ok INTEGER NOT NULL, bad INTEGER NOT NULL, canceled INTEGER NOT NULL,
+            open INTEGER NOT NULL, credits REAL NOT NULL, dur_n INTEGER NOT NULL,
+            dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL, rec_n INTEGER NOT NULL,
+            rec_timed INTEGER NOT NULL, rec_sum REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (project_id, branch, workflow_id, day)) STRICT, WITHOUT ROWID;
+        CREATE INDEX insights_days_by_day ON insights_days (project_id, day, rec_n, rec_timed,
+            rec_sum);
+        DROP INDEX runs_insights_dur;
+        CREATE TABLE insights_all_days (project_id INTEGER NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL,
+            ok INTEGER NOT NULL, bad INTEGER NOT NULL, canceled INTEGER NOT NULL,
+            open INTEGER NOT NULL, credits REAL NOT NULL, dur_n INTEGER NOT NULL,
+            dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL, durs BLOB NOT NULL,
+            PRIMARY KEY (project_id, workflow_id, day)) STRICT, WITHOUT ROWID;
+        CREATE TABLE insights_all_job_days (project_id INTEGER NOT NULL,
+            workflow_id INTEGER NOT NULL, day INTEGER NOT NULL, name TEXT NOT NULL,
+            total INTEGER NOT NULL, ok INTEGER NOT NULL, bad INTEGER NOT NULL,
+            canceled INTEGER NOT NULL, open INTEGER NOT NULL, credits REAL NOT NULL,
+            dur_n INTEGER NOT NULL, dur_sum REAL NOT NULL, dur_sumsq REAL NOT NULL,
+            durs BLOB NOT NULL,
+            PRIMARY KEY (project_id, workflow_id, day, name)) STRICT, WITHOUT ROWID;",
+    )?;
+    conn.execute_batch(crate::store::rollups::circleci::REBUILD_DAYS)?;
+    conn.execute_batch(crate::store::rollups::circleci::REBUILD_ALL_DAYS)?;
+    Ok(())
 }
 
 /// How long a connection waits for another's lock before giving up with SQLITE_BUSY.
@@ -310,6 +349,21 @@ pub fn open_existing(path: &Path) -> Result<Connection> {
         )));
     }
     configure(&conn)?;
+    Ok(conn)
+}
+
+/// The page cache of each worker's read connection in `serve`, KiB. A statistics request
+/// reads a window's rollup rows and a day or two of runs once; a larger cache would mostly
+/// keep, per worker and for good, pages the next request on that worker does not read
+/// (8 workers × 8 MB was most of the daemon's memory after a few heavy requests), and pages
+/// it misses come from the operating system's page cache.
+pub const READER_CACHE_KIB: i64 = 2_000;
+
+/// Opens the database as `open` does, for a worker that reads (and hands its writes to the
+/// writer): with the smaller page cache `READER_CACHE_KIB`.
+pub fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = open(path)?;
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     Ok(conn)
 }
 

@@ -77,13 +77,19 @@ pub fn kept(conn: &rusqlite::Connection) -> Vec<String> {
     crate::common::strings(
         conn,
         "SELECT concat_ws(' ', 'day', project_id, branch, workflow_id, day, total, ok, bad,
-                canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
-                FROM insights_days WHERE total <> 0
+                canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum,
+                hex(durs)) FROM insights_days WHERE total <> 0
              UNION ALL SELECT concat_ws(' ', 'run', id, rec_from, rec_ms) FROM runs
                 WHERE rec_from IS NOT NULL OR rec_ms IS NOT NULL
              UNION ALL SELECT concat_ws(' ', 'job day', project_id, branch, workflow_id, day, name,
                 total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, hex(durs))
                 FROM insights_job_days WHERE total <> 0
+             UNION ALL SELECT concat_ws(' ', 'all day', project_id, workflow_id, day, total, ok,
+                bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, hex(durs))
+                FROM insights_all_days WHERE total <> 0
+             UNION ALL SELECT concat_ws(' ', 'all job day', project_id, workflow_id, day, name,
+                total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, hex(durs))
+                FROM insights_all_job_days WHERE total <> 0
              ORDER BY 1",
     )
 }
@@ -131,13 +137,14 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
     let mut compared = 0;
     let mut jobs_compared = 0;
     for (start, end) in windows {
-        for branch in ["main", "feat", "gone"] {
+        // `None`: all branches, the runs without one included.
+        for branch in [Some("main"), Some("feat"), Some("gone"), None] {
             for wf in std::iter::once(None).chain(ids.iter().map(|&i| Some(i))) {
                 let s = Scope {
                     project: 1,
                     start,
                     end,
-                    branches: Branches::One(branch),
+                    branches: branch.map_or(Branches::All, Branches::One),
                     workflow: wf,
                 };
                 let fast = workflow_figures(&conn, &s, None, 100).unwrap();
@@ -159,7 +166,7 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
                 assert_eq!(
                     show(&fast),
                     show(&exact),
-                    "window {start}..{end} {branch} {wf:?}"
+                    "window {start}..{end} {branch:?} {wf:?}"
                 );
                 for (f, e) in fast.iter().zip(&exact) {
                     let (x, y) = (f.agg.dur.sumsq, e.agg.dur.sumsq);
@@ -187,7 +194,7 @@ fn rollups_match_a_rebuild_and_the_window_queries() {
                     assert_eq!(
                         show(&fast),
                         show(&exact),
-                        "jobs {filter:?} {after:?}: window {start}..{end} {branch} {wf}"
+                        "jobs {filter:?} {after:?}: window {start}..{end} {branch:?} {wf}"
                     );
                     for ((_, f), (_, e)) in fast.iter().zip(&exact) {
                         let (x, y) = (f.dur.sumsq, e.dur.sumsq);

@@ -347,6 +347,6 @@ fn a_version_1_database_is_upgraded() {
     };
     let new = fresh.path().join("pipestat.db");
     assert_eq!(version(&upgraded), version(&new));
-    assert_eq!(version(&new), 6);
+    assert_eq!(version(&new), 7);
     assert_eq!(schema_shape(&upgraded), schema_shape(&new));
 }

@@ -6,6 +6,9 @@
 //! every row describes what is stored now, like the other families. Jobs do the same in
 //! `insights_job_days`, under their run's branch, workflow and created_at, the rows' duration
 //! blobs included (`durations`); when an update moves a run, its jobs move with it.
+//! `insights_all_days` and `insights_all_job_days` hold the same per (project, workflow, day)
+//! over every branch (recoveries aside), each write adding to them what it adds to a branch's
+//! row, so that all branches read one row per day.
 //!
 //! Recoveries (MTTR, docs/circleci.md) are kept on the runs themselves. A run's *sequence* is the
 //! finished runs (success, failed, error, timeout) of its (project, branch, workflow) in
@@ -53,19 +56,37 @@ struct Amounts {
 #[derive(Default)]
 pub struct Pending {
     /// insights_days: (project, branch, workflow, day).
-    days: BTreeMap<(i64, String, i64, i64), Amounts>,
+    days: BTreeMap<(i64, String, i64, i64), JobDelta>,
     /// insights_job_days: (project, branch, workflow, day, name).
     job_days: BTreeMap<(i64, String, i64, i64, String), JobDelta>,
+    /// insights_all_days: (project, workflow, day).
+    all_days: BTreeMap<(i64, i64, i64), JobDelta>,
+    /// insights_all_job_days: (project, workflow, day, name).
+    all_job_days: BTreeMap<(i64, i64, i64, String), JobDelta>,
     last_run: Option<(i64, Key)>,
 }
 
-/// What the writes of one transaction changed in one job day row: its figures, and the
-/// durations (ms) to add to its blob and to take out of it.
+/// What the writes of one transaction changed in one day row (of runs or of jobs): its
+/// figures, and the durations (ms) to add to its blob and to take out of it.
 #[derive(Default)]
 struct JobDelta {
     amounts: Amounts,
     add: Vec<i64>,
     del: Vec<i64>,
+}
+
+impl JobDelta {
+    /// Adds `f` and, when `dur` is Some, a duration to add (`sign` > 0) or take out.
+    fn bump(&mut self, f: Amounts, dur: Option<i64>, sign: i64) {
+        self.amounts += f;
+        if let Some(d) = dur {
+            if sign > 0 {
+                self.add.push(d);
+            } else {
+                self.del.push(d);
+            }
+        }
+    }
 }
 
 impl Amounts {
@@ -146,17 +167,20 @@ fn amounts(status: Status, credits: i64, dur: Option<i64>, sign: f64) -> Amounts
     }
 }
 
+/// `:durs` is the row's new blob, or NULL when its durations did not change.
 const ADD_DAY: &str = "INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok,
-    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum, durs)
     VALUES (:project_id, :branch, :workflow_id, :day, :total, :ok, :bad, :canceled, :open,
-        :credits, :dur_n, :dur_sum, :dur_sumsq, :rec_n, :rec_timed, :rec_sum)
+        :credits, :dur_n, :dur_sum, :dur_sumsq, :rec_n, :rec_timed, :rec_sum, coalesce(:durs, x''))
     ON CONFLICT (project_id, branch, workflow_id, day) DO UPDATE SET
         total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
         canceled = canceled + excluded.canceled, open = open + excluded.open,
         credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
         dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
         rec_n = rec_n + excluded.rec_n, rec_timed = rec_timed + excluded.rec_timed,
-        rec_sum = rec_sum + excluded.rec_sum";
+        rec_sum = rec_sum + excluded.rec_sum, durs = coalesce(:durs, durs)";
+const DAY_DURS: &str = "SELECT durs FROM insights_days
+    WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND day = ?4";
 /// `:durs` is the row's new blob, or NULL when its durations did not change.
 const ADD_JOB_DAY: &str = "INSERT INTO insights_job_days (project_id, branch, workflow_id, day,
     name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
@@ -170,15 +194,54 @@ const ADD_JOB_DAY: &str = "INSERT INTO insights_job_days (project_id, branch, wo
         durs = coalesce(:durs, durs)";
 const JOB_DAY_DURS: &str = "SELECT durs FROM insights_job_days
     WHERE project_id = ?1 AND branch = ?2 AND workflow_id = ?3 AND day = ?4 AND name = ?5";
+/// The all-branch rows, as ADD_JOB_DAY without the branch (and ADD_ALL_DAY without recoveries).
+const ADD_ALL_DAY: &str = "INSERT INTO insights_all_days (project_id, workflow_id, day, total, ok,
+    bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
+    VALUES (:project_id, :workflow_id, :day, :total, :ok, :bad, :canceled, :open, :credits,
+        :dur_n, :dur_sum, :dur_sumsq, coalesce(:durs, x''))
+    ON CONFLICT (project_id, workflow_id, day) DO UPDATE SET
+        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+        canceled = canceled + excluded.canceled, open = open + excluded.open,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
+        durs = coalesce(:durs, durs)";
+const ALL_DAY_DURS: &str = "SELECT durs FROM insights_all_days
+    WHERE project_id = ?1 AND workflow_id = ?2 AND day = ?3";
+const ADD_ALL_JOB_DAY: &str = "INSERT INTO insights_all_job_days (project_id, workflow_id, day,
+    name, total, ok, bad, canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
+    VALUES (:project_id, :workflow_id, :day, :name, :total, :ok, :bad, :canceled, :open,
+        :credits, :dur_n, :dur_sum, :dur_sumsq, coalesce(:durs, x''))
+    ON CONFLICT (project_id, workflow_id, day, name) DO UPDATE SET
+        total = total + excluded.total, ok = ok + excluded.ok, bad = bad + excluded.bad,
+        canceled = canceled + excluded.canceled, open = open + excluded.open,
+        credits = credits + excluded.credits, dur_n = dur_n + excluded.dur_n,
+        dur_sum = dur_sum + excluded.dur_sum, dur_sumsq = dur_sumsq + excluded.dur_sumsq,
+        durs = coalesce(:durs, durs)";
+const ALL_JOB_DAY_DURS: &str = "SELECT durs FROM insights_all_job_days
+    WHERE project_id = ?1 AND workflow_id = ?2 AND day = ?3 AND name = ?4";
 
 /// Writes the figures `pending` holds into the rollup tables, in key order, and empties it.
 fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
-    let Pending { days, job_days, .. } = std::mem::take(pending);
+    let Pending {
+        days,
+        job_days,
+        all_days,
+        all_job_days,
+        ..
+    } = std::mem::take(pending);
     let mut stmt = conn.prepare_cached(ADD_DAY)?;
-    for ((p, b, w, d), f) in days {
+    for ((p, b, w, d), delta) in days {
+        let JobDelta {
+            amounts: f,
+            add,
+            del,
+        } = delta;
+        let blob = durations::new_blob(conn, DAY_DURS, params![p, b, w, d], add, del)?;
         bind(
             &mut stmt,
-            named_params! {":project_id": p, ":branch": b, ":workflow_id": w, ":day": d},
+            named_params! {
+                ":project_id": p, ":branch": b, ":workflow_id": w, ":day": d, ":durs": blob,
+            },
         )?;
         bind(&mut stmt, &f.run_values())?;
         stmt.raw_execute()?;
@@ -196,6 +259,38 @@ fn flush(conn: &Connection, pending: &mut Pending) -> Result<()> {
             named_params! {
                 ":project_id": p, ":branch": b, ":workflow_id": w, ":day": d, ":name": name,
                 ":durs": blob,
+            },
+        )?;
+        bind(&mut stmt, &f.job_values())?;
+        stmt.raw_execute()?;
+    }
+    let mut stmt = conn.prepare_cached(ADD_ALL_DAY)?;
+    for ((p, w, d), delta) in all_days {
+        let JobDelta {
+            amounts: f,
+            add,
+            del,
+        } = delta;
+        let blob = durations::new_blob(conn, ALL_DAY_DURS, params![p, w, d], add, del)?;
+        bind(
+            &mut stmt,
+            named_params! {":project_id": p, ":workflow_id": w, ":day": d, ":durs": blob},
+        )?;
+        bind(&mut stmt, &f.job_values())?;
+        stmt.raw_execute()?;
+    }
+    let mut stmt = conn.prepare_cached(ADD_ALL_JOB_DAY)?;
+    for ((p, w, d, name), delta) in all_job_days {
+        let JobDelta {
+            amounts: f,
+            add,
+            del,
+        } = delta;
+        let blob = durations::new_blob(conn, ALL_JOB_DAY_DURS, params![p, w, d, name], add, del)?;
+        bind(
+            &mut stmt,
+            named_params! {
+                ":project_id": p, ":workflow_id": w, ":day": d, ":name": name, ":durs": blob,
             },
         )?;
         bind(&mut stmt, &f.job_values())?;
@@ -287,7 +382,18 @@ fn bump(pending: &mut Pending, r: &SeqRun, base: bool, rec: Option<Rec>, sign: i
         r.key.workflow,
         r.key.at.div_euclid(DAY_MS),
     );
-    *pending.days.entry(key).or_default() += fig;
+    let dur = if base { r.dur } else { None };
+    pending.days.entry(key).or_default().bump(fig, dur, sign);
+    if base {
+        // The all-branch row: the run's own figures, without recoveries (kept per branch).
+        let key = (r.key.project, r.key.workflow, r.key.at.div_euclid(DAY_MS));
+        let own = amounts(r.status, r.credits, r.dur, f);
+        pending
+            .all_days
+            .entry(key)
+            .or_default()
+            .bump(own, dur, sign);
+    }
 }
 
 const SET_REC: &str = "UPDATE runs SET rec_from = ?2, rec_ms = ?3 WHERE id = ?1";
@@ -563,16 +669,15 @@ fn job_row(pending: &mut Pending, k: &Key, name: &str, t: &Timing, sign: i64) {
         return;
     };
     let day = k.at.div_euclid(DAY_MS);
+    let f = amounts(t.status, t.credits_used, dur, sign as f64);
     let key = (k.project, branch.clone(), k.workflow, day, name.to_owned());
-    let row = pending.job_days.entry(key).or_default();
-    row.amounts += amounts(t.status, t.credits_used, dur, sign as f64);
-    if let Some(d) = dur {
-        if sign > 0 {
-            row.add.push(d);
-        } else {
-            row.del.push(d);
-        }
-    }
+    pending.job_days.entry(key).or_default().bump(f, dur, sign);
+    let key = (k.project, k.workflow, day, name.to_owned());
+    pending
+        .all_job_days
+        .entry(key)
+        .or_default()
+        .bump(f, dur, sign);
 }
 
 /// ?1 run: its jobs, as `job_from_row` reads them.
@@ -598,11 +703,11 @@ fn run_jobs(
     Ok(())
 }
 
-/// The rollups recomputed from the stored runs, independently of the functions above: the
-/// recoveries by one window pass per sequence (as the MTTR query of src/surfaces/circleci/sql.rs finds
-/// them), then the day rows (the job day rows: `REBUILD_JOB_DAYS`). For a database filled
-/// before they existed, and for tests.
-pub const REBUILD: &str = "
+/// The recoveries recomputed from the stored runs, independently of the functions above: by
+/// one window pass per sequence (as the MTTR query of src/surfaces/circleci/sql.rs finds
+/// them). With `REBUILD_DAYS` and `REBUILD_JOB_DAYS`, the family's `rebuild`: for a database
+/// filled before the rollups existed, and for tests.
+pub const REBUILD_RECOVERIES: &str = "
     UPDATE runs SET rec_from = NULL, rec_ms = NULL WHERE rec_from IS NOT NULL OR rec_ms IS NOT NULL;
     WITH seq AS (SELECT id, project_id AS p, branch AS b, workflow_id AS w, created_at AS at,
             ext_id AS e, stopped_at AS stop, (status <> 'success') AS bad FROM runs
@@ -617,17 +722,21 @@ pub const REBUILD: &str = "
     UPDATE runs SET rec_from = f.f_at, rec_ms = runs.stopped_at - f.f_stop
     FROM marked m JOIN firsts f ON f.p = m.p AND f.b IS m.b AND f.w = m.w AND f.streak = m.streak
         AND f.k = 1
-    WHERE runs.id = m.id AND NOT m.bad AND m.prev_bad;
+    WHERE runs.id = m.id AND NOT m.bad AND m.prev_bad;";
+
+/// The run day rows recomputed from the stored runs and their recoveries (part of `rebuild`,
+/// and the upgrade that gave the rows their blobs). The connection needs `pipestat_durs`.
+pub const REBUILD_DAYS: &str = "
     DELETE FROM insights_days;
     INSERT INTO insights_days (project_id, branch, workflow_id, day, total, ok, bad, canceled,
-        open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum)
+        open, credits, dur_n, dur_sum, dur_sumsq, rec_n, rec_timed, rec_sum, durs)
     SELECT project_id, branch, workflow_id,
         (created_at - (created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
         count(*), sum(status = 'success'),
         sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
         sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
         count(dur), total(dur), total(CAST(dur AS REAL) * dur),
-        count(rec_from), count(rec_ms), total(rec_ms)
+        count(rec_from), count(rec_ms), total(rec_ms), pipestat_durs(dur)
     FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
             THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS dur FROM runs)
     WHERE branch IS NOT NULL
@@ -652,10 +761,43 @@ pub const REBUILD_JOB_DAYS: &str = "
     WHERE r.branch IS NOT NULL
     GROUP BY r.project_id, r.branch, r.workflow_id, day, j.name;";
 
+/// The all-branch day rows: the sums of the day rows of every branch (recoveries aside), from
+/// the stored runs and jobs. The connection needs `pipestat_durs`.
+pub const REBUILD_ALL_DAYS: &str = "
+    DELETE FROM insights_all_days;
+    INSERT INTO insights_all_days (project_id, workflow_id, day, total, ok, bad, canceled, open,
+        credits, dur_n, dur_sum, dur_sumsq, durs)
+    SELECT project_id, workflow_id,
+        (created_at - (created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
+        count(*), sum(status = 'success'),
+        sum(status = 'failed' OR status = 'error' OR status = 'timeout'), sum(status = 'canceled'),
+        sum(status = 'queued' OR status = 'running' OR status = 'waiting'), total(credits_used),
+        count(dur), total(dur), total(CAST(dur AS REAL) * dur), pipestat_durs(dur)
+    FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
+            THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS dur FROM runs)
+    WHERE branch IS NOT NULL
+    GROUP BY project_id, workflow_id, day;
+    DELETE FROM insights_all_job_days;
+    INSERT INTO insights_all_job_days (project_id, workflow_id, day, name, total, ok, bad,
+        canceled, open, credits, dur_n, dur_sum, dur_sumsq, durs)
+    SELECT r.project_id, r.workflow_id,
+        (r.created_at - (r.created_at % 86400000 + 86400000) % 86400000) / 86400000 AS day,
+        j.name, count(*), sum(j.status = 'success'),
+        sum(j.status = 'failed' OR j.status = 'error' OR j.status = 'timeout'),
+        sum(j.status = 'canceled'), sum(j.status = 'queued' OR j.status = 'running' OR j.status = 'waiting'),
+        total(j.credits_used), count(d), total(d), total(CAST(d AS REAL) * d), pipestat_durs(d)
+    FROM (SELECT *, CASE WHEN stopped_at IS NOT NULL
+            THEN max(stopped_at - coalesce(started_at, created_at), 0) END AS d FROM jobs) j
+    JOIN runs r ON r.id = j.run_id
+    WHERE r.branch IS NOT NULL
+    GROUP BY r.project_id, r.workflow_id, day, j.name;";
+
 /// Recomputes the CircleCI rollups from the stored runs (the connection needs
 /// `pipestat_durs`, as every connection `db` opens has).
 pub fn rebuild(conn: &Connection) -> Result<()> {
-    conn.execute_batch(REBUILD)?;
+    conn.execute_batch(REBUILD_RECOVERIES)?;
+    conn.execute_batch(REBUILD_DAYS)?;
     conn.execute_batch(REBUILD_JOB_DAYS)?;
+    conn.execute_batch(REBUILD_ALL_DAYS)?;
     Ok(())
 }

@@ -618,15 +618,15 @@ fn job_runs(
 }
 
 /// Per-workflow metrics and recoveries of the runs in scope, by workflow name, after `after`,
-/// at most `limit`: from the day rollup when the scope is one branch (rollup.rs), else by window
-/// functions over the runs (`workflow_figures_exact`). Both give the same numbers.
+/// at most `limit`: from the day rollup when the scope is one branch or all (rollup.rs), else
+/// by window functions over the runs (`workflow_figures_exact`). Both give the same numbers.
 pub fn workflow_figures(
     conn: &Connection,
     s: &Scope,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<rollup::Figures>> {
-    match rollup::OneBranch::of(s) {
+    match rollup::Covered::of(s) {
         Some(b) => rollup::workflows(conn, &b, s.workflow, after, limit),
         None => workflow_figures_exact(conn, s, after, limit),
     }
@@ -657,7 +657,7 @@ pub fn workflow_figures_exact(
 }
 
 /// Per-job-name metrics of the jobs of the scope's workflow (see `sql::job_metrics`): from the
-/// job rollups when the scope is one branch (rollup.rs), else by window functions.
+/// job rollups when the scope is one branch or all (rollup.rs), else by window functions.
 pub fn job_figures(
     conn: &Connection,
     s: &Scope,
@@ -665,7 +665,7 @@ pub fn job_figures(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<(String, Agg)>> {
-    match (rollup::OneBranch::of(s), s.workflow) {
+    match (rollup::Covered::of(s), s.workflow) {
         (Some(b), Some(wf)) => rollup::jobs(conn, &b, wf, filter, after, limit),
         _ => sql::job_metrics(conn, s, filter, after, limit),
     }

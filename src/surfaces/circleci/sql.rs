@@ -17,7 +17,7 @@
 //! each scope has a text of its own that never changes. In those two, `+r.created_at` (a unary
 //! plus, which makes the column an expression no index serves) keeps the planner off the time
 //! index runs_by_project_time: it seeks the branch in an index that starts (project_id, branch)
-//! instead, such as the covering runs_insights_dur.
+//! instead, the covering runs_insights.
 //!
 //! Durations. The duration of a run or job in milliseconds is stopped_at − (started_at or
 //! created_at), never negative, NULL while it has not stopped:
@@ -208,10 +208,9 @@ impl Scope<'_> {
 
 /// Per-workflow metrics of the runs in scope, by workflow name, after ?6, at most ?7.
 ///
-/// One window pass over the index runs_insights_dur, which delivers a branch's runs in
-/// (workflow, duration) order with NULL durations first, so no sort: the rank among durations
-/// is the row number less the workflow's NULLs, and the additive figures are whole-partition
-/// window aggregates. Only the rows the percentiles need (and each workflow's first row) reach
+/// One window pass per workflow in duration order with NULL durations first: the rank among
+/// durations is the row number less the workflow's NULLs, and the additive figures are
+/// whole-partition window aggregates. Only the rows the percentiles need (and each workflow's first row) reach
 /// the final `GROUP BY`, a handful per workflow instead of every run.
 const WORKFLOW_METRICS: &str = "
 WITH base AS (
