@@ -61,8 +61,6 @@ struct Daemon {
     abandon: AtomicBool,
     /// Requests being routed (their body read, their answer not built yet).
     routing: AtomicUsize,
-    /// Threads answering a request whose body was not read (see `handle`).
-    answering: Arc<AtomicUsize>,
 }
 
 impl Daemon {
@@ -88,8 +86,6 @@ const MIN_BODY_RATE: u64 = 64 * 1024;
 /// After SIGTERM, requests in flight get this long to finish; then pipestat exits without
 /// waiting for the workers still held by a slow client (see `serve`).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Threads that may answer a request whose body was not read, at once (see `handle`).
-const MAX_ANSWERING: usize = 64;
 
 impl Limits {
     fn from_env() -> Result<Limits> {
@@ -185,7 +181,6 @@ pub fn serve(cfg: Config) -> Result<()> {
         stop: stop.clone(),
         abandon: AtomicBool::new(false),
         routing: AtomicUsize::new(0),
-        answering: Arc::new(AtomicUsize::new(0)),
         app: App {
             settings: cfg.settings,
             writer,
@@ -422,32 +417,8 @@ fn handle(daemon: &Daemon, conn: &Connection, mut rq: tiny_http::Request) {
             out.add_header(h);
         }
     }
-    // A request refused before its body was read to its end: tiny_http reads the rest of
-    // the body when the request is dropped, after the answer is sent, to find the next
-    // request on the connection (it has no way to close a connection instead). That read
-    // lasts as long as the client takes to send the body, so it is done on a thread of its
-    // own, not the worker's; beyond MAX_ANSWERING of them, on the worker.
-    if !progress.body_done {
-        let answering = daemon.answering.clone();
-        if answering.fetch_add(1, Ordering::SeqCst) < MAX_ANSWERING {
-            let spawned = std::thread::Builder::new()
-                .name("answer".into())
-                .spawn(move || {
-                    send(rq, out);
-                    answering.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(e) = spawned {
-                // The request is lost with the closure; tiny_http answers it 500.
-                log::error!("cannot start a thread to answer a refused request: {e}");
-                daemon.answering.fetch_sub(1, Ordering::SeqCst);
-            }
-            if large {
-                memory::release_freed_memory();
-            }
-            return;
-        }
-        daemon.answering.fetch_sub(1, Ordering::SeqCst);
-    }
+    // A request refused before its body was read: tiny_http reads the rest when the request
+    // is dropped, at once, since the front forwards only whole bodies (see `front`).
     send(rq, out);
     if large {
         memory::release_freed_memory();

@@ -29,10 +29,6 @@ fn scope_for(method: Method, segments: &[String]) -> Option<Scope> {
 /// What `prepare` learnt of a request that `handle` needs to answer it.
 #[derive(Default)]
 pub(super) struct Progress {
-    /// The body has been read to its end (or there is none). When it has not, tiny_http reads
-    /// the rest after the answer, so the answer is sent from a thread of its own (see
-    /// `handle`).
-    pub(super) body_done: bool,
     /// Bytes of body read.
     pub(super) body_len: usize,
     /// The front sent the head alone, to learn whether the request passes the checks before
@@ -60,8 +56,7 @@ pub(super) fn prepare(
         .iter()
         .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
         .collect();
-    let framing = framing(&pairs)?;
-    progress.body_done = framing == Framing::Empty;
+    framing(&pairs)?;
     let method = match rq.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
         tiny_http::Method::Post => Method::Post,
@@ -144,7 +139,6 @@ pub(super) fn prepare(
         body.reserve_exact(rq.body_length().unwrap_or(0));
         read_body(daemon, rq.as_reader(), &mut body)?;
         progress.body_len = body.len();
-        progress.body_done = true;
     }
     let headers = rq
         .headers()
