@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::{apigee, circleci, dora, native, App};
 use crate::error::{Error, Result};
 use crate::http::{Method, Req, Resp};
+use crate::store;
 use chart::{Chart, Point};
 
 /// The stylesheet, embedded in the binary.
@@ -397,6 +398,7 @@ impl Call {
 
     /// The route's answer, from the function that answers it over HTTP.
     fn answer(&self, app: &App, conn: &Connection) -> Result<Answer> {
+        let started = std::time::Instant::now();
         let req = Req {
             method: Method::Get,
             segments: Vec::new(),
@@ -415,6 +417,11 @@ impl Call {
         };
         let json = serde_json::from_slice(&resp.body)
             .map_err(|e| Error::Internal(format!("reading {}: {e}", self.url())))?;
+        log::debug!(
+            "dashboard: {} in {:.1} ms",
+            self.url(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         Ok(Answer {
             url: self.url(),
             json,
@@ -443,6 +450,50 @@ impl Answer {
     fn fig(&self, metric: impl Into<String>, pointer: String, fmt: Fmt) -> Fig {
         Fig::new(metric, self.at(&pointer), fmt, &self.url, pointer)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two route calls at once.
+
+thread_local! {
+    /// The worker thread's second read connection, on which `beside` asks a page's other half
+    /// of its routes; opened on first use and kept, like the worker's own.
+    static SIDE: std::cell::RefCell<Option<Connection>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `side` on another thread, on this worker's second read connection, while `main` runs
+/// on `conn`, and returns both answers: a page's route calls that need nothing of each other
+/// take the time of the longer half rather than of both (on a machine with a core to spare).
+/// One thread and one connection more per worker at most; when the second connection cannot be
+/// opened (a database without a file), `main` then `side` run on `conn`.
+fn beside<A: Send, B>(
+    conn: &Connection,
+    side: impl FnOnce(&Connection) -> A + Send,
+    main: impl FnOnce(&Connection) -> B,
+) -> (A, B) {
+    let other = SIDE.with(|s| s.borrow_mut().take()).or_else(|| {
+        let path = conn.path().filter(|p| !p.is_empty())?;
+        store::db::open_reader(std::path::Path::new(path))
+            .map_err(|e| log::warn!("dashboard: a second read connection: {e}"))
+            .ok()
+    });
+    let Some(other) = other else {
+        let b = main(conn);
+        return (side(conn), b);
+    };
+    let (a, b, other) = std::thread::scope(|s| {
+        let handle = s.spawn(move || {
+            let a = side(&other);
+            (a, other)
+        });
+        let b = main(conn);
+        match handle.join() {
+            Ok((a, other)) => (a, b, other),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    SIDE.with(|s| *s.borrow_mut() = Some(other));
+    (a, b)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -814,13 +865,63 @@ fn index(app: &App, conn: &Connection, req: &Req, c: &Controls) -> Result<IndexP
             slugs.push(s);
         }
     }
-    let daily = if slugs.is_empty() {
-        None
-    } else {
-        Some(daily_runs(app, conn, "project", None, c.window)?)
-    };
+    // Half the projects' cards on the second connection, the other half and the daily runs
+    // here.
+    let half = slugs.len() / 2;
+    let (second, first) = beside(
+        conn,
+        |conn| project_cards(app, conn, c, &slugs[half..], half),
+        |conn| -> Result<_> {
+            let daily = if slugs.is_empty() {
+                None
+            } else {
+                Some(daily_runs(app, conn, "project", None, c.window)?)
+            };
+            Ok((daily, project_cards(app, conn, c, &slugs[..half], 0)?))
+        },
+    );
+    let (daily, mut projects) = first?;
+    projects.extend(second?);
+    for (n, card) in projects.iter_mut().enumerate() {
+        card.spark = daily.as_ref().and_then(|a| {
+            runs_chart(
+                a,
+                &card.slug,
+                format!("p{n}-daily"),
+                format!("{}: runs per day", card.slug),
+                (300, 40),
+                "spark",
+            )
+        });
+    }
+    let host = req.header("Host").unwrap_or("127.0.0.1:8080");
+    let base = format!("http://{host}");
+    let empty = projects.is_empty().then(|| Empty {
+        curl: format!(
+            "curl -X POST {base}/api/v1/runs -H 'Content-Type: application/json' -d '{{\"id\": \"1\", \"project\": \"gh/acme/api\", \"workflow\": \"ci\", \"branch\": \"main\", \"status\": \"success\", \"created_at\": \"2026-01-05T10:00:00Z\", \"stopped_at\": \"2026-01-05T10:04:00Z\"}}'"
+        ),
+        base,
+    });
+    Ok(IndexPage {
+        title: "pipestat".into(),
+        controls: Some(c.view("/".into(), false, None)),
+        window: c.window,
+        branch_text: c.branch_text(),
+        projects,
+        empty,
+    })
+}
+
+/// The cards of `slugs` on `/`, the first numbered `first`, without their sparklines.
+fn project_cards(
+    app: &App,
+    conn: &Connection,
+    c: &Controls,
+    slugs: &[String],
+    first: usize,
+) -> Result<Vec<ProjectCard>> {
     let mut projects = Vec::new();
-    for (n, slug) in slugs.iter().enumerate() {
+    for (n, slug) in (first..).zip(slugs) {
         let wfs = Call::new(Family::Insights, &[slug, "workflows"], c.insights_query())
             .answer(app, conn)?;
         let d = Call::new(
@@ -851,35 +952,11 @@ fn index(app: &App, conn: &Connection, req: &Req, c: &Controls) -> Result<IndexP
             ),
             dora_missing: d.text("/change_failure_rate/missing"),
             workflows: workflow_rows(&wfs, None, slug, c, &format!("p{n}")),
-            spark: daily.as_ref().and_then(|a| {
-                runs_chart(
-                    a,
-                    slug,
-                    format!("p{n}-daily"),
-                    format!("{slug}: runs per day"),
-                    (300, 40),
-                    "spark",
-                )
-            }),
+            spark: None,
             slug: slug.clone(),
         });
     }
-    let host = req.header("Host").unwrap_or("127.0.0.1:8080");
-    let base = format!("http://{host}");
-    let empty = projects.is_empty().then(|| Empty {
-        curl: format!(
-            "curl -X POST {base}/api/v1/runs -H 'Content-Type: application/json' -d '{{\"id\": \"1\", \"project\": \"gh/acme/api\", \"workflow\": \"ci\", \"branch\": \"main\", \"status\": \"success\", \"created_at\": \"2026-01-05T10:00:00Z\", \"stopped_at\": \"2026-01-05T10:04:00Z\"}}'"
-        ),
-        base,
-    });
-    Ok(IndexPage {
-        title: "pipestat".into(),
-        controls: Some(c.view("/".into(), false, None)),
-        window: c.window,
-        branch_text: c.branch_text(),
-        projects,
-        empty,
-    })
+    Ok(projects)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1024,9 +1101,17 @@ fn project_page(app: &App, conn: &Connection, slug: &str, c: &Controls) -> Resul
     if let Some(s) = &c.service {
         dq.push(("service".into(), s.clone()));
     }
-    let d = Call::new(Family::Dora, &[], dq.clone()).answer(app, conn)?;
+    // The project is known (the workflows answered): its slug as stored is the canonical one.
+    let canonical = crate::ingest::canonical_slug(slug).map_err(Error::BadRequest)?;
+    // DORA's two routes and the deployments' runs on the second connection, the rest here.
+    let (dora_half, rest) = beside(
+        conn,
+        |conn| dora_half(app, conn, dq),
+        |conn| insights_half(app, conn, &wfs, &canonical, c),
+    );
+    let (d, deployments) = dora_half?;
+    let (daily, slow_jobs, flaky, default_branch, runs) = rest?;
     let slug = d.text("/project");
-    let daily = daily_runs(app, conn, "workflow", Some(&slug), c.window)?;
 
     let weeks_n = d.len("/weeks");
     let weeks = chart::bars(
@@ -1059,58 +1144,33 @@ fn project_page(app: &App, conn: &Connection, slug: &str, c: &Controls) -> Resul
             .collect(),
     );
 
-    let mut slow_jobs = Vec::new();
-    for i in 0..wfs.len("/items") {
-        let name = wfs.text(&format!("/items/{i}/name"));
-        let jobs = Call::new(
-            Family::Insights,
-            &[&slug, "workflows", &name, "jobs"],
-            c.insights_query(),
-        )
-        .answer(app, conn)?;
-        slow_jobs.extend(job_rows(&jobs, &name));
-    }
-    // The slowest first, by the API's p95.
-    slow_jobs.sort_by(|a, b| {
-        let k = |j: &JobRow| j.p95.number().unwrap_or(-1.0);
-        k(b).total_cmp(&k(a))
-    });
-    slow_jobs.truncate(LIST_ROWS);
+    Ok(ProjectPage {
+        title: format!("{slug} · pipestat"),
+        controls: Some(c.view(project_href(&slug), true, default_branch)),
+        window: c.window,
+        branch_text: c.branch_text(),
+        service: c.service.clone().unwrap_or_default(),
+        tiles: tiles(&d),
+        weeks,
+        workflows: workflow_rows(&wfs, Some(&daily), &slug, c, "w"),
+        slow_jobs,
+        flaky,
+        runs,
+        deployments,
+        api_dora: d.url.clone(),
+        slug,
+    })
+}
 
-    let flaky_a =
-        Call::new(Family::Insights, &[&slug, "flaky-tests"], Vec::new()).answer(app, conn)?;
-    let flaky = (0..flaky_a.len("/flaky_tests").min(LIST_ROWS))
-        .map(|i| {
-            let f = |k: &str| flaky_a.text(&format!("/flaky_tests/{i}/{k}"));
-            let class = f("classname");
-            FlakyRow {
-                test: if class.is_empty() {
-                    f("test_name")
-                } else {
-                    format!("{class}.{}", f("test_name"))
-                },
-                job: f("job_name"),
-                workflow: f("workflow_name"),
-                times_flaked: flaky_a.fig(
-                    "flaky.times_flaked",
-                    format!("/flaky_tests/{i}/times_flaked"),
-                    Fmt::Count,
-                ),
-            }
-        })
-        .collect();
-
-    let mut rq = vec![
-        ("project".to_owned(), slug.clone()),
-        ("limit".into(), LIST_ROWS.to_string()),
-    ];
-    let (_, default_branch) = newest_run(app, conn, &slug)?;
-    if let Some(b) = c.branch_of_runs(&default_branch) {
-        rq.push(("branch".into(), b));
-    }
-    let runs_a = Call::new(Family::Native, &["runs"], rq).answer(app, conn)?;
-    let runs = run_links(&runs_a, &slug);
-
+/// The project page's DORA answer (`dq` its query) and its recent deployments, each with its
+/// run's link.
+fn dora_half(
+    app: &App,
+    conn: &Connection,
+    dq: Vec<(String, String)>,
+) -> Result<(Answer, Vec<DeployRow>)> {
+    let d = Call::new(Family::Dora, &[], dq.clone()).answer(app, conn)?;
+    let slug = d.text("/project");
     let mut dep_q = dq;
     dep_q.push(("limit".into(), LIST_ROWS.to_string()));
     let deps = Call::new(Family::Dora, &["deployments"], dep_q).answer(app, conn)?;
@@ -1160,23 +1220,79 @@ fn project_page(app: &App, conn: &Connection, slug: &str, c: &Controls) -> Resul
             ),
         });
     }
+    Ok((d, deployments))
+}
 
-    Ok(ProjectPage {
-        title: format!("{slug} · pipestat"),
-        controls: Some(c.view(project_href(&slug), true, default_branch)),
-        window: c.window,
-        branch_text: c.branch_text(),
-        service: c.service.clone().unwrap_or_default(),
-        tiles: tiles(&d),
-        weeks,
-        workflows: workflow_rows(&wfs, Some(&daily), &slug, c, "w"),
-        slow_jobs,
-        flaky,
-        runs,
-        deployments,
-        api_dora: d.url.clone(),
-        slug,
-    })
+/// What the project page shows besides DORA: the workflows' daily runs, the slowest jobs, flaky
+/// tests, the default branch and the recent runs.
+type InsightsHalf = (
+    Answer,
+    Vec<JobRow>,
+    Vec<FlakyRow>,
+    Option<String>,
+    Vec<RunLink>,
+);
+
+fn insights_half(
+    app: &App,
+    conn: &Connection,
+    wfs: &Answer,
+    slug: &str,
+    c: &Controls,
+) -> Result<InsightsHalf> {
+    let daily = daily_runs(app, conn, "workflow", Some(slug), c.window)?;
+    let mut slow_jobs = Vec::new();
+    for i in 0..wfs.len("/items") {
+        let name = wfs.text(&format!("/items/{i}/name"));
+        let jobs = Call::new(
+            Family::Insights,
+            &[slug, "workflows", &name, "jobs"],
+            c.insights_query(),
+        )
+        .answer(app, conn)?;
+        slow_jobs.extend(job_rows(&jobs, &name));
+    }
+    // The slowest first, by the API's p95.
+    slow_jobs.sort_by(|a, b| {
+        let k = |j: &JobRow| j.p95.number().unwrap_or(-1.0);
+        k(b).total_cmp(&k(a))
+    });
+    slow_jobs.truncate(LIST_ROWS);
+
+    let flaky_a =
+        Call::new(Family::Insights, &[slug, "flaky-tests"], Vec::new()).answer(app, conn)?;
+    let flaky = (0..flaky_a.len("/flaky_tests").min(LIST_ROWS))
+        .map(|i| {
+            let f = |k: &str| flaky_a.text(&format!("/flaky_tests/{i}/{k}"));
+            let class = f("classname");
+            FlakyRow {
+                test: if class.is_empty() {
+                    f("test_name")
+                } else {
+                    format!("{class}.{}", f("test_name"))
+                },
+                job: f("job_name"),
+                workflow: f("workflow_name"),
+                times_flaked: flaky_a.fig(
+                    "flaky.times_flaked",
+                    format!("/flaky_tests/{i}/times_flaked"),
+                    Fmt::Count,
+                ),
+            }
+        })
+        .collect();
+
+    let mut rq = vec![
+        ("project".to_owned(), slug.to_owned()),
+        ("limit".into(), LIST_ROWS.to_string()),
+    ];
+    let (_, default_branch) = newest_run(app, conn, slug)?;
+    if let Some(b) = c.branch_of_runs(&default_branch) {
+        rq.push(("branch".into(), b));
+    }
+    let runs_a = Call::new(Family::Native, &["runs"], rq).answer(app, conn)?;
+    let runs = run_links(&runs_a, slug);
+    Ok((daily, slow_jobs, flaky, default_branch, runs))
 }
 
 // ---------------------------------------------------------------------------------------------
