@@ -171,10 +171,19 @@ pub(super) fn build_sql(
     } else {
         "project_id, workflow_id"
     };
+    // Each part of the rows keeps to the project asked for, if any, before they are grouped.
+    let project = match &q.project {
+        Some(p) => {
+            params.push(Value::Text(p.clone()));
+            let n = params.len();
+            format!(" AND project_id IN (SELECT id FROM projects WHERE key = ?{n} OR slug = ?{n})")
+        }
+        None => String::new(),
+    };
     let rows = |span: i64, from: &str, to: &str, skip: &str| {
         format!(
             "SELECT {keys}, at * {HOUR} AS t, {FIGURES} FROM {table} \
-             WHERE span = {span} AND at >= {from} AND at < {to}{skip}"
+             WHERE span = {span} AND at >= {from} AND at < {to}{skip}{project}"
         )
     };
     // The rows read: with a time unit, the day rows when every bucket is a union of UTC days,
@@ -204,7 +213,9 @@ pub(super) fn build_sql(
     };
     // The rest of the range and the edge hours, from the runs themselves, grouped by minute
     // (every bucket boundary is a whole minute) into rows of the same figures, computed as
-    // the rebuild of the rollups computes them.
+    // the rebuild of the rollups computes them. CROSS JOIN keeps the spans the outer loop, so
+    // that each reads its runs by (project, time) or time, not a whole project's runs by an
+    // index that starts with the project.
     let mut with = String::new();
     if facts_read {
         let mut spans: Vec<String> = edges
@@ -229,14 +240,6 @@ pub(super) fn build_sql(
             "WITH RECURSIVE {hours}edges(lo, hi) AS ({}) ",
             spans.join(" UNION ALL ")
         );
-        let project = match &q.project {
-            Some(p) => {
-                params.push(Value::Text(p.clone()));
-                let n = params.len();
-                format!(" AND x.project_id IN (SELECT id FROM projects WHERE key = ?{n} OR slug = ?{n})")
-            }
-            None => String::new(),
-        };
         parts.push(format!(
             "SELECT project_id, workflow_id, t, count(*) AS n,
                 sum(status = 'failed' OR status = 'error' OR status = 'timeout') AS errors,
@@ -247,7 +250,7 @@ pub(super) fn build_sql(
                     x.created_at - (x.created_at % {MINUTE} + {MINUTE}) % {MINUTE} AS t,
                     x.stopped_at - coalesce(x.started_at, x.created_at) AS d,
                     x.started_at - x.created_at AS qt
-                FROM edges e JOIN runs x ON x.created_at >= e.lo AND x.created_at < e.hi{project})
+                FROM edges e CROSS JOIN runs x ON x.created_at >= e.lo AND x.created_at < e.hi{project})
             GROUP BY project_id, workflow_id, t"
         ));
     }
