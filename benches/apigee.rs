@@ -21,7 +21,11 @@
 //! 4. and 5. queries 1 and 2 over the same 90 days of a clock at UTC−5 (`tzo=-300`), whose days
 //!    are not UTC days: the Apigee rollups answer query 4's local days from their hour rows, and
 //!    query 5 (no buckets) from the day rows of the 89 whole UTC days inside the range and the
-//!    hour rows of its 19 + 5 other hours.
+//!    hour rows of its 19 + 5 other hours;
+//! 6. query 1 at UTC+5:30 (`tzo=330`), whose local days start inside a UTC hour: the hour rows
+//!    but that hour of each day, read from the runs;
+//! 7. to 10. for the project with the most runs: queries 1, 2 and 6, and query 2 with the
+//!    filter `(status eq 'success') and (branch eq 'main')`.
 
 mod common;
 
@@ -62,6 +66,14 @@ fn main() {
     let end = (newest / DAY_MS + 1) * DAY_MS;
     let start = end - 90 * DAY_MS;
     let range = format!("{}~{}", apigee_time(start), apigee_time(end));
+    let project: String = conn
+        .query_row(
+            "SELECT p.key FROM projects p ORDER BY (SELECT count(*) FROM runs r
+                WHERE r.project_id = p.id) DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the busiest project");
 
     println!("pipestat Apigee statistics benchmark");
     println!("  machine: {}", machine());
@@ -70,41 +82,83 @@ fn main() {
     println!(
         "  database: {runs} runs, {jobs} jobs; range {range}; {iters} timed requests per query"
     );
+    println!("  project of queries 7 to 10: {project}");
 
     let queries = [
         (
+            "all",
             "runs by workflow, sum(run_count) + p95(duration), timeUnit=day, 90 days",
             "runs",
             "workflow",
             "select=sum(run_count),p95(duration)&timeUnit=day".to_owned(),
         ),
         (
+            "all",
             "top 10 jobs by p95(duration), 90 days",
             "jobs",
             "job",
             "select=p95(duration)&topk=10".to_owned(),
         ),
         (
+            "all",
             "runs by workflow, sum(run_count) only, timeUnit=day, 90 days",
             "runs",
             "workflow",
             "select=sum(run_count)&timeUnit=day".to_owned(),
         ),
         (
+            "all",
             "query 1 at tzo=-300 (local days: hour rows)",
             "runs",
             "workflow",
             "select=sum(run_count),p95(duration)&timeUnit=day&tzo=-300".to_owned(),
         ),
         (
+            "all",
             "query 2 at tzo=-300 (day rows and the edge hours)",
             "jobs",
             "job",
             "select=p95(duration)&topk=10&tzo=-300".to_owned(),
         ),
+        (
+            "all",
+            "query 1 at tzo=330 (hour rows, each day's edge hour from the runs)",
+            "runs",
+            "workflow",
+            "select=sum(run_count),p95(duration)&timeUnit=day&tzo=330".to_owned(),
+        ),
+        (
+            project.as_str(),
+            "query 1, one project",
+            "runs",
+            "workflow",
+            "select=sum(run_count),p95(duration)&timeUnit=day".to_owned(),
+        ),
+        (
+            project.as_str(),
+            "query 2, one project",
+            "jobs",
+            "job",
+            "select=p95(duration)&topk=10".to_owned(),
+        ),
+        (
+            project.as_str(),
+            "query 6 (tzo=330), one project",
+            "runs",
+            "workflow",
+            "select=sum(run_count),p95(duration)&timeUnit=day&tzo=330".to_owned(),
+        ),
+        (
+            project.as_str(),
+            "query 2 with a status and branch filter, one project",
+            "jobs",
+            "job",
+            "select=p95(duration)&topk=10&filter=%28status%20eq%20%27success%27%29%20and%20%28branch%20eq%20%27main%27%29"
+                .to_owned(),
+        ),
     ];
 
-    for (label, facts, dims, query) in &queries {
+    for (_, label, facts, dims, query) in &queries {
         let q = format!("{query}&timeRange={}", range.replace(' ', "+"));
         let plan = pipestat::hooks::explain(&conn, facts, dims, &req(&q)).expect("explain");
         println!();
@@ -122,9 +176,9 @@ fn main() {
     println!();
     println!("  | query | median | p95 |");
     println!("  | --- | ---: | ---: |");
-    for (label, facts, dims, query) in &queries {
+    for (org, label, facts, dims, query) in &queries {
         let url = format!(
-            "{}/v1/organizations/all/environments/{facts}/stats/{dims}?{query}&timeRange={}",
+            "{}/v1/organizations/{org}/environments/{facts}/stats/{dims}?{query}&timeRange={}",
             server.base,
             range.replace(' ', "+")
         );

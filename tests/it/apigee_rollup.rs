@@ -9,6 +9,8 @@ use serde_json::Value;
 use crate::common::{Daemon, Lcg};
 use crate::history::{random_history, Run, Shape, Times, BASE, DAY, HOUR};
 
+const MINUTE: i64 = 60_000;
+
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
@@ -174,7 +176,7 @@ fn fast_path_answers_as_the_window_functions_do() {
     };
     let mut checked = 0;
     let mut days = 0;
-    for i in 0..160 {
+    for i in 0..200 {
         let facts = if i % 2 == 0 { "runs" } else { "jobs" };
         let keys: &[&str] = if facts == "runs" {
             &["project", "workflow"]
@@ -190,15 +192,36 @@ fn fast_path_answers_as_the_window_functions_do() {
             .map(|_| all[g.next(all.len() as u64) as usize].clone())
             .collect();
         let unit = g.pick(&["", "", "hour", "day", "week", "month", "quarter", "year"]);
-        let tzo = g.pick(&["0", "0", "60", "-120", "540", "-720"]);
-        // Whole hours in UTC (at tzo +9h the local start is 9 hours later); half of the
-        // ranges whole UTC days.
-        let (start, end) = if g.next(2) == 0 {
-            let start = BASE - DAY + g.next(5 * 24) * HOUR;
-            (start, start + (1 + g.next(4 * 24)) * HOUR)
+        let tzo = g.pick(&["0", "0", "60", "-120", "540", "-720", "330", "-570", "345"]);
+        // Whole hours in UTC (at tzo +9h the local start is 9 hours later), for the runs some
+        // ranges on whole minutes; half of the ranges whole UTC days.
+        let (start, end) = match g.next(if facts == "runs" { 3 } else { 2 }) {
+            0 => {
+                let start = BASE - DAY + g.next(5 * 24) * HOUR;
+                (start, start + (1 + g.next(4 * 24)) * HOUR)
+            }
+            1 => {
+                let start = BASE - DAY + g.next(5) * DAY;
+                (start, start + (1 + g.next(4)) * DAY)
+            }
+            _ => {
+                let start = BASE - DAY + g.next(5 * 24 * 60) * MINUTE;
+                (start, start + (1 + g.next(4 * 24 * 60)) * MINUTE)
+            }
+        };
+        // Local days off whole UTC hours: for the runs, their edge hours are read from the
+        // runs, as is the rest of a range off whole hours; the jobs, and hours at such an
+        // offset, stay on the window functions.
+        let whole_hours = tzo.parse::<i64>().unwrap() % 60 == 0;
+        // (None: the jobs' path depends on whether the range holds an edge hour.)
+        let expect_fast = if !whole_hours && unit == "hour" {
+            Some(false)
+        } else if facts == "runs"
+            || ((whole_hours || unit.is_empty()) && start % HOUR == 0 && end % HOUR == 0)
+        {
+            Some(true)
         } else {
-            let start = BASE - DAY + g.next(5) * DAY;
-            (start, start + (1 + g.next(4)) * DAY)
+            None
         };
         let off = tzo.parse::<i64>().unwrap() * 60_000;
         let range = format!("{}~{}", apigee_time(start + off), apigee_time(end + off));
@@ -250,10 +273,8 @@ fn fast_path_answers_as_the_window_functions_do() {
         // `explain` takes the project from the path; the fast path and the plan need no
         // project to tell the two paths apart.
         if org == "all" {
-            assert!(
-                reads_rollup(&conn, facts, &dims.join(","), &fast_q),
-                "not on the fast path: {fast_q}"
-            );
+            let fast = reads_rollup(&conn, facts, &dims.join(","), &fast_q);
+            assert!(expect_fast.map_or(true, |e| e == fast), "{facts}: {fast_q}");
             let forced_q = format!("{q}&filter={}", enc(&forced));
             assert!(!reads_rollup(&conn, facts, &dims.join(","), &forced_q));
         }
@@ -317,11 +338,12 @@ fn what_stays_on_the_window_functions() {
     assert!(!fast("runs", "", &format!("select=max(credits)&{r}")));
     assert!(!fast("runs", "", &format!("select=p50(is_error)&{r}")));
     assert!(!fast("tests", "job", &format!("select=sum(duration)&{r}")));
-    // A range off whole hours, a unit below an hour, an offset of a half hour.
+    // For the jobs, a range off whole hours and local days off whole UTC hours; for both, a
+    // unit below an hour, and hours at an offset of a half hour.
     assert!(!fast(
-        "runs",
+        "jobs",
         "",
-        "select=run_count&timeRange=03/01/2026+00:30~03/02/2026+00:00"
+        "select=job_count&timeRange=03/01/2026+00:30~03/02/2026+00:00"
     ));
     assert!(!fast(
         "runs",
@@ -329,12 +351,29 @@ fn what_stays_on_the_window_functions() {
         &format!("select=run_count&{r}&timeUnit=minute")
     ));
     assert!(!fast(
+        "jobs",
+        "",
+        &format!("select=job_count&{r}&timeUnit=day&tzo=330")
+    ));
+    assert!(!fast(
         "runs",
         "",
-        &format!("select=run_count&{r}&timeUnit=day&tzo=330")
+        &format!("select=run_count&{r}&timeUnit=hour&tzo=330")
     ));
-    // Without a unit the offset only moves the range, which stays on whole hours.
-    assert!(!fast("runs", "", &format!("select=run_count&{r}&tzo=330")));
+    // The runs read the rest from the runs themselves.
+    assert!(fast(
+        "runs",
+        "",
+        "select=run_count&timeRange=03/01/2026+00:30~03/02/2026+00:00"
+    ));
+    assert!(fast(
+        "runs",
+        "workflow",
+        &format!("select=p95(duration)&{r}&timeUnit=day&tzo=330")
+    ));
+    // Without a unit the offset only moves the range.
+    assert!(fast("runs", "", &format!("select=run_count&{r}&tzo=330")));
+    assert!(!fast("jobs", "", &format!("select=job_count&{r}&tzo=330")));
     assert!(fast("runs", "", &format!("select=run_count&{r}&tzo=300")));
 }
 
@@ -436,4 +475,71 @@ fn percentiles_on_the_fast_path_hand_worked() {
         [(l1, "19.5".to_owned()), (l2, "49".to_owned())]
     );
     assert_eq!(values(&d.get_ok(&path)), ["48", "30", "10", "50", "30"]);
+}
+
+/// Hand-worked, at UTC+5:30 (`tzo=330`), whose local days start at 18:30 UTC, inside an hour:
+/// runs of 10 and 20 s created at 18:10 and 18:29:59 UTC on March 1st fall on the local 1st
+/// (p95: h = 0.95, so 10 + 0.95 · 10 = 19.5), those of 30, 40 and 100 s at 18:30, 18:45 and
+/// 01:00 on the 2nd on the local 2nd (h = 1.9, so 40 + 0.9 · 60 = 94), and one of 1,000 s at
+/// 18:30 on the 2nd, the local 3rd, outside the range. A range on whole minutes, 18:15 to
+/// 18:40 UTC, holds the 20 and 30 s runs: two, 25 s on average.
+#[test]
+fn quarter_hour_offsets_on_the_fast_path_hand_worked() {
+    let d = Daemon::start(&[]);
+    let t = |s: &str| pipestat::hooks::parse_rfc3339(s).unwrap();
+    let mut runs = Vec::new();
+    for (id, created, secs) in [
+        ("a", "2026-03-01T18:10:00Z", 10),
+        ("b", "2026-03-01T18:29:59Z", 20),
+        ("c", "2026-03-01T18:30:00Z", 30),
+        ("d", "2026-03-01T18:45:00Z", 40),
+        ("e", "2026-03-02T01:00:00Z", 100),
+        ("f", "2026-03-02T18:30:00Z", 1000),
+    ] {
+        let c = t(created);
+        runs.push(
+            Run::new(id, "success", c)
+                .started(Some(c))
+                .stopped(Some(c + secs * 1000))
+                .credits(0)
+                .json(),
+        );
+    }
+    d.post_runs(&runs);
+    let conn = d.db();
+    pipestat::hooks::register_functions(&conn).unwrap();
+    let q = "select=p95(duration),run_count&timeRange=03/01/2026+00:00~03/03/2026+00:00&timeUnit=day&tzo=330&tsAscending=true";
+    assert!(reads_rollup(&conn, "runs", "workflow", q));
+    let body = d.get_ok(&format!(
+        "/v1/organizations/all/environments/runs/stats/workflow?{q}"
+    ));
+    let metric = |i: usize| -> Vec<(i64, String)> {
+        body["environments"][0]["dimensions"][0]["metrics"][i]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["timestamp"].as_i64().unwrap(),
+                    v["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (l1, l2) = (t("2026-02-28T18:30:00Z"), t("2026-03-01T18:30:00Z"));
+    assert_eq!(metric(0), [(l1, "19.5".to_owned()), (l2, "94".to_owned())]);
+    assert_eq!(metric(1), [(l1, "2".to_owned()), (l2, "3".to_owned())]);
+
+    let q = "select=run_count,avg(duration)&timeRange=03/01/2026+18:15~03/01/2026+18:40";
+    assert!(reads_rollup(&conn, "runs", "", q));
+    let body = d.get_ok(&format!(
+        "/v1/organizations/all/environments/runs/stats/?{q}"
+    ));
+    let values: Vec<&str> = body["environments"][0]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["values"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["2", "25"]);
 }
