@@ -433,6 +433,7 @@ impl Family for Pending {
             Old::Job(job) => {
                 let k = run_key(conn, self, job.run_id)?;
                 job_row(self, &k, &job.name, &job.timing, -1);
+                self.last_run = Some((job.run_id, k));
             }
             Old::Tests { .. } => {}
         }
@@ -458,6 +459,7 @@ impl Family for Pending {
             New::Job { at, job, .. } => {
                 let k = run_key(conn, self, at.run_id)?;
                 job_row(self, &k, &job.name, &Timing::of_job(job), 1);
+                self.last_run = Some((at.run_id, k));
                 Ok(())
             }
             New::Tests { .. } => Ok(()),
@@ -491,6 +493,12 @@ const FIRST_FINISHED: &str = "SELECT created_at, ext_id, stopped_at FROM runs
     WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
       AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
     ORDER BY created_at, ext_id LIMIT 1";
+/// Whether the last finished run before ?4/?5 is a success (no row: none is).
+const PREV_FINISHED_OK: &str = "SELECT status = 'success' FROM runs
+    WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
+      AND (created_at, ext_id) < (+?4, +?5)
+      AND (status = 'success' OR status = 'failed' OR status = 'error' OR status = 'timeout')
+    ORDER BY created_at DESC, ext_id DESC LIMIT 1";
 /// The first success after ?4/?5.
 const NEXT_SUCCESS_AFTER: &str = "SELECT id FROM runs
     WHERE project_id = +?1 AND branch IS +?2 AND workflow_id = +?3
@@ -504,6 +512,17 @@ fn recovery(conn: &Connection, r: &SeqRun) -> Result<Option<Rec>> {
         return Ok(None);
     }
     let k = &r.key;
+    // Most successes follow a success (or nothing): then no streak ends at this one, which
+    // one look at the finished run before it tells.
+    let prev_ok: Option<bool> = conn
+        .prepare_cached(PREV_FINISHED_OK)?
+        .query_row(params![k.project, k.branch, k.workflow, k.at, k.ext], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if prev_ok != Some(false) {
+        return Ok(None);
+    }
     let seq = params![k.project, k.branch, k.workflow];
     let last: Option<(i64, String)> = conn
         .prepare_cached(LAST_SUCCESS_BEFORE)?
@@ -619,11 +638,12 @@ fn run_written(
 const RUN_KEY: &str =
     "SELECT project_id, branch, workflow_id, created_at, ext_id FROM runs WHERE id = ?1";
 
-/// The key of a stored run, from `pending` when its jobs are being written right after it.
+/// The key of a stored run, taken out of `pending` when its jobs are being written right after
+/// it (moved, not copied: the caller puts it back as `last_run` once it has used it).
 fn run_key(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key> {
-    if let Some((id, k)) = &pending.last_run {
-        if *id == run_id {
-            return Ok(k.clone());
+    if let Some((id, k)) = pending.last_run.take() {
+        if id == run_id {
+            return Ok(k);
         }
     }
     let k = conn.prepare_cached(RUN_KEY)?.query_row([run_id], |r| {
@@ -635,7 +655,6 @@ fn run_key(conn: &Connection, pending: &mut Pending, run_id: i64) -> Result<Key>
             ext: r.get(4)?,
         })
     })?;
-    pending.last_run = Some((run_id, k.clone()));
     Ok(k)
 }
 

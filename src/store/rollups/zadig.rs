@@ -72,7 +72,62 @@ pub struct Known {
     bytes: usize,
 }
 
-type CaseKey = (i64, Option<String>, Option<String>, String);
+/// A test case as `Known` keeps it: (project, suite, classname, name).
+struct CaseKey(i64, Option<String>, Option<String>, String);
+
+/// A test case's key, owned (`CaseKey`) or borrowed from a `TestCase`: `Known::cases` is
+/// looked up with the borrowed one, so that a lookup copies none of the case's names.
+trait CaseParts {
+    fn parts(&self) -> (i64, Option<&str>, Option<&str>, &str);
+}
+
+impl CaseParts for CaseKey {
+    fn parts(&self) -> (i64, Option<&str>, Option<&str>, &str) {
+        (self.0, self.1.as_deref(), self.2.as_deref(), &self.3)
+    }
+}
+
+impl CaseParts for (i64, &TestCase) {
+    fn parts(&self) -> (i64, Option<&str>, Option<&str>, &str) {
+        let t = self.1;
+        (self.0, t.suite.as_deref(), t.classname.as_deref(), &t.name)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn CaseParts + 'a> for CaseKey {
+    fn borrow(&self) -> &(dyn CaseParts + 'a) {
+        self
+    }
+}
+
+// Owned and borrowed keys hash and compare by the same parts, as `Borrow` requires.
+impl std::hash::Hash for CaseKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for CaseKey {
+    fn eq(&self, other: &CaseKey) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for CaseKey {}
+
+impl std::hash::Hash for dyn CaseParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn CaseParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn CaseParts + '_ {}
 
 impl Known {
     fn add_case(&mut self, key: CaseKey, id: i64) {
@@ -326,13 +381,7 @@ impl Pending {
         tests: &[TestCase],
     ) -> Result<()> {
         for t in tests {
-            let key = (
-                project_id,
-                t.suite.clone(),
-                t.classname.clone(),
-                t.name.clone(),
-            );
-            let case_id = match self.known.cases.get(&key) {
+            let case_id = match self.known.cases.get(&(project_id, t) as &dyn CaseParts) {
                 Some(id) => *id,
                 None => {
                     let found = conn
@@ -353,6 +402,12 @@ impl Pending {
                             conn.last_insert_rowid()
                         }
                     };
+                    let key = CaseKey(
+                        project_id,
+                        t.suite.clone(),
+                        t.classname.clone(),
+                        t.name.clone(),
+                    );
                     self.known.add_case(key, id);
                     id
                 }
