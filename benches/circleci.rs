@@ -16,11 +16,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{load_average, machine};
+use common::{load_average, machine, Server};
 use rusqlite::{Connection, OpenFlags};
 
 const DAY_MS: i64 = 86_400_000;
@@ -79,31 +78,8 @@ fn main() {
     println!();
 
     let bin = env!("CARGO_BIN_EXE_pipestat");
-    let now_arg = (now / 1000 + 1).to_string();
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--db",
-            &db,
-            "--listen",
-            "127.0.0.1:0",
-            "--now",
-            &now_arg,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start pipestat serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the listening line");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let server = Server::at(bin, Path::new(&db), now / 1000 + 1);
+    let base = server.base.clone();
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(120))
         .build();
@@ -158,7 +134,7 @@ fn main() {
     // Memory: the heaviest route (jobs of all branches), 8 requests at once, each on a
     // connection of its own; the daemon's peak and resident memory, then 3 s later.
     let heaviest = &routes[5].1;
-    let pid = child.id();
+    let pid = server.child.id();
     println!();
     println!("memory (MiB), 8 concurrent requests of jobs all-branches:");
     println!("  before: {}", memory(pid));
@@ -170,8 +146,7 @@ fn main() {
     println!("  after:  {}", memory(pid));
     std::thread::sleep(Duration::from_secs(3));
     println!("  3 s later: {}", memory(pid));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     println!();
     println!("EXPLAIN QUERY PLAN (project {project_id}, branch {branch}, workflow {workflow_id})");

@@ -14,12 +14,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{load_average, machine, ms_cells, requests_per_row, time_gets};
+use common::{load_average, machine, ms_cells, requests_per_row, time_gets, Server};
 use rusqlite::{Connection, OpenFlags};
 
 fn main() {
@@ -32,12 +30,12 @@ fn main() {
     let requests = requests_per_row(50);
     // A first daemon upgrades the schema before the facts are read; it is stopped at once.
     let (newest, facts) = {
-        let first = Daemon::start(&db, None);
+        let first = Server::start(env!("CARGO_BIN_EXE_pipestat"), &db);
         let facts = Facts::read(&db);
         drop(first);
         (facts.newest_s, facts)
     };
-    let server = Daemon::start(&db, Some(newest));
+    let server = Server::at(env!("CARGO_BIN_EXE_pipestat"), &db, newest);
     let p = &facts.slug;
     let wf = &facts.workflow;
     let pages: Vec<(&str, String)> = vec![
@@ -89,50 +87,6 @@ fn main() {
     println!();
     println!("- load average after: {}", load_average());
     println!("- goal: the project page over 90 days in ≤ 150 ms p95 and ≤ 300 KB");
-}
-
-/// `pipestat serve` on a free loopback port, without quota, with `--now` when given; stopped
-/// with SIGTERM when dropped.
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Daemon {
-    fn start(db: &Path, now_s: Option<i64>) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipestat"));
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .args(["--listen", "127.0.0.1:0", "--quota-per-minute", "0"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(now) = now_s {
-            cmd.args(["--now", &now.to_string()]);
-        }
-        let mut child = cmd.spawn().expect("start pipestat serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .expect("read the daemon's first line");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the daemon: {line:?}"))
-            .to_owned();
-        Daemon { child, base }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 struct Facts {

@@ -99,16 +99,28 @@ impl Server {
     /// Starts the daemon on `db`, logging warnings only to the bench's stderr, and waits for
     /// its `listening on` line.
     pub fn start(bin: &str, db: &Path) -> Server {
-        Server::spawn(bin, db, None, None)
+        Server::spawn(bin, db, None, None, None)
+    }
+
+    /// Starts the daemon on `db` with its clock at `now_s` (Unix seconds): the routes whose
+    /// windows end now then cover the database's history.
+    pub fn at(bin: &str, db: &Path, now_s: i64) -> Server {
+        Server::spawn(bin, db, None, None, Some(now_s))
     }
 
     /// Starts the daemon on `db` with its whole log (a line per request, the writer's summary
     /// at exit) in the file `log`, and `--threads N` when given.
     pub fn logging(bin: &str, db: &Path, log: &Path, threads: Option<&str>) -> Server {
-        Server::spawn(bin, db, Some(log), threads)
+        Server::spawn(bin, db, Some(log), threads, None)
     }
 
-    fn spawn(bin: &str, db: &Path, log: Option<&Path>, threads: Option<&str>) -> Server {
+    fn spawn(
+        bin: &str,
+        db: &Path,
+        log: Option<&Path>,
+        threads: Option<&str>,
+        now_s: Option<i64>,
+    ) -> Server {
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--db")
@@ -118,6 +130,9 @@ impl Server {
             .stdout(Stdio::piped());
         if let Some(n) = threads {
             cmd.args(["--threads", n]);
+        }
+        if let Some(now) = now_s {
+            cmd.args(["--now", &now.to_string()]);
         }
         match log {
             // A file stands in for the journal.
