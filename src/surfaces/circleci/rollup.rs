@@ -406,13 +406,7 @@ pub fn workflows(
                 continue;
             }
             let day: i64 = r.get(2)?;
-            e.days = Some(e.days.map_or(
-                Span {
-                    first: day,
-                    last: day,
-                },
-                |d| d.with(day, day),
-            ));
+            Span::widen(&mut e.days, day, day);
             if let ValueRef::Blob(blob) = r.get_ref(15)? {
                 e.ranks.push(blob);
             }
@@ -442,7 +436,7 @@ pub fn workflows(
             let e = by_wf.entry(r.get(0)?).or_default();
             e.add(r.get(1)?, &run_sums_at(r, 2)?);
             let (first, last): (i64, i64) = (r.get(14)?, r.get(15)?);
-            e.raw = Some(e.raw.map_or(Span { first, last }, |x| x.with(first, last)));
+            Span::widen(&mut e.raw, first, last);
             if let ValueRef::Blob(blob) = r.get_ref(16)? {
                 e.ranks.push(blob);
             }
@@ -724,12 +718,15 @@ struct Span {
 }
 
 impl Span {
-    /// This span widened to hold [first, last].
-    fn with(self, first: i64, last: i64) -> Span {
-        Span {
-            first: self.first.min(first),
-            last: self.last.max(last),
-        }
+    /// Widens `span` to hold [first, last]; a span of that range alone when there is none.
+    fn widen(span: &mut Option<Span>, first: i64, last: i64) {
+        *span = Some(match *span {
+            Some(s) => Span {
+                first: s.first.min(first),
+                last: s.last.max(last),
+            },
+            None => Span { first, last },
+        });
     }
 }
 
@@ -773,7 +770,7 @@ pub fn jobs(
             let e = by_name.entry(r.get(0)?).or_default();
             e.s.add(&job_sums_at(r, 1)?);
             let (first, last): (i64, i64) = (r.get(10)?, r.get(11)?);
-            e.raw = Some(e.raw.map_or(Span { first, last }, |x| x.with(first, last)));
+            Span::widen(&mut e.raw, first, last);
             if let ValueRef::Blob(blob) = r.get_ref(12)? {
                 e.ranks.push(blob);
             }
@@ -792,13 +789,7 @@ pub fn jobs(
                 continue;
             }
             let day: i64 = r.get(1)?;
-            e.days = Some(e.days.map_or(
-                Span {
-                    first: day,
-                    last: day,
-                },
-                |d| d.with(day, day),
-            ));
+            Span::widen(&mut e.days, day, day);
             if let ValueRef::Blob(blob) = r.get_ref(11)? {
                 e.ranks.push(blob);
             }
@@ -905,13 +896,7 @@ fn job_rows(
         }
         a.credits += i128::from(r.get::<_, i64>(2)?);
         let created: i64 = r.get(3)?;
-        a.span = Some(a.span.map_or(
-            Span {
-                first: created,
-                last: created,
-            },
-            |x| x.with(created, created),
-        ));
+        Span::widen(&mut a.span, created, created);
         if let Some(d) = r.get::<_, Option<i64>>(4)? {
             c.dur_n += 1;
             a.dur_sum += i128::from(d);
@@ -928,7 +913,7 @@ fn job_rows(
             ..a.counts
         });
         if let Some(x) = a.span {
-            e.raw = Some(e.raw.map_or(x, |r| r.with(x.first, x.last)));
+            Span::widen(&mut e.raw, x.first, x.last);
         }
         a.durs.sort_unstable();
         e.ranks
