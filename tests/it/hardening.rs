@@ -523,10 +523,7 @@ fn idle_connections_and_stalled_bodies_are_cut_after_the_timeout() {
     assert_eq!(a.status, 408, "{a:?}");
     assert_eq!(a.body["error"]["code"], "request_timeout");
     assert_closed(r);
-    signal(&child, "TERM");
-    assert!(wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    terminate_within_10s(&mut child);
 }
 
 #[test]
@@ -549,10 +546,7 @@ fn sigterm_does_not_wait_for_slow_or_idle_clients() {
         held.push(s);
     }
     thread::sleep(Duration::from_millis(300));
-    signal(&child, "TERM");
-    let status = wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("pipestat exits within 10 s of SIGTERM");
-    assert!(status.success(), "{status:?}");
+    terminate_within_10s(&mut child);
 }
 
 /// A run stored under `id`, read from the database.
@@ -709,6 +703,14 @@ fn trickler(
 }
 
 /// Asserts that /healthz answers within 2 s, five times, half a second apart.
+/// Sends SIGTERM and asserts a clean exit within 10 s (the bounded shutdown).
+fn terminate_within_10s(child: &mut Child) {
+    signal(child, "TERM");
+    let status = wait_timeout(child, Duration::from_secs(10))
+        .expect("pipestat exits within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
 fn healthz_answers(base: &str) {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(2))
@@ -745,10 +747,7 @@ fn slow_heads_beyond_the_connection_cap_do_not_stop_healthz() {
     for t in slow {
         t.join().unwrap();
     }
-    signal(&child, "TERM");
-    assert!(wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    terminate_within_10s(&mut child);
 }
 
 #[test]
@@ -773,10 +772,7 @@ fn slow_bodies_with_a_valid_token_hold_no_worker() {
     for t in slow {
         t.join().unwrap();
     }
-    signal(&child, "TERM");
-    assert!(wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    terminate_within_10s(&mut child);
 
     // With every connection of the cap busy with such a body (none waits for a head), a new
     // connection is answered 503 and closed.
@@ -808,10 +804,7 @@ fn slow_bodies_with_a_valid_token_hold_no_worker() {
         "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(a.status, 200);
-    signal(&child, "TERM");
-    assert!(wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    terminate_within_10s(&mut child);
 }
 
 /// The process's thread count, from /proc.
@@ -864,10 +857,7 @@ fn threads_stay_bounded_under_many_idle_connections() {
     );
     healthz_answers(&format!("http://{addr}"));
     drop(held);
-    signal(&child, "TERM");
-    assert!(wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    terminate_within_10s(&mut child);
 }
 
 #[test]
@@ -898,10 +888,7 @@ fn sigterm_does_not_wait_for_slow_heads_or_bodies_with_a_token() {
     }
     let idle: Vec<_> = (0..3).map(|_| connect(&addr)).collect();
     thread::sleep(Duration::from_millis(500));
-    signal(&child, "TERM");
-    let status = wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("pipestat exits within 10 s of SIGTERM");
-    assert!(status.success(), "{status:?}");
+    terminate_within_10s(&mut child);
     stop.store(true, Ordering::SeqCst);
     for t in slow {
         t.join().unwrap();
@@ -952,10 +939,7 @@ fn the_worker_socket_is_private_and_removed_at_exit_and_the_log_names_the_client
     assert_eq!(a.status, 200);
     let local = r.get_ref().local_addr().unwrap().to_string();
     drop(r);
-    signal(&child, "TERM");
-    assert!(wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    terminate_within_10s(&mut child);
     assert_eq!(std::fs::read_dir(runtime.path()).unwrap().count(), 0);
     let text = std::fs::read_to_string(&log).unwrap();
     let line = text
@@ -1009,8 +993,5 @@ fn the_connection_cap_fits_the_open_file_limit() {
     }
     healthz_answers(&format!("http://{addr}"));
     drop(held);
-    signal(&child, "TERM");
-    assert!(wait_timeout(&mut child, Duration::from_secs(10))
-        .expect("exits")
-        .success());
+    terminate_within_10s(&mut child);
 }
