@@ -147,6 +147,9 @@ pub fn serve(cfg: Config) -> Result<()> {
         log::warn!("--insecure-open: serving {addr} with NO authentication; anyone who reaches it can read and write");
     }
     drop(conn);
+    // An upgrade or the demo's fill may have used hundreds of MB (page caches, rebuilt
+    // rollups); the daemon serves in a few tens, so the freed pages go back to the system.
+    memory::release_freed_memory();
 
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
