@@ -387,6 +387,22 @@ fn what_stays_on_the_window_functions() {
 /// same stop: a shorter 50 s, so the old duration must leave the rollup): March 2nd's p95 is
 /// 40 + 0.95 · 10 = 49.5 and the whole range's 40 + 0.8 · 10 = 48.
 ///
+/// Posts successful runs (id, created at, seconds long), started when created, no credits.
+fn post_timed_runs(d: &Daemon, runs: &[(&str, &str, i64)]) {
+    let runs: Vec<_> = runs
+        .iter()
+        .map(|&(id, created, secs)| {
+            let c = pipestat::hooks::parse_rfc3339(created).unwrap();
+            Run::new(id, "success", c)
+                .started(Some(c))
+                .stopped(Some(c + secs * 1000))
+                .credits(0)
+                .json()
+        })
+        .collect();
+    d.post_runs(&runs);
+}
+
 /// At UTC+1 (`tzo=60`, answered from the hour rows) a local day starts at 23:00 UTC: the local
 /// 1st holds a and b (10, 20 s: p95 = 10 + 0.95 · 10 = 19.5), the local 2nd c, d and e (30, 40,
 /// 100 s: h = 1.9, so 40 + 0.9 · 60 = 94; after the redelivery 40 + 0.9 · 10 = 49), and f, at
@@ -394,26 +410,17 @@ fn what_stays_on_the_window_functions() {
 #[test]
 fn percentiles_on_the_fast_path_hand_worked() {
     let d = Daemon::start(&[]);
-    let t = |s: &str| pipestat::hooks::parse_rfc3339(s).unwrap();
-    let mut runs = Vec::new();
-    for (id, created, secs) in [
-        ("a", "2026-03-01T01:10:00Z", 10),
-        ("b", "2026-03-01T05:00:00Z", 20),
-        ("c", "2026-03-01T23:59:59Z", 30),
-        ("d", "2026-03-02T00:00:00Z", 40),
-        ("e", "2026-03-02T12:30:00Z", 100),
-        ("f", "2026-03-03T00:00:00Z", 1000),
-    ] {
-        let c = t(created);
-        runs.push(
-            Run::new(id, "success", c)
-                .started(Some(c))
-                .stopped(Some(c + secs * 1000))
-                .credits(0)
-                .json(),
-        );
-    }
-    d.post_runs(&runs);
+    post_timed_runs(
+        &d,
+        &[
+            ("a", "2026-03-01T01:10:00Z", 10),
+            ("b", "2026-03-01T05:00:00Z", 20),
+            ("c", "2026-03-01T23:59:59Z", 30),
+            ("d", "2026-03-02T00:00:00Z", 40),
+            ("e", "2026-03-02T12:30:00Z", 100),
+            ("f", "2026-03-03T00:00:00Z", 1000),
+        ],
+    );
     let conn = d.db();
     pipestat::hooks::register_functions(&conn).unwrap();
     let range = "timeRange=03/01/2026+00:00~03/03/2026+00:00";
@@ -446,6 +453,7 @@ fn percentiles_on_the_fast_path_hand_worked() {
             })
             .collect()
     };
+    let t = |s: &str| pipestat::hooks::parse_rfc3339(s).unwrap();
     let (d1, d2) = (t("2026-03-01T00:00:00Z"), t("2026-03-02T00:00:00Z"));
     assert_eq!(
         series(&d.get_ok(&daily)),
@@ -486,26 +494,17 @@ fn percentiles_on_the_fast_path_hand_worked() {
 #[test]
 fn quarter_hour_offsets_on_the_fast_path_hand_worked() {
     let d = Daemon::start(&[]);
-    let t = |s: &str| pipestat::hooks::parse_rfc3339(s).unwrap();
-    let mut runs = Vec::new();
-    for (id, created, secs) in [
-        ("a", "2026-03-01T18:10:00Z", 10),
-        ("b", "2026-03-01T18:29:59Z", 20),
-        ("c", "2026-03-01T18:30:00Z", 30),
-        ("d", "2026-03-01T18:45:00Z", 40),
-        ("e", "2026-03-02T01:00:00Z", 100),
-        ("f", "2026-03-02T18:30:00Z", 1000),
-    ] {
-        let c = t(created);
-        runs.push(
-            Run::new(id, "success", c)
-                .started(Some(c))
-                .stopped(Some(c + secs * 1000))
-                .credits(0)
-                .json(),
-        );
-    }
-    d.post_runs(&runs);
+    post_timed_runs(
+        &d,
+        &[
+            ("a", "2026-03-01T18:10:00Z", 10),
+            ("b", "2026-03-01T18:29:59Z", 20),
+            ("c", "2026-03-01T18:30:00Z", 30),
+            ("d", "2026-03-01T18:45:00Z", 40),
+            ("e", "2026-03-02T01:00:00Z", 100),
+            ("f", "2026-03-02T18:30:00Z", 1000),
+        ],
+    );
     let conn = d.db();
     pipestat::hooks::register_functions(&conn).unwrap();
     let q = "select=p95(duration),run_count&timeRange=03/01/2026+00:00~03/03/2026+00:00&timeUnit=day&tzo=330&tsAscending=true";
@@ -526,6 +525,7 @@ fn quarter_hour_offsets_on_the_fast_path_hand_worked() {
             })
             .collect()
     };
+    let t = |s: &str| pipestat::hooks::parse_rfc3339(s).unwrap();
     let (l1, l2) = (t("2026-02-28T18:30:00Z"), t("2026-03-01T18:30:00Z"));
     assert_eq!(metric(0), [(l1, "19.5".to_owned()), (l2, "94".to_owned())]);
     assert_eq!(metric(1), [(l1, "2".to_owned()), (l2, "3".to_owned())]);
