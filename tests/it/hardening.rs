@@ -317,6 +317,15 @@ fn a_method_not_served_is_405_before_any_credential() {
     assert_eq!(d.call("PUT", "/api/v1/rollbacks", &[], None).status, 405);
 }
 
+/// A well-framed POST of one run, as raw bytes of HTTP/1.1.
+fn plain_post(run: &str) -> String {
+    format!(
+        "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{run}",
+        run.len()
+    )
+}
+
 #[test]
 fn ambiguous_framing_is_refused() {
     let d = Daemon::start(&[]);
@@ -325,11 +334,7 @@ fn ambiguous_framing_is_refused() {
     // Behind a chunked body, a second request that a parser reading the other framing would
     // serve. tiny_http reads the chunked body as the next request's line once the first is
     // answered: it answers that an empty 400 and closes, and the request behind is not read.
-    let tail = format!(
-        "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{run}",
-        run.len()
-    );
+    let tail = plain_post(&run);
     let chunked = format!("5\r\nhello\r\n0\r\n\r\n{tail}");
     for (what, head, body) in [
         (
@@ -564,11 +569,7 @@ fn a_request_smuggled_behind_ambiguous_framing_is_never_served() {
     let d = Daemon::start(&[]);
     let addr = addr(&d);
     let run = run_json("smuggled", "success", "");
-    let smuggled = format!(
-        "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{run}",
-        run.len()
-    );
+    let smuggled = plain_post(&run);
     for (what, head, body) in [
         // Read by its Content-Length, the body ends after "0\r\n\r\n" and the smuggled
         // request follows; read as chunked, it is part of the body.
